@@ -1,0 +1,150 @@
+"""The console adapter: chat with mombot in a terminal, or script it through pipes.
+
+Interactive when stdin and stdout are terminals (readline editing, prompts);
+otherwise every input line is one message and every reply is written followed
+by a blank line, so a script can read the answers back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from pathlib import Path
+from typing import TextIO
+
+from adapters.config import ConsoleConfig
+from brain.brain import Brain
+from brain.messages import Inbound
+from brain.outbox import Capabilities, MessageRef
+
+QUIT_WORDS = {"/quit", "/exit", "/bye"}
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ConsoleOutbox:
+    """Writes replies to a text stream. Streaming edits print only the new text."""
+
+    capabilities = Capabilities(
+        max_message_length=1_000_000, edit_interval_s=0.0, markdown=False, max_upload_bytes=1 << 30
+    )
+
+    def __init__(self, out: TextIO, images_dir: Path, *, prefix: str = "") -> None:
+        self._out = out
+        self._images_dir = images_dir
+        self._prefix = prefix
+        self._texts: list[str] = []
+        self.wrote_anything = False
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+        self.wrote_anything = True
+
+    async def send(self, text: str) -> MessageRef:
+        if self._texts:
+            self._write("\n")
+        self._write(self._prefix + text)
+        self._texts.append(text)
+        return len(self._texts) - 1
+
+    async def edit(self, ref: MessageRef, text: str) -> None:
+        old = self._texts[ref]
+        if ref == len(self._texts) - 1 and text.startswith(old):
+            self._write(text[len(old) :])
+        else:
+            self._write(f"\n(edited) {text}")
+        self._texts[ref] = text
+
+    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+        safe = _UNSAFE_NAME.sub("_", Path(filename).name)[:80] or "image.png"
+        self._images_dir.mkdir(parents=True, exist_ok=True)
+        path = self._images_dir / safe
+        await asyncio.to_thread(path.write_bytes, data)
+        return await self.send(f"{caption}\n[image saved to {path}]")
+
+    async def typing(self) -> None:
+        return None
+
+    async def error(self, text: str) -> None:
+        await self.send(f"[!] {text}")
+
+
+class ConsoleAdapter:
+    """Reads lines, hands each to the brain, prints the streamed reply."""
+
+    def __init__(
+        self,
+        brain: Brain,
+        config: ConsoleConfig,
+        *,
+        stdin: TextIO,
+        stdout: TextIO,
+        images_dir: Path,
+        bot_name: str = "mom",
+    ) -> None:
+        self._brain = brain
+        self._config = config
+        self._stdin = stdin
+        self._stdout = stdout
+        self._images_dir = images_dir
+        self._bot_name = bot_name
+        self.interactive = stdin.isatty() and stdout.isatty()
+
+    async def run(self) -> None:
+        """Chat until end of input or /quit."""
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._start_reader(lines)
+        if self.interactive:
+            self._stdout.write("mombot — type a message, /help for commands, /quit to leave.\n")
+        count = 0
+        while True:
+            line = await lines.get()
+            if line is None or line.strip().lower() in QUIT_WORDS:
+                break
+            if not line.strip():
+                continue
+            count += 1
+            await self._answer(line, count)
+
+    async def _answer(self, line: str, count: int) -> None:
+        prefix = f"{self._bot_name}> " if self.interactive else ""
+        outbox = ConsoleOutbox(self._stdout, self._images_dir, prefix=prefix)
+        message = Inbound(
+            platform="console",
+            channel_id=self._config.channel,
+            author_id=self._config.user_name,
+            author_name=self._config.user_name,
+            text=line,
+            message_id=str(count),
+            is_direct=True,
+        )
+        await self._brain.handle(message, outbox)
+        self._stdout.write("\n\n" if not self.interactive else "\n")
+        self._stdout.flush()
+
+    def _start_reader(self, lines: asyncio.Queue[str | None]) -> None:
+        """Read input on a daemon thread, so a blocked read never holds up shutdown."""
+        loop = asyncio.get_running_loop()
+        interactive = self.interactive
+        if interactive:
+            try:
+                import readline  # noqa: F401  (line editing and history for input())
+            except ImportError:
+                pass
+
+        def read() -> None:
+            while True:
+                try:
+                    line = input("you> ") if interactive else self._stdin.readline()
+                except (EOFError, KeyboardInterrupt, ValueError):
+                    line = ""
+                    interactive_eof = True
+                else:
+                    interactive_eof = False
+                if interactive_eof or (not interactive and line == ""):
+                    loop.call_soon_threadsafe(lines.put_nowait, None)
+                    return
+                loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\n"))
+
+        threading.Thread(target=read, name="console-input", daemon=True).start()

@@ -1,0 +1,96 @@
+"""Wiring: config → embedded server → model clients → history → brain.
+
+`App` is an async context manager so every way out (normal end, Ctrl-C, an
+error) closes the clients, the database and the embedded server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from bot.config import MombotConfig, Secrets
+from bot.embedded import EmbeddedServer
+from brain.brain import Brain
+from brain.config import EndpointConfig
+from brain.history import HistoryStore, resolve_database_url
+from brain.llm import ModelClient
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """A running mombot: the brain and what it needs, started and stopped together."""
+
+    def __init__(
+        self,
+        config: MombotConfig,
+        secrets: Secrets,
+        *,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.secrets = secrets
+        self.data_dir = Path(config.bot.data_dir).expanduser()
+        self._progress = progress
+        self.embedded: EmbeddedServer | None = None
+        self.endpoints: dict[str, EndpointConfig] = {}
+        self.brain: Brain | None = None
+
+    async def __aenter__(self) -> App:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.endpoints = dict(self.config.endpoints)
+        if self.config.embedded_active:
+            self.embedded = EmbeddedServer(
+                self.config.embedded, self.data_dir / "llama-server.log", progress=self._progress
+            )
+            base_url = await self.embedded.start()
+            self.endpoints["embedded"] = EndpointConfig(
+                base_url=base_url,
+                kind="llama-cpp-python",
+                context_window=self.config.embedded.n_ctx,
+                timeout_s=300,
+            )
+        clients = {
+            name: ModelClient(
+                name,
+                endpoint,
+                api_key=(
+                    key.get_secret_value()
+                    if (key := self.secrets.endpoint_keys.get(name))
+                    else None
+                ),
+            )
+            for name, endpoint in self.endpoints.items()
+        }
+        url = resolve_database_url(self.config.history.database_url, self.data_dir)
+        history = HistoryStore(url)
+        self.brain = Brain(
+            characters=self.config.characters,
+            clients=clients,
+            history=history,
+            history_config=self.config.history,
+        )
+
+    async def close(self) -> None:
+        if self.brain is not None:
+            await self.brain.aclose()
+            self.brain = None
+        if self.embedded is not None:
+            await self.embedded.stop()
+            self.embedded = None

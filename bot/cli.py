@@ -1,0 +1,141 @@
+"""The `mombot` command line: chat in the terminal, run the platform bots, check the setup."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from adapters.console import ConsoleAdapter
+from bot import __version__
+from bot.app import App
+from bot.config import ConfigError, MombotConfig, load_config
+from bot.embedded import EmbeddedServerError
+from brain.errors import MombotError
+
+log = logging.getLogger("mombot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mombot",
+        description="A mixture-of-characters chat bot for Discord, Matrix and the terminal, "
+        "on local OpenAI-compatible models.",
+    )
+    parser.add_argument("--version", action="version", version=f"mombot {__version__}")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="config file (default: ./config.toml if present)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("chat", help="chat in this terminal (reads stdin when piped)")
+    commands.add_parser("run", help="run every enabled platform adapter")
+    commands.add_parser("check", help="validate the config and reach every model endpoint")
+    return parser
+
+
+def setup_logging(config: MombotConfig, data_dir: Path, *, quiet_console: bool) -> None:
+    """Full log to data_dir/mombot.log; only warnings on stderr while chatting."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(data_dir / "mombot.log", encoding="utf-8")
+    file_handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    stderr_handler = logging.StreamHandler(sys.stderr)
+    stderr_handler.setLevel(logging.WARNING if quiet_console else logging.NOTSET)
+    stderr_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.bot.log_level, handlers=[file_handler, stderr_handler], force=True)
+    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 0
+    try:
+        config, secrets = load_config(args.config)
+    except ConfigError as exc:
+        print(f"mombot: config error:\n{exc}", file=sys.stderr)
+        return 2
+    setup_logging(config, Path(config.bot.data_dir), quiet_console=args.command == "chat")
+    runner = {"chat": _chat, "run": _run, "check": _check}[args.command]
+    try:
+        return asyncio.run(runner(config, secrets))
+    except KeyboardInterrupt:
+        print("\nbye", file=sys.stderr)
+        return 130
+    except (EmbeddedServerError, MombotError) as exc:
+        text = exc.user_message if isinstance(exc, MombotError) else str(exc)
+        print(f"mombot: {text}", file=sys.stderr)
+        return 1
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _chat(config, secrets) -> int:  # noqa: ANN001
+    async with App(config, secrets, progress=_progress) as app:
+        assert app.brain is not None
+        adapter = ConsoleAdapter(
+            app.brain,
+            config.console,
+            stdin=sys.stdin,
+            stdout=sys.stdout,
+            images_dir=app.data_dir / "images",
+            bot_name=config.characters[0].name,
+        )
+        await adapter.run()
+    return 0
+
+
+async def _run(config, secrets) -> int:  # noqa: ANN001
+    platforms = [name for name in ("discord", "matrix") if getattr(config, name).enabled]
+    if not platforms:
+        print(
+            "mombot: no platform is enabled (discord.enabled, matrix.enabled). "
+            "Use `mombot chat` for the terminal.",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"mombot: the {' and '.join(platforms)} adapter is not part of this version yet; "
+        "use `mombot chat`.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+async def _check(config, secrets) -> int:  # noqa: ANN001
+    print("config: ok")
+    failures = 0
+    async with App(config, secrets, progress=_progress) as app:
+        assert app.brain is not None
+        for name, client in app.brain.clients.items():
+            try:
+                models = await client.list_models()
+            except MombotError as exc:
+                failures += 1
+                print(f"endpoint {name} ({client.config.base_url}): FAILED — {exc.user_message}")
+                continue
+            print(f"endpoint {name} ({client.config.kind}, {client.config.base_url}): ok")
+            print(f"  models: {', '.join(models) or '(none listed)'}")
+        for character in config.characters:
+            client = app.brain.clients[character.endpoint]
+            try:
+                window = await client.context_window(character.model)
+                tokens = await client.count_tokens(character.model, "Hello, world!")
+            except MombotError as exc:
+                failures += 1
+                print(f"character {character.name}: FAILED — {exc.user_message}")
+                continue
+            print(
+                f"character {character.name}: {character.endpoint}/{character.model}, "
+                f"context {window} tokens, 'Hello, world!' = {tokens} tokens"
+            )
+        print(f"history: {app.brain.history.url.split('://')[0]} ok")
+    print("check: " + ("all good" if not failures else f"{failures} problem(s)"))
+    return 0 if not failures else 1

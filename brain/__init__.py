@@ -1,0 +1,1 @@
+"""mombot's platform-free core: message model, model client, history, the brain."""

@@ -1,0 +1,148 @@
+"""Commands, defined once and platform-free.
+
+A `CommandSpec` is the documentation, the validation and the parser: Discord
+builds native slash commands from it, Matrix and the console parse text such as
+`/think why is the sky blue --rounds 3` against it. Errors carry the usage line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from brain.errors import BadCommand
+from brain.messages import CommandCall
+
+PREFIXES = ("/", "!")
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument. The `text` argument of a command takes the free words of the line."""
+
+    name: str
+    help: str
+    type: type = str
+    required: bool = False
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    text: bool = False  # the free-text argument (at most one per command)
+
+    def convert(self, raw: str, command: CommandSpec) -> Any:
+        """Parse and check one value, with an error that says what is allowed."""
+        try:
+            value = self.type(raw)
+        except ValueError:
+            kind = {int: "a whole number", float: "a number"}.get(self.type, self.type.__name__)
+            raise BadCommand(
+                f"`{self.name}` must be {kind}, not `{raw[:40]}`.\nUsage: {command.usage()}"
+            ) from None
+        if self.choices and value not in self.choices:
+            raise BadCommand(
+                f"`{self.name}` must be one of {', '.join(self.choices)}.\nUsage: {command.usage()}"
+            )
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise BadCommand(
+                f"`{self.name}` must be between {_num(self.min)} and {_num(self.max)}, "
+                f"not {raw[:40]}.\nUsage: {command.usage()}"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A command's name, help, arguments and who may run it."""
+
+    name: str
+    help: str
+    args: tuple[Arg, ...] = ()
+    admin: bool = False
+
+    def usage(self) -> str:
+        parts = [f"/{self.name}"]
+        for arg in self.args:
+            if arg.text:
+                parts.append(f"<{arg.name}>" if arg.required else f"[{arg.name}]")
+            else:
+                parts.append(f"[--{arg.name} {arg.type.__name__.upper()}]")
+        return " ".join(parts)
+
+
+@dataclass
+class CommandRegistry:
+    """The commands this bot knows; built-ins and extensions register the same way."""
+
+    specs: dict[str, CommandSpec] = field(default_factory=dict)
+
+    def register(self, spec: CommandSpec) -> None:
+        if spec.name in self.specs:
+            raise ValueError(f"command /{spec.name} is registered twice")
+        self.specs[spec.name] = spec
+
+    def parse_text(self, text: str) -> CommandCall | None:
+        """Parse `/name ...` or `!name ...`; None when the text is not a command at all."""
+        stripped = text.strip()
+        if len(stripped) < 2 or stripped[0] not in PREFIXES or stripped[1].isspace():
+            return None
+        name, _, rest = stripped[1:].partition(" ")
+        spec = self.specs.get(name.lower())
+        if spec is None:
+            if stripped[0] == "/" and name.isalpha():
+                known = ", ".join(f"/{n}" for n in sorted(self.specs))
+                raise BadCommand(f"I don't know the command /{name[:40]}. Commands: {known}")
+            return None  # "!!!" or "/s" inside prose is just text
+        return self.validate(spec, _parse_words(spec, rest))
+
+    def validate(self, spec: CommandSpec, raw: dict[str, str]) -> CommandCall:
+        """Convert raw strings (from text or a platform's native options) into checked values."""
+        args: dict[str, Any] = {}
+        known = {a.name for a in spec.args}
+        for key in raw:
+            if key not in known:
+                raise BadCommand(f"/{spec.name} has no option `{key[:40]}`.\nUsage: {spec.usage()}")
+        for arg in spec.args:
+            value = raw.get(arg.name)
+            if value is None or value == "":
+                if arg.required:
+                    raise BadCommand(f"/{spec.name} needs {arg.name}.\nUsage: {spec.usage()}")
+                args[arg.name] = arg.default
+            else:
+                args[arg.name] = arg.convert(value, spec) if isinstance(value, str) else value
+        return CommandCall(spec.name, args)
+
+    def help_text(self) -> str:
+        lines = [f"`{spec.usage()}` — {spec.help}" for spec in self.specs.values()]
+        return "Commands:\n" + "\n".join(lines)
+
+
+def _parse_words(spec: CommandSpec, rest: str) -> dict[str, str]:
+    """Split `free words --opt value --flag=value` into raw option strings."""
+    raw: dict[str, str] = {}
+    words: list[str] = []
+    tokens = rest.split()
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("--") and len(token) > 2:
+            key, eq, value = token[2:].partition("=")
+            if not eq:
+                if i + 1 >= len(tokens):
+                    raise BadCommand(f"`--{key[:40]}` needs a value.\nUsage: {spec.usage()}")
+                i += 1
+                value = tokens[i]
+            raw[key.lower()] = value
+        else:
+            words.append(token)
+        i += 1
+    text_arg = next((a for a in spec.args if a.text), None)
+    if words:
+        if text_arg is None:
+            raise BadCommand(f"/{spec.name} takes no text.\nUsage: {spec.usage()}")
+        raw[text_arg.name] = " ".join(words)
+    return raw
+
+
+def _num(value: float | None) -> str:
+    return "any" if value is None else f"{value:g}"

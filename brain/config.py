@@ -1,0 +1,74 @@
+"""Typed configuration sections for the brain's components.
+
+`bot.config` assembles these into the one config object; each component gets
+only its own section. Every model forbids unknown keys so typos fail at start.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ServerKind = Literal["openai", "llama-cpp-python", "llama.cpp", "ollama", "vllm", "koboldcpp"]
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EndpointConfig(StrictModel):
+    """One OpenAI-compatible model server."""
+
+    base_url: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
+    kind: ServerKind = Field(
+        "openai",
+        description="Server software; decides how structured output, tokenizing and "
+        "context size are asked for.",
+    )
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable that holds this server's API key."
+    )
+    timeout_s: float = Field(120.0, gt=0, description="Seconds to wait for a whole answer.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
+    max_retries: int = Field(1, ge=0, le=5, description="Retries on connection errors and 5xx.")
+    context_window: int | None = Field(
+        None, gt=0, description="Context size in tokens; empty: ask the server, else 2048."
+    )
+    max_parallel: int | None = Field(
+        None,
+        ge=1,
+        description="Requests sent at once. Empty: 1 for llama-cpp-python (it serves one "
+        "request at a time), 8 otherwise.",
+    )
+
+
+class CharacterConfig(StrictModel):
+    """A character: a persona speaking through one model on one endpoint."""
+
+    name: str = Field(min_length=1, max_length=64)
+    endpoint: str = Field("embedded", description="Name of an [endpoints.NAME] section.")
+    model: str = Field("smollm2-135m", description="Model name as the endpoint knows it.")
+    persona: str = Field(
+        "You are a helpful assistant.", description="System prompt that sets the character."
+    )
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1, le=32768, description="Reply length; also the reserve.")
+    timeout_s: float | None = Field(None, gt=0, description="Overrides the endpoint's timeout.")
+    vision: bool = Field(False, description="The model accepts images.")
+    role: Literal["member", "synthesizer"] = "member"
+
+
+class HistoryConfig(StrictModel):
+    """Where per-channel conversation history lives."""
+
+    database_url: str = Field(
+        "sqlite:///mombot.db",
+        description="SQLAlchemy URL. Relative SQLite paths are inside bot.data_dir. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    max_turn_chars: int = Field(
+        32000, ge=100, description="Longer messages are cut before they are stored."
+    )

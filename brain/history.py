@@ -1,0 +1,136 @@
+"""Per-channel conversation history in SQLModel (SQLite by default, PostgreSQL by URL).
+
+The database calls are synchronous SQLAlchemy; each runs in a worker thread so
+the event loop never waits on disk or network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Index, Text, event, func
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Turn(SQLModel, table=True):
+    """One stored message of a channel's conversation."""
+
+    __tablename__ = "turns"
+    __table_args__ = (Index("ix_turns_channel_id", "channel", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=255)
+    role: str = Field(max_length=16)  # "user" or "assistant"
+    author: str = Field(default="", max_length=255)
+    content: str = Field(sa_type=Text)
+    created_at: datetime = Field(default_factory=_utcnow)
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    """A turn read back from the store, detached from any database session."""
+
+    id: int
+    role: str
+    author: str
+    content: str
+
+
+def resolve_database_url(url: str, data_dir: Path) -> str:
+    """Place relative SQLite paths inside the data folder; leave other URLs alone."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if not path.is_absolute():
+            path = data_dir / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(parsed.set(database=str(path)))
+    return url
+
+
+def _make_engine(url: str) -> Engine:
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        return engine
+    # pool_pre_ping replaces connections the server dropped (PostgreSQL restarts).
+    return create_engine(url, pool_pre_ping=True)
+
+
+class HistoryStore:
+    """Stores and reads turns per channel key ("platform:channel")."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = _make_engine(url)
+        SQLModel.metadata.create_all(self._engine)
+        log.info("history store ready (%s)", self._engine.url.get_backend_name())
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    async def add(self, channel: str, role: str, content: str, author: str = "") -> int:
+        """Append a turn and return its id."""
+        return await asyncio.to_thread(self._add, channel, role, content, author)
+
+    async def recent(
+        self, channel: str, *, before_id: int | None = None, limit: int = 64
+    ) -> list[StoredTurn]:
+        """Up to `limit` turns older than `before_id`, newest first."""
+        return await asyncio.to_thread(self._recent, channel, before_id, limit)
+
+    async def clear(self, channel: str) -> int:
+        """Forget a channel's conversation; returns how many turns were removed."""
+        return await asyncio.to_thread(self._clear, channel)
+
+    async def count(self, channel: str) -> int:
+        return await asyncio.to_thread(self._count, channel)
+
+    def _add(self, channel: str, role: str, content: str, author: str) -> int:
+        with Session(self._engine) as session:
+            turn = Turn(channel=channel, role=role, content=content, author=author)
+            session.add(turn)
+            session.commit()
+            session.refresh(turn)
+            assert turn.id is not None
+            return turn.id
+
+    def _recent(self, channel: str, before_id: int | None, limit: int) -> list[StoredTurn]:
+        query = select(Turn).where(Turn.channel == channel)
+        if before_id is not None:
+            query = query.where(col(Turn.id) < before_id)
+        query = query.order_by(col(Turn.id).desc()).limit(limit)
+        with Session(self._engine) as session:
+            return [
+                StoredTurn(t.id or 0, t.role, t.author, t.content) for t in session.exec(query)
+            ]
+
+    def _clear(self, channel: str) -> int:
+        with Session(self._engine) as session:
+            result = session.exec(delete(Turn).where(col(Turn.channel) == channel))
+            session.commit()
+            return result.rowcount or 0
+
+    def _count(self, channel: str) -> int:
+        with Session(self._engine) as session:
+            query = select(func.count()).select_from(Turn).where(Turn.channel == channel)
+            return int(session.exec(query).one())

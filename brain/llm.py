@@ -1,0 +1,384 @@
+"""The one client layer every model call goes through.
+
+Wraps `openai.AsyncOpenAI` per named endpoint: streaming with a total deadline,
+JSON-schema structured output asked the way each server honours it, token
+counting with the server's own tokenizer, context-window discovery, usage
+records, and translation of every transport failure into a typed brain error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import openai
+from pydantic import BaseModel, ValidationError
+
+from brain.config import EndpointConfig
+from brain.errors import (
+    ContextTooLong,
+    ModelBadResponse,
+    ModelTimeout,
+    ModelUnavailable,
+    MombotError,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+Message = dict[str, Any]
+
+DEFAULT_CONTEXT_WINDOW = 2048
+ESTIMATE_BYTES_PER_TOKEN = 3  # conservative: English averages about 4 bytes a token
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one model call cost, for the token tracker."""
+
+    endpoint: str
+    model: str
+    stage: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    first_token_s: float | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+UsageSink = Callable[[Usage], None]
+
+
+class ModelClient:
+    """A named OpenAI-compatible endpoint (Ollama, llama.cpp, koboldcpp, vLLM, OpenAI...)."""
+
+    def __init__(
+        self,
+        name: str,
+        config: EndpointConfig,
+        *,
+        api_key: str | None = None,
+        on_usage: UsageSink | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._on_usage = on_usage
+        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        self._openai = openai.AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=api_key or "not-needed",
+            timeout=timeout,
+            max_retries=config.max_retries,
+        )
+        self._http = httpx.AsyncClient(base_url=server_root(config.base_url), timeout=timeout)
+        parallel = config.max_parallel or (1 if config.kind == "llama-cpp-python" else 8)
+        # llama-cpp-python serves one request at a time and may cut a running stream
+        # off when a second arrives: we queue requests here instead.
+        self._gate = asyncio.Semaphore(parallel)
+        self._token_cache: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._context_windows: dict[str, int] = {}
+        self._warned_estimate = False
+
+    async def aclose(self) -> None:
+        await self._openai.close()
+        await self._http.aclose()
+
+    # -- chat -----------------------------------------------------------------
+
+    async def stream_chat(
+        self,
+        model: str,
+        messages: list[Message],
+        *,
+        temperature: float = 0.7,
+        max_tokens: int = 256,
+        timeout_s: float | None = None,
+        stage: str = "chat",
+    ) -> AsyncIterator[str]:
+        """Yield the reply's text as it arrives; the whole answer must come within the timeout."""
+        deadline = time.monotonic() + (timeout_s or self.config.timeout_s)
+        async with self._gate:
+            started = time.monotonic()
+            first_token_s: float | None = None
+            pieces = 0
+            usage: Any = None
+            try:
+                stream = await asyncio.wait_for(
+                    self._openai.chat.completions.create(
+                        model=model,
+                        messages=messages,  # type: ignore[arg-type]
+                        temperature=temperature,
+                        max_tokens=max_tokens,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    ),
+                    timeout=_remaining(deadline),
+                )
+                iterator = stream.__aiter__()
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(
+                            iterator.__anext__(), timeout=_remaining(deadline)
+                        )
+                    except StopAsyncIteration:
+                        break
+                    if getattr(chunk, "usage", None):
+                        usage = chunk.usage
+                    if not chunk.choices:
+                        continue
+                    delta = chunk.choices[0].delta.content
+                    if delta:
+                        if first_token_s is None:
+                            first_token_s = time.monotonic() - started
+                        pieces += 1
+                        yield delta
+            except MombotError:
+                raise
+            except Exception as exc:  # every transport failure becomes a typed error
+                raise self._translate(exc) from exc
+            self._record(
+                model, stage, usage, pieces, time.monotonic() - started, first_token_s, messages
+            )
+
+    async def chat(self, model: str, messages: list[Message], **kwargs: Any) -> str:
+        """The whole reply as one string (streamed underneath, so timeouts behave the same)."""
+        parts = [piece async for piece in self.stream_chat(model, messages, **kwargs)]
+        return "".join(parts)
+
+    async def chat_json(
+        self,
+        model: str,
+        messages: list[Message],
+        schema: type[T],
+        *,
+        max_tokens: int = 256,
+        timeout_s: float | None = None,
+        stage: str = "json",
+    ) -> T:
+        """Ask for an answer constrained to `schema` and return it validated."""
+        json_schema = schema.model_json_schema()
+        started = time.monotonic()
+        async with self._gate:
+            try:
+                response = await asyncio.wait_for(
+                    self._openai.chat.completions.create(
+                        model=model,
+                        messages=messages,  # type: ignore[arg-type]
+                        temperature=0,
+                        max_tokens=max_tokens,
+                        extra_body={"response_format": self._response_format(schema, json_schema)},
+                    ),
+                    timeout=timeout_s or self.config.timeout_s,
+                )
+            except Exception as exc:
+                raise self._translate(exc) from exc
+        if not getattr(response, "choices", None):
+            raise ModelBadResponse(self._bad_answer_text(), detail="no choices in JSON answer")
+        choice = response.choices[0]
+        self._record(
+            model, stage, response.usage, 0, time.monotonic() - started, None, messages
+        )
+        if choice.finish_reason == "length":
+            raise ModelBadResponse(self._bad_answer_text(), detail="JSON answer was cut off")
+        try:
+            return schema.model_validate_json(choice.message.content or "")
+        except ValidationError as exc:
+            raise ModelBadResponse(self._bad_answer_text(), detail=f"invalid JSON: {exc}") from exc
+
+    def _response_format(self, schema: type[BaseModel], json_schema: dict) -> dict:
+        """Structured output in the shape this server software actually honours."""
+        if self.config.kind == "llama-cpp-python":
+            # Its server accepts only text/json_object; json_schema is rejected with HTTP 500.
+            return {"type": "json_object", "schema": json_schema}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": schema.__name__, "schema": json_schema},
+        }
+
+    # -- tokens and context -----------------------------------------------------
+
+    async def count_tokens(self, model: str, text: str) -> int:
+        """Tokens `text` takes in `model`, from the server's tokenizer where it has one."""
+        key = (model, text)
+        if key in self._token_cache:
+            self._token_cache.move_to_end(key)
+            return self._token_cache[key]
+        count = await self._server_token_count(model, text)
+        if count is None:
+            count = estimate_tokens(text)
+        self._token_cache[key] = count
+        if len(self._token_cache) > 8192:
+            self._token_cache.popitem(last=False)
+        return count
+
+    async def _server_token_count(self, model: str, text: str) -> int | None:
+        kind = self.config.kind
+        try:
+            if kind == "llama-cpp-python":
+                r = await self._http.post("/extras/tokenize/count", json={"input": text, "model": model})
+                r.raise_for_status()
+                return int(r.json()["count"])
+            if kind == "llama.cpp":
+                r = await self._http.post("/tokenize", json={"content": text})
+                r.raise_for_status()
+                return len(r.json()["tokens"])
+            if kind == "koboldcpp":
+                r = await self._http.post("/api/extra/tokencount", json={"prompt": text})
+                r.raise_for_status()
+                return int(r.json()["value"])
+        except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
+            log.warning("endpoint %s: tokenizer call failed (%s); estimating", self.name, exc)
+            return None
+        if not self._warned_estimate:
+            self._warned_estimate = True
+            log.warning(
+                "endpoint %s (%s) offers no tokenizer: token counts are estimated "
+                "(%d bytes a token, on the safe side)",
+                self.name,
+                kind,
+                ESTIMATE_BYTES_PER_TOKEN,
+            )
+        return None
+
+    async def context_window(self, model: str) -> int:
+        """The model's context size: config, else the server's own figure, else a safe default."""
+        if self.config.context_window:
+            return self.config.context_window
+        if model not in self._context_windows:
+            found = await self._ask_context_window(model)
+            if found is None:
+                log.warning(
+                    "endpoint %s: context size unknown, assuming %d tokens "
+                    "(set endpoints.%s.context_window)",
+                    self.name,
+                    DEFAULT_CONTEXT_WINDOW,
+                    self.name,
+                )
+                found = DEFAULT_CONTEXT_WINDOW
+            self._context_windows[model] = found
+        return self._context_windows[model]
+
+    async def _ask_context_window(self, model: str) -> int | None:
+        try:
+            if self.config.kind == "llama.cpp":
+                r = await self._http.get("/props")
+                r.raise_for_status()
+                props = r.json()
+                return int(props.get("default_generation_settings", {}).get("n_ctx") or props["n_ctx"])
+            if self.config.kind == "vllm":
+                r = await self._http.get("/v1/models")
+                r.raise_for_status()
+                for entry in r.json().get("data", []):
+                    if entry.get("id") == model and entry.get("max_model_len"):
+                        return int(entry["max_model_len"])
+        except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
+            log.warning("endpoint %s: could not read the context size (%s)", self.name, exc)
+        return None
+
+    async def list_models(self) -> list[str]:
+        """Model names the server offers (used by `mombot check`)."""
+        try:
+            page = await asyncio.wait_for(
+                self._openai.models.list(), timeout=self.config.connect_timeout_s + 5
+            )
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return [m.id for m in page.data]
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _record(
+        self,
+        model: str,
+        stage: str,
+        usage: Any,
+        pieces: int,
+        seconds: float,
+        first_token_s: float | None,
+        messages: list[Message],
+    ) -> None:
+        if self._on_usage is None:
+            return
+        if usage is not None:
+            prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+        else:  # server sent no usage: one streamed piece is about one token
+            prompt = sum(estimate_tokens(_text_of(m)) for m in messages)
+            completion = pieces
+        self._on_usage(Usage(self.name, model, stage, prompt, completion, seconds, first_token_s))
+
+    def _bad_answer_text(self) -> str:
+        return f"The model server '{self.name}' gave an answer I could not use."
+
+    def _translate(self, exc: BaseException) -> MombotError:
+        """Turn a transport or API failure into a typed error with a chat-friendly text."""
+        name = self.name
+        if isinstance(exc, MombotError):
+            return exc
+        if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
+            return ModelTimeout(f"The model server '{name}' did not answer in time.", detail=repr(exc))
+        if isinstance(exc, openai.APIConnectionError):
+            return ModelUnavailable(f"The model server '{name}' cannot be reached.", detail=repr(exc))
+        if isinstance(exc, openai.APIStatusError):
+            body = _error_text(exc)
+            if "context_length_exceeded" in body or "context length" in body.lower():
+                return ContextTooLong(
+                    "That conversation is too long for the model's context window.", detail=body
+                )
+            if exc.status_code == 404:
+                return ModelBadResponse(
+                    f"The model server '{name}' does not know that model.", detail=body
+                )
+            if exc.status_code == 429:
+                return ModelBadResponse(f"The model server '{name}' is busy; try again soon.", detail=body)
+            return ModelBadResponse(
+                f"The model server '{name}' answered with an error (HTTP {exc.status_code}).",
+                detail=body,
+            )
+        if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError, ValueError)):
+            return ModelBadResponse(self._bad_answer_text(), detail=repr(exc))
+        if isinstance(exc, (httpx.HTTPError, OSError)):
+            return ModelUnavailable(f"The model server '{name}' cannot be reached.", detail=repr(exc))
+        return ModelBadResponse(self._bad_answer_text(), detail=repr(exc))
+
+
+def server_root(base_url: str) -> str:
+    """The server's root URL: the OpenAI base URL without its trailing /v1."""
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def estimate_tokens(text: str) -> int:
+    """A safe over-estimate of a text's tokens when the server has no tokenizer."""
+    return math.ceil(len(text.encode("utf-8")) / ESTIMATE_BYTES_PER_TOKEN)
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise asyncio.TimeoutError
+    return remaining
+
+
+def _text_of(message: Message) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    try:
+        return json.dumps(exc.body) if exc.body is not None else str(exc)
+    except (TypeError, ValueError):
+        return str(exc)

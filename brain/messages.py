@@ -1,0 +1,52 @@
+"""The platform-neutral message model shared by every adapter and the brain.
+
+Plain data only: no platform objects, no I/O. Adapters download attachments and
+hand the brain bytes with a known size and type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file that came with a message, already downloaded by the adapter."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class CommandCall:
+    """A parsed command: its name and validated arguments (see `brain.commands`)."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One incoming message, as every adapter produces it."""
+
+    platform: str
+    channel_id: str
+    author_id: str
+    author_name: str
+    text: str
+    message_id: str | None = None
+    reply_to: str | None = None
+    is_direct: bool = False
+    attachments: tuple[Attachment, ...] = ()
+    command: CommandCall | None = None
+
+    @property
+    def channel_key(self) -> str:
+        """The key history is stored under: one conversation per platform channel."""
+        return f"{self.platform}:{self.channel_id}"
