@@ -113,6 +113,7 @@ class ModelClient:
             first_token_s: float | None = None
             pieces = 0
             usage: Any = None
+            finish_reason: str | None = None
             try:
                 stream = await asyncio.wait_for(
                     self._openai.chat.completions.create(
@@ -137,6 +138,7 @@ class ModelClient:
                         usage = chunk.usage
                     if not chunk.choices:
                         continue
+                    finish_reason = chunk.choices[0].finish_reason or finish_reason
                     delta = chunk.choices[0].delta.content
                     if delta:
                         if first_token_s is None:
@@ -147,14 +149,69 @@ class ModelClient:
                 raise
             except Exception as exc:  # every transport failure becomes a typed error
                 raise self._translate(exc) from exc
+            if finish_reason is None:
+                # llama-cpp-python answers an over-long streamed prompt with HTTP 200 and an
+                # empty body; a dropped connection looks the same. Never pass it off as a reply.
+                raise ModelBadResponse(
+                    f"The model server '{self.name}' stopped before finishing its answer.",
+                    detail=f"stream ended without finish_reason after {pieces} pieces",
+                )
             self._record(
                 model, stage, usage, pieces, time.monotonic() - started, first_token_s, messages
             )
 
-    async def chat(self, model: str, messages: list[Message], **kwargs: Any) -> str:
-        """The whole reply as one string (streamed underneath, so timeouts behave the same)."""
-        parts = [piece async for piece in self.stream_chat(model, messages, **kwargs)]
-        return "".join(parts)
+    async def chat_stream_text(self, model: str, messages: list[Message], **kwargs: Any) -> str:
+        """Stream a reply and return it whole (for callers that need stream semantics)."""
+        return "".join([piece async for piece in self.stream_chat(model, messages, **kwargs)])
+
+    async def chat(
+        self,
+        model: str,
+        messages: list[Message],
+        *,
+        temperature: float = 0.7,
+        max_tokens: int = 256,
+        timeout_s: float | None = None,
+        stage: str = "chat",
+    ) -> str:
+        """The whole reply as one string, without streaming."""
+        response = await self._complete(
+            model, messages, stage, temperature=temperature, max_tokens=max_tokens,
+            timeout_s=timeout_s,
+        )  # fmt: skip
+        return response.choices[0].message.content or ""
+
+    async def _complete(
+        self,
+        model: str,
+        messages: list[Message],
+        stage: str,
+        *,
+        temperature: float,
+        max_tokens: int,
+        timeout_s: float | None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> Any:
+        """One non-streamed completion, usage recorded, with at least one choice."""
+        started = time.monotonic()
+        async with self._gate:
+            try:
+                response = await asyncio.wait_for(
+                    self._openai.chat.completions.create(
+                        model=model,
+                        messages=messages,  # type: ignore[arg-type]
+                        temperature=temperature,
+                        max_tokens=max_tokens,
+                        extra_body=extra_body,
+                    ),
+                    timeout=timeout_s or self.config.timeout_s,
+                )
+            except Exception as exc:
+                raise self._translate(exc) from exc
+        if not getattr(response, "choices", None):
+            raise ModelBadResponse(self._bad_answer_text(), detail="answer without choices")
+        self._record(model, stage, response.usage, 0, time.monotonic() - started, None, messages)
+        return response
 
     async def chat_json(
         self,
@@ -167,28 +224,12 @@ class ModelClient:
         stage: str = "json",
     ) -> T:
         """Ask for an answer constrained to `schema` and return it validated."""
-        json_schema = schema.model_json_schema()
-        started = time.monotonic()
-        async with self._gate:
-            try:
-                response = await asyncio.wait_for(
-                    self._openai.chat.completions.create(
-                        model=model,
-                        messages=messages,  # type: ignore[arg-type]
-                        temperature=0,
-                        max_tokens=max_tokens,
-                        extra_body={"response_format": self._response_format(schema, json_schema)},
-                    ),
-                    timeout=timeout_s or self.config.timeout_s,
-                )
-            except Exception as exc:
-                raise self._translate(exc) from exc
-        if not getattr(response, "choices", None):
-            raise ModelBadResponse(self._bad_answer_text(), detail="no choices in JSON answer")
+        response_format = self._response_format(schema, schema.model_json_schema())
+        response = await self._complete(
+            model, messages, stage, temperature=0, max_tokens=max_tokens, timeout_s=timeout_s,
+            extra_body={"response_format": response_format},
+        )  # fmt: skip
         choice = response.choices[0]
-        self._record(
-            model, stage, response.usage, 0, time.monotonic() - started, None, messages
-        )
         if choice.finish_reason == "length":
             raise ModelBadResponse(self._bad_answer_text(), detail="JSON answer was cut off")
         try:
@@ -196,7 +237,7 @@ class ModelClient:
         except ValidationError as exc:
             raise ModelBadResponse(self._bad_answer_text(), detail=f"invalid JSON: {exc}") from exc
 
-    def _response_format(self, schema: type[BaseModel], json_schema: dict) -> dict:
+    def _response_format(self, schema: type[BaseModel], json_schema: dict[str, Any]) -> dict[str, Any]:
         """Structured output in the shape this server software actually honours."""
         if self.config.kind == "llama-cpp-python":
             # Its server accepts only text/json_object; json_schema is rejected with HTTP 500.

@@ -1,0 +1,69 @@
+"""Shared fixtures: the real llama.cpp server with SmolLM2, PostgreSQL, fake servers."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from collections.abc import AsyncIterator, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import pytest_asyncio  # noqa: E402
+
+from bot.embedded import EmbeddedConfig, EmbeddedServer  # noqa: E402
+from brain.config import EndpointConfig  # noqa: E402
+from brain.llm import ModelClient  # noqa: E402
+from tests.fake_openai import FakeOpenAIServer  # noqa: E402
+
+TEST_N_CTX = 512
+MODEL = "smollm2-135m"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def llama_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedServer]:
+    """The real llama-cpp-python server with the bundled SmolLM2, n_ctx 512, for the session."""
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    server = EmbeddedServer(EmbeddedConfig(n_ctx=TEST_N_CTX), log_path)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def llama_endpoint(llama_server: EmbeddedServer) -> EndpointConfig:
+    return EndpointConfig(
+        base_url=llama_server.base_url, kind="llama-cpp-python", context_window=TEST_N_CTX,
+        timeout_s=120,
+    )
+
+
+@pytest_asyncio.fixture
+async def llama_client(llama_endpoint: EndpointConfig) -> AsyncIterator[ModelClient]:
+    client = ModelClient("local", llama_endpoint)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeOpenAIServer]:
+    server = FakeOpenAIServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL that .ci/run starts; required in CI, skipped only on a bare dev machine."""
+    url = os.environ.get("MOMBOT_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("MOMBOT_TEST_POSTGRES_URL is not set in CI: .ci/run must start PostgreSQL")
+        pytest.skip("no PostgreSQL (set MOMBOT_TEST_POSTGRES_URL; .ci/run does)")
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'history.db'}"

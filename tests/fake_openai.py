@@ -1,0 +1,125 @@
+"""A fake OpenAI-compatible server for latency modelling and fault injection.
+
+Runs uvicorn + Starlette on a loopback port in its own thread. Each request is
+answered according to `behaviour` (which tests may change between calls) and
+recorded with its start and end times, so tests can prove overlap or retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from bot.embedded import free_port
+
+
+@dataclass
+class Behaviour:
+    """How the server answers. mode: ok, hang, http500, http429, garbage, cut_stream."""
+
+    mode: str = "ok"
+    reply: str = "Hello from the fake server."
+    json_reply: str | None = None
+    request_delay_s: float = 0.0
+    token_delay_s: float = 0.0
+
+
+@dataclass
+class Recorded:
+    path: str
+    body: dict[str, Any]
+    started: float
+    ended: float = 0.0
+
+
+@dataclass
+class FakeOpenAIServer:
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    requests: list[Recorded] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FakeOpenAIServer:
+        self.port = free_port()
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+    async def _models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        record = Recorded(request.url.path, body, time.monotonic())
+        self.requests.append(record)
+        b = self.behaviour
+        if b.mode == "hang":
+            await asyncio.sleep(3600)
+        await asyncio.sleep(b.request_delay_s)
+        if b.mode in ("http500", "http429"):
+            record.ended = time.monotonic()
+            status = 500 if b.mode == "http500" else 429
+            return JSONResponse({"error": {"message": "injected failure"}}, status_code=status)
+        if b.mode == "garbage":
+            record.ended = time.monotonic()
+            return Response("<html>this is not json", media_type="application/json")
+        text = b.json_reply if (b.json_reply is not None and "response_format" in body) else b.reply
+        if not body.get("stream"):
+            await asyncio.sleep(b.token_delay_s * len(text.split()))
+            record.ended = time.monotonic()
+            return JSONResponse(_completion(text))
+        return StreamingResponse(self._stream(text, record), media_type="text/event-stream")
+
+    async def _stream(self, text: str, record: Recorded):  # noqa: ANN202
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            if self.behaviour.mode == "cut_stream" and i == len(words) // 2:
+                record.ended = time.monotonic()
+                yield "data: {broken json\n\n"
+                return
+            await asyncio.sleep(self.behaviour.token_delay_s)
+            piece = word if i == 0 else " " + word
+            chunk = {"object": "chat.completion.chunk", "id": "x", "created": 0, "model": "fake",
+                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+        record.ended = time.monotonic()
+        yield "data: [DONE]\n\n"
+
+
+def _completion(text: str) -> dict[str, Any]:
+    return {
+        "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10},
+    }

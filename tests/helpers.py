@@ -1,0 +1,43 @@
+"""Test doubles that record what happened (never mocks that assert calls)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from brain.outbox import Capabilities, MessageRef
+
+
+@dataclass
+class RecordingOutbox:
+    """An outbox that keeps every message, edit, image and error, in order."""
+
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities(edit_interval_s=0.0))
+    messages: list[str] = field(default_factory=list)
+    events: list[tuple[str, object]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    images: list[tuple[bytes, str, str]] = field(default_factory=list)
+
+    async def send(self, text: str) -> MessageRef:
+        self.messages.append(text)
+        self.events.append(("send", text))
+        return len(self.messages) - 1
+
+    async def edit(self, ref: MessageRef, text: str) -> None:
+        self.messages[ref] = text
+        self.events.append(("edit", (ref, text)))
+
+    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+        self.images.append((data, filename, caption))
+        self.events.append(("image", filename))
+        return await self.send(caption)
+
+    async def typing(self) -> None:
+        self.events.append(("typing", None))
+
+    async def error(self, text: str) -> None:
+        self.errors.append(text)
+        self.events.append(("error", text))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.messages)

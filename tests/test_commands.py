@@ -1,0 +1,76 @@
+"""Platform-free command parsing: values, limits and usage lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from brain.commands import Arg, CommandRegistry, CommandSpec
+from brain.errors import BadCommand
+
+
+@pytest.fixture
+def registry() -> CommandRegistry:
+    r = CommandRegistry()
+    r.register(CommandSpec("reset", "Forget."))
+    r.register(
+        CommandSpec(
+            "think",
+            "Think hard.",
+            (
+                Arg("question", "What to think about.", required=True, text=True),
+                Arg("rounds", "Rounds.", type=int, default=3, min=2, max=20),
+            ),
+        )
+    )
+    return r
+
+
+def test_plain_text_is_not_a_command(registry: CommandRegistry) -> None:
+    assert registry.parse_text("hello there") is None
+    assert registry.parse_text("/ not a command") is None
+    assert registry.parse_text("!!!") is None
+    assert registry.parse_text("and/or") is None
+
+
+def test_parses_free_text_and_options(registry: CommandRegistry) -> None:
+    call = registry.parse_text("/think why is the sky blue --rounds 5")
+    assert call is not None
+    assert call.name == "think"
+    assert call.args == {"question": "why is the sky blue", "rounds": 5}
+
+
+def test_bang_prefix_and_equals_form(registry: CommandRegistry) -> None:
+    call = registry.parse_text("!think why? --rounds=4")
+    assert call is not None and call.args == {"question": "why?", "rounds": 4}
+
+
+def test_defaults_apply(registry: CommandRegistry) -> None:
+    call = registry.parse_text("/THINK what")
+    assert call is not None and call.args["rounds"] == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("/think", "/think needs question.\nUsage: /think <question> [--rounds INT]"),
+        ("/think x --rounds 1000", "`rounds` must be between 2 and 20, not 1000."),
+        ("/think x --rounds many", "`rounds` must be a whole number, not `many`."),
+        ("/think x --color red", "/think has no option `color`."),
+        ("/think x --rounds", "`--rounds` needs a value."),
+        ("/reset now", "/reset takes no text."),
+        ("/frobnicate", "I don't know the command /frobnicate. Commands: /reset, /think"),
+    ],
+)
+def test_errors_say_what_is_wrong(registry: CommandRegistry, text: str, message: str) -> None:
+    with pytest.raises(BadCommand) as caught:
+        registry.parse_text(text)
+    assert caught.value.user_message.startswith(message)
+
+
+def test_duplicate_registration_is_refused(registry: CommandRegistry) -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(CommandSpec("reset", "again"))
+
+
+def test_help_lists_usage(registry: CommandRegistry) -> None:
+    assert "`/think <question> [--rounds INT]` — Think hard." in registry.help_text()

@@ -1,0 +1,70 @@
+"""History on real SQLite and real PostgreSQL: per channel, ordered, kept across restarts."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from brain.history import HistoryStore, resolve_database_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    return request.getfixturevalue("postgres_url")
+
+
+async def test_turns_are_kept_per_channel_newest_first(database_url: str) -> None:
+    store = HistoryStore(database_url)
+    a, b = f"test:{uuid.uuid4()}", f"test:{uuid.uuid4()}"
+    ids = [await store.add(a, "user" if i % 2 == 0 else "assistant", f"a{i}") for i in range(5)]
+    await store.add(b, "user", "b0")
+    recent = await store.recent(a, limit=3)
+    assert [t.content for t in recent] == ["a4", "a3", "a2"]
+    older = await store.recent(a, before_id=ids[2], limit=10)
+    assert [t.content for t in older] == ["a1", "a0"]
+    assert [t.content for t in await store.recent(b)] == ["b0"]
+    store.close()
+
+
+async def test_restart_keeps_history_and_reset_clears_one_channel(database_url: str) -> None:
+    channel, other = f"test:{uuid.uuid4()}", f"test:{uuid.uuid4()}"
+    first = HistoryStore(database_url)
+    await first.add(channel, "user", "remember me", "ann")
+    await first.add(other, "user", "other channel")
+    first.close()
+
+    second = HistoryStore(database_url)  # a new process would do exactly this
+    turns = await second.recent(channel)
+    assert [(t.role, t.author, t.content) for t in turns] == [("user", "ann", "remember me")]
+    assert await second.clear(channel) == 1
+    assert await second.count(channel) == 0
+    assert await second.count(other) == 1
+    second.close()
+
+
+async def test_unicode_and_long_content_round_trip(database_url: str) -> None:
+    store = HistoryStore(database_url)
+    channel = f"test:{uuid.uuid4()}"
+    text = "héllo 🌍 " * 5000
+    await store.add(channel, "user", text)
+    assert (await store.recent(channel))[0].content == text
+    store.close()
+
+
+def test_relative_sqlite_path_goes_into_data_dir(tmp_path: Path) -> None:
+    url = resolve_database_url("sqlite:///mombot.db", tmp_path / "data")
+    assert url == f"sqlite:///{tmp_path / 'data' / 'mombot.db'}"
+    assert (tmp_path / "data").is_dir()
+    assert resolve_database_url("postgresql+psycopg://u@h/db", tmp_path) == "postgresql+psycopg://u@h/db"
+
+
+def test_sqlite_uses_wal(sqlite_url: str) -> None:
+    store = HistoryStore(sqlite_url)
+    with store._engine.connect() as connection:
+        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+    assert mode == "wal"
+    store.close()

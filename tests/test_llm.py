@@ -1,0 +1,164 @@
+"""The model client layer against the real llama.cpp server, and against injected faults."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pydantic import BaseModel
+
+from brain.config import EndpointConfig
+from brain.errors import ContextTooLong, ModelBadResponse, ModelTimeout, ModelUnavailable
+from brain.llm import ModelClient, Usage, estimate_tokens
+from bot.embedded import free_port
+from tests.conftest import MODEL
+from tests.fake_openai import FakeOpenAIServer
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+async def test_streams_a_real_answer_and_records_usage(llama_endpoint: EndpointConfig) -> None:
+    usage: list[Usage] = []
+    client = ModelClient("local", llama_endpoint, on_usage=usage.append)
+    pieces = [p async for p in client.stream_chat(MODEL, HELLO, max_tokens=16, temperature=0)]
+    await client.aclose()
+    assert len(pieces) > 1
+    assert "".join(pieces).strip()
+    assert len(usage) == 1
+    record = usage[0]
+    assert record.endpoint == "local" and record.model == MODEL
+    assert record.completion_tokens == len(pieces)
+    assert record.first_token_s is not None and 0 < record.first_token_s < record.seconds
+    assert record.tokens_per_s > 0
+
+
+async def test_temperature_zero_repeats(llama_client: ModelClient) -> None:
+    first = await llama_client.chat(MODEL, HELLO, max_tokens=12, temperature=0)
+    second = await llama_client.chat(MODEL, HELLO, max_tokens=12, temperature=0)
+    assert first == second and first
+
+
+class Pet(BaseModel):
+    name: str
+    legs: int
+
+
+async def test_json_schema_output_is_validated(llama_client: ModelClient) -> None:
+    messages = [{"role": "user", "content": "Describe a cat as JSON with name and legs."}]
+    pet = await llama_client.chat_json(MODEL, messages, Pet, max_tokens=64)
+    assert isinstance(pet, Pet)
+    assert isinstance(pet.legs, int)
+
+
+async def test_token_count_comes_from_the_server(llama_client: ModelClient) -> None:
+    assert await llama_client.count_tokens(MODEL, "Hello world") == 2
+    long_text = "tokenization " * 50
+    count = await llama_client.count_tokens(MODEL, long_text)
+    assert 50 <= count <= 150
+    assert count < estimate_tokens(long_text)  # the estimate is on the safe side
+
+
+async def test_overlong_prompt_is_a_typed_error(llama_client: ModelClient) -> None:
+    messages = [{"role": "user", "content": "word " * 800}]
+    with pytest.raises(ContextTooLong) as caught:
+        await llama_client.chat(MODEL, messages, max_tokens=16)
+    assert "context window" in caught.value.user_message
+    # Streamed, llama-cpp-python answers HTTP 200 with an empty body: still a typed error.
+    with pytest.raises(ModelBadResponse) as streamed:
+        await llama_client.chat_stream_text(MODEL, messages, max_tokens=16)
+    assert streamed.value.user_message == (
+        "The model server 'local' stopped before finishing its answer."
+    )
+
+
+async def test_server_down_is_model_unavailable() -> None:
+    config = EndpointConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
+    client = ModelClient("gone", config)
+    with pytest.raises(ModelUnavailable) as caught:
+        await client.chat("x", HELLO)
+    await client.aclose()
+    assert caught.value.user_message == "The model server 'gone' cannot be reached."
+
+
+def _client(server: FakeOpenAIServer, **kwargs: object) -> ModelClient:
+    config = EndpointConfig(base_url=server.base_url, max_retries=0, **kwargs)  # type: ignore[arg-type]
+    return ModelClient("fake", config)
+
+
+async def test_hanging_server_times_out(fake_server: FakeOpenAIServer) -> None:
+    fake_server.behaviour.mode = "hang"
+    client = _client(fake_server)
+    started = time.monotonic()
+    with pytest.raises(ModelTimeout):
+        await client.chat("fake", HELLO, timeout_s=0.5)
+    assert time.monotonic() - started < 3
+    await client.aclose()
+
+
+async def test_slow_stream_is_cut_at_the_total_deadline(fake_server: FakeOpenAIServer) -> None:
+    fake_server.behaviour.token_delay_s = 0.2
+    fake_server.behaviour.reply = "one two three four five six seven eight nine ten"
+    client = _client(fake_server)
+    started = time.monotonic()
+    with pytest.raises(ModelTimeout):
+        await client.chat_stream_text("fake", HELLO, timeout_s=0.7)
+    assert time.monotonic() - started < 2
+    await client.aclose()
+
+
+UNUSABLE = "The model server 'fake' gave an answer I could not use."
+UNFINISHED = "The model server 'fake' stopped before finishing its answer."
+
+
+@pytest.mark.parametrize(
+    ("mode", "streamed", "text"),
+    [
+        ("http500", False, "The model server 'fake' answered with an error (HTTP 500)."),
+        ("http500", True, "The model server 'fake' answered with an error (HTTP 500)."),
+        ("http429", False, "The model server 'fake' is busy; try again soon."),
+        ("http429", True, "The model server 'fake' is busy; try again soon."),
+        ("garbage", False, UNUSABLE),
+        ("garbage", True, UNFINISHED),  # no events at all: the stream never finished
+        ("cut_stream", True, UNUSABLE),  # a broken event in the middle of a stream
+    ],
+)
+async def test_faults_become_typed_errors(
+    fake_server: FakeOpenAIServer, mode: str, streamed: bool, text: str
+) -> None:
+    fake_server.behaviour.mode = mode
+    client = _client(fake_server)
+    call = client.chat_stream_text if streamed else client.chat
+    with pytest.raises(ModelBadResponse) as caught:
+        await call("fake", HELLO)
+    await client.aclose()
+    assert caught.value.user_message == text
+
+
+async def test_invalid_json_answer_is_a_typed_error(fake_server: FakeOpenAIServer) -> None:
+    fake_server.behaviour.json_reply = '{"name": "Rex", "legs": "many"}'
+    client = _client(fake_server)
+    with pytest.raises(ModelBadResponse):
+        await client.chat_json("fake", HELLO, Pet)
+    await client.aclose()
+
+
+async def test_retries_are_bounded(fake_server: FakeOpenAIServer) -> None:
+    fake_server.behaviour.mode = "http500"
+    client = ModelClient("fake", EndpointConfig(base_url=fake_server.base_url, max_retries=2))
+    with pytest.raises(ModelBadResponse):
+        await client.chat("fake", HELLO)
+    await client.aclose()
+    assert len(fake_server.requests) == 3  # the first try and two retries
+
+
+async def test_llama_cpp_python_requests_are_queued_one_at_a_time(
+    fake_server: FakeOpenAIServer,
+) -> None:
+    import asyncio
+
+    fake_server.behaviour.request_delay_s = 0.2
+    client = _client(fake_server, kind="llama-cpp-python")
+    await asyncio.gather(*(client.chat("fake", HELLO) for _ in range(3)))
+    await client.aclose()
+    spans = sorted((r.started, r.ended) for r in fake_server.requests)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
