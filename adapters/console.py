@@ -94,7 +94,9 @@ class ConsoleAdapter:
     async def run(self) -> None:
         """Chat until end of input or /quit."""
         lines: asyncio.Queue[str | None] = asyncio.Queue()
-        self._start_reader(lines)
+        ready = threading.Event()  # set when the next prompt may be shown
+        ready.set()
+        self._start_reader(lines, ready)
         if self.interactive:
             self._stdout.write("mombot — type a message, /help for commands, /quit to leave.\n")
         count = 0
@@ -102,10 +104,10 @@ class ConsoleAdapter:
             line = await lines.get()
             if line is None or line.strip().lower() in QUIT_WORDS:
                 break
-            if not line.strip():
-                continue
-            count += 1
-            await self._answer(line, count)
+            if line.strip():
+                count += 1
+                await self._answer(line, count)
+            ready.set()
 
     async def _answer(self, line: str, count: int) -> None:
         prefix = f"{self._bot_name}> " if self.interactive else ""
@@ -123,8 +125,12 @@ class ConsoleAdapter:
         self._stdout.write("\n\n" if not self.interactive else "\n")
         self._stdout.flush()
 
-    def _start_reader(self, lines: asyncio.Queue[str | None]) -> None:
-        """Read input on a daemon thread, so a blocked read never holds up shutdown."""
+    def _start_reader(self, lines: asyncio.Queue[str | None], ready: threading.Event) -> None:
+        """Read input on a daemon thread, so a blocked read never holds up shutdown.
+
+        Interactively, the thread waits for `ready` before prompting again, so the
+        prompt never appears in the middle of a streamed reply.
+        """
         loop = asyncio.get_running_loop()
         interactive = self.interactive
         if interactive:
@@ -135,6 +141,9 @@ class ConsoleAdapter:
 
         def read() -> None:
             while True:
+                if interactive:
+                    ready.wait()
+                    ready.clear()
                 try:
                     line = input("you> ") if interactive else self._stdin.readline()
                 except (EOFError, KeyboardInterrupt, ValueError):

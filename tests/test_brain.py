@@ -1,0 +1,144 @@
+"""The brain end to end on the real llama.cpp server: answers, history, trimming, errors."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import pytest
+
+from brain.brain import Brain, clean_text
+from brain.config import CharacterConfig, EndpointConfig
+from brain.context import build_prompt, reply_reserve
+from brain.history import HistoryStore
+from brain.llm import ModelClient
+from brain.messages import Inbound
+from bot.embedded import free_port
+from tests.conftest import MODEL, TEST_N_CTX
+from tests.helpers import RecordingOutbox
+
+CHARACTER = CharacterConfig(
+    name="mom", endpoint="local", model=MODEL, persona="You are mom, a kind assistant.",
+    temperature=0, max_tokens=24,
+)
+
+
+def inbound(text: str, channel: str = "c1") -> Inbound:
+    return Inbound(platform="test", channel_id=channel, author_id="u1", author_name="ann", text=text)
+
+
+@pytest.fixture
+def history(sqlite_url: str) -> HistoryStore:
+    return HistoryStore(sqlite_url)
+
+
+@pytest.fixture
+def brain(llama_endpoint: EndpointConfig, history: HistoryStore) -> Brain:
+    return Brain(
+        characters=[CHARACTER],
+        clients={"local": ModelClient("local", llama_endpoint)},
+        history=history,
+    )
+
+
+async def test_answers_and_stores_both_turns(brain: Brain, history: HistoryStore) -> None:
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("Hello, who are you?"), outbox)
+    assert outbox.errors == []
+    assert outbox.text.strip()
+    assert outbox.events[0] == ("typing", None)
+    turns = await history.recent("test:c1")
+    assert [t.role for t in turns] == ["assistant", "user"]
+    assert turns[1].content == "Hello, who are you?" and turns[1].author == "ann"
+    assert turns[0].content == outbox.text
+    await brain.aclose()
+
+
+async def test_reset_forgets_only_this_channel(brain: Brain, history: HistoryStore) -> None:
+    await history.add("test:c1", "user", "one")
+    await history.add("test:c2", "user", "two")
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/reset"), outbox)
+    assert outbox.messages == ["Forgot this conversation (1 messages)."]
+    assert await history.count("test:c1") == 0
+    assert await history.count("test:c2") == 1
+    await brain.aclose()
+
+
+async def test_bad_command_gets_a_clear_reply_and_nothing_stored(
+    brain: Brain, history: HistoryStore
+) -> None:
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/nonsense now"), outbox)
+    assert outbox.errors == ["I don't know the command /nonsense. Commands: /help, /reset"]
+    assert await history.count("test:c1") == 0
+    await brain.aclose()
+
+
+async def test_model_down_user_turn_kept_and_error_told(history: HistoryStore) -> None:
+    down = EndpointConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0,
+                          context_window=512)
+    brain = Brain(characters=[CHARACTER], clients={"local": ModelClient("local", down)},
+                  history=history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("Are you there?"), outbox)
+    assert outbox.errors == ["The model server 'local' cannot be reached."]
+    turns = await history.recent("test:c1")
+    assert [(t.role, t.content) for t in turns] == [("user", "Are you there?")]
+    await brain.aclose()
+
+
+def test_clean_text_drops_invisible_characters() -> None:
+    assert clean_text("he\x00l\u200blo\r\nworld\x1b ") == "hello\nworld"
+
+
+def long_turn(rng: random.Random, n: int) -> str:
+    words = ["river", "mountain", "quantum", "bread", "violin", "orbit", "garden", "silver",
+             "thunder", "pixel", "harbor", "lantern", "meadow", "cipher", "falcon"]
+    return f"Turn {n}: " + " ".join(rng.choice(words) for _ in range(120)) + "?"
+
+
+async def test_200_long_turns_never_exceed_the_context_window(
+    llama_endpoint: EndpointConfig, history: HistoryStore
+) -> None:
+    """n_ctx 512 and ~150-token messages: every turn answers, the newest turns are kept."""
+    character = CHARACTER.model_copy(update={"max_tokens": 8})
+    client = ModelClient("local", llama_endpoint)
+    brain = Brain(characters=[character], clients={"local": client}, history=history)
+    rng = random.Random(7)
+    channel = f"long-{uuid.uuid4()}"
+    for n in range(200):
+        outbox = RecordingOutbox()
+        await brain.handle(inbound(long_turn(rng, n), channel), outbox)
+        assert outbox.errors == [], f"turn {n}: {outbox.errors}"
+        assert outbox.text.strip(), f"turn {n}: empty reply"
+    assert await history.count(f"test:{channel}") == 400
+
+    # What the next prompt would hold: system, the newest turns in order, the new message.
+    next_text = long_turn(rng, 200)
+    newest_id = (await history.recent(f"test:{channel}", limit=1))[0].id
+    plan = await build_prompt(
+        client, MODEL, window=TEST_N_CTX, reserve=reply_reserve(TEST_N_CTX, 8),
+        system=character.persona, user_text=next_text,
+        older_turns=lambda before, limit: history.recent(f"test:{channel}", before_id=before,
+                                                         limit=limit),
+        before_id=newest_id + 1,
+    )
+    stored = await history.recent(f"test:{channel}", limit=plan.kept_turns)
+    assert plan.kept_turns >= 2
+    assert [m["content"] for m in plan.messages[1:-1]] == [t.content for t in reversed(stored)]
+    assert stored[0].id == newest_id  # the very newest turn is in
+    # and the server accepts that prompt with the reply reserve on top
+    reply = await client.chat(MODEL, plan.messages, max_tokens=8, temperature=0)
+    assert reply
+    await brain.aclose()
+
+
+async def test_an_oversized_message_is_cut_to_fit_and_the_user_told(
+    brain: Brain, history: HistoryStore
+) -> None:
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("tell me about this " + "blah " * 5000), outbox)
+    assert outbox.errors == []
+    assert outbox.text.endswith("_(Your message was too long for me; I read only its beginning.)_")
+    await brain.aclose()

@@ -1,0 +1,123 @@
+"""`mombot chat` as a user runs it: a real process, the real embedded server, piped stdin."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.config import ConsoleConfig
+from adapters.console import ConsoleAdapter, ConsoleOutbox
+from brain.brain import Brain
+from brain.config import CharacterConfig, EndpointConfig
+from brain.history import HistoryStore
+from brain.llm import ModelClient
+from tests.conftest import MODEL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path) -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n'
+        "[embedded]\nn_ctx = 512\n"
+        '[[characters]]\nname = "mom"\ntemperature = 0\nmax_tokens = 32\n'
+        'persona = "You are mom, a kind assistant."\n'
+    )
+    return config
+
+
+def mombot(tmp_path: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(write_config(tmp_path)), *args],
+        cwd=tmp_path, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def server_port(tmp_path: Path) -> int:
+    log = (tmp_path / "data" / "mombot.log").read_text()
+    return int(log.split("embedded server on port ")[1].split()[0])
+
+
+def test_scripted_session_gets_real_answers(tmp_path: Path) -> None:
+    process = mombot(tmp_path, "chat")
+    out, err = process.communicate("Hello! Who are you?\n/help\nWhat is two plus two?\n", timeout=180)
+    assert process.returncode == 0, err
+    replies = out.split("\n\n")
+    assert len([r for r in replies if r.strip()]) >= 3
+    assert replies[0].strip() and not replies[0].startswith("[!]")
+    assert "Commands:" in out and "/reset" in out
+    assert "Model ready in" in err
+    assert "Traceback" not in err
+    # both user turns and both replies were stored in the configured SQLite file
+    store = HistoryStore(f"sqlite:///{tmp_path / 'data' / 'mombot.db'}")
+    import asyncio
+
+    assert asyncio.run(store.count("console:console")) == 4
+    store.close()
+    # and the embedded server is gone
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{server_port(tmp_path)}/v1/models", timeout=2)
+
+
+def test_ctrl_c_stops_the_embedded_server(tmp_path: Path) -> None:
+    process = mombot(tmp_path, "chat")
+    assert process.stdin is not None
+    deadline = time.monotonic() + 60
+    log = tmp_path / "data" / "mombot.log"
+    while not (log.exists() and "embedded server on port" in log.read_text()):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    port = server_port(tmp_path)
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    assert process.returncode == 130
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+
+
+def test_check_reports_the_endpoint(tmp_path: Path) -> None:
+    process = mombot(tmp_path, "check")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "endpoint embedded (llama-cpp-python" in out
+    assert "models: smollm2-135m" in out
+    assert "context 512 tokens, 'Hello, world!' = 4 tokens" in out
+    assert out.strip().endswith("check: all good")
+
+
+async def test_console_adapter_streams_into_the_terminal(
+    llama_endpoint: EndpointConfig, sqlite_url: str, tmp_path: Path
+) -> None:
+    character = CharacterConfig(name="mom", endpoint="local", model=MODEL, temperature=0,
+                                max_tokens=16)
+    brain = Brain(characters=[character], clients={"local": ModelClient("local", llama_endpoint)},
+                  history=HistoryStore(sqlite_url))
+    stdin, stdout = io.StringIO("Hi there\n\n/reset\n/quit\nnever read\n"), io.StringIO()
+    adapter = ConsoleAdapter(brain, ConsoleConfig(), stdin=stdin, stdout=stdout,
+                             images_dir=tmp_path / "img")
+    assert not adapter.interactive
+    await adapter.run()
+    replies = [r for r in stdout.getvalue().split("\n\n") if r.strip()]
+    assert len(replies) == 2
+    assert replies[1] == "Forgot this conversation (2 messages)."
+    await brain.aclose()
+
+
+async def test_console_images_never_use_the_user_file_name_as_a_path(tmp_path: Path) -> None:
+    out = io.StringIO()
+    outbox = ConsoleOutbox(out, tmp_path / "img")
+    await outbox.send_image(b"\x89PNG", "../../etc/passwd", "a cat")
+    saved = list((tmp_path / "img").iterdir())
+    assert [p.name for p in saved] == ["passwd"]
+    assert "a cat" in out.getvalue()
