@@ -7,15 +7,16 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --create-home --uid 1000 mombot
+RUN useradd --create-home --uid 1000 mombot \
+    && mkdir /data && chown mombot:mombot /data
 WORKDIR /app
 COPY --chown=mombot:mombot . /app
 USER mombot
-RUN scripts/install.sh
+RUN scripts/install.sh \
+    && cp config.toml /data/config.toml
 
-# Config and data live outside the image.
+# Config and data live outside the image: /data holds config.toml, the database and logs.
 ENV PATH="/app/.venv/bin:${PATH}"
-VOLUME ["/data"]
 WORKDIR /data
-COPY --chown=mombot:mombot config.toml /data/config.toml
+VOLUME ["/data"]
 CMD ["mombot", "--config", "/data/config.toml", "chat"]
