@@ -120,6 +120,7 @@ class ConsoleAdapter:
             text=line,
             message_id=str(count),
             is_direct=True,
+            is_admin=True,
         )
         await self._brain.handle(message, outbox)
         self._stdout.write("\n\n" if not self.interactive else "\n")

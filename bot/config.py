@@ -13,16 +13,43 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from adapters.config import ConsoleConfig, DiscordConfig, MatrixConfig
 from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
-from brain.config import CharacterConfig, EndpointConfig, HistoryConfig, StrictModel
+from brain.config import (
+    AttachmentsConfig,
+    CharacterConfig,
+    EndpointConfig,
+    HistoryConfig,
+    ImagesConfig,
+    MixtureConfig,
+    RoutingConfig,
+    StrictModel,
+)
+from brain.extensions import available_extensions
 
+DEFAULT_CHARACTERS = [
+    ("logic", "You are Logic. Reason step by step, check facts and numbers, and give a "
+     "precise, well-argued answer."),
+    ("creativity", "You are Creativity. Offer original ideas, vivid examples and unexpected "
+     "angles, while still answering the question."),
+    ("empathy", "You are Empathy. Notice how the person feels and what they need, and answer "
+     "with warmth and tact."),
+    ("knowledge", "You are Knowledge. Bring in relevant facts, background and sources of "
+     "understanding; say when you are unsure."),
+    ("critic", "You are the Critic. Point out pitfalls, missing pieces and likely mistakes, "
+     "then give the answer you think holds up."),
+]
 DEFAULT_PERSONA = (
     "You are mom, a warm, practical and kind assistant in a group chat. "
     "Answer clearly and briefly."
 )
+
+
+def default_characters() -> list[CharacterConfig]:
+    members = [CharacterConfig(name=n, persona=p, max_tokens=128) for n, p in DEFAULT_CHARACTERS]
+    return [*members, CharacterConfig(name="mom", persona=DEFAULT_PERSONA, role="synthesizer")]
 
 
 class ConfigError(Exception):
@@ -34,6 +61,17 @@ class BotConfig(StrictModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ExtensionsConfig(BaseModel):
+    """`enabled` lists extensions; any other key is one extension's settings table."""
+
+    model_config = ConfigDict(extra="allow")
+    enabled: list[str] = Field(default_factory=lambda: ["deep_thinking"])
+
+    @property
+    def settings(self) -> dict[str, dict[str, Any]]:
+        return dict(self.model_extra or {})
+
+
 class MombotConfig(StrictModel):
     """Everything mombot reads from config.toml."""
 
@@ -41,10 +79,12 @@ class MombotConfig(StrictModel):
     history: HistoryConfig = HistoryConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()
     endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
-    characters: list[CharacterConfig] = Field(
-        default_factory=lambda: [CharacterConfig(name="mom", persona=DEFAULT_PERSONA)],
-        min_length=1,
-    )
+    characters: list[CharacterConfig] = Field(default_factory=default_characters, min_length=1)
+    mixture: MixtureConfig = MixtureConfig()
+    routing: RoutingConfig = RoutingConfig()
+    attachments: AttachmentsConfig = AttachmentsConfig()
+    images: ImagesConfig = ImagesConfig()
+    extensions: ExtensionsConfig = ExtensionsConfig()
     console: ConsoleConfig = ConsoleConfig()
     discord: DiscordConfig = DiscordConfig()
     matrix: MatrixConfig = MatrixConfig()
@@ -72,6 +112,24 @@ class MombotConfig(StrictModel):
         names = [c.name for c in self.characters]
         if len(set(names)) != len(names):
             raise ValueError("characters: two characters share a name. Fix: rename one")
+        if not any(c.enabled for c in self.characters):
+            raise ValueError("characters: every character is disabled. Fix: enable at least one")
+        if sum(c.role == "synthesizer" for c in self.characters) > 1:
+            raise ValueError("characters: more than one synthesizer. Fix: keep one role = \"synthesizer\"")
+        if (
+            self.routing.mode in ("hybrid", "llm")
+            and self.routing.endpoint
+            and self.routing.endpoint not in known
+        ):
+            raise ValueError(
+                f"routing.endpoint: no endpoint named '{self.routing.endpoint}'. "
+                "Fix: name a configured endpoint, or set routing.mode = \"embedding\" or \"off\""
+            )
+        if self.images.prompt_character and self.images.prompt_character not in names:
+            raise ValueError(
+                f"images.prompt_character: no character named '{self.images.prompt_character}'. "
+                "Fix: name one of the characters, or leave it empty for the synthesizer"
+            )
         return self
 
 
@@ -105,6 +163,7 @@ def load_config(
         config = MombotConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from None
+    _check_extensions(config, source)
     secrets = _read_secrets(config, env, source)
     if config.embedded_active:
         try:
@@ -112,6 +171,32 @@ def load_config(
         except EmbeddedServerError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     return config, secrets
+
+
+def _check_extensions(config: MombotConfig, source: str) -> None:
+    """Validate each listed extension's settings table with that extension's own model.
+
+    An extension that is not installed or does not import is left to the brain, which
+    disables it with a logged error; the bot still starts.
+    """
+    installed = available_extensions()
+    for name, table in config.extensions.settings.items():
+        if name not in config.extensions.enabled:
+            raise ConfigError(
+                f"{source}: extensions.{name}: settings for an extension that is not enabled. "
+                f"Fix: add \"{name}\" to extensions.enabled, or remove the table"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: extensions.{name}: expected a table. Fix: write [extensions.{name}]")
+        if name not in installed:
+            continue
+        try:
+            installed[name].load().settings_model.model_validate(table)
+        except ValidationError as exc:
+            message = format_validation_error(source, exc)
+            raise ConfigError(message.replace(f"{source}: ", f"{source}: extensions.{name}.")) from None
+        except Exception:  # noqa: S112  (a broken extension is the brain's to report)
+            continue
 
 
 def _environment() -> dict[str, str]:

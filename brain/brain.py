@@ -1,7 +1,7 @@
-"""The brain: takes one neutral message, answers it through an outbox.
+"""The brain: takes one neutral message and answers it through an outbox.
 
 `Brain.handle` is the single boundary where typed errors become chat messages;
-everything else is logged with its traceback and the user gets a short apology.
+anything else is logged with its traceback and the user gets a short apology.
 Messages of one channel are answered one at a time, in order.
 """
 
@@ -11,20 +11,37 @@ import asyncio
 import logging
 import re
 from collections import defaultdict
+from typing import Any
 
-from brain.chat import ChatResponder
-from brain.commands import CommandRegistry, CommandSpec
-from brain.config import CharacterConfig, HistoryConfig
+from brain.attachments import PreparedAttachments, prepare_attachments
+from brain.commands import Arg, CommandRegistry, CommandSpec
+from brain.config import (
+    AttachmentsConfig,
+    CharacterConfig,
+    HistoryConfig,
+    ImagesConfig,
+    MixtureConfig,
+)
 from brain.errors import BadCommand, MombotError
+from brain.extensions import Extension, ExtensionContext, load_extensions
 from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.images import MAX_SEED, ImageGenerator, ImagePromptWriter, build_request
+from brain.llm import ModelClient, Usage
 from brain.messages import CommandCall, Inbound
+from brain.metrics import TokenTracker, current_channel, current_usages, format_usages
+from brain.mixture import Mixture, Proposal
 from brain.outbox import Outbox
-from brain.streaming import ReplyStreamer
+from brain.routing import Classifier, Route, TextOnly
+from brain.runner import CharacterRunner, Turn
+from brain.streaming import ReplyStreamer, split_text
 
 log = logging.getLogger(__name__)
 
 GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the bot's log."
+VISION_INSTRUCTION = (
+    "Describe the attached image(s) precisely and concisely for someone who cannot see "
+    "them, then answer the user's question about them if there is one."
+)
 # C0/C1 controls except tab and newline, and zero-width/bidi formatting characters.
 _INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
@@ -34,14 +51,20 @@ def clean_text(text: str) -> str:
     return _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
 
 
-BUILTIN_COMMANDS = (
-    CommandSpec("help", "Show what I can do."),
-    CommandSpec("reset", "Forget this channel's conversation.", admin=True),
-)
+def split_roles(characters: list[CharacterConfig]) -> tuple[list[CharacterConfig], CharacterConfig]:
+    """(members, synthesizer): the synthesizer is the one so marked, else the first member."""
+    active = [c for c in characters if c.enabled]
+    if not active:
+        raise ValueError("the brain needs at least one enabled character")
+    members = [c for c in active if c.role == "member"]
+    synthesizer = next((c for c in active if c.role == "synthesizer"), None)
+    if not members:
+        members = [synthesizer]  # type: ignore[list-item]
+    return members, synthesizer or members[0]
 
 
 class Brain:
-    """Routes each inbound message to a command or to chat, and stores the conversation."""
+    """Routes each inbound message to a command, to the mixture or to the image generator."""
 
     def __init__(
         self,
@@ -49,22 +72,81 @@ class Brain:
         characters: list[CharacterConfig],
         clients: dict[str, ModelClient],
         history: HistoryStore,
+        classifier: Classifier | None = None,
+        image_generator: ImageGenerator | None = None,
         history_config: HistoryConfig | None = None,
+        mixture_config: MixtureConfig | None = None,
+        attachments_config: AttachmentsConfig | None = None,
+        images_config: ImagesConfig | None = None,
+        extensions: list[str] | None = None,
+        extension_settings: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        if not characters:
-            raise ValueError("the brain needs at least one character")
         self.characters = characters
+        self.members, self.synthesizer = split_roles(characters)
         self.clients = clients
         self.history = history
         self.history_config = history_config or HistoryConfig()
+        self.mixture_config = mixture_config or MixtureConfig()
+        self.attachments_config = attachments_config or AttachmentsConfig()
+        self.images_config = images_config or ImagesConfig()
+        self.classifier = classifier or TextOnly()
+        self.image_generator = image_generator
+        self.tracker = TokenTracker()
+        for client in clients.values():
+            client.usage_sinks.append(self.tracker.record)
+        self.runner = CharacterRunner(history, clients)
+        self.mixture = Mixture(self.members, self.synthesizer, self.runner, self.mixture_config)
+        by_name = {c.name: c for c in characters}
+        self.prompt_writer = ImagePromptWriter(
+            self.runner,
+            by_name.get(self.images_config.prompt_character, self.synthesizer),
+            self.images_config.max_prompt_chars,
+        )
         self.commands = CommandRegistry()
-        for spec in BUILTIN_COMMANDS:
+        for spec in self._builtin_commands():
             self.commands.register(spec)
-        self._chat = ChatResponder(history, clients)
+        context = ExtensionContext(
+            self.members, self.synthesizer, self.runner, self.mixture, history, self.tracker
+        )
+        self.extensions: list[Extension] = load_extensions(
+            extensions or [], extension_settings or {}, context, self.commands
+        )
+        self._command_owner = {
+            spec.name: ext for ext in self.extensions for spec in ext.commands()
+        }
+        self._debug: dict[str, bool] = {}
         self._channel_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def _builtin_commands(self) -> list[CommandSpec]:
+        images = self.images_config
+        return [
+            CommandSpec("help", "Show what I can do."),
+            CommandSpec("reset", "Forget this channel's conversation.", admin=True),
+            CommandSpec("characters", "List the characters who answer here."),
+            CommandSpec("stats", "Token use and speed per model in this channel."),
+            CommandSpec(
+                "debug",
+                "Show (on) or hide (off) each character's proposal and timing here.",
+                (Arg("state", "on or off", required=True, text=True, choices=("on", "off")),),
+            ),
+            CommandSpec(
+                "sd",
+                "Draw an image with Stable Diffusion.",
+                (
+                    Arg("prompt", "What to draw.", required=True, text=True),
+                    Arg("negative", "What to keep out of the image."),
+                    Arg("steps", "Denoising steps.", type=int, min=1, max=images.max_steps),
+                    Arg("size", "WIDTHxHEIGHT, multiples of 8, e.g. 512x512."),
+                    Arg("seed", "Seed for a repeatable image.", type=int, min=0, max=MAX_SEED),
+                ),
+            ),
+        ]
+
+    # -- the boundary ---------------------------------------------------------------
 
     async def handle(self, message: Inbound, outbox: Outbox) -> None:
         """Answer one message. Never raises: failures become a message to the user."""
+        current_channel.set(message.channel_key)
         try:
             async with self._channel_locks[message.channel_key]:
                 command = message.command or self.commands.parse_text(message.text)
@@ -88,31 +170,169 @@ class Brain:
         except Exception:
             log.exception("could not deliver an error message")
 
+    # -- chat ---------------------------------------------------------------------------
+
     async def _answer(self, message: Inbound, outbox: Outbox) -> None:
-        text = clean_text(message.text)[: self.history_config.max_turn_chars]
-        if not text:
-            raise BadCommand("Your message was empty; say something and I'll answer.")
         channel = message.channel_key
-        user_turn = await self.history.add(channel, "user", text, message.author_name)
+        for extension in list(self.extensions):
+            message = await self._hook(extension, "pre_process", message, channel) or message
+        text = clean_text(message.text)[: self.history_config.max_turn_chars]
+        files = await prepare_attachments(message.attachments, self.attachments_config)
+        if not (text or files.images or files.texts):
+            if files.notes:
+                await outbox.send("\n".join(files.notes))
+                return
+            raise BadCommand("Your message was empty; say something and I'll answer.")
+        stored = _with_files(text, files)
+        turn_id = await self.history.add(channel, "user", stored, message.author_name)
+        if files.notes:
+            await outbox.send("\n".join(files.notes))
         await outbox.typing()
-        character = self.characters[0]
+        usages: list[Usage] = []
+        current_usages.set(usages)
+        if files.images:
+            stored = await self._describe_images(text, stored, files, channel, turn_id, outbox)
+        elif self._routes_to_image(decision := await self._route(text, channel)):
+            await self._image(message, outbox, Turn(channel, stored, turn_id), prompt=None, args={})
+            log.info("%s: routed to image by %s", channel, decision.source)
+            return
+        turn = Turn(channel, stored, turn_id)
+        debug = self._debug.get(channel, self.mixture_config.debug)
         streamer = ReplyStreamer(outbox)
-        reply = await self._chat.reply(
-            character, channel=channel, user_text=text, user_turn_id=user_turn, streamer=streamer
-        )
-        if reply.strip():
-            await self.history.add(channel, "assistant", reply, character.name)
-        else:
+
+        async def show_proposals(proposals: list[Proposal]) -> None:
+            if debug:
+                await _send_long(outbox, _format_proposals(proposals))
+
+        reply, _ = await self.mixture.answer(turn, streamer, on_proposals=show_proposals)
+        if not reply.strip():
             await outbox.send("_(The model returned an empty answer.)_")
+            return
+        for extension in list(self.extensions):
+            reply = await self._hook(extension, "post_process", reply, channel) or reply
+        await self.history.add(channel, "assistant", reply, self.synthesizer.name)
+        if debug and usages:
+            await _send_long(outbox, "🔍 calls:\n" + format_usages(usages))
+
+    async def _route(self, text: str, channel: str):  # noqa: ANN202
+        recent = [t.content for t in reversed(await self.history.recent(channel, limit=5))][:-1]
+        try:
+            return await self.classifier.classify(text, recent)
+        except Exception:  # a classifier must never fail the message
+            log.exception("classifier failed; answering as text")
+            return None
+
+    @staticmethod
+    def _routes_to_image(decision) -> bool:  # noqa: ANN001
+        return decision is not None and decision.route is Route.IMAGE
+
+    async def _describe_images(
+        self,
+        text: str,
+        stored: str,
+        files: PreparedAttachments,
+        channel: str,
+        turn_id: int,
+        outbox: Outbox,
+    ) -> str:
+        """The vision character looks; everyone else reads its description."""
+        vision = next((c for c in self.characters if c.vision and c.enabled), None)
+        names = ", ".join(name for name, _ in files.images)
+        if vision is None:
+            await outbox.send(
+                f"I can't look at images ({names}): no character with vision is configured."
+            )
+            return stored
+        question = text or "What is in this image?"
+        turn = Turn(channel, question, turn_id, images=tuple(url for _, url in files.images))
+        system = f"{vision.persona}\n\n{VISION_INSTRUCTION}"
+        description = await self.runner.answer(vision, turn, system=system, stage="vision")
+        described = f"{stored}\n\n[{names}, as {vision.name} sees it: {description.strip()}]"
+        await self.history.update(turn_id, described)
+        return described
+
+    async def _hook(self, extension: Extension, hook: str, value: Any, channel: str) -> Any:
+        """Run one extension hook; a hook that raises disables its extension."""
+        try:
+            recent = await self.history.recent(channel, limit=20)
+            return await getattr(extension, hook)(value, recent)
+        except Exception:
+            log.exception("extension %s failed in %s and is disabled", extension.name, hook)
+            self.extensions.remove(extension)
+            return None
+
+    # -- images ------------------------------------------------------------------------
+
+    async def _image(
+        self,
+        message: Inbound,
+        outbox: Outbox,
+        turn: Turn,
+        *,
+        prompt: str | None,
+        args: dict[str, Any],
+    ) -> None:
+        if self.image_generator is None:
+            raise MombotError("I can't make images here: no image generator is set up (images.backend).")
+        status = await outbox.send("🎨 Writing a prompt…" if prompt is None else "🎨 Getting ready…")
+        if prompt is None:
+            prompt = await self.prompt_writer.write(turn)
+        request = build_request(
+            self.images_config, prompt=prompt, args=args, user_id=message.author_id,
+            channel=message.channel_key,
+        )  # fmt: skip
+
+        async def progress(text: str) -> None:
+            await outbox.edit(status, f"🎨 {text}")
+
+        await progress(f"Drawing: {request.prompt}")
+        result = await self.image_generator.generate(request, progress)
+        caption = f"{result.prompt}\n(seed {result.seed}, {result.width}x{result.height}, {request.steps} steps)"
+        await outbox.send_image(result.png, f"mombot-{result.seed}.png", caption)
+        await self.history.add(
+            message.channel_key, "assistant", f"[image: {result.prompt} (seed {result.seed})]",
+            self.synthesizer.name,
+        )  # fmt: skip
+
+    # -- commands ---------------------------------------------------------------------
 
     async def _run_command(self, command: CommandCall, message: Inbound, outbox: Outbox) -> None:
-        if command.name == "help":
+        spec = self.commands.specs.get(command.name)
+        if spec is None:
+            raise BadCommand(f"/{command.name} is not available here.")
+        if spec.admin and not message.is_admin:
+            raise BadCommand(f"Only admins can use /{command.name} here.")
+        owner = self._command_owner.get(command.name)
+        if owner is not None:
+            await owner.run_command(command, message, outbox)
+        elif command.name == "help":
             await outbox.send(self.commands.help_text())
         elif command.name == "reset":
             removed = await self.history.clear(message.channel_key)
             await outbox.send(f"Forgot this conversation ({removed} messages).")
-        else:
-            raise BadCommand(f"/{command.name} is not available here.")
+        elif command.name == "characters":
+            await outbox.send(self._describe_characters())
+        elif command.name == "stats":
+            await outbox.send(self.tracker.format_channel(message.channel_key))
+        elif command.name == "debug":
+            on = command.args["state"] == "on"
+            self._debug[message.channel_key] = on
+            await outbox.send(f"Debug view {'on' if on else 'off'} for this channel.")
+        elif command.name == "sd":
+            prompt = clean_text(command.args["prompt"])
+            turn_id = await self.history.add(
+                message.channel_key, "user", f"(asked for an image) {prompt}", message.author_name
+            )
+            turn = Turn(message.channel_key, prompt, turn_id)
+            await self._image(message, outbox, turn, prompt=prompt, args=command.args)
+
+    def _describe_characters(self) -> str:
+        lines = []
+        for c in self.characters:
+            role = "synthesizer" if c is self.synthesizer else c.role
+            flags = (" · vision" if c.vision else "") + ("" if c.enabled else " · disabled")
+            lines.append(f"**{c.name}** ({role}{flags}): {c.model} on {c.endpoint}")
+        return "Characters:\n" + "\n".join(lines)
 
     async def aclose(self) -> None:
         for client in self.clients.values():
@@ -120,3 +340,23 @@ class Brain:
         self.history.close()
 
 
+def _with_files(text: str, files: PreparedAttachments) -> str:
+    parts = [text] if text else []
+    for name, content in files.texts:
+        parts.append(f"[file {name}]\n```\n{content}\n```")
+    for name, _ in files.images:
+        parts.append(f"[image {name}]")
+    return "\n\n".join(parts)
+
+
+def _format_proposals(proposals: list[Proposal]) -> str:
+    lines = ["🔍 proposals:"]
+    for p in proposals:
+        body = p.text.strip() if p.ok else f"(failed: {p.error or 'empty answer'})"  # type: ignore[union-attr]
+        lines.append(f"**{p.character}** ({p.seconds:.1f} s): {body}")
+    return "\n\n".join(lines)
+
+
+async def _send_long(outbox: Outbox, text: str) -> None:
+    for part in split_text(text, outbox.capabilities.max_message_length):
+        await outbox.send(part)

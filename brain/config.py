@@ -59,6 +59,8 @@ class CharacterConfig(StrictModel):
     timeout_s: float | None = Field(None, gt=0, description="Overrides the endpoint's timeout.")
     vision: bool = Field(False, description="The model accepts images.")
     role: Literal["member", "synthesizer"] = "member"
+    weight: float = Field(1.0, ge=0, le=10, description="Weight of this character's votes.")
+    enabled: bool = Field(True, description="false: keep the character configured but unused.")
 
 
 class HistoryConfig(StrictModel):
@@ -72,3 +74,59 @@ class HistoryConfig(StrictModel):
     max_turn_chars: int = Field(
         32000, ge=100, description="Longer messages are cut before they are stored."
     )
+
+
+class MixtureConfig(StrictModel):
+    """How the characters answer together."""
+
+    fast_path_max_words: int = Field(
+        3, ge=0, description="Messages this short (greetings) are answered by the synthesizer alone."
+    )
+    debug: bool = Field(False, description="Show every proposal, its timing and token figures.")
+    name_failures: bool = Field(True, description="Name characters that failed in a footer.")
+
+
+class RoutingConfig(StrictModel):
+    """Deciding whether a message asks for text or for an image."""
+
+    mode: Literal["hybrid", "embedding", "llm", "off"] = Field(
+        "hybrid",
+        description="hybrid: the embedding router decides when confident, else the LLM; "
+        "off: everything is text.",
+    )
+    endpoint: str = Field("", description="Endpoint of the small classifier; empty: the first member's.")
+    model: str = Field("", description="The small classifier model; empty: the first member's.")
+    embedding_model: str = Field(
+        "", description="Folder of a sentence-transformers model; empty: the bundled all-MiniLM-L6-v2."
+    )
+    confidence: float = Field(
+        0.1, ge=0, le=1, description="Embedding router decides alone above this score margin."
+    )
+    neighbours: int = Field(3, ge=1, le=50, description="Nearest labelled examples per route.")
+    history_turns: int = Field(4, ge=0, le=20, description="Recent turns the LLM classifier sees.")
+
+
+class AttachmentsConfig(StrictModel):
+    """What files the bot accepts with a message."""
+
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=1024, description="Larger images are refused.")
+    vision_max_side: int = Field(1024, ge=64, description="Images are scaled down to this side.")
+    max_text_bytes: int = Field(1024 * 1024, ge=1024)
+    text_token_budget: int = Field(
+        1500, ge=16, description="Tokens of attached text files included in the message."
+    )
+
+
+class ImagesConfig(StrictModel):
+    """Image requests: who writes the prompt, limits, and the generator backend."""
+
+    backend: Literal["none"] = Field("none", description="none: image requests are declined.")
+    prompt_character: str = Field(
+        "", description="Character that writes Stable Diffusion prompts; empty: the synthesizer."
+    )
+    default_steps: int = Field(25, ge=1)
+    max_steps: int = Field(50, ge=1)
+    default_size: str = Field("512x512", pattern=r"^\d+x\d+$")
+    max_pixels: int = Field(1024 * 1024, ge=4096)
+    max_prompt_chars: int = Field(1000, ge=10)

@@ -98,6 +98,10 @@ class HistoryStore:
         """Up to `limit` turns older than `before_id`, newest first."""
         return await asyncio.to_thread(self._recent, channel, before_id, limit)
 
+    async def update(self, turn_id: int, content: str) -> None:
+        """Replace a stored turn's text (e.g. a user turn once its image is described)."""
+        await asyncio.to_thread(self._update, turn_id, content)
+
     async def clear(self, channel: str) -> int:
         """Forget a channel's conversation; returns how many turns were removed."""
         return await asyncio.to_thread(self._clear, channel)
@@ -113,6 +117,14 @@ class HistoryStore:
             session.refresh(turn)
             assert turn.id is not None
             return turn.id
+
+    def _update(self, turn_id: int, content: str) -> None:
+        with Session(self._engine) as session:
+            turn = session.get(Turn, turn_id)
+            if turn is not None:
+                turn.content = content
+                session.add(turn)
+                session.commit()
 
     def _recent(self, channel: str, before_id: int | None, limit: int) -> list[StoredTurn]:
         query = select(Turn).where(Turn.channel == channel)

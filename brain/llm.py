@@ -73,7 +73,7 @@ class ModelClient:
     ) -> None:
         self.name = name
         self.config = config
-        self._on_usage = on_usage
+        self.usage_sinks: list[UsageSink] = [on_usage] if on_usage else []
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._openai = openai.AsyncOpenAI(
             base_url=config.base_url,
@@ -105,8 +105,12 @@ class ModelClient:
         max_tokens: int = 256,
         timeout_s: float | None = None,
         stage: str = "chat",
+        prompt_tokens: int | None = None,
     ) -> AsyncIterator[str]:
-        """Yield the reply's text as it arrives; the whole answer must come within the timeout."""
+        """Yield the reply's text as it arrives; the whole answer must come within the timeout.
+
+        `prompt_tokens` (our own count) is recorded when the server sends no usage.
+        """
         deadline = time.monotonic() + (timeout_s or self.config.timeout_s)
         async with self._gate:
             started = time.monotonic()
@@ -157,8 +161,9 @@ class ModelClient:
                     detail=f"stream ended without finish_reason after {pieces} pieces",
                 )
             self._record(
-                model, stage, usage, pieces, time.monotonic() - started, first_token_s, messages
-            )
+                model, stage, usage, pieces, time.monotonic() - started, first_token_s, messages,
+                prompt_tokens,
+            )  # fmt: skip
 
     async def chat_stream_text(self, model: str, messages: list[Message], **kwargs: Any) -> str:
         """Stream a reply and return it whole (for callers that need stream semantics)."""
@@ -348,15 +353,18 @@ class ModelClient:
         seconds: float,
         first_token_s: float | None,
         messages: list[Message],
+        prompt_tokens: int | None = None,
     ) -> None:
-        if self._on_usage is None:
+        if not self.usage_sinks:
             return
         if usage is not None:
             prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
         else:  # server sent no usage: one streamed piece is about one token
-            prompt = sum(estimate_tokens(_text_of(m)) for m in messages)
+            prompt = prompt_tokens or sum(estimate_tokens(_text_of(m)) for m in messages)
             completion = pieces
-        self._on_usage(Usage(self.name, model, stage, prompt, completion, seconds, first_token_s))
+        record = Usage(self.name, model, stage, prompt, completion, seconds, first_token_s)
+        for sink in self.usage_sinks:
+            sink(record)
 
     def _bad_answer_text(self) -> str:
         return f"The model server '{self.name}' gave an answer I could not use."

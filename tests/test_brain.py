@@ -23,8 +23,9 @@ CHARACTER = CharacterConfig(
 )
 
 
-def inbound(text: str, channel: str = "c1") -> Inbound:
-    return Inbound(platform="test", channel_id=channel, author_id="u1", author_name="ann", text=text)
+def inbound(text: str, channel: str = "c1", *, admin: bool = True) -> Inbound:
+    return Inbound(platform="test", channel_id=channel, author_id="u1", author_name="ann",
+                   text=text, is_admin=admin)
 
 
 @pytest.fixture
@@ -65,12 +66,23 @@ async def test_reset_forgets_only_this_channel(brain: Brain, history: HistorySto
     await brain.aclose()
 
 
+async def test_reset_is_for_admins_only(brain: Brain, history: HistoryStore) -> None:
+    await history.add("test:c1", "user", "keep me")
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/reset", admin=False), outbox)
+    assert outbox.errors == ["Only admins can use /reset here."]
+    assert await history.count("test:c1") == 1
+    await brain.aclose()
+
+
 async def test_bad_command_gets_a_clear_reply_and_nothing_stored(
     brain: Brain, history: HistoryStore
 ) -> None:
     outbox = RecordingOutbox()
     await brain.handle(inbound("/nonsense now"), outbox)
-    assert outbox.errors == ["I don't know the command /nonsense. Commands: /help, /reset"]
+    assert outbox.errors == [
+        "I don't know the command /nonsense. Commands: /characters, /debug, /help, /reset, /sd, /stats"
+    ]
     assert await history.count("test:c1") == 0
     await brain.aclose()
 

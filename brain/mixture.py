@@ -1,0 +1,123 @@
+"""The character mixture: members answer concurrently, a synthesizer merges them, streamed.
+
+Mixture-of-Agents shape: proposers in parallel, each within its own context window
+and timeout; the final model gets the proposals numbered inside its system message
+after an aggregate-and-synthesize instruction, the user turn unchanged, and only it
+streams. A member that fails is left out and named in a footer; if all fail, the
+user gets one clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from brain.config import CharacterConfig, MixtureConfig
+from brain.errors import ModelUnavailable, MombotError
+from brain.runner import CharacterRunner, Turn
+from brain.streaming import ReplyStreamer
+
+log = logging.getLogger(__name__)
+
+AGGREGATE_INSTRUCTION = (
+    "Several advisors have answered the user's latest message; their answers are below. "
+    "Weigh them critically: some may be wrong, biased or incomplete. Do not copy them, "
+    "do not mention the advisors, and do not list their answers. Write one refined, "
+    "accurate reply to the user in your own voice, as a single assistant."
+)
+MAX_PROPOSAL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One member's answer, or why it has none."""
+
+    character: str
+    text: str | None
+    seconds: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None and bool(self.text.strip())
+
+
+def synthesis_prompt(persona: str, proposals: list[Proposal], instruction: str = AGGREGATE_INSTRUCTION) -> str:
+    """The synthesizer's system message: its persona, the instruction, numbered proposals."""
+    numbered = "\n\n".join(
+        f"{i}. {p.text[:MAX_PROPOSAL_CHARS].strip()}"  # type: ignore[index]
+        for i, p in enumerate((p for p in proposals if p.ok), start=1)
+    )
+    return f"{persona}\n\n{instruction}\n\nAdvisors' answers:\n\n{numbered}"
+
+
+class Mixture:
+    """Members propose, the synthesizer speaks."""
+
+    def __init__(
+        self,
+        members: list[CharacterConfig],
+        synthesizer: CharacterConfig,
+        runner: CharacterRunner,
+        config: MixtureConfig,
+    ) -> None:
+        self.members = members
+        self.synthesizer = synthesizer
+        self.runner = runner
+        self.config = config
+
+    async def propose(self, turn: Turn, members: list[CharacterConfig] | None = None) -> list[Proposal]:
+        """All members answer at once; failures become proposals without text."""
+        members = members if members is not None else self.members
+        return list(await asyncio.gather(*(self._propose_one(c, turn) for c in members)))
+
+    async def _propose_one(self, character: CharacterConfig, turn: Turn) -> Proposal:
+        started = time.monotonic()
+        try:
+            text = await self.runner.answer(character, turn, stage=f"propose · {character.name}")
+        except MombotError as exc:
+            log.warning("%s failed to propose: %s (%s)", character.name, exc.user_message, exc)
+            return Proposal(character.name, None, time.monotonic() - started, _short_reason(exc))
+        except Exception as exc:  # one broken member never breaks the mixture
+            log.exception("%s failed to propose", character.name)
+            return Proposal(character.name, None, time.monotonic() - started, type(exc).__name__)
+        return Proposal(character.name, text, time.monotonic() - started)
+
+    async def answer(
+        self, turn: Turn, streamer: ReplyStreamer, *, on_proposals=None  # noqa: ANN001
+    ) -> tuple[str, list[Proposal]]:
+        """Answer a turn with the whole mixture; returns the reply and the proposals."""
+        if len(self.members) == 1:
+            reply = await self.runner.stream(self.members[0], turn, streamer)
+            return reply, []
+        if len(turn.text.split()) <= self.config.fast_path_max_words and not turn.images:
+            reply = await self.runner.stream(self.synthesizer, turn, streamer, stage="fast path")
+            return reply, []
+        proposals = await self.propose(turn)
+        if on_proposals is not None:
+            await on_proposals(proposals)
+        good = [p for p in proposals if p.ok]
+        failed = [p for p in proposals if not p.ok]
+        if not good:
+            reasons = ", ".join(f"{p.character} ({p.error or 'empty answer'})" for p in failed)
+            raise ModelUnavailable(f"None of my characters could answer: {reasons}.")
+        footer = ""
+        if failed and self.config.name_failures:
+            names = ", ".join(f"{p.character} ({p.error or 'empty answer'})" for p in failed)
+            footer = f"_(without {names})_"
+        system = synthesis_prompt(self.synthesizer.persona, good)
+        reply = await self.runner.stream(
+            self.synthesizer, turn, streamer, system=system, stage="synthesis", footer=footer
+        )
+        return reply, proposals
+
+
+def _short_reason(exc: MombotError) -> str:
+    name = type(exc).__name__
+    return {
+        "ModelTimeout": "timed out",
+        "ModelUnavailable": "unreachable",
+        "ContextTooLong": "context too long",
+    }.get(name, "error")

@@ -1,0 +1,140 @@
+"""Running one character on one turn: trimmed to its context window, streamed or whole.
+
+Every model call for a conversation goes through here, so each character gets its
+own context budget (its model's window, its own reply reserve) and its own timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from brain.config import CharacterConfig
+from brain.context import PromptPlan, build_prompt, reply_reserve
+from brain.errors import ContextTooLong
+from brain.history import HistoryStore
+from brain.llm import Message, ModelClient
+from brain.streaming import ReplyStreamer
+
+log = logging.getLogger(__name__)
+
+TRUNCATED_NOTE = "_(Your message was too long for me; I read only its beginning.)_"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The user's turn being answered: where it is stored and what it says."""
+
+    channel: str
+    text: str
+    turn_id: int  # the stored user turn; history before it is the context
+    images: tuple[str, ...] = ()  # data URLs, for vision characters only
+
+
+class CharacterRunner:
+    """Asks one character for an answer to a turn, within its model's context window."""
+
+    def __init__(self, history: HistoryStore, clients: dict[str, ModelClient]) -> None:
+        self.history = history
+        self.clients = clients
+
+    async def answer(
+        self, character: CharacterConfig, turn: Turn, *, system: str | None = None, stage: str = ""
+    ) -> str:
+        """The character's whole answer (not streamed): for proposals and think rounds."""
+        client = self.clients[character.endpoint]
+
+        async def call(plan: PromptPlan, max_tokens: int) -> str:
+            return await client.chat(
+                character.model,
+                plan.messages,
+                temperature=character.temperature,
+                max_tokens=max_tokens,
+                timeout_s=character.timeout_s,
+                stage=stage or character.name,
+            )
+
+        text, _ = await self._with_retry(character, turn, system, call, can_retry=lambda: True)
+        return text
+
+    async def stream(
+        self,
+        character: CharacterConfig,
+        turn: Turn,
+        streamer: ReplyStreamer,
+        *,
+        system: str | None = None,
+        stage: str = "",
+        footer: str = "",
+    ) -> str:
+        """Stream the character's answer into chat; returns the reply text."""
+        client = self.clients[character.endpoint]
+
+        async def call(plan: PromptPlan, max_tokens: int) -> str:
+            stream = client.stream_chat(
+                character.model,
+                plan.messages,
+                temperature=character.temperature,
+                max_tokens=max_tokens,
+                timeout_s=character.timeout_s,
+                stage=stage or character.name,
+                prompt_tokens=plan.prompt_tokens,
+            )
+            async with contextlib.aclosing(stream):
+                async for piece in stream:
+                    await streamer.push(piece)
+            return streamer.text
+
+        _, plan = await self._with_retry(
+            character, turn, system, call, can_retry=lambda: not streamer.text
+        )
+        notes = [note for note in (TRUNCATED_NOTE if plan.user_truncated else "", footer) if note]
+        return await streamer.finish("\n".join(notes))
+
+    async def plan(
+        self, character: CharacterConfig, turn: Turn, *, system: str | None = None, slack: int = 0
+    ) -> tuple[PromptPlan, int]:
+        """The trimmed prompt for this character and the reply reserve it leaves."""
+        client = self.clients[character.endpoint]
+        window = await client.context_window(character.model)
+        reserve = reply_reserve(window, character.max_tokens)
+        plan = await build_prompt(
+            client,
+            character.model,
+            window=window,
+            reserve=reserve + slack,
+            system=system if system is not None else character.persona,
+            user_text=turn.text,
+            older_turns=lambda before, limit: self.history.recent(
+                turn.channel, before_id=before, limit=limit
+            ),
+            before_id=turn.turn_id,
+        )
+        if turn.images and character.vision:
+            plan.messages[-1] = _with_images(plan.messages[-1], turn.images)
+        return plan, reserve
+
+    async def _with_retry(self, character, turn, system, call, can_retry):  # noqa: ANN001, ANN202
+        """Run `call`; if the server counts more tokens than we did, retry once with more slack."""
+        window = await self.clients[character.endpoint].context_window(character.model)
+        for slack in (0, window // 4):
+            plan, reserve = await self.plan(character, turn, system=system, slack=slack)
+            log.debug(
+                "%s: prompt ~%d tokens, %d history turns (window %d, reserve %d)",
+                character.name, plan.prompt_tokens, plan.kept_turns, window, reserve,
+            )  # fmt: skip
+            try:
+                return await call(plan, reserve), plan
+            except ContextTooLong:
+                if slack or not can_retry():
+                    raise
+                log.warning("%s: server counted more tokens than we did; retrying", character.name)
+        raise AssertionError("unreachable")
+
+
+def _with_images(message: Message, images: tuple[str, ...]) -> Message:
+    """The user message as OpenAI content parts: its text, then each image."""
+    parts: list[dict[str, object]] = [{"type": "text", "text": message["content"]}]
+    parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+    return {"role": message["role"], "content": parts}
