@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from collections.abc import Callable
+
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,6 +34,8 @@ class Behaviour:
     json_reply: str | None = None
     request_delay_s: float = 0.0
     token_delay_s: float = 0.0
+    # Computes the reply from the request body (e.g. a vote that depends on the candidates).
+    reply_for: Callable[[dict[str, Any]], str] | None = None
 
 
 @dataclass
@@ -93,7 +97,12 @@ class FakeOpenAIServer:
         if b.mode == "garbage":
             record.ended = time.monotonic()
             return Response("<html>this is not json", media_type="application/json")
-        text = b.json_reply if (b.json_reply is not None and "response_format" in body) else b.reply
+        if b.reply_for is not None:
+            text = b.reply_for(body)
+        elif b.json_reply is not None and "response_format" in body:
+            text = b.json_reply
+        else:
+            text = b.reply
         if not body.get("stream"):
             await asyncio.sleep(b.token_delay_s * len(text.split()))
             record.ended = time.monotonic()
@@ -112,6 +121,9 @@ class FakeOpenAIServer:
             chunk = {"object": "chat.completion.chunk", "id": "x", "created": 0, "model": "fake",
                      "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
             yield f"data: {json.dumps(chunk)}\n\n"
+        done = {"object": "chat.completion.chunk", "id": "x", "created": 0, "model": "fake",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        yield f"data: {json.dumps(done)}\n\n"
         record.ended = time.monotonic()
         yield "data: [DONE]\n\n"
 
@@ -123,3 +135,11 @@ def _completion(text: str) -> dict[str, Any]:
                      "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10},
     }
+
+
+def system_of(body: dict[str, Any]) -> str:
+    return next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+
+
+def last_user(body: dict[str, Any]) -> Any:
+    return [m for m in body["messages"] if m["role"] == "user"][-1]["content"]

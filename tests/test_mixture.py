@@ -1,0 +1,228 @@
+"""The character mixture: concurrency, failure isolation, synthesis, trimming per character."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from brain.brain import Brain
+from brain.config import CharacterConfig, EndpointConfig, MixtureConfig
+from brain.history import HistoryStore
+from brain.llm import ModelClient
+from brain.messages import Inbound
+from brain.mixture import AGGREGATE_INSTRUCTION
+from bot.embedded import free_port
+from tests.conftest import MODEL
+from tests.fake_openai import FakeOpenAIServer, last_user, system_of
+from tests.helpers import RecordingOutbox
+
+NAMES = ["logic", "creativity", "empathy", "knowledge"]
+QUESTION = "How should I plan a weekend trip to the mountains?"
+
+
+def inbound(text: str, channel: str = "c1") -> Inbound:
+    return Inbound("test", channel, "u1", "ann", text, is_admin=True)
+
+
+@pytest.fixture
+def fleet() -> Iterator[dict[str, FakeOpenAIServer]]:
+    """One fake server per member plus one for the synthesizer: remote GPU boxes."""
+    servers = {name: FakeOpenAIServer().start() for name in [*NAMES, "mom"]}
+    for name, server in servers.items():
+        server.behaviour.reply = f"{name} says: pack layers and check the weather."
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+def make_brain(
+    servers: dict[str, FakeOpenAIServer],
+    history: HistoryStore,
+    *,
+    names: list[str] = NAMES,
+    timeout_s: float | None = None,
+    windows: dict[str, int] | None = None,
+    mixture: MixtureConfig | None = None,
+) -> Brain:
+    clients = {
+        name: ModelClient(name, EndpointConfig(
+            base_url=server.base_url, max_retries=0,
+            context_window=(windows or {}).get(name, 4096),
+        ))  # fmt: skip
+        for name, server in servers.items()
+    }
+    characters = [
+        CharacterConfig(name=n, endpoint=n, model="fake", persona=f"You are {n}.", timeout_s=timeout_s)
+        for n in names
+    ]
+    characters.append(CharacterConfig(name="mom", endpoint="mom", model="fake",
+                                      persona="You are mom.", role="synthesizer"))
+    return Brain(characters=characters, clients=clients, history=history, mixture_config=mixture)
+
+
+@pytest.fixture
+def history(sqlite_url: str) -> HistoryStore:
+    return HistoryStore(sqlite_url)
+
+
+async def test_members_answer_concurrently_and_the_synthesizer_merges(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    for name in NAMES:
+        fleet[name].behaviour.request_delay_s = 0.3
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound(QUESTION), outbox)
+    assert outbox.errors == []
+    spans = [fleet[name].requests[0] for name in NAMES]
+    # every member's request had started before the first one ended: real overlap
+    assert max(r.started for r in spans) < min(r.ended for r in spans)
+    synth = fleet["mom"].requests
+    assert len(synth) == 1 and synth[0].body["stream"] is True
+    system = system_of(synth[0].body)
+    assert system.startswith("You are mom.\n\n" + AGGREGATE_INSTRUCTION)
+    for i, name in enumerate(NAMES, start=1):
+        assert f"{i}. {name} says: pack layers" in system
+    assert last_user(synth[0].body) == QUESTION  # the user turn reaches the synthesizer unchanged
+    assert synth[0].started >= max(r.ended for r in spans)
+    assert outbox.text == "mom says: pack layers and check the weather."
+    stored = await history.recent("test:c1")
+    assert [t.role for t in stored] == ["assistant", "user"]
+    await brain.aclose()
+
+
+async def test_failing_members_are_left_out_and_named(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    fleet["logic"].behaviour.mode = "hang"
+    fleet["creativity"].behaviour.mode = "http500"
+    fleet["empathy"].stop()  # connection refused from now on
+    brain = make_brain(fleet, history, timeout_s=0.5)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound(QUESTION), outbox)
+    assert outbox.errors == []
+    assert outbox.text.startswith("mom says:")
+    assert outbox.text.endswith(
+        "_(without logic (timed out), creativity (error), empathy (unreachable))_"
+    )
+    system = system_of(fleet["mom"].requests[0].body)
+    assert "knowledge says" in system and "logic says" not in system
+    # the footer is not part of the stored reply
+    assert (await history.recent("test:c1"))[0].content == "mom says: pack layers and check the weather."
+    await brain.aclose()
+
+
+async def test_all_members_failing_is_one_clear_error(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    for name in NAMES:
+        fleet[name].behaviour.mode = "http500"
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound(QUESTION), outbox)
+    assert outbox.errors == [
+        "None of my characters could answer: logic (error), creativity (error), "
+        "empathy (error), knowledge (error)."
+    ]
+    assert fleet["mom"].requests == []
+    assert [t.content for t in await history.recent("test:c1")] == [QUESTION]  # user turn kept
+    await brain.aclose()
+
+
+async def test_one_character_is_plain_chat(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    clients = {"logic": ModelClient("logic", EndpointConfig(base_url=fleet["logic"].base_url))}
+    brain = Brain(
+        characters=[CharacterConfig(name="logic", endpoint="logic", model="fake")],
+        clients=clients, history=history,
+    )
+    outbox = RecordingOutbox()
+    await brain.handle(inbound(QUESTION), outbox)
+    assert outbox.text == "logic says: pack layers and check the weather."
+    assert len(fleet["logic"].requests) == 1
+    await brain.aclose()
+
+
+async def test_greetings_take_the_fast_path(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("hi mom!"), outbox)
+    assert outbox.text.startswith("mom says")
+    assert all(fleet[name].requests == [] for name in NAMES)
+    await brain.aclose()
+
+
+async def test_each_character_is_trimmed_to_its_own_window(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    channel = f"trim-{uuid.uuid4()}"
+    for i in range(60):
+        await history.add(f"test:{channel}", "user" if i % 2 == 0 else "assistant",
+                          f"turn {i}: " + "lorem ipsum dolor sit amet " * 8)
+    brain = make_brain(fleet, history, windows={"logic": 400, "creativity": 4096})
+    await brain.handle(inbound(QUESTION, channel), RecordingOutbox())
+    small = fleet["logic"].requests[0].body
+    large = fleet["creativity"].requests[0].body
+    assert len(small["messages"]) < len(large["messages"])
+    assert small["messages"][-1]["content"] == QUESTION
+    assert small["messages"][-2]["content"].startswith("turn 59:")  # newest history kept
+    # no server token counter here: the safe estimate (3 bytes a token) keeps it in budget
+    estimated = sum(len(m["content"].encode()) / 3 + 8 for m in small["messages"]) + 16
+    assert estimated + small["max_tokens"] <= 400
+    await brain.aclose()
+
+
+async def test_debug_mode_shows_proposals_timing_and_tokens(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/debug on"), outbox)
+    await brain.handle(inbound(QUESTION), outbox)
+    proposals = next(m for m in outbox.messages if m.startswith("🔍 proposals:"))
+    for name in NAMES:
+        assert f"**{name}** (" in proposals and f"{name} says" in proposals
+    calls = next(m for m in outbox.messages if m.startswith("🔍 calls:"))
+    assert "propose · logic (fake)" in calls and "synthesis (fake)" in calls
+    await brain.handle(inbound("/stats"), stats := RecordingOutbox())
+    assert "fake · propose · logic: 1," in stats.text
+    assert "fake · synthesis: 1," in stats.text
+    await brain.aclose()
+
+
+async def test_characters_command_lists_roles(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/characters"), outbox)
+    assert "**logic** (member): fake on logic" in outbox.text
+    assert "**mom** (synthesizer): fake on mom" in outbox.text
+    await brain.aclose()
+
+
+async def test_real_mixture_on_smollm2(llama_endpoint: EndpointConfig, history: HistoryStore) -> None:
+    """Three members and a synthesizer on the real model: an answer, stored, tokens tracked."""
+    client = ModelClient("local", llama_endpoint)
+    members = [CharacterConfig(name=n, endpoint="local", model=MODEL, persona=f"You are {n}.",
+                               max_tokens=24, temperature=0) for n in ("logic", "empathy", "critic")]
+    synth = CharacterConfig(name="mom", endpoint="local", model=MODEL, persona="You are mom.",
+                            role="synthesizer", max_tokens=48, temperature=0)
+    brain = Brain(characters=[*members, synth], clients={"local": client}, history=history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("What is a good way to learn to cook?"), outbox)
+    assert outbox.errors == [] and outbox.text.strip()
+    stats = brain.tracker.channel_stats("test:c1")
+    assert {s.stage for s in stats} == {"propose · logic", "propose · empathy", "propose · critic",
+                                        "synthesis"}
+    assert all(s.completion_tokens > 0 and s.prompt_tokens > 0 for s in stats)
+    await brain.aclose()
+
+
+def test_unused_port_is_free() -> None:
+    assert free_port() > 0

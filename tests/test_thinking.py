@@ -1,0 +1,177 @@
+"""/think: rounds, schema-constrained anonymous votes, early stop, abstentions."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from brain.brain import Brain
+from brain.config import CharacterConfig, EndpointConfig
+from brain.history import HistoryStore
+from brain.llm import ModelClient
+from brain.messages import Inbound
+from brain.thinking import RoundResult, Ballot, vote_schema
+from tests.conftest import MODEL
+from tests.fake_openai import FakeOpenAIServer, last_user, system_of
+from tests.helpers import RecordingOutbox
+
+NAMES = ["logic", "creativity", "empathy", "knowledge"]
+
+
+def inbound(text: str) -> Inbound:
+    return Inbound("test", "c1", "u1", "ann", text, is_admin=True)
+
+
+def answering(name: str, best: bool) -> Any:
+    """A fake character: answers (BEST if it is the good one), votes for the BEST candidate."""
+
+    def reply(body: dict[str, Any]) -> str:
+        if "response_format" not in body:
+            return f"{'BEST' if best else 'meh'} answer by {name}"
+        candidates = re.findall(r"\[([A-Z])\] (\S+)", last_user(body))
+        choice = next((cid for cid, text in candidates if text == "BEST"), candidates[0][0])
+        return json.dumps({"choice": choice, "confidence": 0.9, "rationale": "clearest"})
+
+    return reply
+
+
+@pytest.fixture
+def fleet() -> Iterator[dict[str, FakeOpenAIServer]]:
+    servers = {name: FakeOpenAIServer().start() for name in [*NAMES, "mom"]}
+    for name in NAMES:
+        servers[name].behaviour.reply_for = answering(name, best=(name == "logic"))
+    servers["mom"].behaviour.reply = "After thinking it over: the best answer."
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+def make_brain(servers: dict[str, FakeOpenAIServer], history: HistoryStore, **settings: Any) -> Brain:
+    clients = {n: ModelClient(n, EndpointConfig(base_url=s.base_url, max_retries=0, context_window=4096))
+               for n, s in servers.items()}
+    characters = [CharacterConfig(name=n, endpoint=n, model="fake", persona=f"You are {n}.")
+                  for n in NAMES]
+    characters.append(CharacterConfig(name="mom", endpoint="mom", model="fake", role="synthesizer",
+                                      persona="You are mom."))
+    return Brain(characters=characters, clients=clients, history=history,
+                 extensions=["deep_thinking"], extension_settings={"deep_thinking": {"seed": 1, **settings}})
+
+
+@pytest.fixture
+def history(sqlite_url: str) -> HistoryStore:
+    return HistoryStore(sqlite_url)
+
+
+def answer_requests(server: FakeOpenAIServer) -> list[dict[str, Any]]:
+    return [r.body for r in server.requests if "response_format" not in r.body]
+
+
+async def test_consensus_stops_early_and_the_winner_is_presented(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/think what is the best way to learn? --rounds 5"), outbox)
+    assert outbox.errors == []
+    # one round only: four answers and four votes per member server, no round 2
+    assert all(len(answer_requests(fleet[n])) == 1 for n in NAMES)
+    status = outbox.messages[0]
+    assert status.startswith("🤔 Round 1/5: leading logic (")
+    assert "votes: logic 3, " in status and "consensus ✅" in status
+    final = fleet["mom"].requests[-1].body
+    assert "BEST answer by logic" in system_of(final)
+    assert outbox.messages[-1] == "After thinking it over: the best answer."
+    turns = await history.recent("test:c1")
+    assert [t.content for t in turns] == ["After thinking it over: the best answer.",
+                                          "what is the best way to learn?"]
+    await brain.aclose()
+
+
+async def test_votes_are_anonymous_and_never_for_oneself(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    brain = make_brain(fleet, history)
+    await brain.handle(inbound("/think why?"), RecordingOutbox())
+    for name in NAMES:
+        vote = next(r.body for r in fleet[name].requests if "response_format" in r.body)
+        assert vote["response_format"]["type"] == "json_schema"  # the OpenAI shape for kind=openai
+        schema = vote["response_format"]["json_schema"]["schema"]
+        enum = schema["properties"]["choice"]["enum"]
+        assert len(enum) == 3  # four candidates minus its own
+        ballot_text = last_user(vote)
+        assert f"by {name}" not in ballot_text  # its own answer is not on its ballot
+        assert not any(other in ballot_text.split("Candidates:")[0] for other in NAMES)
+    await brain.aclose()
+
+
+async def test_unparseable_votes_are_abstentions_and_all_rounds_run(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    for name in NAMES:
+        inner = fleet[name].behaviour.reply_for
+
+        def broken(body: dict[str, Any], inner: Any = inner) -> str:
+            return "Vote: 9/10 for A" if "response_format" in body else inner(body)
+
+        fleet[name].behaviour.reply_for = broken
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/think is it? --rounds 3"), outbox)
+    assert outbox.errors == []
+    assert all(len(answer_requests(fleet[n])) == 3 for n in NAMES)
+    assert "votes: abstained 4" in outbox.messages[0] and "no consensus" in outbox.messages[0]
+    # from round 2 on, each member saw the others' previous answers
+    second = answer_requests(fleet["creativity"])[1]
+    assert "BEST answer by logic" in system_of(second)
+    assert "meh answer by creativity" not in system_of(second)
+    assert outbox.messages[-1] == "After thinking it over: the best answer."
+    await brain.aclose()
+
+
+async def test_round_limits_are_enforced(fleet: dict[str, FakeOpenAIServer], history: HistoryStore) -> None:
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/think x --rounds 1000"), outbox)
+    assert outbox.errors[0].startswith("`rounds` must be between 2 and 20, not 1000.")
+    assert all(server.requests == [] for server in fleet.values())
+    await brain.aclose()
+
+
+def test_tally_is_confidence_weighted() -> None:
+    result = RoundResult(1, {"a": "x", "b": "y", "c": "z"})
+    result.ballots = [Ballot("b", "a", 1.0), Ballot("c", "a", 0.5), Ballot("a", "b", 0.5),
+                      Ballot("d", None, 0.0)]
+    shares = result.shares({"a": 1, "b": 1, "c": 1, "d": 1})
+    assert shares == {"a": 0.75, "b": 0.25, "c": 0.0}
+    assert result.valid_votes() == 3
+
+
+def test_vote_schema_allows_only_the_candidates() -> None:
+    schema = vote_schema(["A", "C"])
+    assert schema.model_json_schema()["properties"]["choice"]["enum"] == ["A", "C"]
+    with pytest.raises(ValueError):
+        schema.model_validate({"choice": "B", "confidence": 0.5, "rationale": ""})
+
+
+async def test_think_on_the_real_model(llama_endpoint: EndpointConfig, history: HistoryStore) -> None:
+    """SmolLM2 with grammar-constrained votes: progress edits and a final reply, no crash."""
+    client = ModelClient("local", llama_endpoint)
+    members = [CharacterConfig(name=n, endpoint="local", model=MODEL, persona=f"You are {n}.",
+                               max_tokens=24, temperature=0) for n in ("logic", "empathy", "critic")]
+    synth = CharacterConfig(name="mom", endpoint="local", model=MODEL, persona="You are mom.",
+                            role="synthesizer", max_tokens=32, temperature=0)
+    brain = Brain(characters=[*members, synth], clients={"local": client}, history=history,
+                  extensions=["deep_thinking"])
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/think Is it better to walk or cycle to work? --rounds 2"), outbox)
+    assert outbox.errors == []
+    status_edits = [e for e in outbox.events if e[0] == "edit" and e[1][0] == 0]
+    assert status_edits and status_edits[0][1][1].startswith("🤔 Round 1/2")
+    assert outbox.messages[-1].strip()
+    votes = [s for s in brain.tracker.channel_stats("test:c1") if s.stage.startswith("vote")]
+    assert votes and sum(s.calls for s in votes) >= 3
+    await brain.aclose()
