@@ -11,6 +11,7 @@ import asyncio
 import base64
 import io
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -101,7 +102,10 @@ def _image_to_data_url(data: bytes, config: AttachmentsConfig) -> str:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:  # reads only the header so far
+        with warnings.catch_warnings():  # we check the pixel count ourselves, just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads only the header so far
+        with image:
             if image.format not in IMAGE_FORMATS:
                 raise ValueError(f"{image.format} images are not supported; send PNG, JPEG, WebP or GIF.")
             width, height = image.size
@@ -114,7 +118,11 @@ def _image_to_data_url(data: bytes, config: AttachmentsConfig) -> str:
             rgb = _flatten(image)
     except UnidentifiedImageError:
         raise ValueError("it is not an image I can read.") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:  # Pillow's own guard, raised while reading the header
+        raise ValueError(
+            f"it has far too many pixels; the limit is {config.max_image_pixels} pixels."
+        ) from None
+    except (OSError, SyntaxError) as exc:
         raise ValueError(f"the image is damaged ({type(exc).__name__}).") from None
     rgb.thumbnail((config.vision_max_side, config.vision_max_side))
     out = io.BytesIO()

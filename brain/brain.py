@@ -136,7 +136,7 @@ class Brain:
                     Arg("prompt", "What to draw.", required=True, text=True),
                     Arg("negative", "What to keep out of the image."),
                     Arg("steps", "Denoising steps.", type=int, min=1, max=images.max_steps),
-                    Arg("size", "WIDTHxHEIGHT, multiples of 8, e.g. 512x512."),
+                    Arg("size", "WIDTHxHEIGHT, multiples of 8, e.g. 512x512.", metavar="WxH"),
                     Arg("seed", "Seed for a repeatable image.", type=int, min=0, max=MAX_SEED),
                 ),
             ),

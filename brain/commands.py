@@ -29,6 +29,11 @@ class Arg:
     max: float | None = None
     choices: tuple[str, ...] = ()
     text: bool = False  # the free-text argument (at most one per command)
+    metavar: str = ""  # how usage lines show the value, e.g. WxH; default: its type
+
+    @property
+    def shown(self) -> str:
+        return self.metavar or {int: "N", float: "X"}.get(self.type, "TEXT")
 
     def convert(self, raw: str, command: CommandSpec) -> Any:
         """Parse and check one value, with an error that says what is allowed."""
@@ -66,7 +71,7 @@ class CommandSpec:
             if arg.text:
                 parts.append(f"<{arg.name}>" if arg.required else f"[{arg.name}]")
             else:
-                parts.append(f"[--{arg.name} {arg.type.__name__.upper()}]")
+                parts.append(f"[--{arg.name} {arg.shown}]")
         return " ".join(parts)
 
 
@@ -145,4 +150,6 @@ def _parse_words(spec: CommandSpec, rest: str) -> dict[str, str]:
 
 
 def _num(value: float | None) -> str:
-    return "any" if value is None else f"{value:g}"
+    if value is None:
+        return "any"
+    return str(int(value)) if float(value).is_integer() else f"{value}"

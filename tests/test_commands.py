@@ -52,7 +52,7 @@ def test_defaults_apply(registry: CommandRegistry) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("/think", "/think needs question.\nUsage: /think <question> [--rounds INT]"),
+        ("/think", "/think needs question.\nUsage: /think <question> [--rounds N]"),
         ("/think x --rounds 1000", "`rounds` must be between 2 and 20, not 1000."),
         ("/think x --rounds many", "`rounds` must be a whole number, not `many`."),
         ("/think x --color red", "/think has no option `color`."),
@@ -73,4 +73,4 @@ def test_duplicate_registration_is_refused(registry: CommandRegistry) -> None:
 
 
 def test_help_lists_usage(registry: CommandRegistry) -> None:
-    assert "`/think <question> [--rounds INT]` — Think hard." in registry.help_text()
+    assert "`/think <question> [--rounds N]` — Think hard." in registry.help_text()

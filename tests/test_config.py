@@ -153,3 +153,32 @@ def test_cli_prints_the_error_without_traceback(tmp_path: Path) -> None:
         "Fix: remove it or check its spelling\n"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_extension_settings_are_validated_by_the_extension(tmp_path: Path) -> None:
+    path = write(tmp_path, "[extensions.deep_thinking]\ndefault_rounds = 50\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert str(caught.value) == (
+        f"{path}: extensions.deep_thinking.default_rounds: Input should be less than or equal to 20 "
+        "(got 50). Fix: use a smaller value"
+    )
+
+
+def test_settings_for_a_disabled_extension_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "[extensions]\nenabled = []\n[extensions.deep_thinking]\nquorum = 0.5\n")
+    with pytest.raises(ConfigError, match="settings for an extension that is not enabled"):
+        load_config(path, env={})
+
+
+def test_unknown_prompt_character(tmp_path: Path) -> None:
+    path = write(tmp_path, "[images]\nprompt_character = 'picasso'\n")
+    with pytest.raises(ConfigError, match=r"images.prompt_character: no character named 'picasso'"):
+        load_config(path, env={})
+
+
+def test_default_character_set_is_a_mixture() -> None:
+    config = MombotConfig()
+    roles = [(c.name, c.role) for c in config.characters]
+    assert roles[-1] == ("mom", "synthesizer")
+    assert {n for n, r in roles if r == "member"} == {"logic", "creativity", "empathy", "knowledge", "critic"}
