@@ -22,7 +22,7 @@ from brain.config import (
     ImagesConfig,
     MixtureConfig,
 )
-from brain.errors import BadCommand, MombotError
+from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.extensions import Extension, ExtensionContext, load_extensions
 from brain.history import HistoryStore
 from brain.images import MAX_SEED, ImageGenerator, ImagePromptWriter, build_request
@@ -154,8 +154,8 @@ class Brain:
                     await self._run_command(command, message, outbox)
                 else:
                     await self._answer(message, outbox)
-        except BadCommand as exc:
-            log.info("%s: bad command: %s", message.channel_key, exc)
+        except (BadCommand, FeatureUnavailable) as exc:
+            log.info("%s: %s: %s", message.channel_key, type(exc).__name__, exc)
             await self._tell_error(outbox, exc.user_message)
         except MombotError as exc:
             log.warning("%s: %s (%s)", message.channel_key, type(exc).__name__, exc)
@@ -192,9 +192,8 @@ class Brain:
         current_usages.set(usages)
         if files.images:
             stored = await self._describe_images(text, stored, files, channel, turn_id, outbox)
-        elif self._routes_to_image(decision := await self._route(text, channel)):
+        elif self.image_generator is not None and await self._wants_image(text, channel):
             await self._image(message, outbox, Turn(channel, stored, turn_id), prompt=None, args={})
-            log.info("%s: routed to image by %s", channel, decision.source)
             return
         turn = Turn(channel, stored, turn_id)
         debug = self._debug.get(channel, self.mixture_config.debug)
@@ -214,17 +213,17 @@ class Brain:
         if debug and usages:
             await _send_long(outbox, "🔍 calls:\n" + format_usages(usages))
 
-    async def _route(self, text: str, channel: str):  # noqa: ANN202
+    async def _wants_image(self, text: str, channel: str) -> bool:
+        """Ask the classifier; any failure of it means text."""
         recent = [t.content for t in reversed(await self.history.recent(channel, limit=5))][:-1]
         try:
-            return await self.classifier.classify(text, recent)
-        except Exception:  # a classifier must never fail the message
+            decision = await self.classifier.classify(text, recent)
+        except Exception:
             log.exception("classifier failed; answering as text")
-            return None
-
-    @staticmethod
-    def _routes_to_image(decision) -> bool:  # noqa: ANN001
-        return decision is not None and decision.route is Route.IMAGE
+            return False
+        log.info("%s: route %s by %s (%.2f)", channel, decision.route.value, decision.source,
+                 decision.confidence)
+        return decision.route is Route.IMAGE
 
     async def _describe_images(
         self,
@@ -273,7 +272,9 @@ class Brain:
         args: dict[str, Any],
     ) -> None:
         if self.image_generator is None:
-            raise MombotError("I can't make images here: no image generator is set up (images.backend).")
+            raise FeatureUnavailable(
+                "I can't make images here: no image generator is set up (images.backend)."
+            )
         status = await outbox.send("🎨 Writing a prompt…" if prompt is None else "🎨 Getting ready…")
         if prompt is None:
             prompt = await self.prompt_writer.write(turn)

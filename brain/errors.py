@@ -39,3 +39,7 @@ class BadCommand(MombotError):
 
 class Busy(MombotError):
     """Too much work queued; the user should try again later."""
+
+
+class FeatureUnavailable(MombotError):
+    """The bot is not set up for what was asked (e.g. images without a generator)."""

@@ -198,8 +198,8 @@ class ModelClient:
         extra_body: dict[str, Any] | None = None,
     ) -> Any:
         """One non-streamed completion, usage recorded, with at least one choice."""
-        started = time.monotonic()
         async with self._gate:
+            started = time.monotonic()  # time on the server, not in our queue
             try:
                 response = await asyncio.wait_for(
                     self._openai.chat.completions.create(

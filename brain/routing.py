@@ -15,6 +15,7 @@ import enum
 import importlib.util
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,19 @@ class RouteAnswer(BaseModel):
 
 
 CLASSIFY_SYSTEM = (
-    "You sort chat messages for a bot that can write text and can generate pictures. "
-    'Answer "image" only when the user asks the bot to create, draw, paint, render or '
-    "change a picture. Everything else is \"text\": questions, chat, and requests to "
-    "describe or discuss an existing image."
+    "Decide if a chat message asks you to CREATE a new picture (image) or anything else "
+    "(text).\nExamples:\n"
+    '"draw a dog on a skateboard" -> image\n'
+    '"generate a wallpaper of a forest" -> image\n'
+    '"make it more colorful" (after a picture) -> image\n'
+    '"paint me a sunset" -> image\n'
+    '"describe this image" -> text\n'
+    '"what is in the photo?" -> text\n'
+    '"draw conclusions from the data" -> text\n'
+    '"how do I get better at drawing" -> text\n'
+    '"tell me a joke" -> text\n'
+    '"picture this: a world without cars, what changes?" -> text\n'
+    "Answer with JSON."
 )
 
 
@@ -131,12 +141,17 @@ class EmbeddingClassifier:
                 log.info("embedding router ready in %.1f s", time.monotonic() - started)
 
     def _load_blocking(self) -> tuple[Any, Any]:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the hub
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from sentence_transformers import SentenceTransformer  # heavy: imported only when used
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()
         model = SentenceTransformer(str(self._model_path), device="cpu", local_files_only=True)
         matrix = model.encode(
-            [text for text, _ in self._examples], normalize_embeddings=True, convert_to_numpy=True
-        )
+            [text for text, _ in self._examples], normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )  # fmt: skip
         return model, matrix
 
     async def classify(self, text: str, recent: list[str]) -> RouteDecision:
@@ -148,7 +163,9 @@ class EmbeddingClassifier:
     def _nearest(self, text: str) -> tuple[Route, float]:
         import numpy as np
 
-        vector = self._model.encode([text[:2000]], normalize_embeddings=True, convert_to_numpy=True)[0]
+        vector = self._model.encode(
+            [text[:2000]], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )[0]
         scores = self._matrix @ vector
         best: dict[Route, float] = {}
         for route in Route:

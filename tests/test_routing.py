@@ -186,12 +186,15 @@ async def test_sd_command_validates_and_skips_routing(
     await brain.aclose()
 
 
-async def test_without_a_generator_the_user_is_told(
+async def test_without_a_generator_chat_answers_in_text_and_sd_says_why(
     fake_server: FakeOpenAIServer, sqlite_url: str
 ) -> None:
     brain = image_brain(fake_server, HistoryStore(sqlite_url), None)
     outbox = RecordingOutbox()
     await brain.handle(Inbound("test", "c", "u", "ann", "draw a cat"), outbox)
+    assert outbox.errors == [] and outbox.text == "Hello from the fake server."
+    outbox = RecordingOutbox()
+    await brain.handle(Inbound("test", "c", "u", "ann", "/sd a cat"), outbox)
     assert outbox.errors == [
         "I can't make images here: no image generator is set up (images.backend)."
     ]

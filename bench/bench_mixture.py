@@ -1,0 +1,156 @@
+"""The mixture (members concurrently) vs the same members called one after another.
+
+Same characters, same prompts, side by side in one run, in two setups:
+  (a) one fake OpenAI server per character that answers after a fixed delay per
+      request and per token, standing in for remote GPU servers whose speed does not
+      depend on load;
+  (b) one real llama.cpp server with SmolLM2 per character on this machine (its
+      2 cores are shared, so CPU contention limits the gain).
+Also measured: how long after the last proposal arrives the synthesizer's first
+token is visible in chat.
+
+    .venv/bin/python -m bench.bench_mixture [--rounds 5] [--skip-real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bot.embedded import EmbeddedConfig, EmbeddedServer
+from brain.config import CharacterConfig, EndpointConfig, MixtureConfig
+from brain.history import HistoryStore
+from brain.llm import ModelClient
+from brain.mixture import Mixture, Proposal, synthesis_prompt
+from brain.outbox import Capabilities
+from brain.runner import CharacterRunner, Turn
+from brain.streaming import ReplyStreamer
+from tests.fake_openai import FakeOpenAIServer
+
+NAMES = ["logic", "creativity", "empathy", "knowledge"]
+QUESTION = "What should I keep in mind when adopting a dog?"
+WORDS = 40  # tokens (words) each fake answer streams
+
+
+class TimingOutbox:
+    capabilities = Capabilities(max_message_length=2000, edit_interval_s=0.0)
+
+    def __init__(self) -> None:
+        self.first_visible: float | None = None
+
+    async def send(self, text: str) -> int:
+        self.first_visible = self.first_visible or time.perf_counter()
+        return 0
+
+    async def edit(self, ref: int, text: str) -> None:
+        return None
+
+    async def send_image(self, data: bytes, filename: str, caption: str) -> int:
+        return 0
+
+    async def typing(self) -> None:
+        return None
+
+    async def error(self, text: str) -> None:
+        raise RuntimeError(text)
+
+
+async def one_turn(mixture: Mixture, runner: CharacterRunner, history: HistoryStore, concurrent: bool,
+                   n: int) -> tuple[float, float, float]:
+    """(time to all proposals, time to the whole reply, last proposal -> first visible token)."""
+    channel = f"bench-{concurrent}-{n}"
+    turn = Turn(channel, QUESTION, await history.add(channel, "user", QUESTION))
+    outbox = TimingOutbox()
+    started = time.perf_counter()
+    if concurrent:
+        proposals = await mixture.propose(turn)
+    else:  # the Mixture of Models way: one character after another
+        proposals = []
+        for member in mixture.members:
+            t0 = time.perf_counter()
+            text = await runner.answer(member, turn, stage=f"propose · {member.name}")
+            proposals.append(Proposal(member.name, text, time.perf_counter() - t0))
+    proposed = time.perf_counter()
+    system = synthesis_prompt(mixture.synthesizer.persona, proposals)
+    await runner.stream(mixture.synthesizer, turn, ReplyStreamer(outbox), system=system, stage="synthesis")
+    done = time.perf_counter()
+    assert outbox.first_visible is not None
+    return proposed - started, done - started, outbox.first_visible - proposed
+
+
+async def compare(label: str, mixture: Mixture, runner: CharacterRunner, history: HistoryStore,
+                  rounds: int) -> None:
+    seq, con = [], []
+    for n in range(rounds):  # alternate so drift hits both alike
+        seq.append(await one_turn(mixture, runner, history, False, n))
+        con.append(await one_turn(mixture, runner, history, True, n))
+    med = lambda rows, i: statistics.median(r[i] for r in rows)  # noqa: E731
+    print(f"\n### {label} ({rounds} rounds, medians)\n")
+    print("| | one after another | concurrent (mixture) | speed-up |")
+    print("|---|---|---|---|")
+    print(f"| all 4 proposals | {med(seq, 0):.2f} s | {med(con, 0):.2f} s | {med(seq, 0) / med(con, 0):.2f}× |")
+    print(f"| whole reply (with synthesis) | {med(seq, 1):.2f} s | {med(con, 1):.2f} s | {med(seq, 1) / med(con, 1):.2f}× |")
+    print(f"| last proposal → first synthesized token visible | {med(seq, 2) * 1000:.0f} ms | "
+          f"{med(con, 2) * 1000:.0f} ms | |")
+
+
+def build(endpoints: dict[str, EndpointConfig], model: str, history: HistoryStore,
+          max_tokens: int) -> tuple[Mixture, CharacterRunner]:
+    clients = {name: ModelClient(name, cfg) for name, cfg in endpoints.items()}
+    members = [CharacterConfig(name=n, endpoint=n, model=model, persona=f"You are {n}.",
+                               temperature=0, max_tokens=max_tokens) for n in NAMES]
+    synth = CharacterConfig(name="mom", endpoint="mom", model=model, persona="You are mom.",
+                            role="synthesizer", temperature=0, max_tokens=max_tokens)
+    runner = CharacterRunner(history, clients)
+    return Mixture(members, synth, runner, MixtureConfig()), runner
+
+
+async def fake_setup(rounds: int, folder: Path) -> None:
+    servers = {name: FakeOpenAIServer().start() for name in [*NAMES, "mom"]}
+    for name, server in servers.items():
+        server.behaviour.reply = " ".join(f"{name}{i}" for i in range(WORDS))
+        server.behaviour.request_delay_s = 0.30 if name != "mom" else 0.05  # time to first token
+        server.behaviour.token_delay_s = 0.02  # 50 tokens/s per stream
+    history = HistoryStore(f"sqlite:///{folder / 'fake.db'}")
+    endpoints = {n: EndpointConfig(base_url=s.base_url, kind="vllm", context_window=8192)
+                 for n, s in servers.items()}
+    mixture, runner = build(endpoints, "fake", history, 64)
+    await compare("(a) fake remote servers: 0.30 s to first token, 50 tokens/s, 40 tokens each; "
+                  "synthesizer 0.05 s to first token", mixture, runner, history, rounds)
+    for server in servers.values():
+        server.stop()
+
+
+async def real_setup(rounds: int, folder: Path) -> None:
+    servers = {}
+    for name in NAMES:
+        servers[name] = EmbeddedServer(EmbeddedConfig(n_ctx=1024, n_threads=1), folder / f"{name}.log")
+        await servers[name].start()
+    endpoints = {n: EndpointConfig(base_url=s.base_url, kind="llama-cpp-python", context_window=1024)
+                 for n, s in servers.items()}
+    endpoints["mom"] = endpoints["logic"]  # the synthesizer shares the first server
+    history = HistoryStore(f"sqlite:///{folder / 'real.db'}")
+    mixture, runner = build(endpoints, "smollm2-135m", history, 48)
+    await compare("(b) real SmolLM2-135M, one llama.cpp server (1 thread) per character, "
+                  "2 CPU cores, 48 tokens each", mixture, runner, history, rounds)
+    for server in servers.values():
+        await server.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-real", action="store_true")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp())
+    await fake_setup(args.rounds, folder)
+    if not args.skip_real:
+        await real_setup(args.rounds, folder)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
