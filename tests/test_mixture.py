@@ -226,3 +226,15 @@ async def test_real_mixture_on_smollm2(llama_endpoint: EndpointConfig, history: 
 
 def test_unused_port_is_free() -> None:
     assert free_port() > 0
+
+
+async def test_a_synthesizer_stream_cut_midway_is_an_error_and_not_stored(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    fleet["mom"].behaviour.mode = "cut_stream"
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound(QUESTION), outbox)
+    assert outbox.errors == ["The model server 'mom' gave an answer I could not use."]
+    assert [t.role for t in await history.recent("test:c1")] == ["user"]  # no half reply stored
+    await brain.aclose()
