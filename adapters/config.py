@@ -15,9 +15,31 @@ class ConsoleConfig(StrictModel):
 
 
 class DiscordConfig(StrictModel):
-    """Discord bot (token from MOMBOT_DISCORD_TOKEN)."""
+    """Discord bot (token from MOMBOT_DISCORD_TOKEN). Empty lists mean "no restriction"."""
 
     enabled: bool = False
+    guilds: list[int] = Field(
+        default_factory=list,
+        description="Servers the bot serves; slash commands are synced to these at once "
+        "(empty: every server, commands synced globally, which can take up to an hour).",
+    )
+    answer_channels: list[int] = Field(
+        default_factory=list, description="Channels where the bot answers every message."
+    )
+    start_threads: bool = Field(
+        False, description="When mentioned in a channel, answer in a new thread on that message."
+    )
+    allowed_channels: list[int] = Field(default_factory=list, description="Channel allowlist.")
+    allowed_users: list[int] = Field(default_factory=list, description="User allowlist.")
+    allowed_roles: list[int] = Field(default_factory=list, description="Role allowlist.")
+    admin_users: list[int] = Field(default_factory=list, description="May /reset shared channels.")
+    admin_roles: list[int] = Field(default_factory=list, description="Roles that count as admin.")
+    rate_limit_messages: int = Field(6, ge=1, description="Messages a user may send per window.")
+    rate_limit_window_s: float = Field(60.0, gt=0)
+    edit_interval_s: float = Field(1.0, ge=0.2, description="Seconds between edits of a reply.")
+    max_attachment_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Larger attachments are refused before download."
+    )
 
 
 class MatrixConfig(StrictModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -93,20 +94,55 @@ async def _chat(config, secrets) -> int:  # noqa: ANN001
 
 
 async def _run(config, secrets) -> int:  # noqa: ANN001
-    platforms = [name for name in ("discord", "matrix") if getattr(config, name).enabled]
-    if not platforms:
+    """Run every enabled platform until SIGTERM or Ctrl-C."""
+    if not (config.discord.enabled or config.matrix.enabled):
         print(
             "mombot: no platform is enabled (discord.enabled, matrix.enabled). "
             "Use `mombot chat` for the terminal.",
             file=sys.stderr,
         )
         return 2
-    print(
-        f"mombot: the {' and '.join(platforms)} adapter is not part of this version yet; "
-        "use `mombot chat`.",
-        file=sys.stderr,
-    )
-    return 2
+    if config.matrix.enabled:
+        print("mombot: the Matrix adapter is not part of this version yet.", file=sys.stderr)
+        return 2
+    async with App(config, secrets, progress=_progress) as app:
+        assert app.brain is not None
+        from adapters.discord import DiscordAdapter  # the platform library loads only when used
+
+        adapter = DiscordAdapter(app.brain, config.discord, secrets.discord_token.get_secret_value())
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            await adapter.run()
+        except asyncio.CancelledError:
+            log.info("stopping on SIGTERM")
+        except Exception as exc:
+            message = _platform_error(exc)
+            if message is None:
+                raise
+            print(f"mombot: {message}", file=sys.stderr)
+            return 1
+        finally:
+            await adapter.close()
+    return 0
+
+
+def _platform_error(exc: Exception) -> str | None:
+    """A platform's start-up failure in words a self-hoster can act on."""
+    import aiohttp
+    import discord
+
+    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+        return f"cannot reach Discord ({exc}). Fix: check this machine's network and DNS."
+    if isinstance(exc, discord.LoginFailure):
+        return "Discord rejected the token. Fix: check MOMBOT_DISCORD_TOKEN (Developer Portal → Bot → Reset Token)."
+    if isinstance(exc, discord.PrivilegedIntentsRequired):
+        return (
+            "Discord refused the Message Content intent. Fix: enable it in the Developer Portal "
+            "(your application → Bot → Privileged Gateway Intents → Message Content)."
+        )
+    return None
 
 
 async def _check(config, secrets) -> int:  # noqa: ANN001

@@ -25,7 +25,7 @@ from brain.config import (
 from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.extensions import Extension, ExtensionContext, load_extensions
 from brain.history import HistoryStore
-from brain.images import MAX_SEED, ImageGenerator, ImagePromptWriter, build_request
+from brain.images import MAX_SEED, ImageGenerator, ImagePromptWriter, ImageRequest, build_request
 from brain.llm import ModelClient, Usage
 from brain.messages import CommandCall, Inbound
 from brain.metrics import TokenTracker, current_channel, current_usages, format_usages
@@ -149,7 +149,10 @@ class Brain:
         current_channel.set(message.channel_key)
         try:
             async with self._channel_locks[message.channel_key]:
-                command = message.command or self.commands.parse_text(message.text)
+                if message.command is not None:
+                    command: CommandCall | None = self.commands.check(message.command)
+                else:
+                    command = self.commands.parse_text(message.text)
                 if command is not None:
                     await self._run_command(command, message, outbox)
                 else:
@@ -275,13 +278,19 @@ class Brain:
             raise FeatureUnavailable(
                 "I can't make images here: no image generator is set up (images.backend)."
             )
-        status = await outbox.send("🎨 Writing a prompt…" if prompt is None else "🎨 Getting ready…")
-        if prompt is None:
-            prompt = await self.prompt_writer.write(turn)
-        request = build_request(
-            self.images_config, prompt=prompt, args=args, user_id=message.author_id,
-            channel=message.channel_key,
-        )  # fmt: skip
+
+        def request_for(text: str) -> ImageRequest:
+            return build_request(
+                self.images_config, prompt=text, args=args, user_id=message.author_id,
+                channel=message.channel_key,
+            )  # fmt: skip
+
+        if prompt is not None:
+            request = request_for(prompt)  # a bad argument is refused before anything is posted
+            status = await outbox.send("🎨 Getting ready…")
+        else:
+            status = await outbox.send("🎨 Writing a prompt…")
+            request = request_for(await self.prompt_writer.write(turn))
 
         async def progress(text: str) -> None:
             await outbox.edit(status, f"🎨 {text}")
@@ -330,9 +339,11 @@ class Brain:
     def _describe_characters(self) -> str:
         lines = []
         for c in self.characters:
-            role = "synthesizer" if c is self.synthesizer else c.role
+            roles = ["member"] if c in self.members else []
+            if c is self.synthesizer and len(self.members) > 1:
+                roles.append("synthesizer")
             flags = (" · vision" if c.vision else "") + ("" if c.enabled else " · disabled")
-            lines.append(f"**{c.name}** ({role}{flags}): {c.model} on {c.endpoint}")
+            lines.append(f"**{c.name}** ({', '.join(roles) or c.role}{flags}): {c.model} on {c.endpoint}")
         return "Characters:\n" + "\n".join(lines)
 
     async def aclose(self) -> None:

@@ -35,15 +35,20 @@ class Arg:
     def shown(self) -> str:
         return self.metavar or {int: "N", float: "X"}.get(self.type, "TEXT")
 
-    def convert(self, raw: str, command: CommandSpec) -> Any:
-        """Parse and check one value, with an error that says what is allowed."""
-        try:
-            value = self.type(raw)
-        except ValueError:
-            kind = {int: "a whole number", float: "a number"}.get(self.type, self.type.__name__)
-            raise BadCommand(
-                f"`{self.name}` must be {kind}, not `{raw[:40]}`.\nUsage: {command.usage()}"
-            ) from None
+    def convert(self, raw: Any, command: CommandSpec) -> Any:
+        """Parse (from text) or check (from a platform's typed option) one value."""
+        kind = {int: "a whole number", float: "a number"}.get(self.type, "text")
+        if isinstance(raw, str) and self.type is not str:
+            try:
+                value = self.type(raw)
+            except ValueError:
+                raise BadCommand(
+                    f"`{self.name}` must be {kind}, not `{raw[:40]}`.\nUsage: {command.usage()}"
+                ) from None
+        elif isinstance(raw, self.type) and not isinstance(raw, bool):
+            value = raw
+        else:
+            raise BadCommand(f"`{self.name}` must be {kind}.\nUsage: {command.usage()}")
         if self.choices and value not in self.choices:
             raise BadCommand(
                 f"`{self.name}` must be one of {', '.join(self.choices)}.\nUsage: {command.usage()}"
@@ -51,7 +56,7 @@ class Arg:
         if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
             raise BadCommand(
                 f"`{self.name}` must be between {_num(self.min)} and {_num(self.max)}, "
-                f"not {raw[:40]}.\nUsage: {command.usage()}"
+                f"not {str(raw)[:40]}.\nUsage: {command.usage()}"
             )
         return value
 
@@ -100,8 +105,15 @@ class CommandRegistry:
             return None  # "!!!" or "/s" inside prose is just text
         return self.validate(spec, _parse_words(spec, rest))
 
-    def validate(self, spec: CommandSpec, raw: dict[str, str]) -> CommandCall:
-        """Convert raw strings (from text or a platform's native options) into checked values."""
+    def check(self, call: CommandCall) -> CommandCall:
+        """Validate a call that a platform built from its native command options."""
+        spec = self.specs.get(call.name)
+        if spec is None:
+            raise BadCommand(f"/{call.name[:40]} is not available here.")
+        return self.validate(spec, {k: v for k, v in call.args.items() if v is not None})
+
+    def validate(self, spec: CommandSpec, raw: dict[str, Any]) -> CommandCall:
+        """Convert raw values (strings from text, typed from native options) into checked ones."""
         args: dict[str, Any] = {}
         known = {a.name for a in spec.args}
         for key in raw:
@@ -114,7 +126,7 @@ class CommandRegistry:
                     raise BadCommand(f"/{spec.name} needs {arg.name}.\nUsage: {spec.usage()}")
                 args[arg.name] = arg.default
             else:
-                args[arg.name] = arg.convert(value, spec) if isinstance(value, str) else value
+                args[arg.name] = arg.convert(value, spec)
         return CommandCall(spec.name, args)
 
     def help_text(self) -> str:

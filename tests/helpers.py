@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 
+from brain.images import GeneratedImage, ImageRequest, ProgressFn
 from brain.outbox import Capabilities, MessageRef
 
 
@@ -41,3 +43,20 @@ class RecordingOutbox:
     @property
     def text(self) -> str:
         return "\n".join(self.messages)
+
+
+class RecordingGenerator:
+    """A test double of the image generator interface: a real (tiny) PNG per request."""
+
+    def __init__(self) -> None:
+        self.requests: list[ImageRequest] = []
+
+    async def generate(self, request: ImageRequest, progress: ProgressFn) -> GeneratedImage:
+        from PIL import Image
+
+        self.requests.append(request)
+        await progress("step 1/1")
+        out = io.BytesIO()
+        Image.new("RGB", (request.width, request.height), (200, 30, 30)).save(out, "PNG")
+        return GeneratedImage(out.getvalue(), request.width, request.height, request.seed,
+                              request.prompt)

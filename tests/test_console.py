@@ -121,3 +121,27 @@ async def test_console_images_never_use_the_user_file_name_as_a_path(tmp_path: P
     saved = list((tmp_path / "img").iterdir())
     assert [p.name for p in saved] == ["passwd"]
     assert "a cat" in out.getvalue()
+
+
+def test_run_with_a_bad_discord_token_says_how_to_fix_it(tmp_path: Path) -> None:
+    """`mombot run` really tries to log in; Discord is unreachable here, so expect a clear failure."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + "[discord]\nenabled = true\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(config), "run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MOMBOT_DISCORD_TOKEN": "not-a-real-token"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("mombot: cannot reach Discord (")
+    assert "Traceback" not in result.stderr
+    assert "not-a-real-token" not in result.stderr + (tmp_path / "data" / "mombot.log").read_text()
+
+
+def test_run_without_platforms(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(write_config(tmp_path)), "run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "no platform is enabled" in result.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
-from brain.images import GeneratedImage, ImageRequest, ProgressFn
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from brain.routing import (
@@ -26,7 +24,7 @@ from brain.routing import (
 from bot.embedded import free_port
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import RecordingOutbox
+from tests.helpers import RecordingGenerator, RecordingOutbox
 
 LABELLED = Path(__file__).parent / "data" / "routes.jsonl"
 
@@ -108,23 +106,6 @@ async def test_hybrid_asks_the_llm_only_when_unsure(
     assert unsure.source == "llm" and unsure.route is Route.TEXT
     assert len(fake_server.requests) == 1
     await client.aclose()
-
-
-class RecordingGenerator:
-    """A test double of the image generator interface: a real (tiny) PNG per request."""
-
-    def __init__(self) -> None:
-        self.requests: list[ImageRequest] = []
-
-    async def generate(self, request: ImageRequest, progress: ProgressFn) -> GeneratedImage:
-        from PIL import Image
-
-        self.requests.append(request)
-        await progress("step 1/1")
-        out = io.BytesIO()
-        Image.new("RGB", (request.width, request.height), (200, 30, 30)).save(out, "PNG")
-        return GeneratedImage(out.getvalue(), request.width, request.height, request.seed,
-                              request.prompt)
 
 
 class AlwaysImage:

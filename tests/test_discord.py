@@ -1,0 +1,305 @@
+"""The Discord adapter, driven offline by simcord through discord.py's real machinery.
+
+The brain is real; the model is the real SmolLM2 server, except where a test needs a
+reply longer than the test model's 512-token window (splitting) or a vision model.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import discord
+import pytest
+import simcord
+from PIL import Image
+
+from adapters.common import SLOW_DOWN
+from adapters.config import DiscordConfig
+from adapters.discord import MombotDiscordClient
+from brain.brain import Brain
+from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
+from brain.history import HistoryStore
+from brain.llm import ModelClient
+from tests.conftest import MODEL
+from tests.fake_openai import FakeOpenAIServer, last_user
+from tests.helpers import RecordingGenerator
+
+
+def real_brain(endpoint: EndpointConfig, sqlite_url: str, **kwargs: Any) -> Brain:
+    character = CharacterConfig(name="mom", endpoint="local", model=MODEL, temperature=0,
+                                max_tokens=24, persona="You are mom, a kind assistant.")
+    return Brain(characters=[character], clients={"local": ModelClient("local", endpoint)},
+                 history=HistoryStore(sqlite_url), **kwargs)
+
+
+@asynccontextmanager
+async def discord_world(brain: Brain, **config: Any) -> AsyncIterator[tuple[Any, MombotDiscordClient]]:
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True, **config))
+    async with simcord.run(client, settle_timeout=120) as env:
+        yield env, client
+    await brain.aclose()
+
+
+def bot_messages(channel: Any, client: discord.Client) -> list[discord.Message]:
+    return [m for m in channel.history() if m.author.id == client.user.id]
+
+
+def writes(env: Any) -> list[Any]:
+    """Every REST call that creates or edits a message."""
+    return [r for r in env.http_requests if r.method in ("POST", "PATCH") and
+            ("/messages" in r.path or "/webhooks/" in r.path) and isinstance(r.json, dict)]
+
+
+@pytest.fixture
+def make_brain(llama_endpoint: EndpointConfig, sqlite_url: str) -> Callable[..., Brain]:
+    return lambda **kw: real_brain(llama_endpoint, sqlite_url, **kw)
+
+
+async def test_answers_when_mentioned_and_only_then(make_brain: Callable[..., Brain]) -> None:
+    brain = make_brain()
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        await ann.send(general, "just chatting with friends")
+        assert bot_messages(general, client) == []
+        question = await ann.send(general, f"{client.user.mention} What is the capital of France?")
+        replies = bot_messages(general, client)
+        assert len(replies) == 1 and replies[0].content.strip()
+        assert replies[0].reference is not None and replies[0].reference.message_id == question.id
+        turns = await brain.history.recent(f"discord:{general.id}")
+        assert turns[1].content == "What is the capital of France?"  # the mention is stripped
+        assert turns[1].author == "ann"
+
+
+async def test_direct_messages_and_other_bots(make_brain: Callable[..., Brain]) -> None:
+    brain = make_brain()
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = env.create_user("ann")
+        await ann.send_dm("Hello there, how are you?")
+        assert [m.author.id for m in ann.dm_channel.history()][-1] == client.user.id
+        robot = guild.add_member(env.create_user("robot", bot=True))
+        await robot.send(general, f"{client.user.mention} answer me, fellow bot")
+        assert bot_messages(general, client) == []
+
+
+async def test_answer_channels_threads_and_replies_each_keep_their_history(
+    make_brain: Callable[..., Brain],
+) -> None:
+    brain = make_brain()
+    async with discord_world(brain, start_threads=True) as (env, client):
+        guild = env.create_guild()
+        lounge = guild.create_text_channel("lounge")
+        general = guild.create_text_channel("general")
+        client.config.answer_channels.append(lounge.id)
+        ann = guild.add_member(env.create_user("ann"))
+        await ann.send(lounge, "Good morning everyone")  # no mention needed here
+        assert len(bot_messages(lounge, client)) == 1
+
+        await ann.send(general, f"{client.user.mention} Tell me about cats")
+        thread = general.threads[0]  # the bot opened a thread on the message
+        assert thread.name == "Tell me about cats"
+        assert len(bot_messages(thread, client)) == 1
+        await ann.send(thread, "And what about dogs?")  # inside its thread: no mention needed
+        assert len(bot_messages(thread, client)) == 2
+        assert await brain.history.count(f"discord:{thread.id}") == 4
+        assert await brain.history.count(f"discord:{lounge.id}") == 2
+
+    plain = make_brain()
+    async with discord_world(plain) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        await ann.send(general, f"{client.user.mention} Hi, what is a good book?")
+        answer = bot_messages(general, client)[0]
+        await ann.send(general, "Why that one?", reply_to=answer)  # a reply continues, no mention
+        assert len(bot_messages(general, client)) == 2
+        other = guild.add_member(env.create_user("bob"))
+        mine = await other.send(general, "a message of bob's")
+        await ann.send(general, "replying to bob, not the bot", reply_to=mine)
+        assert len(bot_messages(general, client)) == 2
+
+
+async def test_slash_commands_are_typed_limited_and_synced(make_brain: Callable[..., Brain]) -> None:
+    brain = make_brain(extensions=["deep_thinking"])
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        channel = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        assert set(ann.available_commands(channel)) >= {
+            "help", "reset", "characters", "stats", "sd", "think", "debug"}
+        think = client.tree.get_command("think").to_dict(client.tree)
+        rounds = next(o for o in think["options"] if o["name"] == "rounds")
+        assert (rounds["type"], rounds["min_value"], rounds["max_value"], rounds["required"]) == (4, 2, 20, False)
+        assert rounds["description"] == "Most rounds (2–20)."
+        sd = {o["name"]: o for o in client.tree.get_command("sd").to_dict(client.tree)["options"]}
+        assert sd["prompt"]["required"] and sd["steps"]["max_value"] == 50
+        assert sd["seed"]["max_value"] == 4294967295 and sd["size"]["type"] == 3
+        debug = client.tree.get_command("debug").to_dict(client.tree)["options"][0]
+        assert [c["value"] for c in debug["choices"]] == ["on", "off"]
+
+        result = await ann.slash(channel, "characters")
+        assert result.acknowledged
+        assert "**mom** (member): smollm2-135m on local" in result.response.content
+
+
+async def test_slash_think_needs_characters_and_reset_needs_admin(
+    make_brain: Callable[..., Brain],
+) -> None:
+    brain = make_brain(extensions=["deep_thinking"])
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        channel = guild.create_text_channel("general")
+        admins = guild.create_role("admins")
+        ann = guild.add_member(env.create_user("ann"))
+        boss = guild.add_member(env.create_user("boss"), roles=[admins])
+        client.config.admin_roles.append(admins.id)
+        result = await ann.slash(channel, "think", question="Why is the sky blue?")
+        assert result.response.content == "⚠️ /think needs at least two characters (see /characters)."
+        result = await ann.slash(channel, "reset")
+        assert result.response.content == "⚠️ Only admins can use /reset here."
+        result = await boss.slash(channel, "reset")
+        assert result.response.content.startswith("Forgot this conversation")
+
+
+async def test_slash_think_shows_progress_by_editing(llama_endpoint: EndpointConfig, sqlite_url: str) -> None:
+    members = [CharacterConfig(name=n, endpoint="local", model=MODEL, max_tokens=16, temperature=0)
+               for n in ("logic", "critic")]
+    synth = CharacterConfig(name="mom", endpoint="local", model=MODEL, max_tokens=24,
+                            temperature=0, role="synthesizer")
+    brain = Brain(characters=[*members, synth], clients={"local": ModelClient("local", llama_endpoint)},
+                  history=HistoryStore(sqlite_url), extensions=["deep_thinking"])
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        channel = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        result = await ann.slash(channel, "think", question="Tea or coffee in the morning?", rounds=2)
+        assert result.response.content.startswith("🤔 Round ")  # the status message, edited
+        edits = [r for r in env.http_requests if r.method == "PATCH" and "/webhooks/" in r.path]
+        assert any("Round 1/2" in (r.json or {}).get("content", "") for r in edits)
+        assert result.followups and result.followups[-1].content.strip()
+
+
+async def test_sd_sends_a_png_with_prompt_and_seed(make_brain: Callable[..., Brain]) -> None:
+    generator = RecordingGenerator()
+    brain = make_brain(image_generator=generator, images_config=ImagesConfig(default_size="64x64"))
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        channel = guild.create_text_channel("art")
+        ann = guild.add_member(env.create_user("ann"))
+        result = await ann.slash(channel, "sd", prompt="a lighthouse at dusk", seed=42, size="64x64")
+        image_message = result.followups[-1]
+        assert image_message.content.startswith("a lighthouse at dusk\n(seed 42, 64x64")
+        attachment = image_message.attachments[0]
+        assert attachment.filename == "mombot-42.png"
+        assert generator.requests[0].seed == 42
+        bad = await ann.slash(channel, "sd", prompt="a lighthouse", size="8192x8192")
+        assert bad.response.content.startswith("⚠️ `size` 8192x8192 is outside the limits")
+
+
+async def test_long_replies_split_at_2000_without_breaking_code_and_edits_are_throttled(
+    fake_server: FakeOpenAIServer, sqlite_url: str,
+) -> None:
+    code = "\n".join(f"    total += {i}  # step {i}" for i in range(120))
+    fake_server.behaviour.reply = f"Here is the code:\n```python\n{code}\n```\nThat is all, @everyone!"
+    fake_server.behaviour.token_delay_s = 0.004
+    client_config = EndpointConfig(base_url=fake_server.base_url, context_window=4096)
+    brain = Brain(characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
+                  clients={"f": ModelClient("f", client_config)}, history=HistoryStore(sqlite_url))
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        started = time.monotonic()
+        await ann.send(general, f"{client.user.mention} show me a long loop")
+        elapsed = time.monotonic() - started
+        replies = [m.content for m in bot_messages(general, client)]
+        assert len(replies) >= 2 and all(len(r) <= 2000 for r in replies)
+        assert all(r.count("```") % 2 == 0 for r in replies)
+        assert replies[1].startswith("```python\n")
+        lines = [ln for r in replies for ln in r.splitlines() if "total +=" in ln]
+        assert lines == code.splitlines()
+        assert replies[-1].endswith("That is all, @everyone!")
+        edits = [r for r in env.http_requests if r.method == "PATCH"]
+        assert 0 < len(edits) <= elapsed / client.config.edit_interval_s + 2 * len(replies)
+        # nothing the bot wrote could ping: every write carries allowed_mentions with no parse
+        assert writes(env) and all(w.json["allowed_mentions"]["parse"] == [] for w in writes(env))
+
+
+async def test_rate_limit_and_allowlists(make_brain: Callable[..., Brain]) -> None:
+    brain = make_brain()
+    async with discord_world(brain, rate_limit_messages=2) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        for text in ("one?", "two?", "three?"):
+            await ann.send(general, f"{client.user.mention} {text}")
+        replies = [m.content for m in bot_messages(general, client)]
+        assert len(replies) == 3 and replies[-1] == SLOW_DOWN
+        assert await brain.history.count(f"discord:{general.id}") == 4  # the third was not answered
+
+    brain = make_brain()
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        friends = guild.create_role("friends")
+        ann = guild.add_member(env.create_user("ann"))
+        bob = guild.add_member(env.create_user("bob"), roles=[friends])
+        client.config.allowed_roles.append(friends.id)
+        await ann.send(general, f"{client.user.mention} hello?")
+        assert bot_messages(general, client) == []
+        await bob.send(general, f"{client.user.mention} hello?")
+        assert len(bot_messages(general, client)) == 1
+        result = await ann.slash(general, "help")
+        assert result.ephemeral and result.response.content == "I'm not allowed to answer you here."
+        other_guild = env.create_guild()
+        client.config.guilds.append(guild.id)
+        elsewhere = other_guild.create_text_channel("x")
+        carl = other_guild.add_member(env.create_user("carl"))
+        await carl.send(elsewhere, f"{client.user.mention} hello?")
+        assert bot_messages(elsewhere, client) == []
+
+
+def png_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGBA", (40, 30), (0, 0, 255, 128)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_attachments_in_and_oversized_refused_before_download(
+    fake_server: FakeOpenAIServer, llama_endpoint: EndpointConfig, sqlite_url: str,
+) -> None:
+    fake_server.behaviour.reply = "A translucent blue rectangle."
+    clients = {"local": ModelClient("local", llama_endpoint),
+               "eyes": ModelClient("eyes", EndpointConfig(base_url=fake_server.base_url, context_window=4096))}
+    characters = [CharacterConfig(name="eye", endpoint="eyes", model="llava", vision=True, role="synthesizer"),
+                  CharacterConfig(name="mom", endpoint="local", model=MODEL, max_tokens=24, temperature=0)]
+    brain = Brain(characters=characters, clients=clients, history=HistoryStore(sqlite_url))
+    async with discord_world(brain, max_attachment_bytes=50_000) as (env, client):
+        downloads: list[str] = []
+        original_get = env.backend.cdn.get
+        env.backend.cdn.get = lambda url: downloads.append(url) or original_get(url)
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        await ann.send(general, f"{client.user.mention} what is in this picture?",
+                       attachments=[("shape.png", png_bytes()), ("notes.txt", b"remember the milk")])
+        parts = last_user(fake_server.requests[0].body)
+        assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+        stored = (await brain.history.recent(f"discord:{general.id}"))[-1].content
+        assert "[file notes.txt]\n```\nremember the milk\n```" in stored
+        assert "as eye sees it: A translucent blue rectangle." in stored
+        assert len(downloads) == 2
+
+        await ann.send(general, f"{client.user.mention} and this one?",
+                       attachments=[("huge.bin", b"\0" * 60_000)])
+        assert len(downloads) == 2  # refused before download
+        assert bot_messages(general, client)[-2].content == (
+            "huge.bin is too large (58 KB; the limit is 48 KB), so I did not open it."
+        )
