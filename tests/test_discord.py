@@ -303,3 +303,14 @@ async def test_attachments_in_and_oversized_refused_before_download(
         assert bot_messages(general, client)[-2].content == (
             "huge.bin is too large (58 KB; the limit is 48 KB), so I did not open it."
         )
+
+
+def test_the_readme_invite_permissions_are_the_ones_the_bot_needs() -> None:
+    from pathlib import Path
+
+    needed = discord.Permissions(
+        view_channel=True, send_messages=True, send_messages_in_threads=True,
+        create_public_threads=True, read_message_history=True, attach_files=True,
+    )
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"permissions={needed.value}" in readme and f"`{needed.value}`" in readme
