@@ -43,8 +43,26 @@ class DiscordConfig(StrictModel):
 
 
 class MatrixConfig(StrictModel):
-    """Matrix bot account (password from MOMBOT_MATRIX_PASSWORD or MOMBOT_MATRIX_ACCESS_TOKEN)."""
+    """Matrix bot account (MOMBOT_MATRIX_PASSWORD or MOMBOT_MATRIX_ACCESS_TOKEN). Empty lists: no limit."""
 
     enabled: bool = False
     homeserver: str = Field("", description="e.g. https://matrix.example.org")
     user_id: str = Field("", description="e.g. @mombot:example.org")
+    device_name: str = Field("mombot", min_length=1, description="Shown in the account's sessions.")
+    answer_rooms: list[str] = Field(
+        default_factory=list, description="Room ids where the bot answers every message."
+    )
+    allowed_users: list[str] = Field(
+        default_factory=list, description="User ids whose invites and messages are accepted."
+    )
+    allowed_servers: list[str] = Field(
+        default_factory=list, description="Homeservers whose users are accepted, e.g. example.org."
+    )
+    admin_users: list[str] = Field(default_factory=list, description="May /reset shared rooms.")
+    rate_limit_messages: int = Field(6, ge=1, description="Messages a user may send per window.")
+    rate_limit_window_s: float = Field(60.0, gt=0)
+    edit_interval_s: float = Field(1.5, ge=0.2, description="Seconds between edits of a reply.")
+    max_attachment_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Larger files are refused before download."
+    )
+    encryption: bool = Field(True, description="Join and answer in encrypted rooms (E2EE).")

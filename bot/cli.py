@@ -102,19 +102,30 @@ async def _run(config, secrets) -> int:  # noqa: ANN001
             file=sys.stderr,
         )
         return 2
-    if config.matrix.enabled:
-        print("mombot: the Matrix adapter is not part of this version yet.", file=sys.stderr)
-        return 2
     async with App(config, secrets, progress=_progress) as app:
         assert app.brain is not None
-        from adapters.discord import DiscordAdapter  # the platform library loads only when used
+        adapters = []
+        if config.discord.enabled:  # platform libraries load only when used
+            from adapters.discord import DiscordAdapter
 
-        adapter = DiscordAdapter(app.brain, config.discord, secrets.discord_token.get_secret_value())
+            token = secrets.discord_token.get_secret_value()
+            adapters.append(DiscordAdapter(app.brain, config.discord, token))
+        if config.matrix.enabled:
+            from adapters.matrix import MatrixAdapter
+
+            def reveal(secret):  # noqa: ANN001, ANN202
+                return secret.get_secret_value() if secret else None
+
+            adapters.append(MatrixAdapter(
+                app.brain, config.matrix, data_dir=app.data_dir,
+                password=reveal(secrets.matrix_password),
+                access_token=reveal(secrets.matrix_access_token),
+            ))  # fmt: skip
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         try:
-            await adapter.run()
+            await asyncio.gather(*(adapter.run() for adapter in adapters))
         except asyncio.CancelledError:
             log.info("stopping on SIGTERM")
         except Exception as exc:
@@ -124,17 +135,21 @@ async def _run(config, secrets) -> int:  # noqa: ANN001
             print(f"mombot: {message}", file=sys.stderr)
             return 1
         finally:
-            await adapter.close()
+            for adapter in adapters:
+                await adapter.close()
     return 0
 
 
 def _platform_error(exc: Exception) -> str | None:
     """A platform's start-up failure in words a self-hoster can act on."""
     import aiohttp
+
+    if type(exc).__name__ == "MatrixError":
+        return f"Matrix: {exc}. Fix: check matrix.homeserver, matrix.user_id and the password or token."
+    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+        return f"cannot reach the chat server ({exc}). Fix: check this machine's network and DNS."
     import discord
 
-    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
-        return f"cannot reach Discord ({exc}). Fix: check this machine's network and DNS."
     if isinstance(exc, discord.LoginFailure):
         return "Discord rejected the token. Fix: check MOMBOT_DISCORD_TOKEN (Developer Portal → Bot → Reset Token)."
     if isinstance(exc, discord.PrivilegedIntentsRequired):

@@ -133,7 +133,7 @@ def test_run_with_a_bad_discord_token_says_how_to_fix_it(tmp_path: Path) -> None
         env={**os.environ, "MOMBOT_DISCORD_TOKEN": "not-a-real-token"},
     )
     assert result.returncode == 1
-    assert any(line.startswith("mombot: cannot reach Discord (") for line in result.stderr.splitlines())
+    assert any(line.startswith("mombot: cannot reach the chat server (") for line in result.stderr.splitlines())
     assert "Traceback" not in result.stderr
     assert "not-a-real-token" not in result.stderr + (tmp_path / "data" / "mombot.log").read_text()
 

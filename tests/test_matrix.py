@@ -1,0 +1,323 @@
+"""The Matrix adapter against a real Synapse homeserver, with real matrix-nio clients."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nio
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from adapters.config import MatrixConfig
+from adapters.matrix import MatrixAdapter
+from adapters.matrix_html import markdown_to_html, sanitize_html
+from brain.brain import Brain
+from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
+from brain.history import HistoryStore
+from brain.llm import ModelClient
+from tests.conftest import MODEL
+from tests.fake_openai import FakeOpenAIServer, last_user
+from tests.helpers import RecordingGenerator
+from tests.synapse import Synapse
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    server = Synapse(tmp_path_factory.mktemp("synapse")).start()
+    yield server
+    server.stop()
+
+
+class Human:
+    """A person in a Matrix client (matrix-nio, with E2EE), who can wait for the bot."""
+
+    def __init__(self, synapse: Synapse, folder: Path) -> None:
+        name = f"human{next(_ids)}"
+        self.user_id = synapse.register(name)
+        store = folder / name
+        store.mkdir(parents=True)
+        self.client = nio.AsyncClient(synapse.url, self.user_id, store_path=str(store),
+                                      config=nio.AsyncClientConfig(encryption_enabled=True))
+        self.events: list[tuple[str, nio.Event]] = []
+
+    async def login(self) -> Human:
+        await self.client.login("password")
+        await self.sync()
+        return self
+
+    async def sync(self) -> None:
+        response = await self.client.sync(timeout=300)
+        assert isinstance(response, nio.SyncResponse), response
+        for room_id, room in response.rooms.join.items():
+            self.events += [(room_id, e) for e in room.timeline.events]
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+        if self.client.should_query_keys:
+            await self.client.keys_query()
+
+    async def wait_for(self, predicate: Callable[[str, nio.Event], bool], timeout: float = 90) -> nio.Event:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for room_id, event in self.events[seen:]:
+                if predicate(room_id, event):
+                    return event
+            seen = len(self.events)
+            await self.sync()
+        raise AssertionError(f"timed out; saw {[type(e).__name__ for _, e in self.events]}")
+
+    async def room_with(self, bot_id: str, *, encrypted: bool = False, others: list[str] = ()) -> str:
+        initial = [{"type": "m.room.encryption", "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"}}] if encrypted else []
+        response = await self.client.room_create(invite=[bot_id, *others], initial_state=initial)
+        assert isinstance(response, nio.RoomCreateResponse), response
+        return response.room_id
+
+    async def say(self, room_id: str, text: str, **extra: Any) -> str:
+        content = {"msgtype": "m.text", "body": text, **extra}
+        response = await self.client.room_send(room_id, "m.room.message", content,
+                                               ignore_unverified_devices=True)
+        assert isinstance(response, nio.RoomSendResponse), response
+        return response.event_id
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def joined(bot_id: str) -> Callable[[str, nio.Event], bool]:
+    return lambda _, e: isinstance(e, nio.RoomMemberEvent) and e.state_key == bot_id and e.membership == "join"
+
+
+def reply_to(event_id: str, bot_id: str) -> Callable[[str, nio.Event], bool]:
+    def match(_: str, e: nio.Event) -> bool:
+        relates = e.source.get("content", {}).get("m.relates_to", {})
+        return (e.sender == bot_id and isinstance(e, nio.RoomMessageText)
+                and relates.get("m.in_reply_to", {}).get("event_id") == event_id)
+    return match
+
+
+class Bot:
+    """The adapter running in a task, as `mombot run` runs it."""
+
+    def __init__(self, synapse: Synapse, brain: Brain, folder: Path, user_id: str, **config: Any) -> None:
+        self.config = MatrixConfig(enabled=True, homeserver=synapse.url, user_id=user_id, **config)
+        self.adapter = MatrixAdapter(brain, self.config, data_dir=folder, password="password")
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Bot:
+        self.task = asyncio.create_task(self.adapter.run())
+        ready = asyncio.create_task(self.adapter.ready.wait())
+        done, _ = await asyncio.wait({self.task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        assert ready in done, self.task.exception() if self.task.done() else "bot did not get ready"
+        return self
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.adapter.close()
+
+
+@pytest.fixture
+def brain(llama_endpoint: EndpointConfig, sqlite_url: str) -> Brain:
+    character = CharacterConfig(name="mom", endpoint="local", model=MODEL, temperature=0,
+                                max_tokens=16, persona="You are mom, a kind assistant.")
+    return Brain(characters=[character], clients={"local": ModelClient("local", llama_endpoint)},
+                 history=HistoryStore(sqlite_url), extensions=["deep_thinking"])
+
+
+@pytest_asyncio.fixture
+async def world(synapse: Synapse, brain: Brain, tmp_path: Path) -> AsyncIterator[tuple[Human, Bot]]:
+    bot_id = synapse.register(f"mombot{next(_ids)}")
+    human = await Human(synapse, tmp_path / "humans").login()
+    bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
+    yield human, bot
+    await bot.stop()
+    await human.close()
+
+
+async def test_invite_join_and_a_real_answer_as_a_reply(world: tuple[Human, Bot], brain: Brain) -> None:
+    human, bot = world
+    bot_id = bot.config.user_id
+    room = await human.room_with(bot_id)
+    await human.wait_for(joined(bot_id))
+    asked = await human.say(room, "Hello! What is your favourite colour?")
+    answer = await human.wait_for(reply_to(asked, bot_id))
+    content = answer.source["content"]
+    assert content["body"].strip()
+    assert content["format"] == "org.matrix.custom.html" and content["formatted_body"]
+    assert content["m.mentions"] == {}
+    for _ in range(50):  # the reply is stored right after its last edit is sent
+        turns = await brain.history.recent(f"matrix:{room}")
+        if len(turns) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [t.role for t in turns] == ["assistant", "user"]
+    assert turns[1].content == "Hello! What is your favourite colour?"
+
+
+async def test_text_commands_with_either_prefix_and_usage_on_bad_arguments(world: tuple[Human, Bot]) -> None:
+    human, bot = world
+    bot_id = bot.config.user_id
+    room = await human.room_with(bot_id)
+    await human.wait_for(joined(bot_id))
+    asked = await human.say(room, "!characters")
+    answer = await human.wait_for(reply_to(asked, bot_id))
+    assert "**mom**" in answer.body and "<strong>mom</strong>" in answer.source["content"]["formatted_body"]
+    asked = await human.say(room, "/think why? --rounds 1000")
+    answer = await human.wait_for(reply_to(asked, bot_id))
+    assert answer.body.startswith("⚠️ `rounds` must be between 2 and 20, not 1000.\nUsage: /think <question>")
+
+
+async def test_group_rooms_need_a_mention(world: tuple[Human, Bot], synapse: Synapse, tmp_path: Path) -> None:
+    human, bot = world
+    bot_id = bot.config.user_id
+    friend = await Human(synapse, tmp_path / "friends").login()
+    room = await human.room_with(bot_id, others=[friend.user_id])
+    await friend.client.join(room)
+    await human.wait_for(joined(bot_id))
+    ignored = await human.say(room, "just talking to my friend here")
+    mentioned = await human.say(room, "what do you think?", **{"m.mentions": {"user_ids": [bot_id]}})
+    answer = await human.wait_for(reply_to(mentioned, bot_id))
+    assert answer.body.strip()
+    assert not any(reply_to(ignored, bot_id)(r, e) for r, e in human.events)
+    await friend.close()
+
+
+async def test_uninvited_inviters_are_declined(
+    synapse: Synapse, brain: Brain, tmp_path: Path
+) -> None:
+    bot_id = synapse.register(f"mombot{next(_ids)}")
+    human = await Human(synapse, tmp_path / "humans").login()
+    bot = await Bot(synapse, brain, tmp_path / "bot", bot_id, allowed_servers=["elsewhere.org"]).start()
+    room = await human.room_with(bot_id)
+    left = await human.wait_for(lambda _, e: isinstance(e, nio.RoomMemberEvent)
+                                and e.state_key == bot_id and e.membership == "leave")
+    assert left.sender == bot_id
+    assert room not in bot.adapter.client.rooms
+    await bot.stop()
+    await human.close()
+
+
+async def test_restart_keeps_the_device_and_does_not_answer_old_messages(
+    synapse: Synapse, brain: Brain, tmp_path: Path
+) -> None:
+    bot_id = synapse.register(f"mombot{next(_ids)}")
+    human = await Human(synapse, tmp_path / "humans").login()
+    bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
+    room = await human.room_with(bot_id)
+    await human.wait_for(joined(bot_id))
+    first_device = bot.adapter.client.device_id
+    devices_before = sorted(d.id for d in (await bot.adapter.client.devices()).devices)
+    await bot.stop()
+
+    while_away = await human.say(room, "Are you there? (sent while the bot is down)")
+    bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
+    assert bot.adapter.client.device_id == first_device  # no new device
+    now = await human.say(room, "And now?")
+    await human.wait_for(reply_to(now, bot_id))
+    await asyncio.sleep(1)
+    await human.sync()
+    assert not any(reply_to(while_away, bot_id)(r, e) for r, e in human.events)
+    devices_after = sorted(d.id for d in (await bot.adapter.client.devices()).devices)
+    assert devices_after == devices_before and first_device in devices_after
+    await bot.stop()
+    await human.close()
+
+
+def png(size: tuple[int, int] = (48, 32)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 10)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_images_in_and_out(synapse: Synapse, llama_endpoint: EndpointConfig,
+                                 fake_server: FakeOpenAIServer, sqlite_url: str, tmp_path: Path) -> None:
+    fake_server.behaviour.reply = "A plain green rectangle."
+    generator = RecordingGenerator()
+    clients = {"local": ModelClient("local", llama_endpoint),
+               "eyes": ModelClient("eyes", EndpointConfig(base_url=fake_server.base_url, context_window=4096))}
+    characters = [CharacterConfig(name="eye", endpoint="eyes", model="llava", vision=True, role="synthesizer"),
+                  CharacterConfig(name="mom", endpoint="local", model=MODEL, max_tokens=16, temperature=0)]
+    brain = Brain(characters=characters, clients=clients, history=HistoryStore(sqlite_url),
+                  image_generator=generator, images_config=ImagesConfig(default_size="64x64"))
+    bot_id = synapse.register(f"mombot{next(_ids)}")
+    human = await Human(synapse, tmp_path / "humans").login()
+    bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
+    room = await human.room_with(bot_id)
+    await human.wait_for(joined(bot_id))
+
+    data = png()
+    upload, _ = await human.client.upload(io.BytesIO(data), content_type="image/png",
+                                          filename="green.png", filesize=len(data))
+    sent = await human.client.room_send(room, "m.room.message", {
+        "msgtype": "m.image", "body": "green.png", "url": upload.content_uri,
+        "info": {"mimetype": "image/png", "size": len(data), "w": 48, "h": 32}})
+    await human.wait_for(reply_to(sent.event_id, bot_id))
+    parts = last_user(fake_server.requests[0].body)
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+    asked = await human.say(room, "/sd a green field --seed 5 --size 64x96")
+    image = await human.wait_for(lambda _, e: isinstance(e, nio.RoomMessageImage) and e.sender == bot_id)
+    info = image.source["content"]["info"]
+    assert (info["w"], info["h"], info["mimetype"]) == (64, 96, "image/png") and info["size"] > 0
+    assert image.body.startswith("a green field\n(seed 5, 64x96")
+    downloaded = await human.client.download(mxc=image.url)
+    assert Image.open(io.BytesIO(downloaded.body)).size == (64, 96)
+    status_edits = [e for _, e in human.events if e.sender == bot_id
+                    and e.source["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"]
+    assert any("🎨" in e.source["content"]["m.new_content"]["body"] for e in status_edits)
+    assert asked
+    await bot.stop()
+    await human.close()
+
+
+async def test_think_shows_progress_with_edits(synapse: Synapse, llama_endpoint: EndpointConfig,
+                                               sqlite_url: str, tmp_path: Path) -> None:
+    members = [CharacterConfig(name=n, endpoint="local", model=MODEL, max_tokens=12, temperature=0)
+               for n in ("logic", "critic")]
+    synth = CharacterConfig(name="mom", endpoint="local", model=MODEL, max_tokens=16,
+                            temperature=0, role="synthesizer")
+    brain = Brain(characters=[*members, synth], clients={"local": ModelClient("local", llama_endpoint)},
+                  history=HistoryStore(sqlite_url), extensions=["deep_thinking"])
+    bot_id = synapse.register(f"mombot{next(_ids)}")
+    human = await Human(synapse, tmp_path / "humans").login()
+    bot = await Bot(synapse, brain, tmp_path / "bot", bot_id, edit_interval_s=0.2).start()
+    room = await human.room_with(bot_id)
+    await human.wait_for(joined(bot_id))
+    asked = await human.say(room, "/think Tea or coffee? --rounds 2")
+    status = await human.wait_for(reply_to(asked, bot_id))
+    assert status.body.startswith("🤔 Thinking about it")
+    edit = await human.wait_for(lambda _, e: e.sender == bot_id and e.source["content"].get(
+        "m.relates_to", {}).get("event_id") == status.event_id)
+    assert edit.source["content"]["m.new_content"]["body"].startswith("🤔 Round 1/2")
+    await bot.stop()
+    await human.close()
+
+
+async def test_encrypted_room_both_sides_decrypt(world: tuple[Human, Bot]) -> None:
+    human, bot = world
+    bot_id = bot.config.user_id
+    assert bot.adapter.encryption  # vodozemac is installed: E2EE is on
+    room = await human.room_with(bot_id, encrypted=True)
+    await human.wait_for(joined(bot_id))
+    await human.sync()
+    asked = await human.say(room, "This is a secret question: what is 2+2?")
+    answer = await human.wait_for(reply_to(asked, bot_id))
+    assert answer.decrypted and answer.body.strip()  # the bot read it and answered encrypted
+
+
+def test_html_is_sanitized() -> None:
+    html = markdown_to_html("**hi** <script>alert(1)</script> [x](javascript:alert(1))")
+    assert "<strong>hi</strong>" in html and "<script>" not in html and "javascript:" not in html.replace("[x](javascript", "")
+    assert sanitize_html('<img src="http://t/x.png"><a href="javascript:x">a</a><p onclick="x">p</p>') == \
+        '<a rel="noopener noreferrer">a</a><p>p</p>'
