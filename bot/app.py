@@ -7,6 +7,7 @@ error) closes the clients, the database and the embedded server.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +17,10 @@ from bot.embedded import EmbeddedServer
 from brain.brain import Brain
 from brain.config import EndpointConfig
 from brain.history import HistoryStore, resolve_database_url
+from brain.imaging.gpu import GpuMonitor
+from brain.imaging.local import DiffusersBackend
+from brain.imaging.queue import BatchBackend, ImageQueue
+from brain.imaging.remote import A1111Backend
 from brain.llm import ModelClient
 from brain.routing import (
     Classifier,
@@ -90,6 +95,7 @@ class App:
         url = resolve_database_url(self.config.history.database_url, self.data_dir)
         history = HistoryStore(url)
         config = self.config
+        gpu = GpuMonitor(config.gpu)
         self.brain = Brain(
             characters=config.characters,
             clients=clients,
@@ -101,7 +107,23 @@ class App:
             images_config=config.images,
             extensions=config.extensions.enabled,
             extension_settings=config.extensions.settings,
+            image_generator=await self._image_generator(gpu),
+            gpu=gpu,
         )
+
+    async def _image_generator(self, gpu: GpuMonitor) -> ImageQueue | None:
+        images = self.config.images
+        if images.backend == "none":
+            return None
+        if images.backend == "a1111":
+            key_env = images.a1111.api_key_env
+            backend: BatchBackend = A1111Backend(images.a1111, os.environ.get(key_env) if key_env else None)
+        else:
+            backend = DiffusersBackend(images.diffusers, max_batch=images.queue.max_batch,
+                                       progress=self._progress)
+            if images.diffusers.load_at_start:
+                await backend.load()
+        return ImageQueue(backend, images.queue, gpu=gpu)
 
     async def _classifier(self, clients: dict[str, ModelClient]) -> Classifier:
         routing = self.config.routing

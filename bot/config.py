@@ -20,6 +20,7 @@ from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
 from brain.config import (
     AttachmentsConfig,
     CharacterConfig,
+    GpuConfig,
     EndpointConfig,
     HistoryConfig,
     ImagesConfig,
@@ -84,6 +85,7 @@ class MombotConfig(StrictModel):
     routing: RoutingConfig = RoutingConfig()
     attachments: AttachmentsConfig = AttachmentsConfig()
     images: ImagesConfig = ImagesConfig()
+    gpu: GpuConfig = GpuConfig()
     extensions: ExtensionsConfig = ExtensionsConfig()
     console: ConsoleConfig = ConsoleConfig()
     discord: DiscordConfig = DiscordConfig()
@@ -130,6 +132,13 @@ class MombotConfig(StrictModel):
                 f"images.prompt_character: no character named '{self.images.prompt_character}'. "
                 "Fix: name one of the characters, or leave it empty for the synthesizer"
             )
+        if self.images.backend == "diffusers" and not self.images.diffusers.model:
+            raise ValueError(
+                "images.diffusers.model: empty. Fix: a Hugging Face id (e.g. "
+                "\"stable-diffusion-v1-5/stable-diffusion-v1-5\"), a local folder or a .safetensors file"
+            )
+        if self.images.backend == "a1111" and not self.images.a1111.base_url:
+            raise ValueError("images.a1111.base_url: empty. Fix: e.g. \"http://gpu-box:7860\"")
         return self
 
 

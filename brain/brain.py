@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 from collections import defaultdict
-from typing import Any
+from typing import Any, Protocol
 
 from brain.attachments import PreparedAttachments, prepare_attachments
 from brain.commands import Arg, CommandRegistry, CommandSpec
@@ -36,6 +36,15 @@ from brain.runner import CharacterRunner, Turn
 from brain.streaming import ReplyStreamer, split_text
 
 log = logging.getLogger(__name__)
+
+
+class CoolDownMonitor(Protocol):
+    """The GPU monitor as the brain sees it (see brain.imaging.gpu)."""
+
+    async def cool_down(self, report: Any) -> None: ...
+
+    def describe(self) -> str: ...
+
 
 GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the bot's log."
 VISION_INSTRUCTION = (
@@ -80,6 +89,7 @@ class Brain:
         images_config: ImagesConfig | None = None,
         extensions: list[str] | None = None,
         extension_settings: dict[str, dict[str, Any]] | None = None,
+        gpu: CoolDownMonitor | None = None,
     ) -> None:
         self.characters = characters
         self.members, self.synthesizer = split_roles(characters)
@@ -91,6 +101,7 @@ class Brain:
         self.images_config = images_config or ImagesConfig()
         self.classifier = classifier or TextOnly()
         self.image_generator = image_generator
+        self.gpu = gpu
         self.tracker = TokenTracker()
         for client in clients.values():
             client.usage_sinks.append(self.tracker.record)
@@ -198,6 +209,7 @@ class Brain:
         elif self.image_generator is not None and await self._wants_image(text, channel):
             await self._image(message, outbox, Turn(channel, stored, turn_id), prompt=None, args={})
             return
+        await self._cool_down(outbox)
         turn = Turn(channel, stored, turn_id)
         debug = self._debug.get(channel, self.mixture_config.debug)
         streamer = ReplyStreamer(outbox)
@@ -215,6 +227,20 @@ class Brain:
         await self.history.add(channel, "assistant", reply, self.synthesizer.name)
         if debug and usages:
             await _send_long(outbox, "🔍 calls:\n" + format_usages(usages))
+
+    async def _cool_down(self, outbox: Outbox) -> None:
+        """Wait for a hot GPU before a model job, telling the user in one edited message."""
+        if self.gpu is None:
+            return
+        status: list[Any] = []
+
+        async def report(text: str) -> None:
+            if status:
+                await outbox.edit(status[0], text)
+            else:
+                status.append(await outbox.send(text))
+
+        await self.gpu.cool_down(report)
 
     async def _wants_image(self, text: str, channel: str) -> bool:
         """Ask the classifier; any failure of it means text."""
@@ -323,7 +349,13 @@ class Brain:
         elif command.name == "characters":
             await outbox.send(self._describe_characters())
         elif command.name == "stats":
-            await outbox.send(self.tracker.format_channel(message.channel_key))
+            parts = [self.tracker.format_channel(message.channel_key)]
+            if self.gpu is not None:
+                parts.append(self.gpu.describe())
+            queue_length = getattr(self.image_generator, "length", None)
+            if queue_length is not None:
+                parts.append(f"Image queue: {queue_length} request(s).")
+            await outbox.send("\n\n".join(parts))
         elif command.name == "debug":
             on = command.args["state"] == "on"
             self._debug[message.channel_key] = on

@@ -118,10 +118,62 @@ class AttachmentsConfig(StrictModel):
     )
 
 
+class DiffusersConfig(StrictModel):
+    """The local Stable Diffusion generator (diffusers, in a worker thread)."""
+
+    model: str = Field(
+        "", description="A Hugging Face id, a local diffusers folder, or a .safetensors/.ckpt file."
+    )
+    single_file_config: str = Field(
+        "", description="For a single file: a diffusers folder or hub id with the matching configs."
+    )
+    scheduler: Literal["default", "euler", "euler_a", "dpm++", "ddim", "unipc", "lcm"] = "default"
+    lcm_lora: str = Field("", description="LCM-LoRA weights (id, folder or file): fast 4-8 step mode.")
+    safety_checker: bool = Field(False, description="Run the pipeline's safety checker if it has one.")
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="auto: float16 on CUDA and MPS, float32 on the CPU."
+    )
+    compile: bool = Field(False, description="torch.compile the UNet at start (slow start, faster runs).")
+    load_at_start: bool = Field(False, description="Load at start instead of at the first request.")
+    local_files_only: bool = Field(False, description="Never download (also set HF_HUB_OFFLINE=1).")
+
+
+class QueueConfig(StrictModel):
+    """How image requests wait and are batched."""
+
+    max_batch: int = Field(8, ge=1, le=64, description="Requests run together in one pipeline call.")
+    batch_window_ms: int = Field(40, ge=0, le=5000, description="How long to gather a batch.")
+    max_queue: int = Field(32, ge=1, description="Requests waiting at most; beyond: a busy reply.")
+    per_user: int = Field(2, ge=1, description="Requests one user may have waiting or running.")
+    progress_interval_s: float = Field(2.0, ge=0.2, description="Seconds between progress edits.")
+
+
+class A1111Config(StrictModel):
+    """A remote AUTOMATIC1111-compatible API (A1111, Forge, SD.Next, koboldcpp)."""
+
+    base_url: str = Field("", description="e.g. http://gpu-box:7860")
+    timeout_s: float = Field(300.0, gt=0)
+    sampler: str = Field("", description="Sampler name the server knows; empty: its default.")
+    api_key_env: str | None = Field(None, description="Environment variable with a bearer token.")
+
+
+class GpuConfig(StrictModel):
+    """Cool down before model and image jobs when the GPU is hot (NVIDIA, through NVML)."""
+
+    enabled: bool = True
+    max_temperature_c: int = Field(75, ge=30, le=110)
+    hysteresis_c: int = Field(5, ge=0, le=40, description="Resume once this far under the limit.")
+    poll_s: float = Field(5.0, gt=0)
+    max_wait_s: float = Field(600.0, gt=0, description="Give up cooling and go on after this long.")
+
+
 class ImagesConfig(StrictModel):
     """Image requests: who writes the prompt, limits, and the generator backend."""
 
-    backend: Literal["none"] = Field("none", description="none: image requests are declined.")
+    backend: Literal["none", "diffusers", "a1111"] = Field(
+        "none", description="none: image requests are declined politely."
+    )
     prompt_character: str = Field(
         "", description="Character that writes Stable Diffusion prompts; empty: the synthesizer."
     )
@@ -130,3 +182,7 @@ class ImagesConfig(StrictModel):
     default_size: str = Field("512x512", pattern=r"^\d+x\d+$")
     max_pixels: int = Field(1024 * 1024, ge=4096)
     max_prompt_chars: int = Field(1000, ge=10)
+    guidance: float = Field(7.5, ge=0, le=30, description="Classifier-free guidance scale.")
+    diffusers: DiffusersConfig = DiffusersConfig()
+    a1111: A1111Config = A1111Config()
+    queue: QueueConfig = QueueConfig()

@@ -93,6 +93,7 @@ def build_request(
         width=width,
         height=height,
         steps=steps,
+        guidance=config.guidance,
         seed=seed,
         user_id=user_id,
         channel=channel,

@@ -1,0 +1,208 @@
+"""Local Stable Diffusion through diffusers, run in a worker thread.
+
+Loads a Hugging Face id or local folder (`from_pretrained`, SD 1.5 and SDXL via the
+auto pipeline) or one checkpoint file (`from_single_file`). Picks CUDA, then Apple
+MPS, then the CPU; half precision on GPUs, float32 on the CPU; PyTorch's SDPA
+attention; channels-last UNet; optional torch.compile with its warm-up cost logged.
+torch and diffusers are imported only when the generator loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any
+
+from brain.config import DiffusersConfig
+from brain.errors import FeatureUnavailable, MombotError
+from brain.images import GeneratedImage, ImageRequest
+from brain.imaging.queue import StepFn
+
+log = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+SCHEDULERS = {
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "lcm": "LCMScheduler",
+}
+
+
+def pick_device(wanted: str) -> str:
+    import torch
+
+    if wanted != "auto":
+        return wanted
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(wanted: str, device: str) -> Any:
+    import torch
+
+    if wanted == "auto":
+        return torch.float16 if device in ("cuda", "mps") else torch.float32
+    return getattr(torch, wanted)
+
+
+class DiffusersBackend:
+    """Owns one diffusers pipeline; `ImageQueue` makes sure only one batch runs at a time."""
+
+    def __init__(self, config: DiffusersConfig, *, max_batch: int = 8,
+                 progress: Callable[[str], None] | None = None) -> None:
+        if not config.model:
+            raise FeatureUnavailable("images.diffusers.model is empty: name a model to draw with.")
+        self.config = config
+        self.max_batch = max_batch
+        self._progress = progress or (lambda text: None)
+        self._pipe: Any = None
+        self._lock = threading.Lock()
+        self.device = ""
+        self.load_seconds: float | None = None
+        self.compile_seconds: float | None = None
+
+    def shape_key(self, request: ImageRequest) -> Hashable:
+        return (self.config.model, request.width, request.height, request.steps, request.guidance)
+
+    async def load(self) -> None:
+        if self._pipe is None:
+            await asyncio.to_thread(self._load_blocking)
+
+    def _load_blocking(self) -> None:
+        with self._lock:
+            if self._pipe is not None:
+                return
+            started = time.monotonic()
+            self._progress(f"Loading image model {self.config.model}...")
+            if self.config.local_files_only:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            try:
+                pipe = self._from_source()
+            except (OSError, ValueError, EnvironmentError) as exc:
+                raise MombotError(
+                    "I could not load the image model; the details are in the bot's log.",
+                    detail=f"loading {self.config.model}: {exc}",
+                ) from exc
+            self._configure(pipe)
+            self._pipe = pipe
+            self.load_seconds = time.monotonic() - started
+            log.info("image model loaded on %s in %.1f s", self.device, self.load_seconds)
+            if self.config.compile:
+                self._compile()
+
+    def _from_source(self) -> Any:
+        import diffusers
+
+        self.device = pick_device(self.config.device)
+        dtype = pick_dtype(self.config.dtype, self.device)
+        source = self.config.model
+        common: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": self.config.local_files_only}
+        if not self.config.safety_checker:
+            common.update(safety_checker=None, requires_safety_checker=False)
+        if source.lower().endswith(SINGLE_FILE_SUFFIXES):
+            if not Path(source).is_file():
+                raise FileNotFoundError(f"no checkpoint file at {source}")
+            cls = diffusers.StableDiffusionXLPipeline if _is_sdxl(source) else diffusers.StableDiffusionPipeline
+            if self.config.single_file_config:
+                common["config"] = self.config.single_file_config
+            if cls is diffusers.StableDiffusionXLPipeline:
+                common.pop("safety_checker", None)
+                common.pop("requires_safety_checker", None)
+            return cls.from_single_file(source, **common)
+        try:
+            return diffusers.AutoPipelineForText2Image.from_pretrained(source, **common)
+        except TypeError:  # pipelines without a safety checker (SDXL) refuse the keyword
+            common.pop("safety_checker", None)
+            common.pop("requires_safety_checker", None)
+            return diffusers.AutoPipelineForText2Image.from_pretrained(source, **common)
+
+    def _configure(self, pipe: Any) -> None:
+        import diffusers
+        import torch
+
+        name = "lcm" if self.config.lcm_lora else self.config.scheduler
+        if name != "default":
+            scheduler_cls = getattr(diffusers, SCHEDULERS[name])
+            pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+        if self.config.lcm_lora:
+            pipe.load_lora_weights(self.config.lcm_lora)
+            pipe.fuse_lora()
+        pipe.to(self.device)
+        pipe.unet.to(memory_format=torch.channels_last)  # faster convolutions on GPUs
+        if self.device == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            if hasattr(pipe, "fuse_qkv_projections"):
+                pipe.fuse_qkv_projections()
+        pipe.set_progress_bar_config(disable=True)
+
+    def _compile(self) -> None:
+        import torch
+
+        started = time.monotonic()
+        self._progress("Compiling the image model (one-time warm-up)...")
+        self._pipe.unet = torch.compile(self._pipe.unet, mode="max-autotune-no-cudagraphs", fullgraph=True)
+        warm = ImageRequest("warm-up", steps=2, width=512, height=512, seed=0)
+        self._render([warm], lambda step, total: None)
+        self.compile_seconds = time.monotonic() - started
+        log.info("torch.compile warm-up took %.1f s", self.compile_seconds)
+
+    async def run_batch(self, requests: list[ImageRequest], on_step: StepFn) -> list[GeneratedImage]:
+        await self.load()
+        return await asyncio.to_thread(self._render, requests, on_step)
+
+    def _render(self, requests: list[ImageRequest], on_step: StepFn) -> list[GeneratedImage]:
+        import torch
+
+        first = requests[0]
+        generator_device = "cpu" if self.device == "mps" else self.device
+        generators = [torch.Generator(device=generator_device).manual_seed(r.seed) for r in requests]
+
+        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            on_step(step + 1, first.steps)
+            return tensors
+
+        with self._lock, torch.inference_mode():
+            output = self._pipe(
+                prompt=[r.prompt for r in requests],
+                negative_prompt=[r.negative_prompt for r in requests],
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                generator=generators,
+                callback_on_step_end=step_end,
+                output_type="pil",
+            )
+        flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(requests)
+        results = []
+        for request, image, bad in zip(requests, output.images, flagged, strict=True):
+            if bad:
+                raise MombotError("The safety checker blocked that image; try another prompt.")
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            results.append(GeneratedImage(buffer.getvalue(), image.width, image.height, request.seed,
+                                          request.prompt))
+        return results
+
+
+def _is_sdxl(path: str) -> bool:
+    """SDXL checkpoints carry a second text encoder under conditioner.embedders.1."""
+    if not path.endswith(".safetensors"):
+        return False
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        return any(key.startswith("conditioner.embedders.1") for key in handle.keys())

@@ -1,0 +1,339 @@
+"""Image generation: the real diffusers path on a tiny pipeline, batching, limits, GPU cool-down, A1111."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import threading
+import time
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.embedded import free_port
+from brain.brain import Brain
+from brain.config import (
+    A1111Config,
+    CharacterConfig,
+    DiffusersConfig,
+    EndpointConfig,
+    GpuConfig,
+    ImagesConfig,
+    QueueConfig,
+)
+from brain.errors import Busy, ModelBadResponse, ModelTimeout, MombotError
+from brain.history import HistoryStore
+from brain.images import GeneratedImage, ImageRequest
+from brain.imaging.gpu import GpuMonitor
+from brain.imaging.local import DiffusersBackend
+from brain.imaging.queue import ImageQueue, StepFn
+from brain.imaging.remote import A1111Backend
+from brain.llm import ModelClient
+from brain.messages import Inbound
+from tests.helpers import RecordingOutbox
+from tests.tiny_sd import build_tiny_pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_pipeline(tmp_path_factory.mktemp("sd"))
+
+
+def request(prompt: str = "a red fox", seed: int = 1, user: str = "u1", size: int = 64) -> ImageRequest:
+    return ImageRequest(prompt=prompt, width=size, height=size, steps=2, seed=seed, user_id=user)
+
+
+def pixels(image: GeneratedImage) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"), dtype=np.int16)
+
+
+async def no_progress(text: str) -> None:
+    return None
+
+
+@pytest.fixture
+def backend(tiny_pipeline: Path) -> DiffusersBackend:
+    config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu")
+    return DiffusersBackend(config, max_batch=4)
+
+
+async def test_loads_from_a_local_folder_and_draws_deterministically(backend: DiffusersBackend) -> None:
+    steps: list[tuple[int, int]] = []
+    first = (await backend.run_batch([request(seed=7)], lambda s, t: steps.append((s, t))))[0]
+    again = (await backend.run_batch([request(seed=7)], lambda s, t: None))[0]
+    other = (await backend.run_batch([request(seed=8)], lambda s, t: None))[0]
+    assert first.png.startswith(b"\x89PNG") and (first.width, first.height) == (64, 64)
+    assert Image.open(io.BytesIO(first.png)).mode == "RGB"
+    assert first.png == again.png and first.png != other.png
+    assert steps == [(1, 2), (2, 2)]
+    assert backend.device == "cpu" and backend.load_seconds is not None
+    assert type(backend._pipe).__name__ == "StableDiffusionPipeline"  # through AutoPipelineForText2Image
+
+
+async def test_scheduler_choice_is_applied(tiny_pipeline: Path) -> None:
+    config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, scheduler="euler_a")
+    backend = DiffusersBackend(config)
+    await backend.load()
+    assert type(backend._pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+
+
+async def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    for model in (str(tmp_path / "nothing-here"), str(tmp_path / "model.safetensors")):
+        backend = DiffusersBackend(DiffusersConfig(model=model, local_files_only=True))
+        with pytest.raises(MombotError) as caught:
+            await backend.load()
+        assert caught.value.user_message == "I could not load the image model; the details are in the bot's log."
+
+
+async def test_concurrent_requests_are_batched_and_match_their_solo_images(backend: DiffusersBackend) -> None:
+    solo = {seed: (await backend.run_batch([request(f"prompt {seed}", seed)], lambda s, t: None))[0]
+            for seed in (1, 2, 3)}
+    queue = ImageQueue(backend, QueueConfig(max_batch=4, batch_window_ms=300, per_user=5))
+    batched = await asyncio.gather(*(queue.generate(request(f"prompt {seed}", seed, user=f"u{seed}"),
+                                                    no_progress) for seed in (1, 2, 3)))
+    assert queue.batches_run == [3]  # three requests, one pipeline call
+    for seed, image in zip((1, 2, 3), batched):
+        assert image.seed == seed and image.prompt == f"prompt {seed}"
+        assert np.abs(pixels(image) - pixels(solo[seed])).max() <= 1  # same image, up to rounding
+
+
+class SlowBackend:
+    """A backend that takes a while, to test the queue's rules without a model."""
+
+    max_batch = 2
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.release = asyncio.Event()
+
+    def shape_key(self, r: ImageRequest) -> Hashable:
+        return (r.width, r.height)
+
+    async def run_batch(self, requests: list[ImageRequest], on_step: StepFn) -> list[GeneratedImage]:
+        self.calls.append([r.prompt for r in requests])
+        for step in range(1, 4):
+            on_step(step, 3)
+        await self.release.wait()
+        return [GeneratedImage(b"png", r.width, r.height, r.seed, r.prompt) for r in requests]
+
+
+def recorder(told: dict[str, list[str]], name: str):  # noqa: ANN201
+    async def progress(text: str) -> None:
+        told.setdefault(name, []).append(text)
+    return progress
+
+
+async def test_queue_positions_shapes_and_bound() -> None:
+    slow = SlowBackend()
+    queue = ImageQueue(slow, QueueConfig(max_batch=2, batch_window_ms=50, max_queue=3, per_user=2,
+                                         progress_interval_s=0.2))
+    told: dict[str, list[str]] = {}
+    first = asyncio.create_task(queue.generate(request("a", user="ann"), recorder(told, "a")))
+    await asyncio.sleep(0.2)  # "a" runs alone
+    waiting = []
+    for prompt, user, size in (("b", "bob", 64), ("c", "cat", 128), ("d", "dan", 64)):
+        waiting.append(asyncio.create_task(queue.generate(request(prompt, user=user, size=size),
+                                                          recorder(told, prompt))))
+        await asyncio.sleep(0.01)
+    assert queue.length == 4
+    with pytest.raises(Busy) as caught:
+        await queue.generate(request("e", user="eve"), no_progress)
+    assert caught.value.user_message == "I'm busy: 3 images are waiting already. Try again in a few minutes."
+    assert told["b"] == ["Queued: 1 image ahead of yours."]
+    assert told["d"] == ["Queued: 3 images ahead of yours."]
+    slow.release.set()
+    await asyncio.gather(first, *waiting)
+    assert slow.calls == [["a"], ["b", "d"], ["c"]]  # the same-shaped b and d shared a batch
+    assert any(t.startswith("Drawing: step ") for t in told["a"])
+
+
+async def test_per_user_limit() -> None:
+    slow = SlowBackend()
+    queue = ImageQueue(slow, QueueConfig(per_user=1, batch_window_ms=0))
+    first = asyncio.create_task(queue.generate(request("a", user="ann"), no_progress))
+    await asyncio.sleep(0.05)
+    with pytest.raises(Busy) as caught:
+        await queue.generate(request("again", user="ann"), no_progress)
+    assert caught.value.user_message == "You already have 1 images on the way; let them finish first."
+    slow.release.set()
+    await first
+
+
+async def test_a_cancelled_request_never_runs() -> None:
+    slow = SlowBackend()
+    queue = ImageQueue(slow, QueueConfig(max_batch=1, batch_window_ms=0, per_user=5))
+    running = asyncio.create_task(queue.generate(request("first", user="a"), no_progress))
+    await asyncio.sleep(0.05)
+    gone = asyncio.create_task(queue.generate(request("gone", user="b"), no_progress))
+    await asyncio.sleep(0.05)
+    gone.cancel()  # e.g. the chat's reply task was cancelled
+    await asyncio.gather(gone, return_exceptions=True)
+    slow.release.set()
+    await running
+    assert slow.calls == [["first"]] and queue.length == 0
+
+
+class FakeNvml:
+    """Stands in for pynvml: temperatures read from a script, one list per GPU."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self, temperatures: list[list[int]]) -> None:
+        self.temperatures = temperatures
+        self.reads = 0
+
+    def nvmlInit(self) -> None:
+        return None
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.temperatures)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return b"NVIDIA Test GPU"
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        series = self.temperatures[handle]
+        self.reads += 1
+        return series.pop(0) if len(series) > 1 else series[0]
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
+        return SimpleNamespace(used=2 * 2**30, total=80 * 2**30)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
+        return SimpleNamespace(gpu=97)
+
+
+async def test_cool_down_waits_for_the_hottest_gpu_with_hysteresis() -> None:
+    # GPU 0 is cool; GPU 1 is hot and cools slowly: a first-GPU-only check would never wait
+    nvml = FakeNvml([[50], [82, 80, 74, 71, 69]])
+    monitor = GpuMonitor(GpuConfig(max_temperature_c=75, hysteresis_c=5, poll_s=0.01), nvml=nvml)
+    reports: list[str] = []
+
+    async def report(text: str) -> None:
+        reports.append(text)
+
+    await monitor.cool_down(report)
+    assert reports[0] == "The GPU is hot (82 °C); cooling down to 70 °C first…"
+    assert len(reports) == 4  # 82, 80, 74, 71 are all above 70
+    assert monitor.hottest() == 69
+    assert "GPU 1 NVIDIA Test GPU: 69 °C, 97% busy, 2048/81920 MiB" in monitor.describe()
+
+
+async def test_without_nvml_the_monitor_never_blocks() -> None:
+    class Broken:
+        def nvmlInit(self) -> None:
+            raise OSError("NVML Shared Library Not Found")
+
+    monitor = GpuMonitor(GpuConfig(), nvml=Broken())
+    assert not monitor.available and monitor.describe() == "GPU: NVML not available (OSError)"
+    await asyncio.wait_for(monitor.cool_down(no_progress), timeout=1)
+    real = GpuMonitor(GpuConfig())  # this machine has no NVIDIA GPU
+    assert not real.available and real.readings() == []
+
+
+async def test_hot_gpu_holds_the_chat_with_a_message(fake_server_chat: tuple[Brain, Any]) -> None:
+    brain, _ = fake_server_chat
+    brain.gpu = GpuMonitor(GpuConfig(poll_s=0.01), nvml=FakeNvml([[90, 72, 60]]))
+    outbox = RecordingOutbox()
+    await brain.handle(Inbound("t", "c", "u", "ann", "how are you doing today?"), outbox)
+    assert outbox.events[1] == ("send", "The GPU is hot (90 °C); cooling down to 70 °C first…")
+    assert outbox.events[2] == ("edit", (0, "The GPU is hot (72 °C); cooling down to 70 °C first…"))
+    assert outbox.messages[-1] == "Hello from the fake server."
+
+
+@pytest.fixture
+def fake_server_chat(fake_server: Any, sqlite_url: str) -> Iterator[tuple[Brain, Any]]:
+    client = ModelClient("f", EndpointConfig(base_url=fake_server.base_url, context_window=4096))
+    brain = Brain(characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
+                  clients={"f": client}, history=HistoryStore(sqlite_url))
+    yield brain, fake_server
+
+
+async def test_sd_end_to_end_through_the_queue(fake_server_chat: tuple[Brain, Any], backend: DiffusersBackend) -> None:
+    brain, _ = fake_server_chat
+    brain.image_generator = ImageQueue(backend, QueueConfig(progress_interval_s=0.2))
+    brain.images_config = ImagesConfig(default_size="64x64", default_steps=2)
+    outbox = RecordingOutbox()
+    await brain.handle(Inbound("t", "c", "u", "ann", "/sd a tiny red fox --seed 3"), outbox)
+    assert outbox.errors == []
+    png, name, caption = outbox.images[0]
+    assert name == "mombot-3.png" and Image.open(io.BytesIO(png)).size == (64, 64)
+    assert caption == "a tiny red fox\n(seed 3, 64x64, 2 steps)"
+    assert outbox.messages[0].startswith("🎨")
+
+
+class A1111Server:
+    """A small local server speaking the A1111 txt2img contract."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.bodies: list[dict[str, Any]] = []
+        self.port = free_port()
+        app = Starlette(routes=[Route("/sdapi/v1/txt2img", self.txt2img, methods=["POST"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+
+    async def txt2img(self, request: Request) -> Response:
+        body = await request.json()
+        self.bodies.append(body)
+        if self.mode == "hang":
+            await asyncio.sleep(30)
+        if self.mode == "error":
+            return JSONResponse({"error": "OutOfMemoryError"}, status_code=500)
+        if self.mode == "garbage":
+            return JSONResponse({"images": ["not base64 at all!!"], "info": "{}"})
+        out = io.BytesIO()
+        Image.new("RGB", (body["width"], body["height"]), (1, 2, 3)).save(out, "PNG")
+        return JSONResponse({"images": [base64.b64encode(out.getvalue()).decode()],
+                             "info": json.dumps({"seed": body["seed"]})})
+
+
+@pytest.fixture
+def a1111() -> Iterator[A1111Server]:
+    server = A1111Server()
+    yield server
+    server.server.should_exit = True
+    server.thread.join(timeout=5)
+
+
+async def test_a1111_backend(a1111: A1111Server) -> None:
+    backend = A1111Backend(A1111Config(base_url=f"http://127.0.0.1:{a1111.port}", timeout_s=1,
+                                       sampler="Euler a"))
+    image = (await backend.run_batch([ImageRequest("a cat", "blurry", 96, 64, 20, 6.0, 42)], lambda s, t: None))[0]
+    assert (image.width, image.height, image.seed) == (96, 64, 42)
+    assert a1111.bodies[0] == {"prompt": "a cat", "negative_prompt": "blurry", "steps": 20, "width": 96,
+                               "height": 64, "cfg_scale": 6.0, "seed": 42, "batch_size": 1, "n_iter": 1,
+                               "sampler_name": "Euler a"}
+    for mode, error, text in [
+        ("error", ModelBadResponse, "The image server answered with an error (HTTP 500)."),
+        ("garbage", ModelBadResponse, "The image server sent something that is not an image."),
+        ("hang", ModelTimeout, "The image server did not answer in time."),
+    ]:
+        a1111.mode = mode
+        with pytest.raises(error) as caught:
+            await backend.run_batch([request()], lambda s, t: None)
+        assert caught.value.user_message == text
+    await backend.aclose()
+    down = A1111Backend(A1111Config(base_url=f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(MombotError) as unreachable:
+        await down.run_batch([request()], lambda s, t: None)
+    assert unreachable.value.user_message == "The image server cannot be reached."
+    await down.aclose()
