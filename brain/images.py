@@ -11,11 +11,13 @@ import random
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from brain.config import CharacterConfig, ImagesConfig
 from brain.errors import BadCommand
-from brain.runner import CharacterRunner, Turn
+
+if TYPE_CHECKING:  # the generators import this module without the chat machinery
+    from brain.runner import CharacterRunner, Turn
 
 ProgressFn = Callable[[str], Awaitable[None]]
 

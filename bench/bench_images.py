@@ -1,0 +1,143 @@
+"""Stable Diffusion throughput on a GPU: diffusers' plain pipeline vs mombot's generator.
+
+SD 1.5 architecture (UNet 860M, VAE), 512x512, 25 steps, guidance 7.5, random weights
+(the FLOPs are the same as a trained model's), float16 on CUDA. The text encoder is a
+1-layer CLIP with SD's 768-wide output and the tokenizer a small offline one: text
+encoding is negligible next to 25 UNet steps, and nothing can be downloaded.
+
+  (a) diffusers' plain fp16 pipeline, one request at a time
+  (b) mombot's DiffusersBackend behind its ImageQueue: 1 request, then 8 and 16 concurrent
+
+    HF_HUB_OFFLINE=1 python -m bench.bench_images [--compile] [--images 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from brain.config import DiffusersConfig, QueueConfig  # noqa: E402
+from brain.images import ImageRequest  # noqa: E402
+from brain.imaging.local import DiffusersBackend  # noqa: E402
+from brain.imaging.queue import ImageQueue  # noqa: E402
+
+STEPS, SIZE, GUIDANCE = 25, 512, 7.5
+
+
+def build_sd15(folder: Path) -> Path:
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from tests.tiny_sd import byte_tokenizer_files
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=512,
+    )
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=1,
+                                        num_attention_heads=12, vocab_size=1000, bos_token_id=0,
+                                        eos_token_id=2, pad_token_id=1))
+    vocab, merges = byte_tokenizer_files(folder / "_tokenizer")
+    tokenizer = CLIPTokenizer(vocab_file=str(vocab), merges_file=str(merges), model_max_length=77)
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, steps_offset=1)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.to(torch.float16)
+    target = folder / "sd15-random"
+    pipe.save_pretrained(target)
+    params = sum(p.numel() for p in unet.parameters()) / 1e6
+    print(f"UNet parameters: {params:.0f} M")
+    return target
+
+
+def timed(fn) -> float:  # noqa: ANN001
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def plain_baseline(path: Path, images: int) -> float:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch.float16).to("cuda")
+    pipe.set_progress_bar_config(disable=True)
+
+    def one(seed: int) -> None:
+        pipe("a photo of a red fox", num_inference_steps=STEPS, guidance_scale=GUIDANCE, height=SIZE,
+             width=SIZE, generator=torch.Generator("cuda").manual_seed(seed))
+
+    timed(lambda: one(0))  # warm-up
+    times = [timed(lambda s=s: one(s)) for s in range(1, images + 1)]
+    del pipe
+    torch.cuda.empty_cache()
+    return statistics.median(times)
+
+
+async def ours(path: Path, compile_unet: bool, rounds: int) -> dict[str, float]:
+    config = DiffusersConfig(model=str(path), device="cuda", local_files_only=True, compile=compile_unet)
+    backend = DiffusersBackend(config, max_batch=16, progress=print)
+    started = time.perf_counter()
+    await backend.load()
+    print(f"load{' + compile warm-up' if compile_unet else ''}: {time.perf_counter() - started:.1f} s")
+    queue = ImageQueue(backend, QueueConfig(max_batch=16, batch_window_ms=20, per_user=16, max_queue=64))
+
+    async def burst(n: int, seed: int) -> float:
+        async def nothing(text: str) -> None:
+            return None
+
+        requests = [ImageRequest(f"a photo of a fox number {i}", width=SIZE, height=SIZE, steps=STEPS,
+                                 guidance=GUIDANCE, seed=seed + i, user_id=f"user{i}") for i in range(n)]
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(queue.generate(r, nothing) for r in requests))
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    results: dict[str, float] = {}
+    for n in (1, 8, 16):
+        await burst(n, 1000)  # warm-up for this batch shape (and compile, if on)
+        times = [await burst(n, 2000 + 100 * r) for r in range(rounds)]
+        results[f"{n} concurrent"] = statistics.median(times)
+    print(f"batches run: {queue.batches_run}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    print(torch.__version__, torch.cuda.get_device_name())
+    path = build_sd15(Path(tempfile.mkdtemp()))
+    if not args.skip_baseline:
+        base = plain_baseline(path, args.images)
+        print(f"(a) plain diffusers fp16, one at a time: {base:.3f} s per image")
+    results = asyncio.run(ours(path, args.compile, args.rounds))
+    for name, seconds in results.items():
+        n = int(name.split()[0])
+        line = f"(b) mombot, {name}: {seconds:.3f} s total, {seconds / n:.3f} s per image"
+        if not args.skip_baseline:
+            line += f", {base / (seconds / n):.2f}x the baseline's throughput"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
