@@ -89,7 +89,7 @@ def plain_baseline(path: Path, images: int) -> float:
     return statistics.median(times)
 
 
-async def ours(path: Path, compile_unet: bool, rounds: int) -> dict[str, float]:
+async def ours(path: Path, compile_unet: bool, rounds: int, sizes: list[int]) -> dict[str, float]:
     config = DiffusersConfig(model=str(path), device="cuda", local_files_only=True, compile=compile_unet)
     backend = DiffusersBackend(config, max_batch=16, progress=print)
     started = time.perf_counter()
@@ -110,8 +110,10 @@ async def ours(path: Path, compile_unet: bool, rounds: int) -> dict[str, float]:
         return time.perf_counter() - t0
 
     results: dict[str, float] = {}
-    for n in (1, 8, 16):
+    for n in sizes:
+        t0 = time.perf_counter()
         await burst(n, 1000)  # warm-up for this batch shape (and compile, if on)
+        print(f"warm-up for {n} concurrent: {time.perf_counter() - t0:.1f} s", flush=True)
         times = [await burst(n, 2000 + 100 * r) for r in range(rounds)]
         results[f"{n} concurrent"] = statistics.median(times)
     print(f"batches run: {queue.batches_run}")
@@ -124,19 +126,20 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--sizes", default="1,8,16", help="concurrent requests to measure")
     args = parser.parse_args()
     print(torch.__version__, torch.cuda.get_device_name())
     path = build_sd15(Path(tempfile.mkdtemp()))
     if not args.skip_baseline:
         base = plain_baseline(path, args.images)
-        print(f"(a) plain diffusers fp16, one at a time: {base:.3f} s per image")
-    results = asyncio.run(ours(path, args.compile, args.rounds))
+        print(f"(a) plain diffusers fp16, one at a time: {base:.3f} s per image", flush=True)
+    results = asyncio.run(ours(path, args.compile, args.rounds, [int(n) for n in args.sizes.split(",")]))
     for name, seconds in results.items():
         n = int(name.split()[0])
         line = f"(b) mombot, {name}: {seconds:.3f} s total, {seconds / n:.3f} s per image"
         if not args.skip_baseline:
             line += f", {base / (seconds / n):.2f}x the baseline's throughput"
-        print(line)
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
