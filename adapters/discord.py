@@ -98,7 +98,7 @@ def slash_command(spec: CommandSpec, handler: Any) -> app_commands.Command[Any, 
         annotation = _annotation(arg)
         default: Any = inspect.Parameter.empty
         if not arg.required:
-            annotation, default = Optional[annotation], None  # noqa: UP007 (discord.py reads Optional)
+            annotation, default = Optional[annotation], None
         parameters.append(inspect.Parameter(arg.name, inspect.Parameter.KEYWORD_ONLY,
                                             annotation=annotation, default=default))
 

@@ -312,7 +312,7 @@ class MatrixAdapter:
             return True
         body = content.get("body", "") if isinstance(content.get("body"), str) else ""
         name = room.user_name(own) or ""
-        if own in body or (name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", body, re.I)):
+        if own in body or (name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", body, re.IGNORECASE)):
             return True
         if f"matrix.to/#/{own}" in str(content.get("formatted_body", "")):
             return True
@@ -327,7 +327,7 @@ class MatrixAdapter:
         body = re.sub(r"(?m)^> .*\n?", "", body).strip()  # the quoted fallback of a reply
         names = [n for n in (room.user_name(self.client.user_id), self.client.user_id) if n]
         for name in names:
-            body = re.sub(rf"^\s*{re.escape(name)}\s*[:,]?\s*", "", body, flags=re.I)
+            body = re.sub(rf"^\s*{re.escape(name)}\s*[:,]?\s*", "", body, flags=re.IGNORECASE)
         return body.strip()
 
     async def _undecryptable(self, room: nio.MatrixRoom, event: nio.MegolmEvent,

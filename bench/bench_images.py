@@ -23,18 +23,23 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from brain.config import DiffusersConfig, QueueConfig  # noqa: E402
-from brain.images import ImageRequest  # noqa: E402
-from brain.imaging.local import DiffusersBackend  # noqa: E402
-from brain.imaging.queue import ImageQueue  # noqa: E402
+from brain.config import DiffusersConfig, QueueConfig
+from brain.images import ImageRequest
+from brain.imaging.local import DiffusersBackend
+from brain.imaging.queue import ImageQueue
 
 STEPS, SIZE, GUIDANCE = 25, 512, 7.5
 
 
 def build_sd15(folder: Path) -> Path:
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from tests.tiny_sd import byte_tokenizer_files
@@ -64,7 +69,7 @@ def build_sd15(folder: Path) -> Path:
     return target
 
 
-def timed(fn) -> float:  # noqa: ANN001
+def timed(fn) -> float:
     torch.cuda.synchronize()
     started = time.perf_counter()
     fn()
@@ -84,7 +89,7 @@ def plain_baseline(path: Path, images: int) -> float:
 
     timed(lambda: one(0))  # warm-up
     times = [timed(lambda s=s: one(s)) for s in range(1, images + 1)]
-    del pipe
+    pipe.to("cpu")  # free the GPU for the next variant
     torch.cuda.empty_cache()
     return statistics.median(times)
 

@@ -88,7 +88,7 @@ async def compare(label: str, mixture: Mixture, runner: CharacterRunner, history
     for n in range(rounds):  # alternate so drift hits both alike
         seq.append(await one_turn(mixture, runner, history, False, n))
         con.append(await one_turn(mixture, runner, history, True, n))
-    med = lambda rows, i: statistics.median(r[i] for r in rows)  # noqa: E731
+    med = lambda rows, i: statistics.median(r[i] for r in rows)
     print(f"\n### {label} ({rounds} rounds, medians)\n")
     print("| | one after another | concurrent (mixture) | speed-up |")
     print("|---|---|---|---|")

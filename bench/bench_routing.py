@@ -18,10 +18,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bot.embedded import EmbeddedConfig, EmbeddedServer  # noqa: E402
-from brain.config import EndpointConfig, RoutingConfig  # noqa: E402
-from brain.llm import ModelClient  # noqa: E402
-from brain.routing import (  # noqa: E402
+from bot.embedded import EmbeddedConfig, EmbeddedServer
+from brain.config import EndpointConfig, RoutingConfig
+from brain.llm import ModelClient
+from brain.routing import (
     EmbeddingClassifier,
     HybridClassifier,
     LLMClassifier,
@@ -33,7 +33,7 @@ from brain.routing import (  # noqa: E402
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "data" / "routes.jsonl"
 
 
-async def evaluate(name: str, classifier, data) -> None:  # noqa: ANN001
+async def evaluate(name: str, classifier, data) -> None:
     times, correct, by_source = [], 0, {}
     for text, route in data:
         started = time.perf_counter()

@@ -22,8 +22,8 @@ from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
-from brain.messages import Inbound
 from brain.llm import ModelClient
+from brain.messages import Inbound
 from brain.outbox import Capabilities
 
 PROMPT = "Name three colours of the rainbow."

@@ -78,7 +78,7 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def _chat(config, secrets) -> int:  # noqa: ANN001
+async def _chat(config, secrets) -> int:
     async with App(config, secrets, progress=_progress) as app:
         assert app.brain is not None
         adapter = ConsoleAdapter(
@@ -93,7 +93,7 @@ async def _chat(config, secrets) -> int:  # noqa: ANN001
     return 0
 
 
-async def _run(config, secrets) -> int:  # noqa: ANN001
+async def _run(config, secrets) -> int:
     """Run every enabled platform until SIGTERM or Ctrl-C."""
     if not (config.discord.enabled or config.matrix.enabled):
         print(
@@ -113,7 +113,7 @@ async def _run(config, secrets) -> int:  # noqa: ANN001
         if config.matrix.enabled:
             from adapters.matrix import MatrixAdapter
 
-            def reveal(secret):  # noqa: ANN001, ANN202
+            def reveal(secret):
                 return secret.get_secret_value() if secret else None
 
             adapters.append(MatrixAdapter(
@@ -160,7 +160,7 @@ def _platform_error(exc: Exception) -> str | None:
     return None
 
 
-async def _check(config, secrets) -> int:  # noqa: ANN001
+async def _check(config, secrets) -> int:
     print("config: ok")
     failures = 0
     async with App(config, secrets, progress=_progress) as app:

@@ -20,8 +20,8 @@ from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
 from brain.config import (
     AttachmentsConfig,
     CharacterConfig,
-    GpuConfig,
     EndpointConfig,
+    GpuConfig,
     HistoryConfig,
     ImagesConfig,
     MixtureConfig,

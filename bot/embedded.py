@@ -134,7 +134,8 @@ class EmbeddedServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         self._progress(f"Loading {model.name} (context {self.config.n_ctx} tokens)...")
-        with open(self.log_path, "ab") as server_log:
+        server_log = await asyncio.to_thread(open, self.log_path, "ab")
+        with server_log:  # the child keeps its own copy of the descriptor
             self._process = await asyncio.create_subprocess_exec(
                 *command,
                 stdout=server_log,
@@ -191,7 +192,7 @@ class EmbeddedServer:
         process.terminate()
         try:
             await asyncio.wait_for(process.wait(), timeout=5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             process.kill()
             await process.wait()
         log.info("embedded server stopped")

@@ -130,7 +130,7 @@ def _image_to_data_url(data: bytes, config: AttachmentsConfig) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def _flatten(image):  # noqa: ANN001, ANN202
+def _flatten(image):
     """RGB on white: transparent and palette images would otherwise break re-encoding."""
     from PIL import Image
 

@@ -119,7 +119,7 @@ class ImagePromptWriter:
 def clean_prompt(text: str, max_chars: int) -> str:
     """The first non-empty line, without labels or quotes."""
     for line in text.splitlines():
-        line = re.sub(r"^\s*(prompt|stable diffusion prompt)\s*:\s*", "", line, flags=re.I)
+        line = re.sub(r"^\s*(prompt|stable diffusion prompt)\s*:\s*", "", line, flags=re.IGNORECASE)
         line = line.strip().strip('"“”\'`').strip()
         if line:
             return line[:max_chars]

@@ -404,7 +404,7 @@ class ModelClient:
 def server_root(base_url: str) -> str:
     """The server's root URL: the OpenAI base URL without its trailing /v1."""
     root = base_url.rstrip("/")
-    return root[: -len("/v1")] if root.endswith("/v1") else root
+    return root.removesuffix("/v1")
 
 
 def estimate_tokens(text: str) -> int:
@@ -415,7 +415,7 @@ def estimate_tokens(text: str) -> int:
 def _remaining(deadline: float) -> float:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise asyncio.TimeoutError
+        raise TimeoutError
     return remaining
 
 

@@ -86,7 +86,7 @@ class Mixture:
         return Proposal(character.name, text, time.monotonic() - started)
 
     async def answer(
-        self, turn: Turn, streamer: ReplyStreamer, *, on_proposals=None  # noqa: ANN001
+        self, turn: Turn, streamer: ReplyStreamer, *, on_proposals=None
     ) -> tuple[str, list[Proposal]]:
         """Answer a turn with the whole mixture; returns the reply and the proposals."""
         if len(self.members) == 1:

@@ -115,7 +115,7 @@ class CharacterRunner:
             plan.messages[-1] = _with_images(plan.messages[-1], turn.images)
         return plan, reserve
 
-    async def _with_retry(self, character, turn, system, call, can_retry):  # noqa: ANN001, ANN202
+    async def _with_retry(self, character, turn, system, call, can_retry):
         """Run `call`; if the server counts more tokens than we did, retry once with more slack."""
         window = await self.clients[character.endpoint].context_window(character.model)
         for slack in (0, window // 4):

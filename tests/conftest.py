@@ -6,16 +6,16 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from collections.abc import AsyncIterator, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
-import pytest  # noqa: E402
-import pytest_asyncio  # noqa: E402
+import pytest
+import pytest_asyncio
 
-from bot.embedded import EmbeddedConfig, EmbeddedServer  # noqa: E402
-from brain.config import EndpointConfig  # noqa: E402
-from brain.llm import ModelClient  # noqa: E402
-from tests.fake_openai import FakeOpenAIServer  # noqa: E402
+from bot.embedded import EmbeddedConfig, EmbeddedServer
+from brain.config import EndpointConfig
+from brain.llm import ModelClient
+from tests.fake_openai import FakeOpenAIServer
 
 TEST_N_CTX = 512
 MODEL = "smollm2-135m"

@@ -11,10 +11,9 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from collections.abc import Callable
 
 import uvicorn
 from starlette.applications import Starlette
@@ -109,7 +108,7 @@ class FakeOpenAIServer:
             return JSONResponse(_completion(text))
         return StreamingResponse(self._stream(text, record), media_type="text/event-stream")
 
-    async def _stream(self, text: str, record: Recorded):  # noqa: ANN202
+    async def _stream(self, text: str, record: Recorded):
         words = text.split(" ")
         for i, word in enumerate(words):
             if self.behaviour.mode == "cut_stream" and i == len(words) // 2:

@@ -7,13 +7,13 @@ import uuid
 
 import pytest
 
+from bot.embedded import free_port
 from brain.brain import Brain, clean_text
 from brain.config import CharacterConfig, EndpointConfig
 from brain.context import build_prompt, reply_reserve
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
-from bot.embedded import free_port
 from tests.conftest import MODEL, TEST_N_CTX
 from tests.helpers import RecordingOutbox
 

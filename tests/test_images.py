@@ -129,7 +129,7 @@ class SlowBackend:
         return [GeneratedImage(b"png", r.width, r.height, r.seed, r.prompt) for r in requests]
 
 
-def recorder(told: dict[str, list[str]], name: str):  # noqa: ANN201
+def recorder(told: dict[str, list[str]], name: str):
     async def progress(text: str) -> None:
         told.setdefault(name, []).append(text)
     return progress

@@ -7,10 +7,10 @@ import time
 import pytest
 from pydantic import BaseModel
 
+from bot.embedded import free_port
 from brain.config import EndpointConfig
 from brain.errors import ContextTooLong, ModelBadResponse, ModelTimeout, ModelUnavailable
 from brain.llm import ModelClient, Usage, estimate_tokens
-from bot.embedded import free_port
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
 

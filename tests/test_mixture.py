@@ -7,13 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from bot.embedded import free_port
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, MixtureConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from brain.mixture import AGGREGATE_INSTRUCTION
-from bot.embedded import free_port
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, system_of
 from tests.helpers import RecordingOutbox

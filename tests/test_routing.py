@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.embedded import free_port
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
@@ -21,7 +22,6 @@ from brain.routing import (
     bundled_embedding_model,
     load_examples,
 )
-from bot.embedded import free_port
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import RecordingGenerator, RecordingOutbox

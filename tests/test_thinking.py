@@ -14,7 +14,7 @@ from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
-from brain.thinking import RoundResult, Ballot, vote_schema
+from brain.thinking import Ballot, RoundResult, vote_schema
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, system_of
 from tests.helpers import RecordingOutbox

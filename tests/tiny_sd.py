@@ -21,7 +21,12 @@ def byte_tokenizer_files(folder: Path) -> tuple[Path, Path]:
 def build_tiny_pipeline(folder: Path) -> Path:
     """Save a tiny SD 1.5-shaped pipeline (UNet, VAE, CLIP text model, tokenizer, DDIM) to `folder`."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)

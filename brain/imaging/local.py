@@ -96,7 +96,7 @@ class DiffusersBackend:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
                 pipe = self._from_source()
-            except (OSError, ValueError, EnvironmentError) as exc:
+            except (OSError, ValueError) as exc:
                 raise MombotError(
                     "I could not load the image model; the details are in the bot's log.",
                     detail=f"loading {self.config.model}: {exc}",
