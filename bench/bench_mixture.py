@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.timing_outbox import FirstTextOutbox
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.config import CharacterConfig, EndpointConfig, MixtureConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.mixture import Mixture, Proposal, synthesis_prompt
-from brain.outbox import Capabilities
 from brain.runner import CharacterRunner, Turn
 from brain.streaming import ReplyStreamer
 from tests.fake_openai import FakeOpenAIServer
@@ -36,35 +36,12 @@ QUESTION = "What should I keep in mind when adopting a dog?"
 WORDS = 40  # tokens (words) each fake answer streams
 
 
-class TimingOutbox:
-    capabilities = Capabilities(max_message_length=2000, edit_interval_s=0.0)
-
-    def __init__(self) -> None:
-        self.first_visible: float | None = None
-
-    async def send(self, text: str) -> int:
-        self.first_visible = self.first_visible or time.perf_counter()
-        return 0
-
-    async def edit(self, ref: int, text: str) -> None:
-        return None
-
-    async def send_image(self, data: bytes, filename: str, caption: str) -> int:
-        return 0
-
-    async def typing(self) -> None:
-        return None
-
-    async def error(self, text: str) -> None:
-        raise RuntimeError(text)
-
-
 async def one_turn(mixture: Mixture, runner: CharacterRunner, history: HistoryStore, concurrent: bool,
                    n: int) -> tuple[float, float, float]:
     """(time to all proposals, time to the whole reply, last proposal -> first visible token)."""
     channel = f"bench-{concurrent}-{n}"
     turn = Turn(channel, QUESTION, await history.add(channel, "user", QUESTION))
-    outbox = TimingOutbox()
+    outbox = FirstTextOutbox()
     started = time.perf_counter()
     if concurrent:
         proposals = await mixture.propose(turn)

@@ -18,42 +18,16 @@ from pathlib import Path
 
 import openai
 
+from bench.timing_outbox import FirstTextOutbox
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
-from brain.outbox import Capabilities
 
 PROMPT = "Name three colours of the rainbow."
 PERSONA = "You are mom, a kind assistant."
-
-
-class FirstTextOutbox:
-    """Notes when the first reply text becomes visible."""
-
-    capabilities = Capabilities(max_message_length=2000, edit_interval_s=0.0)
-
-    def __init__(self) -> None:
-        self.first_text_at: float | None = None
-
-    async def send(self, text: str) -> int:
-        if self.first_text_at is None:
-            self.first_text_at = time.perf_counter()
-        return 0
-
-    async def edit(self, ref: int, text: str) -> None:
-        return None
-
-    async def send_image(self, data: bytes, filename: str, caption: str) -> int:
-        return 0
-
-    async def typing(self) -> None:
-        return None
-
-    async def error(self, text: str) -> None:
-        raise RuntimeError(text)
 
 
 async def raw_first_token(base_url: str) -> float:
@@ -76,8 +50,8 @@ async def mombot_first_token(brain: Brain, channel: str) -> float:
     outbox = FirstTextOutbox()
     started = time.perf_counter()
     await brain.handle(Inbound("bench", channel, "u", "u", PROMPT), outbox)
-    assert outbox.first_text_at is not None
-    return outbox.first_text_at - started
+    assert outbox.first_visible is not None
+    return outbox.first_visible - started
 
 
 async def main(rounds: int) -> None:
