@@ -127,8 +127,8 @@ class App:
 
     async def _classifier(self, clients: dict[str, ModelClient]) -> Classifier:
         routing = self.config.routing
-        if routing.mode == "off":
-            return TextOnly()
+        if routing.mode == "off" or self.config.images.backend == "none":
+            return TextOnly()  # without an image generator every message is text: no router to load
         llm = None
         if routing.mode in ("hybrid", "llm"):
             first = next(c for c in self.config.characters if c.enabled)

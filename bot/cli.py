@@ -12,7 +12,7 @@ from pathlib import Path
 from adapters.console import ConsoleAdapter
 from bot import __version__
 from bot.app import App
-from bot.config import ConfigError, MombotConfig, load_config
+from bot.config import ConfigError, MombotConfig, Secrets, load_config
 from bot.embedded import EmbeddedServerError
 from brain.errors import MombotError
 
@@ -78,7 +78,7 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def _chat(config, secrets) -> int:
+async def _chat(config: MombotConfig, secrets: Secrets) -> int:
     async with App(config, secrets, progress=_progress) as app:
         assert app.brain is not None
         adapter = ConsoleAdapter(
@@ -93,7 +93,7 @@ async def _chat(config, secrets) -> int:
     return 0
 
 
-async def _run(config, secrets) -> int:
+async def _run(config: MombotConfig, secrets: Secrets) -> int:
     """Run every enabled platform until SIGTERM or Ctrl-C."""
     if not (config.discord.enabled or config.matrix.enabled):
         print(
@@ -160,7 +160,7 @@ def _platform_error(exc: Exception) -> str | None:
     return None
 
 
-async def _check(config, secrets) -> int:
+async def _check(config: MombotConfig, secrets: Secrets) -> int:
     print("config: ok")
     failures = 0
     async with App(config, secrets, progress=_progress) as app:

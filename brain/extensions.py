@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from brain.commands import CommandRegistry, CommandSpec
 from brain.config import CharacterConfig, StrictModel
+from brain.errors import FeatureUnavailable
 from brain.history import HistoryStore, StoredTurn
 from brain.messages import CommandCall, Inbound
 from brain.metrics import TokenTracker
@@ -58,7 +59,8 @@ class Extension:
         return []
 
     async def run_command(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
-        raise NotImplementedError
+        """Answer one of the commands from `commands()`; extensions that add commands override it."""
+        raise FeatureUnavailable(f"/{call.name} is registered by {self.name} but not handled by it.")
 
     async def pre_process(self, message: Inbound, history: list[StoredTurn]) -> Inbound:
         """Called before a chat message is answered; may return a changed message."""
