@@ -89,6 +89,19 @@ async def test_scheduler_choice_is_applied(tiny_pipeline: Path) -> None:
     assert type(backend._pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
 
 
+async def test_compiled_model_warms_up_and_draws_the_same_image(
+    tiny_pipeline: Path, backend: DiffusersBackend
+) -> None:
+    config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu",
+                             compile=True, compile_warmup_size=64)
+    compiled = DiffusersBackend(config)
+    await asyncio.wait_for(compiled.load(), timeout=300)  # a deadlocked warm-up would hang here
+    assert compiled.compile_seconds is not None
+    fast = (await compiled.run_batch([request(seed=11)], lambda s, t: None))[0]
+    plain = (await backend.run_batch([request(seed=11)], lambda s, t: None))[0]
+    assert np.abs(pixels(fast) - pixels(plain)).max() <= 2
+
+
 async def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     for model in (str(tmp_path / "nothing-here"), str(tmp_path / "model.safetensors")):
         backend = DiffusersBackend(DiffusersConfig(model=model, local_files_only=True))

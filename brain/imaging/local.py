@@ -105,8 +105,8 @@ class DiffusersBackend:
             self._pipe = pipe
             self.load_seconds = time.monotonic() - started
             log.info("image model loaded on %s in %.1f s", self.device, self.load_seconds)
-            if self.config.compile:
-                self._compile()
+        if self.config.compile:  # outside the lock: the warm-up renders, which takes it again
+            self._compile()
 
     def _from_source(self) -> Any:
         import diffusers
@@ -160,7 +160,8 @@ class DiffusersBackend:
         started = time.monotonic()
         self._progress("Compiling the image model (one-time warm-up)...")
         self._pipe.unet = torch.compile(self._pipe.unet, mode=self.config.compile_mode)
-        warm = ImageRequest("warm-up", steps=2, width=512, height=512, seed=0)
+        size = self.config.compile_warmup_size
+        warm = ImageRequest("warm-up", steps=2, width=size, height=size, seed=0)
         self._render([warm], lambda step, total: None)
         self.compile_seconds = time.monotonic() - started
         log.info("torch.compile warm-up took %.1f s", self.compile_seconds)
