@@ -139,6 +139,7 @@ class Brain:
                 "debug",
                 "Show (on) or hide (off) each character's proposal and timing here.",
                 (Arg("state", "on or off", required=True, text=True, choices=("on", "off")),),
+                admin=True,  # it changes how the bot behaves for everyone in the channel
             ),
             CommandSpec(
                 "sd",

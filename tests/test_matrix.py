@@ -321,3 +321,71 @@ def test_html_is_sanitized() -> None:
     assert "<strong>hi</strong>" in html and "<script>" not in html and "javascript:" not in html.replace("[x](javascript", "")
     assert sanitize_html('<img src="http://t/x.png"><a href="javascript:x">a</a><p onclick="x">p</p>') == \
         '<a rel="noopener noreferrer">a</a><p>p</p>'
+
+
+async def test_access_token_login_display_name_mentions_and_threads(
+    synapse: Synapse, brain: Brain, tmp_path: Path
+) -> None:
+    import httpx
+
+    name = f"mombot{next(_ids)}"
+    bot_id = synapse.register(name)
+    login = httpx.post(f"{synapse.url}/_matrix/client/v3/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": name},
+        "password": "password"}, timeout=10).json()
+    config = MatrixConfig(enabled=True, homeserver=synapse.url, user_id=bot_id)
+    adapter = MatrixAdapter(brain, config, data_dir=tmp_path / "bot", access_token=login["access_token"])
+    task = asyncio.create_task(adapter.run())
+    await asyncio.wait_for(adapter.ready.wait(), timeout=60)
+    assert adapter.client.device_id == login["device_id"]  # the token's own device, no new login
+
+    human = await Human(synapse, tmp_path / "humans").login()
+    friend = await Human(synapse, tmp_path / "friends").login()
+    room = await human.room_with(bot_id, others=[friend.user_id])
+    await friend.client.join(room)
+    await human.wait_for(joined(bot_id))
+    asked = await human.say(room, f"{name}: what is a good name for a goldfish?")  # display name, no m.mentions
+    await human.wait_for(reply_to(asked, bot_id))
+
+    root = await human.say(room, f"{name}, start of a thread: what rhymes with cat?")
+    await human.wait_for(reply_to(root, bot_id))
+    in_thread = await human.say(room, f"{name} and with dog?", **{"m.relates_to": {
+        "rel_type": "m.thread", "event_id": root, "is_falling_back": True,
+        "m.in_reply_to": {"event_id": root}}})
+    answer = await human.wait_for(lambda _, e: e.sender == bot_id and e.source["content"].get(
+        "m.relates_to", {}).get("rel_type") == "m.thread")
+    assert answer.source["content"]["m.relates_to"]["event_id"] == root
+    assert answer.source["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == in_thread
+    for _ in range(50):
+        if await brain.history.count(f"matrix:{room}/{root}") == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert await brain.history.count(f"matrix:{room}/{root}") == 2  # the thread's own history
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await adapter.close()
+    await human.close()
+    await friend.close()
+
+
+async def test_oversized_images_are_refused_before_download(
+    synapse: Synapse, brain: Brain, tmp_path: Path
+) -> None:
+    bot_id = synapse.register(f"mombot{next(_ids)}")
+    human = await Human(synapse, tmp_path / "humans").login()
+    bot = await Bot(synapse, brain, tmp_path / "bot", bot_id, max_attachment_bytes=2048).start()
+    room = await human.room_with(bot_id)
+    await human.wait_for(joined(bot_id))
+    noise = io.BytesIO()
+    Image.effect_noise((300, 300), 64).convert("RGB").save(noise, "PNG")
+    data = noise.getvalue()
+    assert len(data) > 2048
+    upload, _ = await human.client.upload(io.BytesIO(data), content_type="image/png",
+                                          filename="big.png", filesize=len(data))
+    sent = await human.client.room_send(room, "m.room.message", {
+        "msgtype": "m.image", "body": "big.png", "url": upload.content_uri,
+        "info": {"mimetype": "image/png", "size": len(data)}})
+    answer = await human.wait_for(reply_to(sent.event_id, bot_id))
+    assert answer.body == "big.png is too large or of unknown size (the limit is 2 KB), so I did not open it."
+    await bot.stop()
+    await human.close()

@@ -238,3 +238,13 @@ async def test_a_synthesizer_stream_cut_midway_is_an_error_and_not_stored(
     assert outbox.errors == ["The model server 'mom' gave an answer I could not use."]
     assert [t.role for t in await history.recent("test:c1")] == ["user"]  # no half reply stored
     await brain.aclose()
+
+
+async def test_debug_is_a_config_command_for_admins(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(Inbound("test", "c1", "u2", "bob", "/debug on", is_admin=False), outbox)
+    assert outbox.errors == ["Only admins can use /debug here."]
+    await brain.aclose()
