@@ -14,7 +14,17 @@ class ConsoleConfig(StrictModel):
     channel: str = Field("console", min_length=1, description="History channel of the console.")
 
 
-class DiscordConfig(StrictModel):
+class ChatLimits(StrictModel):
+    """Limits every chat platform applies: per-user rate and attachment size."""
+
+    rate_limit_messages: int = Field(6, ge=1, description="Messages a user may send per window.")
+    rate_limit_window_s: float = Field(60.0, gt=0)
+    max_attachment_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Larger attachments are refused before download."
+    )
+
+
+class DiscordConfig(ChatLimits):
     """Discord bot (token from MOMBOT_DISCORD_TOKEN). Empty lists mean "no restriction"."""
 
     enabled: bool = False
@@ -34,15 +44,10 @@ class DiscordConfig(StrictModel):
     allowed_roles: list[int] = Field(default_factory=list, description="Role allowlist.")
     admin_users: list[int] = Field(default_factory=list, description="May /reset shared channels.")
     admin_roles: list[int] = Field(default_factory=list, description="Roles that count as admin.")
-    rate_limit_messages: int = Field(6, ge=1, description="Messages a user may send per window.")
-    rate_limit_window_s: float = Field(60.0, gt=0)
     edit_interval_s: float = Field(1.0, ge=0.2, description="Seconds between edits of a reply.")
-    max_attachment_bytes: int = Field(
-        10 * 1024 * 1024, ge=1024, description="Larger attachments are refused before download."
-    )
 
 
-class MatrixConfig(StrictModel):
+class MatrixConfig(ChatLimits):
     """Matrix bot account (MOMBOT_MATRIX_PASSWORD or MOMBOT_MATRIX_ACCESS_TOKEN). Empty lists: no limit."""
 
     enabled: bool = False
@@ -59,10 +64,5 @@ class MatrixConfig(StrictModel):
         default_factory=list, description="Homeservers whose users are accepted, e.g. example.org."
     )
     admin_users: list[str] = Field(default_factory=list, description="May /reset shared rooms.")
-    rate_limit_messages: int = Field(6, ge=1, description="Messages a user may send per window.")
-    rate_limit_window_s: float = Field(60.0, gt=0)
     edit_interval_s: float = Field(1.5, ge=0.2, description="Seconds between edits of a reply.")
-    max_attachment_bytes: int = Field(
-        10 * 1024 * 1024, ge=1024, description="Larger files are refused before download."
-    )
     encryption: bool = Field(True, description="Join and answer in encrypted rooms (E2EE).")
