@@ -189,8 +189,7 @@ class Brain:
 
     async def _answer(self, message: Inbound, outbox: Outbox) -> None:
         channel = message.channel_key
-        for extension in list(self.extensions):
-            message = await self._hook(extension, "pre_process", message, channel) or message
+        message = await self._run_hooks("pre_process", message, channel)
         text = clean_text(message.text)[: self.history_config.max_turn_chars]
         files = await prepare_attachments(message.attachments, self.attachments_config)
         if not (text or files.images or files.texts):
@@ -223,8 +222,7 @@ class Brain:
         if not reply.strip():
             await outbox.send("_(The model returned an empty answer.)_")
             return
-        for extension in list(self.extensions):
-            reply = await self._hook(extension, "post_process", reply, channel) or reply
+        reply = await self._run_hooks("post_process", reply, channel)
         await self.history.add(channel, "assistant", reply, self.synthesizer.name)
         if debug and usages:
             await _send_long(outbox, "🔍 calls:\n" + format_usages(usages))
@@ -280,15 +278,22 @@ class Brain:
         await self.history.update(turn_id, described)
         return described
 
-    async def _hook(self, extension: Extension, hook: str, value: Any, channel: str) -> Any:
-        """Run one extension hook; a hook that raises disables its extension."""
-        try:
-            recent = await self.history.recent(channel, limit=20)
-            return await getattr(extension, hook)(value, recent)
-        except Exception:
-            log.exception("extension %s failed in %s and is disabled", extension.name, hook)
-            self.extensions.remove(extension)
-            return None
+    async def _run_hooks(self, hook: str, value: Any, channel: str) -> Any:
+        """Pass `value` through every extension that overrides `hook`; one that raises is disabled.
+
+        The channel's recent history is read once, and only if some extension wants it.
+        """
+        hooked = [e for e in self.extensions if getattr(type(e), hook) is not getattr(Extension, hook)]
+        if not hooked:
+            return value
+        recent = await self.history.recent(channel, limit=20)
+        for extension in hooked:
+            try:
+                value = await getattr(extension, hook)(value, recent) or value
+            except Exception:
+                log.exception("extension %s failed in %s and is disabled", extension.name, hook)
+                self.extensions.remove(extension)
+        return value
 
     # -- images ------------------------------------------------------------------------
 
