@@ -8,13 +8,14 @@ encoding is negligible next to 25 UNet steps, and nothing can be downloaded.
   (a) diffusers' plain fp16 pipeline, one request at a time
   (b) mombot's DiffusersBackend behind its ImageQueue: 1 request, then 8 and 16 concurrent
 
-    HF_HUB_OFFLINE=1 python -m bench.bench_images [--compile] [--images 8]
+    HF_HUB_OFFLINE=1 python -m bench.bench_images [--compile [MODE]] [--images 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import tempfile
@@ -94,8 +95,27 @@ def plain_baseline(path: Path, images: int) -> float:
     return statistics.median(times)
 
 
-async def ours(path: Path, compile_unet: bool, rounds: int, sizes: list[int]) -> dict[str, float]:
-    config = DiffusersConfig(model=str(path), device="cuda", local_files_only=True, compile=compile_unet)
+async def guidance_one_matches_eager(path: Path, backend: DiffusersBackend) -> None:
+    """PNDM keeps earlier UNet outputs when guidance is 1 (no CFG arithmetic in between):
+    under CUDA graphs those would be overwritten unless copied out. Compare with eager."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    request = ImageRequest("a photo of a fox", width=SIZE, height=SIZE, steps=10, guidance=1.0, seed=7)
+    eager = DiffusersBackend(DiffusersConfig(model=str(path), device="cuda", local_files_only=True))
+    images = [(await b.run_batch([request], lambda s, t: None))[0] for b in (backend, eager)]
+    a, b = (np.asarray(Image.open(io.BytesIO(i.png)), dtype=np.int16) for i in images)
+    print(f"guidance 1.0, compiled vs eager: max pixel difference {np.abs(a - b).max()}, "
+          f"mean {np.abs(a - b).mean():.2f}", flush=True)
+
+
+async def ours(path: Path, compile_mode: str, rounds: int, sizes: list[int],
+               check_guidance_one: bool = False) -> dict[str, float]:
+    compile_unet = bool(compile_mode)
+    config = DiffusersConfig(model=str(path), device="cuda", local_files_only=True, compile=compile_unet,
+                             compile_mode=compile_mode or "default", compile_warmup_batches=sizes)
     backend = DiffusersBackend(config, max_batch=16, progress=print)
     started = time.perf_counter()
     await backend.load()
@@ -117,20 +137,27 @@ async def ours(path: Path, compile_unet: bool, rounds: int, sizes: list[int]) ->
     results: dict[str, float] = {}
     for n in sizes:
         t0 = time.perf_counter()
-        await burst(n, 1000)  # warm-up for this batch shape (and compile, if on)
+        await burst(n, 1000)  # warm-up for this batch shape (compiled at load when on)
         print(f"warm-up for {n} concurrent: {time.perf_counter() - t0:.1f} s", flush=True)
         times = [await burst(n, 2000 + 100 * r) for r in range(rounds)]
         results[f"{n} concurrent"] = statistics.median(times)
+    if check_guidance_one:
+        await guidance_one_matches_eager(path, backend)
     print(f"batches run: {queue.batches_run}")
     return results
 
 
 def main() -> None:
+    logging.basicConfig(format="  %(message)s")
+    logging.getLogger("brain.imaging.local").setLevel(logging.DEBUG)
     parser = argparse.ArgumentParser()
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", nargs="?", const="default", default="",
+                        help="torch.compile mode (default if named without one)")
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--check-guidance-one", action="store_true",
+                        help="compare a guidance-1.0 image of the compiled generator with eager")
     parser.add_argument("--sizes", default="1,8,16", help="concurrent requests to measure")
     args = parser.parse_args()
     print(torch.__version__, torch.cuda.get_device_name())
@@ -138,7 +165,8 @@ def main() -> None:
     if not args.skip_baseline:
         base = plain_baseline(path, args.images)
         print(f"(a) plain diffusers fp16, one at a time: {base:.3f} s per image", flush=True)
-    results = asyncio.run(ours(path, args.compile, args.rounds, [int(n) for n in args.sizes.split(",")]))
+    sizes = [int(n) for n in args.sizes.split(",")]
+    results = asyncio.run(ours(path, args.compile, args.rounds, sizes, args.check_guidance_one))
     for name, seconds in results.items():
         n = int(name.split()[0])
         line = f"(b) mombot, {name}: {seconds:.3f} s total, {seconds / n:.3f} s per image"

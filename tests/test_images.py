@@ -89,11 +89,13 @@ async def test_scheduler_choice_is_applied(tiny_pipeline: Path) -> None:
     assert type(backend._pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
 
 
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 async def test_compiled_model_warms_up_and_draws_the_same_image(
-    tiny_pipeline: Path, backend: DiffusersBackend
+    tiny_pipeline: Path, backend: DiffusersBackend, mode: str
 ) -> None:
+    # On the CPU there are no CUDA graphs, but reduce-overhead still runs our output-copying wrapper.
     config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu",
-                             compile=True, compile_warmup_size=64)
+                             compile=True, compile_mode=mode, compile_warmup_size=64)
     compiled = DiffusersBackend(config)
     await asyncio.wait_for(compiled.load(), timeout=300)  # a deadlocked warm-up would hang here
     assert compiled.compile_seconds is not None
