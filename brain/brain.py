@@ -7,13 +7,12 @@ Messages of one channel are answered one at a time, in order.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections import defaultdict
 from typing import Any, Protocol
 
 from brain.attachments import PreparedAttachments, prepare_attachments
+from brain.channel_queue import ChannelQueue
 from brain.commands import Arg, CommandRegistry, CommandSpec
 from brain.config import (
     AttachmentsConfig,
@@ -126,7 +125,7 @@ class Brain:
             spec.name: ext for ext in self.extensions for spec in ext.commands()
         }
         self._debug: dict[str, bool] = {}
-        self._channel_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.channel_queue = ChannelQueue()
 
     def _builtin_commands(self) -> list[CommandSpec]:
         images = self.images_config
@@ -160,7 +159,7 @@ class Brain:
         """Answer one message. Never raises: failures become a message to the user."""
         current_channel.set(message.channel_key)
         try:
-            async with self._channel_locks[message.channel_key]:
+            async with self.channel_queue.turn(message.channel_key):
                 if message.command is not None:
                     command: CommandCall | None = self.commands.check(message.command)
                 else:

@@ -19,7 +19,11 @@ from brain.llm import Message, ModelClient
 PER_MESSAGE_OVERHEAD = 8
 PROMPT_OVERHEAD = 16
 MIN_USER_TOKENS = 16
-HISTORY_PAGE = 64
+# Turns read per database call while filling the window: the first page is small (most
+# prompts fill up within it) and each next one doubles, so a window that holds hundreds
+# of short turns takes few calls.
+FIRST_HISTORY_PAGE = 64
+MAX_HISTORY_PAGE = 512
 
 TurnPager = Callable[[int | None, int], Awaitable[list[StoredTurn]]]
 """(before_id, limit) -> older turns, newest first."""
@@ -69,8 +73,9 @@ async def build_prompt(
     kept: list[StoredTurn] = []
     cursor = before_id
     full = False
+    size = FIRST_HISTORY_PAGE
     while not full:
-        page = await older_turns(cursor, HISTORY_PAGE)
+        page = await older_turns(cursor, size)
         for turn in page:
             turn_cost = await cost(turn.content)
             if turn_cost > budget:
@@ -78,9 +83,10 @@ async def build_prompt(
                 break
             budget -= turn_cost
             kept.append(turn)
-        if len(page) < HISTORY_PAGE:
+        if len(page) < size:
             break
         cursor = page[-1].id
+        size = min(2 * size, MAX_HISTORY_PAGE)
 
     messages: list[Message] = [{"role": "system", "content": system}]
     messages += [{"role": t.role, "content": t.content} for t in reversed(kept)]

@@ -1,0 +1,139 @@
+"""Load on this machine: messages per second, bot overhead per message, history at 100 000 turns.
+
+Drives the whole brain (routing of commands, history in SQLite, prompt building and
+trimming, streaming to an outbox) against a fast fake OpenAI server that echoes.
+
+  (1) throughput: 200 concurrent conversations in 50 channels, 3 messages each, and the
+      worst event-loop lag seen meanwhile (a task sleeping 5 ms at a time);
+  (2) overhead: 300 messages one after another through `Brain.handle`, side by side with
+      the same streamed call made bare with httpx, against an echo server in its own process;
+  (3) history load + trim for one prompt with 100 and with 100 000 turns stored in the
+      channel, side by side.
+
+    python -m bench.bench_load
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import insert
+
+from brain.history import Turn as StoredRow
+from brain.messages import Inbound
+from brain.runner import Turn
+from tests.fake_openai import FakeOpenAIServer
+from tests.helpers import RecordingOutbox
+from tests.load import drive, echo_brain, echo_server
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def spawn_echo_server() -> tuple[multiprocessing.process.BaseProcess, FakeOpenAIServer]:
+    """The echo server in its own process, so its work does not share our GIL."""
+    spawn = multiprocessing.get_context("spawn")
+    ports = spawn.Queue()
+    process = spawn.Process(target=_serve_echo, args=(ports,), daemon=True)
+    process.start()
+    return process, FakeOpenAIServer(port=ports.get(timeout=30))  # only its address is used
+
+
+async def throughput(folder: Path) -> None:
+    process, server = spawn_echo_server()
+    brain = echo_brain(server, f"sqlite:///{folder / 'load.db'}")
+    await drive(brain, channels=5, users_per_channel=1, messages_each=2)  # warm-up
+    gc.collect()
+    report = await drive(brain, channels=50, users_per_channel=4, messages_each=3)
+    await brain.aclose()
+    process.kill()
+    print(f"(1) {report.messages} messages in {report.seconds:.2f} s: "
+          f"{report.messages / report.seconds:.0f} messages/s; worst loop lag "
+          f"{report.worst_loop_lag_s * 1000:.1f} ms, over 50 ms {report.loop_lags_over_50ms} times "
+          f"in {report.loop_probes} probes; errors {len(report.errors)}")
+
+
+def _serve_echo(port_out: Any) -> None:
+    server = echo_server()
+    port_out.put(server.port)
+    time.sleep(3600)
+
+
+async def overhead(messages: int = 300) -> None:
+    """Side by side: a message through the brain vs the same model call made bare with httpx."""
+    process, remote = spawn_echo_server()
+    folder = Path(tempfile.mkdtemp())
+    brain = echo_brain(remote, f"sqlite:///{folder / 'overhead.db'}")
+    bare: list[float] = []
+    through: list[float] = []
+    async with httpx.AsyncClient(base_url=remote.base_url) as client:
+        for n in range(messages):
+            text = f"message number {n}"
+            body = {"model": "fake", "stream": True, "max_tokens": 64,
+                    "messages": [{"role": "system", "content": "You are mom."},
+                                 {"role": "user", "content": text}]}
+            started = time.perf_counter()
+            async with client.stream("POST", "/chat/completions", json=body) as response:
+                async for _ in response.aiter_lines():
+                    pass
+            bare.append(time.perf_counter() - started)
+            message = Inbound(platform="bench", channel_id="one", author_id="u", author_name="ann",
+                              text=text)
+            started = time.perf_counter()
+            await brain.handle(message, RecordingOutbox())
+            through.append(time.perf_counter() - started)
+    await brain.aclose()
+    process.kill()
+    bare, through = bare[20:], through[20:]  # leave out the warm-up
+    print(f"(2) over {len(through)} messages, one after another, history growing to {2 * messages} turns:")
+    print(f"    bare streamed call: p50 {statistics.median(bare) * 1000:.2f} ms, "
+          f"p99 {percentile(bare, 0.99) * 1000:.2f} ms")
+    print(f"    through the brain:  p50 {statistics.median(through) * 1000:.2f} ms, "
+          f"p99 {percentile(through, 0.99) * 1000:.2f} ms")
+    print(f"    bot overhead (difference of medians): "
+          f"{(statistics.median(through) - statistics.median(bare)) * 1000:.2f} ms")
+
+
+async def history_at(folder: Path, stored: int, repeats: int = 30) -> float:
+    server = echo_server()
+    brain = echo_brain(server, f"sqlite:///{folder / f'history{stored}.db'}")
+    rows = [{"channel": "big", "role": "user" if i % 2 == 0 else "assistant", "author": "ann",
+             "content": f"turn {i}: " + "words and more words " * 10} for i in range(stored)]
+    with brain.history._engine.begin() as connection:
+        connection.execute(insert(StoredRow), rows)
+    character = brain.characters[0]
+    newest = (await brain.history.recent("big", limit=1))[0].id
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        plan, _ = await brain.runner.plan(character, Turn("big", "a new question", newest + 1))
+        times.append(time.perf_counter() - started)
+    await brain.aclose()
+    server.stop()
+    print(f"    {stored:>6} turns stored: {statistics.median(times) * 1000:.2f} ms to load and trim "
+          f"({plan.kept_turns} turns fit the window)")
+    return statistics.median(times)
+
+
+async def main() -> None:
+    folder = Path(tempfile.mkdtemp())
+    await throughput(folder)
+    await overhead()
+    print("(3) history load + trim for one prompt (8192-token window):")
+    small = await history_at(folder, 100)
+    large = await history_at(folder, 100_000)
+    print(f"    100 000 turns take {large / small:.2f}x the time of 100")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
