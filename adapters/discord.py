@@ -23,6 +23,7 @@ from brain.brain import Brain
 from brain.commands import Arg, CommandSpec
 from brain.messages import Attachment, CommandCall, Inbound
 from brain.outbox import Capabilities, MessageRef
+from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,7 @@ class DiscordAdapter:
     def __init__(self, brain: Brain, config: DiscordConfig, token: str) -> None:
         self.client = MombotDiscordClient(brain, config)
         self._token = token
+        register_secret(token)
 
     async def run(self) -> None:
         async with self.client:

@@ -28,6 +28,7 @@ from adapters.matrix_html import markdown_to_html
 from brain.brain import Brain
 from brain.messages import Attachment, Inbound
 from brain.outbox import Capabilities, MessageRef
+from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class MatrixAdapter:
         self.config = config
         self.folder = data_dir / "matrix"
         self._password = password
+        register_secret(password)
+        register_secret(access_token)
         self._access_token = access_token
         self.encryption = config.encryption and ENCRYPTION_ENABLED
         self.client: nio.AsyncClient | None = None
@@ -146,6 +149,7 @@ class MatrixAdapter:
         self.client = client
         saved = self._load_session()
         if saved:
+            register_secret(saved["access_token"])
             client.restore_login(saved["user_id"], saved["device_id"], saved["access_token"])
             log.info("matrix: restored session, device %s", saved["device_id"])
         elif self._access_token:
@@ -173,6 +177,7 @@ class MatrixAdapter:
         return data
 
     def _save_session(self, user_id: str, device_id: str, token: str) -> None:
+        register_secret(token)
         path = self._session_file
         path.write_text(json.dumps({"user_id": user_id, "device_id": device_id, "access_token": token}))
         os.chmod(path, 0o600)  # it holds the access token

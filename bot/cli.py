@@ -15,6 +15,7 @@ from bot.app import App
 from bot.config import ConfigError, MombotConfig, Secrets, load_config
 from bot.embedded import EmbeddedServerError
 from brain.errors import MombotError
+from brain.redaction import install_redaction
 
 log = logging.getLogger("mombot")
 
@@ -46,7 +47,8 @@ def setup_logging(config: MombotConfig, data_dir: Path, *, quiet_console: bool) 
     stderr_handler = logging.StreamHandler(sys.stderr)
     stderr_handler.setLevel(logging.WARNING if quiet_console else logging.NOTSET)
     stderr_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=config.bot.log_level, handlers=[file_handler, stderr_handler], force=True)
+    handlers = [install_redaction(h) for h in (file_handler, stderr_handler)]
+    logging.basicConfig(level=config.bot.log_level, handlers=handlers, force=True)
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -189,8 +189,12 @@ class Brain:
     async def _answer(self, message: Inbound, outbox: Outbox) -> None:
         channel = message.channel_key
         message = await self._run_hooks("pre_process", message, channel)
-        text = clean_text(message.text)[: self.history_config.max_turn_chars]
+        text = clean_text(message.text)
+        limit = self.history_config.max_turn_chars
         files = await prepare_attachments(message.attachments, self.attachments_config)
+        if len(text) > limit:
+            files.notes.append(f"Your message was very long: I kept its first {limit} characters.")
+            text = text[:limit]
         if not (text or files.images or files.texts):
             if files.notes:
                 await outbox.send("\n".join(files.notes))
@@ -296,6 +300,21 @@ class Brain:
 
     # -- images ------------------------------------------------------------------------
 
+    def _require_generator(self) -> ImageGenerator:
+        if self.image_generator is None:
+            raise FeatureUnavailable(
+                "I can't make images here: no image generator is set up (images.backend)."
+            )
+        return self.image_generator
+
+    def _image_request(self, message: Inbound, prompt: str, args: dict[str, Any]) -> ImageRequest:
+        """The checked request; raises a user-facing error for a bad argument or no generator."""
+        self._require_generator()
+        return build_request(
+            self.images_config, prompt=prompt, args=args, user_id=message.author_id,
+            channel=message.channel_key,
+        )  # fmt: skip
+
     async def _image(
         self,
         message: Inbound,
@@ -305,29 +324,19 @@ class Brain:
         prompt: str | None,
         args: dict[str, Any],
     ) -> None:
-        if self.image_generator is None:
-            raise FeatureUnavailable(
-                "I can't make images here: no image generator is set up (images.backend)."
-            )
-
-        def request_for(text: str) -> ImageRequest:
-            return build_request(
-                self.images_config, prompt=text, args=args, user_id=message.author_id,
-                channel=message.channel_key,
-            )  # fmt: skip
-
+        generator = self._require_generator()
         if prompt is not None:
-            request = request_for(prompt)  # a bad argument is refused before anything is posted
+            request = self._image_request(message, prompt, args)
             status = await outbox.send("🎨 Getting ready…")
         else:
             status = await outbox.send("🎨 Writing a prompt…")
-            request = request_for(await self.prompt_writer.write(turn))
+            request = self._image_request(message, await self.prompt_writer.write(turn), args)
 
         async def progress(text: str) -> None:
             await outbox.edit(status, f"🎨 {text}")
 
         await progress(f"Drawing: {request.prompt}")
-        result = await self.image_generator.generate(request, progress)
+        result = await generator.generate(request, progress)
         caption = f"{result.prompt}\n(seed {result.seed}, {result.width}x{result.height}, {request.steps} steps)"
         await outbox.send_image(result.png, f"mombot-{result.seed}.png", caption)
         await self.history.add(
@@ -367,6 +376,7 @@ class Brain:
             await outbox.send(f"Debug view {'on' if on else 'off'} for this channel.")
         elif command.name == "sd":
             prompt = clean_text(command.args["prompt"])
+            self._image_request(message, prompt, command.args)  # refused before anything is stored
             turn_id = await self.history.add(
                 message.channel_key, "user", f"(asked for an image) {prompt}", message.author_name
             )

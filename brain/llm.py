@@ -30,6 +30,7 @@ from brain.errors import (
     ModelUnavailable,
     MombotError,
 )
+from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class ModelClient:
     ) -> None:
         self.name = name
         self.config = config
+        register_secret(api_key)
         self.usage_sinks: list[UsageSink] = [on_usage] if on_usage else []
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._openai = openai.AsyncOpenAI(

@@ -25,7 +25,11 @@ PLATFORM = "load"
 
 
 def echo(body: dict[str, Any]) -> str:
-    return f"echo: {last_user(body)}"
+    """The user's text back (of a message with images, its text parts only)."""
+    content = last_user(body)
+    if isinstance(content, list):
+        content = " ".join(part["text"] for part in content if part.get("type") == "text")
+    return f"echo: {content}"
 
 
 def echo_server() -> FakeOpenAIServer:

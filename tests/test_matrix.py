@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
+from brain.redaction import install_redaction
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user
 from tests.helpers import RecordingGenerator
@@ -389,3 +391,44 @@ async def test_oversized_images_are_refused_before_download(
     assert answer.body == "big.png is too large or of unknown size (the limit is 2 KB), so I did not open it."
     await bot.stop()
     await human.close()
+
+
+async def test_secrets_never_reach_the_logs(
+    synapse: Synapse, tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every logger at DEBUG (nio, aiohttp, httpx, openai, ours) through a password login,
+    syncs, an answer from a model behind an API key, a restart with the stored access token."""
+    password, api_key = "pw-3f9c1d7e-never-log-me", "sk-5b2e8a41-never-log-me"
+    server = FakeOpenAIServer().start()
+    endpoint = EndpointConfig(base_url=server.base_url, context_window=4096)
+    character = CharacterConfig(name="mom", endpoint="key", model="fake", persona="You are mom.")
+    brain = Brain(characters=[character], clients={"key": ModelClient("key", endpoint, api_key=api_key)},
+                  history=HistoryStore(sqlite_url))
+    name = f"mombot{next(_ids)}"
+    bot_id = synapse.register(name, password=password)
+    human = await Human(synapse, tmp_path / "humans").login()
+    caplog.set_level(logging.DEBUG)
+    install_redaction(caplog.handler)  # as `mombot` does for each of its log handlers
+    try:
+        for _ in range(2):  # the second run logs in with the access token saved by the first
+            config = MatrixConfig(enabled=True, homeserver=synapse.url, user_id=bot_id)
+            adapter = MatrixAdapter(brain, config, data_dir=tmp_path / "bot", password=password)
+            task = asyncio.create_task(adapter.run())
+            await asyncio.wait_for(adapter.ready.wait(), timeout=60)
+            room = await human.room_with(bot_id)
+            await human.wait_for(lambda room_id, event, room=room: room_id == room and joined(bot_id)(room_id, event))
+            asked = await human.say(room, "Hello there")
+            await human.wait_for(reply_to(asked, bot_id))
+            token = adapter.client.access_token
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await adapter.close()
+    finally:
+        await human.close()
+        await brain.aclose()
+        server.stop()
+    assert server.requests and token
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    assert len(caplog.records) > 100  # the loggers really were talking
+    for secret in (password, api_key, token):
+        assert secret not in logged
