@@ -25,7 +25,7 @@ from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.redaction import install_redaction
 from tests.conftest import MODEL
-from tests.fake_openai import FakeOpenAIServer, last_user
+from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user
 from tests.helpers import RecordingGenerator
 from tests.synapse import Synapse
 
@@ -432,3 +432,45 @@ async def test_secrets_never_reach_the_logs(
     assert len(caplog.records) > 100  # the loggers really were talking
     for secret in (password, api_key, token):
         assert secret not in logged
+
+
+async def test_the_bot_carries_on_after_the_homeserver_restarts(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, sqlite_url: str
+) -> None:
+    own = Synapse(tmp_path_factory.mktemp("restarting-synapse")).start()  # not the shared one
+    server = FakeOpenAIServer(behaviour=Behaviour(reply_for=lambda body: f"echo: {last_user(body)}")).start()
+    endpoint = EndpointConfig(base_url=server.base_url, context_window=4096)
+    character = CharacterConfig(name="mom", endpoint="fake", model="fake", persona="You are mom.")
+    brain = Brain(characters=[character], clients={"fake": ModelClient("fake", endpoint)},
+                  history=HistoryStore(sqlite_url))
+    human = await Human(own, tmp_path / "humans").login()
+    bot = await Bot(own, brain, tmp_path / "bot", own.register(f"mombot{next(_ids)}")).start()
+    try:
+        bot_id = bot.config.user_id
+        room = await human.room_with(bot_id)
+        await human.wait_for(joined(bot_id))
+        async def stored() -> list[str]:
+            for _ in range(100):  # a reply is stored right after its last edit is sent
+                turns = [t.content for t in reversed(await brain.history.recent(f"matrix:{room}"))]
+                if len(turns) % 2 == 0:
+                    return turns
+                await asyncio.sleep(0.1)
+            return turns
+
+        asked = await human.say(room, "before the restart")
+        await human.wait_for(reply_to(asked, bot_id))
+        assert await stored() == ["before the restart", "echo: before the restart"]
+        own.stop()  # the bot's long-poll sync breaks off; it keeps retrying
+        await asyncio.sleep(3)
+        own.start()  # same port, same database
+        asked = await human.say(room, "after the restart")
+        await human.wait_for(reply_to(asked, bot_id), timeout=120)
+        assert bot.task is not None and not bot.task.done()
+        assert await stored() == [
+            "before the restart", "echo: before the restart", "after the restart", "echo: after the restart"]
+    finally:
+        await bot.stop()
+        await human.close()
+        await brain.aclose()
+        server.stop()
+        own.stop()
