@@ -106,7 +106,8 @@ class ConsoleAdapter:
                 break
             if line.strip():
                 count += 1
-                await self._answer(line, count)
+                # Its own task, so that a shutdown can cancel this reply and not the chat loop.
+                await asyncio.gather(asyncio.create_task(self._answer(line, count)), return_exceptions=True)
             ready.set()
 
     async def _answer(self, line: str, count: int) -> None:

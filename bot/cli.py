@@ -14,6 +14,7 @@ from bot import __version__
 from bot.app import App
 from bot.config import ConfigError, MombotConfig, Secrets, load_config
 from bot.embedded import EmbeddedServerError
+from brain.brain import Brain
 from brain.errors import MombotError
 from brain.redaction import install_redaction
 
@@ -80,9 +81,32 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+_signal_tasks: set[asyncio.Task[None]] = set()
+
+
+def _stop_on_sigterm(brain: Brain, grace_s: float) -> None:
+    """SIGTERM: take no new messages, give replies in progress `grace_s`, then stop."""
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+
+    async def stop() -> None:
+        log.info("SIGTERM: stopping; replies in progress get up to %.0f s", grace_s)
+        await brain.shutdown(grace_s)
+        main.cancel()
+
+    def on_signal() -> None:
+        task = loop.create_task(stop())
+        _signal_tasks.add(task)
+        task.add_done_callback(_signal_tasks.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, on_signal)
+
+
 async def _chat(config: MombotConfig, secrets: Secrets) -> int:
     async with App(config, secrets, progress=_progress) as app:
         assert app.brain is not None
+        _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s)
         adapter = ConsoleAdapter(
             app.brain,
             config.console,
@@ -91,7 +115,10 @@ async def _chat(config: MombotConfig, secrets: Secrets) -> int:
             images_dir=app.data_dir / "images",
             bot_name=config.characters[0].name,
         )
-        await adapter.run()
+        try:
+            await adapter.run()
+        except asyncio.CancelledError:
+            log.info("stopped on SIGTERM")
     return 0
 
 
@@ -123,9 +150,7 @@ async def _run(config: MombotConfig, secrets: Secrets) -> int:
                 password=reveal(secrets.matrix_password),
                 access_token=reveal(secrets.matrix_access_token),
             ))  # fmt: skip
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s)
         try:
             await asyncio.gather(*(adapter.run() for adapter in adapters))
         except asyncio.CancelledError:

@@ -60,6 +60,9 @@ class ConfigError(Exception):
 class BotConfig(StrictModel):
     data_dir: str = Field("data", description="Folder for the history database and logs.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_grace_s: float = Field(
+        15.0, ge=0, le=300, description="On SIGTERM, how long replies in progress may take to finish."
+    )
 
 
 class ExtensionsConfig(BaseModel):

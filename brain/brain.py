@@ -7,6 +7,7 @@ Messages of one channel are answered one at a time, in order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any, Protocol
@@ -46,6 +47,8 @@ class CoolDownMonitor(Protocol):
 
 
 GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the bot's log."
+SHUTTING_DOWN = "I'm restarting right now; please ask again in a minute."
+STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask again in a minute."
 VISION_INSTRUCTION = (
     "Describe the attached image(s) precisely and concisely for someone who cannot see "
     "them, then answer the user's question about them if there is one."
@@ -126,6 +129,8 @@ class Brain:
         }
         self._debug: dict[str, bool] = {}
         self.channel_queue = ChannelQueue()
+        self._closing = False
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
     def _builtin_commands(self) -> list[CommandSpec]:
         images = self.images_config
@@ -157,7 +162,13 @@ class Brain:
 
     async def handle(self, message: Inbound, outbox: Outbox) -> None:
         """Answer one message. Never raises: failures become a message to the user."""
+        if self._closing:
+            await self._tell_error(outbox, SHUTTING_DOWN)
+            return
         current_channel.set(message.channel_key)
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
         try:
             async with self.channel_queue.turn(message.channel_key):
                 if message.command is not None:
@@ -177,6 +188,29 @@ class Brain:
         except Exception:
             log.exception("%s: unexpected failure while answering", message.channel_key)
             await self._tell_error(outbox, GENERIC_ERROR)
+        except asyncio.CancelledError:
+            if self._closing:  # cut off by shutdown(): say so (the question is stored already)
+                log.info("%s: reply cancelled by shutdown", message.channel_key)
+                await self._tell_error(outbox, STOPPED_MID_REPLY)
+            raise
+        finally:
+            self._in_flight.discard(task)  # type: ignore[arg-type]
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop taking messages; let replies in progress finish for `grace_s`, then cancel them.
+
+        New messages get a "restarting" reply. A cancelled reply tells its user so, and is
+        not stored, so the history holds only complete answers.
+        """
+        self._closing = True
+        running = self._in_flight - {asyncio.current_task()}
+        if not running:
+            return
+        log.info("shutting down: waiting up to %.0f s for %d replies", grace_s, len(running))
+        _, unfinished = await asyncio.wait(running, timeout=grace_s)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _tell_error(self, outbox: Outbox, text: str) -> None:
         try:

@@ -1,4 +1,4 @@
-"""`mombot chat` killed with SIGKILL in the middle of a streamed reply, then started again."""
+"""Stopping in the middle of a reply: SIGKILL (then a restart), SIGTERM, and the brain's shutdown."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+from brain.brain import SHUTTING_DOWN
 from brain.history import HistoryStore
+from brain.messages import Inbound
 from tests.fake_openai import Behaviour, FakeOpenAIServer
+from tests.helpers import RecordingOutbox
+from tests.load import echo_brain
 
 
 def start(config: Path, cwd: Path) -> subprocess.Popen[str]:
@@ -63,4 +67,59 @@ def test_a_reply_cut_by_sigkill_is_not_stored_and_the_next_run_carries_on(tmp_pa
         assert [m["content"] for m in last if m["role"] == "user"] == ["Tell me a long story", "Are you back?"]
         store.close()
     finally:
+        server.stop()
+
+
+def test_sigterm_lets_the_reply_in_progress_say_it_was_stopped_and_exits_cleanly(tmp_path: Path) -> None:
+    slow = Behaviour(reply=" ".join(f"word{i}" for i in range(400)), token_delay_s=0.05)
+    server = FakeOpenAIServer(behaviour=slow).start()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path / "data"}"\nshutdown_grace_s = 1\n'
+        f'[endpoints.fake]\nbase_url = "{server.base_url}"\ncontext_window = 4096\n'
+        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\npersona = "You are mom."\n'
+    )
+    try:
+        process = start(config, tmp_path)
+        assert process.stdin is not None
+        process.stdin.write("Tell me a long story\n")
+        process.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not server.requests:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)  # the 20 s reply is not waited for
+        assert process.returncode == 0, err
+        assert "I was stopped before I could finish this answer" in out
+        assert "Traceback" not in err
+        store = HistoryStore(f"sqlite:///{tmp_path / 'data' / 'mombot.db'}")
+        turns = asyncio.run(store.recent("console:console"))
+        assert [(t.role, t.content) for t in turns] == [("user", "Tell me a long story")]
+        store.close()
+    finally:
+        server.stop()
+
+
+async def test_shutdown_refuses_new_messages_and_waits_for_replies_within_grace(sqlite_url: str) -> None:
+    server = FakeOpenAIServer(behaviour=Behaviour(reply="a short answer", token_delay_s=0.1)).start()
+    brain = echo_brain(server, sqlite_url)
+    try:
+        finishing = RecordingOutbox()
+        reply = asyncio.create_task(brain.handle(
+            Inbound("t", "c", "u", "ann", "quick question"), finishing))
+        while not server.requests:
+            await asyncio.sleep(0.01)
+        stopping = asyncio.create_task(brain.shutdown(grace_s=10))
+        await asyncio.sleep(0)
+        late = RecordingOutbox()
+        await brain.handle(Inbound("t", "c", "u", "ann", "one more thing"), late)
+        await stopping
+        assert reply.done() and finishing.errors == [] and "a short answer" in finishing.text
+        assert late.errors == [SHUTTING_DOWN]
+        turns = [t.content for t in reversed(await brain.history.recent("t:c"))]
+        assert turns == ["quick question", "a short answer"]  # the late message was not taken
+    finally:
+        await brain.aclose()
         server.stop()
