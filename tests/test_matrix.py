@@ -474,3 +474,45 @@ async def test_the_bot_carries_on_after_the_homeserver_restarts(
         await brain.aclose()
         server.stop()
         own.stop()
+
+
+async def test_killed_mid_reply_the_bot_does_not_answer_the_old_message_again(
+    synapse: Synapse, tmp_path: Path, sqlite_url: str
+) -> None:
+    """The adapter's task is cancelled without closing anything, as near to SIGKILL as a test
+    inside one process gets (`tests/test_crash.py` kills a real process)."""
+    slow = Behaviour(reply=" ".join(f"word{i}" for i in range(400)), token_delay_s=0.05)
+    server = FakeOpenAIServer(behaviour=slow).start()
+    endpoint = EndpointConfig(base_url=server.base_url, context_window=4096)
+    character = CharacterConfig(name="mom", endpoint="fake", model="fake", persona="You are mom.")
+    brain = Brain(characters=[character], clients={"fake": ModelClient("fake", endpoint)},
+                  history=HistoryStore(sqlite_url))
+    bot_id = synapse.register(f"mombot{next(_ids)}")
+    human = await Human(synapse, tmp_path / "humans").login()
+    killed = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
+    room = await human.room_with(bot_id)
+    await human.wait_for(lambda r, e: r == room and joined(bot_id)(r, e))
+    await human.say(room, "Tell me a long story")
+    while not server.requests:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    assert killed.task is not None
+    killed.task.cancel()  # no close(), no goodbye
+    await asyncio.gather(killed.task, return_exceptions=True)
+    assert [t.role for t in await brain.history.recent(f"matrix:{room}")] == ["user"]
+
+    server.behaviour = Behaviour(reply="Here I am.")
+    bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
+    try:
+        asked = await human.say(room, "And now?")
+        await human.wait_for(reply_to(asked, bot_id))
+        await asyncio.sleep(2)  # time for a wrongly repeated answer to show up
+        asked_of_model = [[m["content"] for m in r.body["messages"] if m["role"] == "user"][-1]
+                          for r in server.requests]
+        assert asked_of_model == ["Tell me a long story", "And now?"]
+    finally:
+        await bot.stop()
+        await killed.adapter.close()
+        await human.close()
+        await brain.aclose()
+        server.stop()
