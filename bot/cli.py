@@ -84,13 +84,19 @@ def _progress(text: str) -> None:
 _signal_tasks: set[asyncio.Task[None]] = set()
 
 
-def _stop_on_sigterm(brain: Brain, grace_s: float) -> None:
-    """SIGTERM: take no new messages, give replies in progress `grace_s`, then stop."""
+def _stop_on_sigterm(brain: Brain, grace_s: float) -> asyncio.Event:
+    """SIGTERM: take no new messages, give replies in progress `grace_s`, then stop.
+
+    Returns an event set once SIGTERM came, so the caller can tell this stop (exit 0) from
+    Ctrl-C, which asyncio turns into KeyboardInterrupt (exit 130).
+    """
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
+    requested = asyncio.Event()
 
     async def stop() -> None:
+        requested.set()
         log.info("SIGTERM: stopping; replies in progress get up to %.0f s", grace_s)
         await brain.shutdown(grace_s)
         main.cancel()
@@ -101,12 +107,13 @@ def _stop_on_sigterm(brain: Brain, grace_s: float) -> None:
         task.add_done_callback(_signal_tasks.discard)
 
     loop.add_signal_handler(signal.SIGTERM, on_signal)
+    return requested
 
 
 async def _chat(config: MombotConfig, secrets: Secrets) -> int:
     async with App(config, secrets, progress=_progress) as app:
         assert app.brain is not None
-        _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s)
+        sigterm = _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s)
         adapter = ConsoleAdapter(
             app.brain,
             config.console,
@@ -118,6 +125,8 @@ async def _chat(config: MombotConfig, secrets: Secrets) -> int:
         try:
             await adapter.run()
         except asyncio.CancelledError:
+            if not sigterm.is_set():
+                raise
             log.info("stopped on SIGTERM")
     return 0
 
@@ -150,10 +159,12 @@ async def _run(config: MombotConfig, secrets: Secrets) -> int:
                 password=reveal(secrets.matrix_password),
                 access_token=reveal(secrets.matrix_access_token),
             ))  # fmt: skip
-        _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s)
+        sigterm = _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s)
         try:
             await asyncio.gather(*(adapter.run() for adapter in adapters))
         except asyncio.CancelledError:
+            if not sigterm.is_set():
+                raise
             log.info("stopping on SIGTERM")
         except Exception as exc:
             message = _platform_error(exc)
