@@ -32,7 +32,7 @@ from brain.messages import Inbound
 from brain.runner import Turn
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import RecordingOutbox
-from tests.load import drive, echo_brain, echo_server
+from tests.load import drive, echo_server, fake_brain
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,7 +51,7 @@ def spawn_echo_server() -> tuple[multiprocessing.process.BaseProcess, FakeOpenAI
 
 async def throughput(folder: Path) -> None:
     process, server = spawn_echo_server()
-    brain = echo_brain(server, f"sqlite:///{folder / 'load.db'}")
+    brain = fake_brain(server, f"sqlite:///{folder / 'load.db'}")
     await drive(brain, channels=5, users_per_channel=1, messages_each=2)  # warm-up
     gc.collect()
     report = await drive(brain, channels=50, users_per_channel=4, messages_each=3)
@@ -73,7 +73,7 @@ async def overhead(messages: int = 300) -> None:
     """Side by side: a message through the brain vs the same model call made bare with httpx."""
     process, remote = spawn_echo_server()
     folder = Path(tempfile.mkdtemp())
-    brain = echo_brain(remote, f"sqlite:///{folder / 'overhead.db'}")
+    brain = fake_brain(remote, f"sqlite:///{folder / 'overhead.db'}")
     bare: list[float] = []
     through: list[float] = []
     async with httpx.AsyncClient(base_url=remote.base_url) as client:
@@ -106,7 +106,7 @@ async def overhead(messages: int = 300) -> None:
 
 async def history_at(folder: Path, stored: int, repeats: int = 30) -> float:
     server = echo_server()
-    brain = echo_brain(server, f"sqlite:///{folder / f'history{stored}.db'}")
+    brain = fake_brain(server, f"sqlite:///{folder / f'history{stored}.db'}")
     rows = [{"channel": "big", "role": "user" if i % 2 == 0 else "assistant", "author": "ann",
              "content": f"turn {i}: " + "words and more words " * 10} for i in range(stored)]
     with brain.history._engine.begin() as connection:

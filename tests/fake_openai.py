@@ -37,6 +37,11 @@ class Behaviour:
     reply_for: Callable[[dict[str, Any]], str] | None = None
 
 
+def long_slow_reply(words: int = 400, delay_s: float = 0.05) -> Behaviour:
+    """A streamed reply that takes words x delay_s (20 s by default): time to cut it off."""
+    return Behaviour(reply=" ".join(f"word{i}" for i in range(words)), token_delay_s=delay_s)
+
+
 @dataclass
 class Recorded:
     path: str

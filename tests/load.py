@@ -36,11 +36,12 @@ def echo_server() -> FakeOpenAIServer:
     return FakeOpenAIServer(behaviour=Behaviour(reply_for=echo)).start()
 
 
-def echo_brain(server: FakeOpenAIServer, history_url: str) -> Brain:
+def fake_brain(server: FakeOpenAIServer, history_url: str, *, api_key: str | None = None) -> Brain:
+    """One character, "mom", on the fake server."""
     character = CharacterConfig(name="mom", endpoint="fake", model="fake", persona="You are mom.",
                                 max_tokens=64)
     endpoint = EndpointConfig(base_url=server.base_url, context_window=8192, timeout_s=30)
-    return Brain(characters=[character], clients={"fake": ModelClient("fake", endpoint)},
+    return Brain(characters=[character], clients={"fake": ModelClient("fake", endpoint, api_key=api_key)},
                  history=HistoryStore(history_url))
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from brain.brain import SHUTTING_DOWN
 from brain.history import HistoryStore
 from brain.messages import Inbound
-from tests.fake_openai import Behaviour, FakeOpenAIServer
+from tests.fake_openai import Behaviour, FakeOpenAIServer, long_slow_reply
 from tests.helpers import RecordingOutbox
-from tests.load import echo_brain
+from tests.load import fake_brain
 
 
 def start(config: Path, cwd: Path) -> subprocess.Popen[str]:
@@ -26,15 +26,19 @@ def start(config: Path, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_a_reply_cut_by_sigkill_is_not_stored_and_the_next_run_carries_on(tmp_path: Path) -> None:
-    slow = Behaviour(reply=" ".join(f"word{i}" for i in range(400)), token_delay_s=0.05)
-    server = FakeOpenAIServer(behaviour=slow).start()
+def write_config(tmp_path: Path, server: FakeOpenAIServer, bot_settings: str = "") -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
-        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n{bot_settings}'
         f'[endpoints.fake]\nbase_url = "{server.base_url}"\ncontext_window = 4096\n'
         '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\npersona = "You are mom."\n'
     )
+    return config
+
+
+def test_a_reply_cut_by_sigkill_is_not_stored_and_the_next_run_carries_on(tmp_path: Path) -> None:
+    server = FakeOpenAIServer(behaviour=long_slow_reply()).start()
+    config = write_config(tmp_path, server)
     try:
         first = start(config, tmp_path)
         assert first.stdin is not None and first.stdout is not None
@@ -71,14 +75,8 @@ def test_a_reply_cut_by_sigkill_is_not_stored_and_the_next_run_carries_on(tmp_pa
 
 
 def test_sigterm_lets_the_reply_in_progress_say_it_was_stopped_and_exits_cleanly(tmp_path: Path) -> None:
-    slow = Behaviour(reply=" ".join(f"word{i}" for i in range(400)), token_delay_s=0.05)
-    server = FakeOpenAIServer(behaviour=slow).start()
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[bot]\ndata_dir = "{tmp_path / "data"}"\nshutdown_grace_s = 1\n'
-        f'[endpoints.fake]\nbase_url = "{server.base_url}"\ncontext_window = 4096\n'
-        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\npersona = "You are mom."\n'
-    )
+    server = FakeOpenAIServer(behaviour=long_slow_reply()).start()
+    config = write_config(tmp_path, server, "shutdown_grace_s = 1\n")
     try:
         process = start(config, tmp_path)
         assert process.stdin is not None
@@ -104,7 +102,7 @@ def test_sigterm_lets_the_reply_in_progress_say_it_was_stopped_and_exits_cleanly
 
 async def test_shutdown_refuses_new_messages_and_waits_for_replies_within_grace(sqlite_url: str) -> None:
     server = FakeOpenAIServer(behaviour=Behaviour(reply="a short answer", token_delay_s=0.1)).start()
-    brain = echo_brain(server, sqlite_url)
+    brain = fake_brain(server, sqlite_url)
     try:
         finishing = RecordingOutbox()
         reply = asyncio.create_task(brain.handle(

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fake_openai import FakeOpenAIServer
-from tests.load import PLATFORM, drive, echo_brain, echo_server
+from tests.load import PLATFORM, drive, echo_server, fake_brain
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def echo() -> Iterator[FakeOpenAIServer]:
 async def test_200_conversations_in_50_channels_lose_and_reorder_nothing(
     echo: FakeOpenAIServer, sqlite_url: str
 ) -> None:
-    brain = echo_brain(echo, sqlite_url)
+    brain = fake_brain(echo, sqlite_url)
     report = await drive(brain, channels=50, users_per_channel=4, messages_each=3)
     await brain.aclose()
 

@@ -25,8 +25,9 @@ from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.redaction import install_redaction
 from tests.conftest import MODEL
-from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user
+from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import RecordingGenerator
+from tests.load import echo_server, fake_brain
 from tests.synapse import Synapse
 
 _ids = itertools.count()
@@ -400,10 +401,7 @@ async def test_secrets_never_reach_the_logs(
     syncs, an answer from a model behind an API key, a restart with the stored access token."""
     password, api_key = "pw-3f9c1d7e-never-log-me", "sk-5b2e8a41-never-log-me"
     server = FakeOpenAIServer().start()
-    endpoint = EndpointConfig(base_url=server.base_url, context_window=4096)
-    character = CharacterConfig(name="mom", endpoint="key", model="fake", persona="You are mom.")
-    brain = Brain(characters=[character], clients={"key": ModelClient("key", endpoint, api_key=api_key)},
-                  history=HistoryStore(sqlite_url))
+    brain = fake_brain(server, sqlite_url, api_key=api_key)
     name = f"mombot{next(_ids)}"
     bot_id = synapse.register(name, password=password)
     human = await Human(synapse, tmp_path / "humans").login()
@@ -438,11 +436,8 @@ async def test_the_bot_carries_on_after_the_homeserver_restarts(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, sqlite_url: str
 ) -> None:
     own = Synapse(tmp_path_factory.mktemp("restarting-synapse")).start()  # not the shared one
-    server = FakeOpenAIServer(behaviour=Behaviour(reply_for=lambda body: f"echo: {last_user(body)}")).start()
-    endpoint = EndpointConfig(base_url=server.base_url, context_window=4096)
-    character = CharacterConfig(name="mom", endpoint="fake", model="fake", persona="You are mom.")
-    brain = Brain(characters=[character], clients={"fake": ModelClient("fake", endpoint)},
-                  history=HistoryStore(sqlite_url))
+    server = echo_server()
+    brain = fake_brain(server, sqlite_url)
     human = await Human(own, tmp_path / "humans").login()
     bot = await Bot(own, brain, tmp_path / "bot", own.register(f"mombot{next(_ids)}")).start()
     try:
@@ -481,12 +476,8 @@ async def test_killed_mid_reply_the_bot_does_not_answer_the_old_message_again(
 ) -> None:
     """The adapter's task is cancelled without closing anything, as near to SIGKILL as a test
     inside one process gets (`tests/test_crash.py` kills a real process)."""
-    slow = Behaviour(reply=" ".join(f"word{i}" for i in range(400)), token_delay_s=0.05)
-    server = FakeOpenAIServer(behaviour=slow).start()
-    endpoint = EndpointConfig(base_url=server.base_url, context_window=4096)
-    character = CharacterConfig(name="mom", endpoint="fake", model="fake", persona="You are mom.")
-    brain = Brain(characters=[character], clients={"fake": ModelClient("fake", endpoint)},
-                  history=HistoryStore(sqlite_url))
+    server = FakeOpenAIServer(behaviour=long_slow_reply()).start()
+    brain = fake_brain(server, sqlite_url)
     bot_id = synapse.register(f"mombot{next(_ids)}")
     human = await Human(synapse, tmp_path / "humans").login()
     killed = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
