@@ -21,7 +21,7 @@ from adapters.matrix import MatrixAdapter
 from adapters.matrix_html import markdown_to_html, sanitize_html
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
-from brain.history import HistoryStore
+from brain.history import HistoryStore, StoredTurn
 from brain.llm import ModelClient
 from brain.redaction import install_redaction
 from tests.conftest import MODEL
@@ -108,6 +108,19 @@ def reply_to(event_id: str, bot_id: str) -> Callable[[str, nio.Event], bool]:
     return match
 
 
+async def stored_turns(brain: Brain, key: str, count: int) -> list[StoredTurn]:
+    """The channel's turns, oldest first, once `count` are stored (or after 10 s).
+
+    A reply is stored right after its last edit is sent, a moment after the human sees it.
+    """
+    for _ in range(100):
+        turns = list(reversed(await brain.history.recent(key)))
+        if len(turns) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return turns
+
+
 class Bot:
     """The adapter running in a task, as `mombot run` runs it."""
 
@@ -159,13 +172,9 @@ async def test_invite_join_and_a_real_answer_as_a_reply(world: tuple[Human, Bot]
     assert content["body"].strip()
     assert content["format"] == "org.matrix.custom.html" and content["formatted_body"]
     assert content["m.mentions"] == {}
-    for _ in range(50):  # the reply is stored right after its last edit is sent
-        turns = await brain.history.recent(f"matrix:{room}")
-        if len(turns) == 2:
-            break
-        await asyncio.sleep(0.1)
-    assert [t.role for t in turns] == ["assistant", "user"]
-    assert turns[1].content == "Hello! What is your favourite colour?"
+    turns = await stored_turns(brain, f"matrix:{room}", 2)
+    assert [t.role for t in turns] == ["user", "assistant"]
+    assert turns[0].content == "Hello! What is your favourite colour?"
 
 
 async def test_text_commands_with_either_prefix_and_usage_on_bad_arguments(world: tuple[Human, Bot]) -> None:
@@ -359,11 +368,7 @@ async def test_access_token_login_display_name_mentions_and_threads(
         "m.relates_to", {}).get("rel_type") == "m.thread")
     assert answer.source["content"]["m.relates_to"]["event_id"] == root
     assert answer.source["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == in_thread
-    for _ in range(50):
-        if await brain.history.count(f"matrix:{room}/{root}") == 2:
-            break
-        await asyncio.sleep(0.1)
-    assert await brain.history.count(f"matrix:{room}/{root}") == 2  # the thread's own history
+    assert len(await stored_turns(brain, f"matrix:{room}/{root}", 2)) == 2  # the thread's own history
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await adapter.close()
@@ -444,24 +449,19 @@ async def test_the_bot_carries_on_after_the_homeserver_restarts(
         bot_id = bot.config.user_id
         room = await human.room_with(bot_id)
         await human.wait_for(joined(bot_id))
-        async def stored() -> list[str]:
-            for _ in range(100):  # a reply is stored right after its last edit is sent
-                turns = [t.content for t in reversed(await brain.history.recent(f"matrix:{room}"))]
-                if len(turns) % 2 == 0:
-                    return turns
-                await asyncio.sleep(0.1)
-            return turns
+        async def stored(count: int) -> list[str]:
+            return [t.content for t in await stored_turns(brain, f"matrix:{room}", count)]
 
         asked = await human.say(room, "before the restart")
         await human.wait_for(reply_to(asked, bot_id))
-        assert await stored() == ["before the restart", "echo: before the restart"]
+        assert await stored(2) == ["before the restart", "echo: before the restart"]
         own.stop()  # the bot's long-poll sync breaks off; it keeps retrying
         await asyncio.sleep(3)
         own.start()  # same port, same database
         asked = await human.say(room, "after the restart")
         await human.wait_for(reply_to(asked, bot_id), timeout=120)
         assert bot.task is not None and not bot.task.done()
-        assert await stored() == [
+        assert await stored(4) == [
             "before the restart", "echo: before the restart", "after the restart", "echo: after the restart"]
     finally:
         await bot.stop()
