@@ -99,6 +99,7 @@ class ConsoleAdapter:
         self._start_reader(lines, ready)
         if self.interactive:
             self._stdout.write("mombot — type a message, /help for commands, /quit to leave.\n")
+        await self._brain.report_lost_image_jobs("console", self._notify)
         count = 0
         while True:
             line = await lines.get()
@@ -109,6 +110,10 @@ class ConsoleAdapter:
                 # Its own task, so that a shutdown can cancel this reply and not the chat loop.
                 await asyncio.gather(asyncio.create_task(self._answer(line, count)), return_exceptions=True)
             ready.set()
+
+    async def _notify(self, channel_id: str, text: str) -> None:
+        self._stdout.write(f"[!] {text}\n\n")
+        self._stdout.flush()
 
     async def _answer(self, line: str, count: int) -> None:
         prefix = f"{self._bot_name}> " if self.interactive else ""

@@ -130,6 +130,7 @@ class MombotDiscordClient(discord.Client):
         self.config = config
         self.tree = app_commands.CommandTree(self)
         self.rate_limit = RateLimiter(config.rate_limit_messages, config.rate_limit_window_s)
+        self._reported_lost_jobs = False
         for spec in brain.commands.specs.values():
             self.tree.add_command(slash_command(spec, self._on_slash))
 
@@ -143,6 +144,16 @@ class MombotDiscordClient(discord.Client):
         else:
             await self.tree.sync()
         log.info("slash commands synced (%s)", "listed servers" if self.config.guilds else "global")
+
+    async def on_ready(self) -> None:
+        """Runs after every (re)connect; the lost-image report only after the first."""
+        if not self._reported_lost_jobs:
+            self._reported_lost_jobs = True
+            await self.brain.report_lost_image_jobs("discord", self._notify)
+
+    async def _notify(self, channel_id: str, text: str) -> None:
+        channel = self.get_channel(int(channel_id)) or await self.fetch_channel(int(channel_id))
+        await channel.send(text, allowed_mentions=NO_PINGS)  # type: ignore[union-attr]
 
     # -- access ----------------------------------------------------------------------
 

@@ -195,6 +195,7 @@ class MatrixAdapter:
                                                    nio.RoomEncryptedImage, nio.MegolmEvent))
         for room_id in list(client.invited_rooms):  # invites that came while we were away
             await self._consider_invite(room_id, client.invited_rooms[room_id].inviter)
+        await self.brain.report_lost_image_jobs("matrix", self._notify)
         self.ready.set()
         backoff = 1.0
         while True:
@@ -363,6 +364,12 @@ class MatrixAdapter:
         return [Attachment(name, info.get("mimetype") or event.mimetype or "", data)], []
 
     # -- sending ----------------------------------------------------------------------------
+
+    async def _notify(self, channel_id: str, text: str) -> None:
+        """A message of the bot's own, unprompted, into a room or thread (a channel key's id)."""
+        room_id, _, thread_root = channel_id.partition("/")
+        relation = {"m.relates_to": {"rel_type": "m.thread", "event_id": thread_root}} if thread_root else {}
+        await self.send(room_id, {**text_content(text), **relation})
 
     async def send(self, room_id: str, content: dict[str, Any]) -> str:
         assert self.client is not None

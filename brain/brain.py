@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from brain.attachments import PreparedAttachments, prepare_attachments
@@ -34,6 +36,7 @@ from brain.outbox import Outbox
 from brain.routing import Classifier, Route, TextOnly
 from brain.runner import CharacterRunner, Turn
 from brain.streaming import ReplyStreamer, split_text
+from brain.telemetry import Sources, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class CoolDownMonitor(Protocol):
 GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the bot's log."
 SHUTTING_DOWN = "I'm restarting right now; please ask again in a minute."
 STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask again in a minute."
+LOST_IMAGE = "I was restarted before I could finish the image you asked for ({prompt}). Please ask again."
 VISION_INSTRUCTION = (
     "Describe the attached image(s) precisely and concisely for someone who cannot see "
     "them, then answer the user's question about them if there is one."
@@ -105,6 +109,7 @@ class Brain:
         self.image_generator = image_generator
         self.gpu = gpu
         self.tracker = TokenTracker()
+        self.telemetry = Telemetry(Sources(self.tracker, lambda: getattr(self.image_generator, "length", None)))
         for client in clients.values():
             client.usage_sinks.append(self.tracker.record)
         self.runner = CharacterRunner(history, clients)
@@ -163,12 +168,14 @@ class Brain:
     async def handle(self, message: Inbound, outbox: Outbox) -> None:
         """Answer one message. Never raises: failures become a message to the user."""
         if self._closing:
-            await self._tell_error(outbox, SHUTTING_DOWN)
+            await self._tell_error(outbox, SHUTTING_DOWN, "shutdown")
             return
         current_channel.set(message.channel_key)
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        started = time.monotonic()
+        kind = self.commands.kind_of(message.text, message.command)  # the metrics label
         try:
             async with self.channel_queue.turn(message.channel_key):
                 if message.command is not None:
@@ -181,20 +188,21 @@ class Brain:
                     await self._answer(message, outbox)
         except (BadCommand, FeatureUnavailable) as exc:
             log.info("%s: %s: %s", message.channel_key, type(exc).__name__, exc)
-            await self._tell_error(outbox, exc.user_message)
+            await self._tell_error(outbox, exc.user_message, type(exc).__name__)
         except MombotError as exc:
             log.warning("%s: %s (%s)", message.channel_key, type(exc).__name__, exc)
-            await self._tell_error(outbox, exc.user_message)
+            await self._tell_error(outbox, exc.user_message, type(exc).__name__)
         except Exception:
             log.exception("%s: unexpected failure while answering", message.channel_key)
-            await self._tell_error(outbox, GENERIC_ERROR)
+            await self._tell_error(outbox, GENERIC_ERROR, "unexpected")
         except asyncio.CancelledError:
             if self._closing:  # cut off by shutdown(): say so (the question is stored already)
                 log.info("%s: reply cancelled by shutdown", message.channel_key)
-                await self._tell_error(outbox, STOPPED_MID_REPLY)
+                await self._tell_error(outbox, STOPPED_MID_REPLY, "shutdown")
             raise
         finally:
             self._in_flight.discard(task)  # type: ignore[arg-type]
+            self.telemetry.observe_reply(kind, time.monotonic() - started)
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking messages; let replies in progress finish for `grace_s`, then cancel them.
@@ -212,7 +220,31 @@ class Brain:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _tell_error(self, outbox: Outbox, text: str) -> None:
+    async def report_lost_image_jobs(
+        self, platform: str, notify: Callable[[str, str], Awaitable[None]]
+    ) -> int:
+        """Tell the users whose image jobs died with an earlier process (SIGKILL, power cut).
+
+        Each adapter calls this once it can send, with `notify(channel_id, text)`.
+        Returns how many jobs were reported.
+        """
+        jobs = await self.history.take_lost_image_jobs(platform)
+        for job in jobs:
+            channel_id = job.channel.split(":", 1)[1]
+            log.info("%s: an image job of %s was lost in a restart", job.channel, job.user_id)
+            try:
+                await notify(channel_id, LOST_IMAGE.format(prompt=job.prompt[:200]))
+            except Exception:
+                log.warning("could not tell %s about a lost image job", job.channel, exc_info=True)
+        return len(jobs)
+
+    @property
+    def closing(self) -> bool:
+        """True once shutdown() began: no new messages are taken."""
+        return self._closing
+
+    async def _tell_error(self, outbox: Outbox, text: str, kind: str) -> None:
+        self.telemetry.count_error(kind)
         try:
             await outbox.error(text)
         except Exception:
@@ -370,9 +402,16 @@ class Brain:
             await outbox.edit(status, f"🎨 {text}")
 
         await progress(f"Drawing: {request.prompt}")
-        result = await generator.generate(request, progress)
-        caption = f"{result.prompt}\n(seed {result.seed}, {result.width}x{result.height}, {request.steps} steps)"
-        await outbox.send_image(result.png, f"mombot-{result.seed}.png", caption)
+        # Journaled until the user has the image or was told why not; a job a crash cut off
+        # is reported after the restart (report_lost_image_jobs).
+        job_id = await self.history.start_image_job(message.channel_key, message.author_id,
+                                                    request.prompt)
+        try:
+            result = await generator.generate(request, progress)
+            caption = f"{result.prompt}\n(seed {result.seed}, {result.width}x{result.height}, {request.steps} steps)"
+            await outbox.send_image(result.png, f"mombot-{result.seed}.png", caption)
+        finally:
+            await self.history.finish_image_job(job_id)
         await self.history.add(
             message.channel_key, "assistant", f"[image: {result.prompt} (seed {result.seed})]",
             self.synthesizer.name,

@@ -93,17 +93,30 @@ class CommandRegistry:
 
     def parse_text(self, text: str) -> CommandCall | None:
         """Parse `/name ...` or `!name ...`; None when the text is not a command at all."""
-        stripped = text.strip()
-        if len(stripped) < 2 or stripped[0] not in PREFIXES or stripped[1].isspace():
+        split = _split_command(text)
+        if split is None:
             return None
-        name, _, rest = stripped[1:].partition(" ")
+        prefix, name, rest = split
         spec = self.specs.get(name.lower())
         if spec is None:
-            if stripped[0] == "/" and name.isalpha():
+            if prefix == "/" and name.isalpha():
                 known = ", ".join(f"/{n}" for n in sorted(self.specs))
                 raise BadCommand(f"I don't know the command /{name[:40]}. Commands: {known}")
             return None  # "!!!" or "/s" inside prose is just text
         return self.validate(spec, _parse_words(spec, rest))
+
+    def kind_of(self, text: str, call: CommandCall | None = None) -> str:
+        """What a message is, for metrics: a known command's name, "unknown command" or "chat"."""
+        if call is not None:
+            return call.name if call.name in self.specs else "unknown command"
+        split = _split_command(text)
+        if split is None:
+            return "chat"
+        prefix, name, _ = split
+        if name.lower() in self.specs:
+            return name.lower()
+        # as in parse_text: only "/word" is an unknown command; anything else is prose
+        return "unknown command" if prefix == "/" and name.isalpha() else "chat"
 
     def check(self, call: CommandCall) -> CommandCall:
         """Validate a call that a platform built from its native command options."""
@@ -132,6 +145,15 @@ class CommandRegistry:
     def help_text(self) -> str:
         lines = [f"`{spec.usage()}` — {spec.help}" for spec in self.specs.values()]
         return "Commands:\n" + "\n".join(lines)
+
+
+def _split_command(text: str) -> tuple[str, str, str] | None:
+    """(prefix, name, rest) of a text that starts like a command, else None."""
+    stripped = text.strip()
+    if len(stripped) < 2 or stripped[0] not in PREFIXES or stripped[1].isspace():
+        return None
+    name, _, rest = stripped[1:].partition(" ")
+    return stripped[0], name, rest
 
 
 def _parse_words(spec: CommandSpec, rest: str) -> dict[str, str]:

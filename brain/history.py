@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Index, Text, event, func
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Index, Text, event, func, inspect
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine, make_url
@@ -37,6 +39,25 @@ class Turn(SQLModel, table=True):
     author: str = Field(default="", max_length=255)
     content: str = Field(sa_type=Text)
     created_at: datetime = Field(default_factory=_utcnow)
+
+
+class ImageJob(SQLModel, table=True):
+    """An image request in progress; rows left at start belong to a process that died."""
+
+    __tablename__ = "image_jobs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=255)
+    user_id: str = Field(max_length=255)
+    prompt: str = Field(sa_type=Text)
+    created_at: datetime = Field(default_factory=_utcnow)
+
+
+@dataclass(frozen=True)
+class LostImageJob:
+    channel: str
+    user_id: str
+    prompt: str
 
 
 @dataclass(frozen=True)
@@ -78,13 +99,34 @@ def _make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+FIRST_REVISION = "0001"  # the schema that mombot created before it had migrations
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the newest schema revision (Alembic), whatever it holds now.
+
+    An empty database gets every revision; one made by an older mombot without migrations
+    (a `turns` table but no `alembic_version`) is first stamped with the first revision.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        tables = set(inspect(connection).get_table_names())
+        if "turns" in tables and "alembic_version" not in tables:
+            log.info("history database predates migrations: stamping revision %s", FIRST_REVISION)
+            command.stamp(config, FIRST_REVISION)
+        command.upgrade(config, "head")
+
+
 class HistoryStore:
     """Stores and reads turns per channel key ("platform:channel")."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine = _make_engine(url)
-        SQLModel.metadata.create_all(self._engine)
+        migrate(self._engine)
         log.info("history store ready (%s)", self._engine.url.get_backend_name())
 
     def close(self) -> None:
@@ -110,6 +152,22 @@ class HistoryStore:
 
     async def count(self, channel: str) -> int:
         return await asyncio.to_thread(self._count, channel)
+
+    async def ping(self) -> None:
+        """Raise if the database does not answer (for the health check)."""
+        await asyncio.to_thread(self._ping)
+
+    async def start_image_job(self, channel: str, user_id: str, prompt: str) -> int:
+        """Note an image job before it is queued, so a crash cannot lose it silently."""
+        return await asyncio.to_thread(self._start_image_job, channel, user_id, prompt)
+
+    async def finish_image_job(self, job_id: int) -> None:
+        """Forget a job that ended (delivered, failed or cancelled: its user was told)."""
+        await asyncio.to_thread(self._finish_image_job, job_id)
+
+    async def take_lost_image_jobs(self, platform: str) -> list[LostImageJob]:
+        """Remove and return the jobs a dead process left behind on one platform."""
+        return await asyncio.to_thread(self._take_lost_image_jobs, platform)
 
     # The two hot paths use SQLAlchemy Core: no ORM objects to build and no re-read of the
     # inserted row, which halved their time per message (bench/bench_load.py).
@@ -141,6 +199,27 @@ class HistoryStore:
             result = session.exec(delete(Turn).where(col(Turn.channel) == channel))
             session.commit()
             return result.rowcount or 0
+
+    def _start_image_job(self, channel: str, user_id: str, prompt: str) -> int:
+        row = {"channel": channel, "user_id": user_id, "prompt": prompt, "created_at": _utcnow()}
+        with self._engine.begin() as connection:
+            return int(connection.execute(sa_insert(ImageJob).values(row)).inserted_primary_key[0])
+
+    def _finish_image_job(self, job_id: int) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(delete(ImageJob).where(col(ImageJob.id) == job_id))
+
+    def _take_lost_image_jobs(self, platform: str) -> list[LostImageJob]:
+        mine = col(ImageJob.channel).startswith(f"{platform}:", autoescape=True)
+        with Session(self._engine) as session:
+            jobs = session.exec(select(ImageJob).where(mine).order_by(col(ImageJob.id))).all()
+            session.exec(delete(ImageJob).where(col(ImageJob.id).in_([j.id for j in jobs])))
+            session.commit()
+            return [LostImageJob(j.channel, j.user_id, j.prompt) for j in jobs]
+
+    def _ping(self) -> None:
+        with self._engine.connect() as connection:
+            connection.execute(sa_select(1))
 
     def _count(self, channel: str) -> int:
         with Session(self._engine) as session:

@@ -15,6 +15,7 @@ import pytest_asyncio
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.config import EndpointConfig
 from brain.llm import ModelClient
+from tests.a1111 import A1111Server
 from tests.fake_openai import FakeOpenAIServer
 
 TEST_N_CTX = 512
@@ -62,6 +63,13 @@ def postgres_url() -> str:
             pytest.fail("MOMBOT_TEST_POSTGRES_URL is not set in CI: .ci/run must start PostgreSQL")
         pytest.skip("no PostgreSQL (set MOMBOT_TEST_POSTGRES_URL; .ci/run does)")
     return url
+
+
+@pytest.fixture
+def a1111() -> Iterator[A1111Server]:
+    server = A1111Server()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 from brain.images import GeneratedImage, ImageRequest, ProgressFn
 from brain.outbox import Capabilities, MessageRef
@@ -60,3 +62,36 @@ class RecordingGenerator:
         Image.new("RGB", (request.width, request.height), (200, 30, 30)).save(out, "PNG")
         return GeneratedImage(out.getvalue(), request.width, request.height, request.seed,
                               request.prompt)
+
+
+class FakeNvml:
+    """Stands in for pynvml: temperatures read from a script, one list per GPU."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self, temperatures: list[list[int]]) -> None:
+        self.temperatures = temperatures
+        self.reads = 0
+
+    def nvmlInit(self) -> None:
+        return None
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.temperatures)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return b"NVIDIA Test GPU"
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        series = self.temperatures[handle]
+        self.reads += 1
+        return series.pop(0) if len(series) > 1 else series[0]
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
+        return SimpleNamespace(used=2 * 2**30, total=80 * 2**30)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
+        return SimpleNamespace(gpu=97)

@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from brain.brain import SHUTTING_DOWN
+from brain.brain import SHUTTING_DOWN, STOPPED_MID_REPLY
+from brain.config import A1111Config, QueueConfig
 from brain.history import HistoryStore
+from brain.imaging.queue import ImageQueue
+from brain.imaging.remote import A1111Backend
 from brain.messages import Inbound
+from tests.a1111 import A1111Server
 from tests.fake_openai import Behaviour, FakeOpenAIServer, long_slow_reply
 from tests.helpers import RecordingOutbox
 from tests.load import fake_brain
@@ -26,12 +30,13 @@ def start(config: Path, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def write_config(tmp_path: Path, server: FakeOpenAIServer, bot_settings: str = "") -> Path:
+def write_config(tmp_path: Path, server: FakeOpenAIServer, bot_settings: str = "", more: str = "") -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
         f'[bot]\ndata_dir = "{tmp_path / "data"}"\n{bot_settings}'
         f'[endpoints.fake]\nbase_url = "{server.base_url}"\ncontext_window = 4096\n'
         '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\npersona = "You are mom."\n'
+        + more
     )
     return config
 
@@ -71,6 +76,34 @@ def test_a_reply_cut_by_sigkill_is_not_stored_and_the_next_run_carries_on(tmp_pa
         assert [m["content"] for m in last if m["role"] == "user"] == ["Tell me a long story", "Are you back?"]
         store.close()
     finally:
+        server.stop()
+
+
+def test_an_image_job_cut_by_sigkill_is_reported_to_its_user_after_the_restart(tmp_path: Path) -> None:
+    server = FakeOpenAIServer().start()
+    painter = A1111Server(mode="hang")
+    config = write_config(tmp_path, server, more=(
+        f'[images]\nbackend = "a1111"\n[images.a1111]\nbase_url = "{painter.base_url}"\n'))
+    try:
+        first = start(config, tmp_path)
+        assert first.stdin is not None
+        first.stdin.write("/sd a red fox in the snow\n")
+        first.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not painter.bodies:  # the image server is drawing (and will never finish)
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+
+        painter.mode = "ok"
+        out, err = start(config, tmp_path).communicate("", timeout=120)
+        assert ("[!] I was restarted before I could finish the image you asked for "
+                "(a red fox in the snow). Please ask again.") in out, err
+        again, _ = start(config, tmp_path).communicate("", timeout=120)
+        assert "I was restarted" not in again  # told once
+    finally:
+        painter.stop()
         server.stop()
 
 
@@ -118,6 +151,36 @@ async def test_shutdown_refuses_new_messages_and_waits_for_replies_within_grace(
         assert late.errors == [SHUTTING_DOWN]
         turns = [t.content for t in reversed(await brain.history.recent("t:c"))]
         assert turns == ["quick question", "a short answer"]  # the late message was not taken
+    finally:
+        await brain.aclose()
+        server.stop()
+
+
+async def test_image_jobs_that_end_in_any_way_are_not_reported_as_lost(sqlite_url: str, a1111: A1111Server) -> None:
+    server = FakeOpenAIServer().start()
+    brain = fake_brain(server, sqlite_url)
+    brain.image_generator = ImageQueue(A1111Backend(A1111Config(base_url=a1111.base_url, timeout_s=1)),
+                                       QueueConfig())
+    try:
+        for mode, told in [("ok", ""), ("error", "The image server answered with an error (HTTP 500).")]:
+            a1111.mode = mode
+            outbox = RecordingOutbox()
+            await brain.handle(Inbound("t", "c", "u", "ann", text="/sd a red fox"), outbox)
+            assert outbox.errors == ([told] if told else []) and bool(outbox.images) is not bool(told)
+        a1111.mode = "hang"
+        outbox = RecordingOutbox()
+        drawing = asyncio.create_task(brain.handle(Inbound("t", "c", "u", "ann", text="/sd a red fox"), outbox))
+        while len(a1111.bodies) < 3:
+            await asyncio.sleep(0.01)
+        await brain.shutdown(grace_s=0.1)  # cut off: the user hears it now, not after a restart
+        assert drawing.cancelled()
+        assert outbox.errors == [STOPPED_MID_REPLY]
+        told_later: list[str] = []
+
+        async def notify(channel_id: str, text: str) -> None:
+            told_later.append(text)
+
+        assert await brain.report_lost_image_jobs("t", notify) == 0 and told_later == []
     finally:
         await brain.aclose()
         server.stop()

@@ -203,6 +203,24 @@ async def test_sd_sends_a_png_with_prompt_and_seed(make_brain: Callable[..., Bra
         assert bad.response.content.startswith("⚠️ `size` 8192x8192 is outside the limits")
 
 
+async def test_an_image_lost_in_a_crash_is_reported_after_the_restart(
+    make_brain: Callable[..., Brain],
+) -> None:
+    brain = make_brain(image_generator=RecordingGenerator())
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        channel = guild.create_text_channel("art")
+        # What a process killed mid-image leaves behind in the shared database:
+        await brain.history.start_image_job(f"discord:{channel.id}", "123", "a lighthouse at dusk")
+        restarted = MombotDiscordClient(brain, client.config)
+        await env.restart_bot(restarted)
+        told = [m.content for m in bot_messages(channel, restarted)]
+        assert told == ["I was restarted before I could finish the image you asked for "
+                        "(a lighthouse at dusk). Please ask again."]
+        await env.restart_bot(MombotDiscordClient(brain, client.config))
+        assert len(bot_messages(channel, restarted)) == 1  # told once, not at every start
+
+
 async def test_long_replies_split_at_2000_without_breaking_code_and_edits_are_throttled(
     fake_server: FakeOpenAIServer, sqlite_url: str,
 ) -> None:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
-import json
-import threading
-import time
 from collections.abc import Hashable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from bot.embedded import free_port
 from brain.brain import Brain
@@ -42,7 +32,8 @@ from brain.imaging.queue import ImageQueue, StepFn
 from brain.imaging.remote import A1111Backend
 from brain.llm import ModelClient
 from brain.messages import Inbound
-from tests.helpers import RecordingOutbox
+from tests.a1111 import A1111Server
+from tests.helpers import FakeNvml, RecordingOutbox
 from tests.tiny_sd import build_tiny_pipeline
 
 
@@ -200,39 +191,6 @@ async def test_a_cancelled_request_never_runs() -> None:
     assert slow.calls == [["first"]] and queue.length == 0
 
 
-class FakeNvml:
-    """Stands in for pynvml: temperatures read from a script, one list per GPU."""
-
-    NVML_TEMPERATURE_GPU = 0
-
-    def __init__(self, temperatures: list[list[int]]) -> None:
-        self.temperatures = temperatures
-        self.reads = 0
-
-    def nvmlInit(self) -> None:
-        return None
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.temperatures)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
-        return index
-
-    def nvmlDeviceGetName(self, handle: int) -> bytes:
-        return b"NVIDIA Test GPU"
-
-    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
-        series = self.temperatures[handle]
-        self.reads += 1
-        return series.pop(0) if len(series) > 1 else series[0]
-
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
-        return SimpleNamespace(used=2 * 2**30, total=80 * 2**30)
-
-    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
-        return SimpleNamespace(gpu=97)
-
-
 async def test_cool_down_waits_for_the_hottest_gpu_with_hysteresis() -> None:
     # GPU 0 is cool; GPU 1 is hot and cools slowly: a first-GPU-only check would never wait
     nvml = FakeNvml([[50], [82, 80, 74, 71, 69]])
@@ -290,43 +248,6 @@ async def test_sd_end_to_end_through_the_queue(fake_server_chat: tuple[Brain, An
     assert name == "mombot-3.png" and Image.open(io.BytesIO(png)).size == (64, 64)
     assert caption == "a tiny red fox\n(seed 3, 64x64, 2 steps)"
     assert outbox.messages[0].startswith("🎨")
-
-
-class A1111Server:
-    """A small local server speaking the A1111 txt2img contract."""
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.bodies: list[dict[str, Any]] = []
-        self.port = free_port()
-        app = Starlette(routes=[Route("/sdapi/v1/txt2img", self.txt2img, methods=["POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-
-    async def txt2img(self, request: Request) -> Response:
-        body = await request.json()
-        self.bodies.append(body)
-        if self.mode == "hang":
-            await asyncio.sleep(30)
-        if self.mode == "error":
-            return JSONResponse({"error": "OutOfMemoryError"}, status_code=500)
-        if self.mode == "garbage":
-            return JSONResponse({"images": ["not base64 at all!!"], "info": "{}"})
-        out = io.BytesIO()
-        Image.new("RGB", (body["width"], body["height"]), (1, 2, 3)).save(out, "PNG")
-        return JSONResponse({"images": [base64.b64encode(out.getvalue()).decode()],
-                             "info": json.dumps({"seed": body["seed"]})})
-
-
-@pytest.fixture
-def a1111() -> Iterator[A1111Server]:
-    server = A1111Server()
-    yield server
-    server.server.should_exit = True
-    server.thread.join(timeout=5)
 
 
 async def test_a1111_backend(a1111: A1111Server) -> None:

@@ -220,7 +220,7 @@ async def test_uninvited_inviters_are_declined(
     await human.close()
 
 
-async def test_restart_keeps_the_device_and_does_not_answer_old_messages(
+async def test_restart_keeps_the_device_reports_lost_images_and_does_not_answer_old_messages(
     synapse: Synapse, brain: Brain, tmp_path: Path
 ) -> None:
     bot_id = synapse.register(f"mombot{next(_ids)}")
@@ -233,8 +233,13 @@ async def test_restart_keeps_the_device_and_does_not_answer_old_messages(
     await bot.stop()
 
     while_away = await human.say(room, "Are you there? (sent while the bot is down)")
+    # as if the bot had died while drawing an image for this room:
+    await brain.history.start_image_job(f"matrix:{room}", human.user_id, "a lighthouse at dusk")
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
     assert bot.adapter.client.device_id == first_device  # no new device
+    lost = await human.wait_for(lambda _, e: e.sender == bot_id and isinstance(e, nio.RoomMessageText))
+    assert lost.body == ("I was restarted before I could finish the image you asked for "
+                         "(a lighthouse at dusk). Please ask again.")
     now = await human.say(room, "And now?")
     await human.wait_for(reply_to(now, bot_id))
     await asyncio.sleep(1)

@@ -1,0 +1,31 @@
+"""Alembic's entry point. mombot runs it in-process (brain.history.migrate) with an open
+connection; developers may run the alembic CLI with `-x url=DATABASE_URL` instead:
+
+    alembic -c brain/migrations/alembic.ini -x url=sqlite:///data/mombot.db revision --autogenerate -m "..."
+"""
+
+from alembic import context
+from sqlalchemy import create_engine
+from sqlmodel import SQLModel
+
+import brain.history  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+config = context.config
+
+
+def run(connection) -> None:
+    # Batch mode lets ALTER TABLE work on SQLite, which can only add columns in place.
+    context.configure(connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    run(connection)
+else:
+    url = context.get_x_argument(as_dictionary=True).get("url")
+    if not url:
+        raise SystemExit("pass the database with -x url=DATABASE_URL")
+    with create_engine(url).begin() as cli_connection:
+        run(cli_connection)
