@@ -18,7 +18,7 @@ class ChatLimits(StrictModel):
     """Limits every chat platform applies: per-user rate and attachment size."""
 
     rate_limit_messages: int = Field(6, ge=1, description="Messages a user may send per window.")
-    rate_limit_window_s: float = Field(60.0, gt=0)
+    rate_limit_window_s: float = Field(60.0, gt=0, description="Length of that window in seconds.")
     max_attachment_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Larger attachments are refused before download."
     )
@@ -27,7 +27,7 @@ class ChatLimits(StrictModel):
 class DiscordConfig(ChatLimits):
     """Discord bot (token from MOMBOT_DISCORD_TOKEN). Empty lists mean "no restriction"."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Run the Discord bot in `mombot run`.")
     guilds: list[int] = Field(
         default_factory=list,
         description="Servers the bot serves; slash commands are synced to these at once "
@@ -50,7 +50,7 @@ class DiscordConfig(ChatLimits):
 class MatrixConfig(ChatLimits):
     """Matrix bot account (MOMBOT_MATRIX_PASSWORD or MOMBOT_MATRIX_ACCESS_TOKEN). Empty lists: no limit."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Run the Matrix bot in `mombot run`.")
     homeserver: str = Field("", description="e.g. https://matrix.example.org")
     user_id: str = Field("", description="e.g. @mombot:example.org")
     device_name: str = Field("mombot", min_length=1, description="Shown in the account's sessions.")

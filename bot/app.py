@@ -12,8 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from sqlalchemy.engine import make_url
+
 from bot.config import MombotConfig, Secrets
 from bot.embedded import EmbeddedServer
+from bot.status_server import StatusServer
 from brain.brain import Brain
 from brain.config import EndpointConfig
 from brain.history import HistoryStore, resolve_database_url
@@ -22,6 +25,7 @@ from brain.imaging.local import DiffusersBackend
 from brain.imaging.queue import BatchBackend, ImageQueue
 from brain.imaging.remote import A1111Backend
 from brain.llm import ModelClient
+from brain.redaction import register_secret
 from brain.routing import (
     Classifier,
     EmbeddingClassifier,
@@ -44,14 +48,17 @@ class App:
         secrets: Secrets,
         *,
         progress: Callable[[str], None] | None = None,
+        serve_status: bool = True,
     ) -> None:
         self.config = config
+        self._serve_status = serve_status and config.http.enabled
         self.secrets = secrets
         self.data_dir = Path(config.bot.data_dir).expanduser()
         self._progress = progress
         self.embedded: EmbeddedServer | None = None
         self.endpoints: dict[str, EndpointConfig] = {}
         self.brain: Brain | None = None
+        self.status_server: StatusServer | None = None
 
     async def __aenter__(self) -> App:
         try:
@@ -92,7 +99,10 @@ class App:
             )
             for name, endpoint in self.endpoints.items()
         }
-        url = resolve_database_url(self.config.history.database_url, self.data_dir)
+        given = self.secrets.database_url  # a URL with a password comes from the environment
+        url = given.get_secret_value() if given else self.config.history.database_url
+        register_secret(make_url(url).password)
+        url = resolve_database_url(url, self.data_dir)
         history = HistoryStore(url)
         config = self.config
         gpu = GpuMonitor(config.gpu)
@@ -110,6 +120,9 @@ class App:
             image_generator=await self._image_generator(gpu),
             gpu=gpu,
         )
+        if self._serve_status:
+            self.status_server = StatusServer(self.brain, config.http)
+            await self.status_server.start()
 
     async def _image_generator(self, gpu: GpuMonitor) -> ImageQueue | None:
         images = self.config.images
@@ -153,6 +166,9 @@ class App:
         return HybridClassifier(embedding, llm, routing.confidence)
 
     async def close(self) -> None:
+        if self.status_server is not None:
+            await self.status_server.close()
+            self.status_server = None
         if self.brain is not None:
             await self.brain.aclose()
             self.brain = None

@@ -7,7 +7,11 @@ import asyncio
 import logging
 import signal
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+from pythonjsonlogger.json import JsonFormatter
 
 from adapters.console import ConsoleAdapter
 from bot import __version__
@@ -16,7 +20,7 @@ from bot.config import ConfigError, MombotConfig, Secrets, load_config
 from bot.embedded import EmbeddedServerError
 from brain.brain import Brain
 from brain.errors import MombotError
-from brain.redaction import install_redaction
+from brain.redaction import install_redaction, redact
 
 log = logging.getLogger("mombot")
 
@@ -35,19 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("chat", help="chat in this terminal (reads stdin when piped)")
     commands.add_parser("run", help="run every enabled platform adapter")
     commands.add_parser("check", help="validate the config and reach every model endpoint")
+    commands.add_parser("health", help="ask the running bot's /healthz (a container health check)")
     return parser
 
 
+class JsonLogFormatter(JsonFormatter):
+    """One JSON object per record, its traceback masked like the message."""
+
+    def formatException(self, ei) -> str:  # logging's own name
+        return redact(super().formatException(ei))
+
+
 def setup_logging(config: MombotConfig, data_dir: Path, *, quiet_console: bool) -> None:
-    """Full log to data_dir/mombot.log; only warnings on stderr while chatting."""
+    """The one logging setup: the full log to data_dir/mombot.log, and stderr (only
+    warnings while chatting); readable lines or JSON (bot.log_format); secrets masked."""
     data_dir.mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(data_dir / "mombot.log", encoding="utf-8")
-    file_handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
     stderr_handler = logging.StreamHandler(sys.stderr)
     stderr_handler.setLevel(logging.WARNING if quiet_console else logging.NOTSET)
-    stderr_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if config.bot.log_format == "json":
+        for handler in (file_handler, stderr_handler):
+            handler.setFormatter(JsonLogFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        stderr_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handlers = [install_redaction(h) for h in (file_handler, stderr_handler)]
     logging.basicConfig(level=config.bot.log_level, handlers=handlers, force=True)
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):
@@ -64,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mombot: config error:\n{exc}", file=sys.stderr)
         return 2
+    if args.command == "health":
+        return _health(config)
     setup_logging(config, Path(config.bot.data_dir), quiet_console=args.command == "chat")
     runner = {"chat": _chat, "run": _run, "check": _check}[args.command]
     try:
@@ -75,6 +92,24 @@ def main(argv: list[str] | None = None) -> int:
         text = exc.user_message if isinstance(exc, MombotError) else str(exc)
         print(f"mombot: {text}", file=sys.stderr)
         return 1
+
+
+def _health(config: MombotConfig) -> int:
+    """Exit 0 when the running bot's /healthz says ok (the Docker HEALTHCHECK)."""
+    if not config.http.enabled:
+        print("mombot: the status endpoint is off. Fix: set http.enabled = true", file=sys.stderr)
+        return 1
+    host = "127.0.0.1" if config.http.host in ("", "0.0.0.0", "::") else config.http.host
+    url = f"http://{host}:{config.http.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            print(f"{url}: {response.read().decode()}")
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"{url}: {exc.code} {exc.read().decode()}", file=sys.stderr)
+    except OSError as exc:
+        print(f"{url}: not answering ({exc})", file=sys.stderr)
+    return 1
 
 
 def _progress(text: str) -> None:
@@ -201,7 +236,7 @@ def _platform_error(exc: Exception) -> str | None:
 async def _check(config: MombotConfig, secrets: Secrets) -> int:
     print("config: ok")
     failures = 0
-    async with App(config, secrets, progress=_progress) as app:
+    async with App(config, secrets, progress=_progress, serve_status=False) as app:
         assert app.brain is not None
         for name, client in app.brain.clients.items():
             try:

@@ -58,18 +58,36 @@ class ConfigError(Exception):
 
 
 class BotConfig(StrictModel):
+    """Where mombot keeps its files, and how it logs and stops."""
+
     data_dir: str = Field("data", description="Folder for the history database and logs.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least important log records kept (the log file is data_dir/mombot.log)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line."
+    )
     shutdown_grace_s: float = Field(
         15.0, ge=0, le=300, description="On SIGTERM, how long replies in progress may take to finish."
     )
+
+
+class HttpConfig(StrictModel):
+    """An optional HTTP endpoint for operators: /metrics (Prometheus) and /healthz."""
+
+    enabled: bool = Field(False, description="Serve /metrics and /healthz.")
+    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 inside a container.")
+    port: int = Field(9464, ge=0, le=65535, description="Port to listen on (0: any free port).")
 
 
 class ExtensionsConfig(BaseModel):
     """`enabled` lists extensions; any other key is one extension's settings table."""
 
     model_config = ConfigDict(extra="allow")
-    enabled: list[str] = Field(default_factory=lambda: ["deep_thinking"])
+    enabled: list[str] = Field(
+        default_factory=lambda: ["deep_thinking"],
+        description="Extensions to load (Python entry points \"mombot.extensions\").",
+    )
 
     @property
     def settings(self) -> dict[str, dict[str, Any]]:
@@ -89,6 +107,7 @@ class MombotConfig(StrictModel):
     attachments: AttachmentsConfig = AttachmentsConfig()
     images: ImagesConfig = ImagesConfig()
     gpu: GpuConfig = GpuConfig()
+    http: HttpConfig = HttpConfig()
     extensions: ExtensionsConfig = ExtensionsConfig()
     console: ConsoleConfig = ConsoleConfig()
     discord: DiscordConfig = DiscordConfig()
@@ -151,6 +170,7 @@ class Secrets(BaseModel):
     discord_token: SecretStr | None = None
     matrix_password: SecretStr | None = None
     matrix_access_token: SecretStr | None = None
+    database_url: SecretStr | None = None  # MOMBOT_DATABASE_URL, over history.database_url
     endpoint_keys: dict[str, SecretStr] = Field(default_factory=dict)
 
 
@@ -227,6 +247,7 @@ def _read_secrets(config: MombotConfig, env: Mapping[str, str], source: str) -> 
         discord_token=secret("MOMBOT_DISCORD_TOKEN"),
         matrix_password=secret("MOMBOT_MATRIX_PASSWORD"),
         matrix_access_token=secret("MOMBOT_MATRIX_ACCESS_TOKEN"),
+        database_url=secret("MOMBOT_DATABASE_URL"),
     )
     if config.discord.enabled and secrets.discord_token is None:
         raise ConfigError(

@@ -48,17 +48,19 @@ class EndpointConfig(StrictModel):
 class CharacterConfig(StrictModel):
     """A character: a persona speaking through one model on one endpoint."""
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, description="Shown in /characters, footers and debug views.")
     endpoint: str = Field("embedded", description="Name of an [endpoints.NAME] section.")
     model: str = Field("smollm2-135m", description="Model name as the endpoint knows it.")
     persona: str = Field(
         "You are a helpful assistant.", description="System prompt that sets the character."
     )
-    temperature: float = Field(0.7, ge=0, le=2)
+    temperature: float = Field(0.7, ge=0, le=2, description="0: deterministic; higher: more varied.")
     max_tokens: int = Field(256, ge=1, le=32768, description="Reply length; also the reserve.")
     timeout_s: float | None = Field(None, gt=0, description="Overrides the endpoint's timeout.")
     vision: bool = Field(False, description="The model accepts images.")
-    role: Literal["member", "synthesizer"] = "member"
+    role: Literal["member", "synthesizer"] = Field(
+        "member", description="Members answer; the synthesizer merges their answers (default: the first member)."
+    )
     weight: float = Field(1.0, ge=0, le=10, description="Weight of this character's votes.")
     enabled: bool = Field(True, description="false: keep the character configured but unused.")
 
@@ -69,7 +71,8 @@ class HistoryConfig(StrictModel):
     database_url: str = Field(
         "sqlite:///mombot.db",
         description="SQLAlchemy URL. Relative SQLite paths are inside bot.data_dir. "
-        "PostgreSQL: postgresql+psycopg://user@host/db",
+        "PostgreSQL: postgresql+psycopg://user@host/db; a URL with a password belongs in the "
+        "MOMBOT_DATABASE_URL environment variable, which overrides this.",
     )
     max_turn_chars: int = Field(
         32000, ge=100, description="Longer messages are cut before they are stored."
@@ -109,10 +112,10 @@ class RoutingConfig(StrictModel):
 class AttachmentsConfig(StrictModel):
     """What files the bot accepts with a message."""
 
-    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Larger images are refused before download.")
     max_image_pixels: int = Field(40_000_000, ge=1024, description="Larger images are refused.")
     vision_max_side: int = Field(1024, ge=64, description="Images are scaled down to this side.")
-    max_text_bytes: int = Field(1024 * 1024, ge=1024)
+    max_text_bytes: int = Field(1024 * 1024, ge=1024, description="Larger text files are refused before download.")
     text_token_budget: int = Field(
         1500, ge=16, description="Tokens of attached text files included in the message."
     )
@@ -127,10 +130,14 @@ class DiffusersConfig(StrictModel):
     single_file_config: str = Field(
         "", description="For a single file: a diffusers folder or hub id with the matching configs."
     )
-    scheduler: Literal["default", "euler", "euler_a", "dpm++", "ddim", "unipc", "lcm"] = "default"
+    scheduler: Literal["default", "euler", "euler_a", "dpm++", "ddim", "unipc", "lcm"] = Field(
+        "default", description="Sampler; default: the one the model ships with."
+    )
     lcm_lora: str = Field("", description="LCM-LoRA weights (id, folder or file): fast 4-8 step mode.")
     safety_checker: bool = Field(False, description="Run the pipeline's safety checker if it has one.")
-    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field(
+        "auto", description="auto: CUDA, else Apple MPS, else CPU."
+    )
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto", description="auto: float16 on CUDA and MPS, float32 on the CPU."
     )
@@ -164,7 +171,7 @@ class A1111Config(StrictModel):
     """A remote AUTOMATIC1111-compatible API (A1111, Forge, SD.Next, koboldcpp)."""
 
     base_url: str = Field("", description="e.g. http://gpu-box:7860")
-    timeout_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(300.0, gt=0, description="Seconds to wait for one image.")
     sampler: str = Field("", description="Sampler name the server knows; empty: its default.")
     api_key_env: str | None = Field(None, description="Environment variable with a bearer token.")
 
@@ -172,10 +179,12 @@ class A1111Config(StrictModel):
 class GpuConfig(StrictModel):
     """Cool down before model and image jobs when the GPU is hot (NVIDIA, through NVML)."""
 
-    enabled: bool = True
-    max_temperature_c: int = Field(75, ge=30, le=110)
+    enabled: bool = Field(True, description="Watch NVIDIA GPUs through NVML (none: reported, never blocks).")
+    max_temperature_c: int = Field(
+        75, ge=30, le=110, description="Before a model or image job, wait while any GPU is hotter."
+    )
     hysteresis_c: int = Field(5, ge=0, le=40, description="Resume once this far under the limit.")
-    poll_s: float = Field(5.0, gt=0)
+    poll_s: float = Field(5.0, gt=0, description="Seconds between readings while cooling.")
     max_wait_s: float = Field(600.0, gt=0, description="Give up cooling and go on after this long.")
 
 
@@ -188,11 +197,11 @@ class ImagesConfig(StrictModel):
     prompt_character: str = Field(
         "", description="Character that writes Stable Diffusion prompts; empty: the synthesizer."
     )
-    default_steps: int = Field(25, ge=1)
-    max_steps: int = Field(50, ge=1)
-    default_size: str = Field("512x512", pattern=r"^\d+x\d+$")
-    max_pixels: int = Field(1024 * 1024, ge=4096)
-    max_prompt_chars: int = Field(1000, ge=10)
+    default_steps: int = Field(25, ge=1, description="Denoising steps when /sd names none.")
+    max_steps: int = Field(50, ge=1, description="Most steps a request may ask for.")
+    default_size: str = Field("512x512", pattern=r"^\d+x\d+$", description="WIDTHxHEIGHT when /sd names none.")
+    max_pixels: int = Field(1024 * 1024, ge=4096, description="Largest width × height a request may ask for.")
+    max_prompt_chars: int = Field(1000, ge=10, description="Longest prompt (and negative prompt).")
     guidance: float = Field(7.5, ge=0, le=30, description="Classifier-free guidance scale.")
     diffusers: DiffusersConfig = DiffusersConfig()
     a1111: A1111Config = A1111Config()

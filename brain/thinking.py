@@ -52,7 +52,7 @@ class ThinkSettings(StrictModel):
     default_rounds: int = Field(3, ge=2, le=20, description="Rounds when /think gives none.")
     consensus: float = Field(2 / 3, gt=0.5, le=1, description="Vote share that ends thinking.")
     quorum: float = Field(0.5, gt=0, le=1, description="Share of voters whose vote must parse.")
-    vote_max_tokens: int = Field(96, ge=16, le=1024)
+    vote_max_tokens: int = Field(96, ge=16, le=1024, description="Length of one vote in tokens.")
     seed: int | None = Field(None, description="Shuffle seed (tests); empty: random.")
 
 

