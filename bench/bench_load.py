@@ -70,38 +70,50 @@ def _serve_echo(port_out: Any) -> None:
 
 
 async def overhead(messages: int = 300) -> None:
-    """Side by side: a message through the brain vs the same model call made bare with httpx."""
+    """Side by side: a message through the brain vs the same model call made bare with httpx.
+
+    The bare call sends exactly the messages the brain sent for that message (its whole
+    trimmed history), so the difference is the bot's own work, not a bigger prompt.
+    """
     process, remote = spawn_echo_server()
     folder = Path(tempfile.mkdtemp())
     brain = fake_brain(remote, f"sqlite:///{folder / 'overhead.db'}")
+    client = brain.clients["fake"]
+    sent: list[list[dict[str, Any]]] = []
+    stream_chat = client.stream_chat
+
+    def recording(model: str, prompt: list[dict[str, Any]], **kwargs: Any) -> Any:
+        sent.append(prompt)
+        return stream_chat(model, prompt, **kwargs)
+
+    client.stream_chat = recording  # type: ignore[method-assign]
     bare: list[float] = []
     through: list[float] = []
-    async with httpx.AsyncClient(base_url=remote.base_url) as client:
+    async with httpx.AsyncClient(base_url=remote.base_url) as http:
         for n in range(messages):
-            text = f"message number {n}"
-            body = {"model": "fake", "stream": True, "max_tokens": 64,
-                    "messages": [{"role": "system", "content": "You are mom."},
-                                 {"role": "user", "content": text}]}
-            started = time.perf_counter()
-            async with client.stream("POST", "/chat/completions", json=body) as response:
-                async for _ in response.aiter_lines():
-                    pass
-            bare.append(time.perf_counter() - started)
             message = Inbound(platform="bench", channel_id="one", author_id="u", author_name="ann",
-                              text=text)
+                              text=f"message number {n}")
             started = time.perf_counter()
             await brain.handle(message, RecordingOutbox())
             through.append(time.perf_counter() - started)
+            body = {"model": "fake", "messages": sent[-1], "stream": True, "max_tokens": 64,
+                    "temperature": 0.7, "stream_options": {"include_usage": True}}
+            started = time.perf_counter()
+            async with http.stream("POST", "/chat/completions", json=body) as response:
+                async for _ in response.aiter_lines():
+                    pass
+            bare.append(time.perf_counter() - started)
     await brain.aclose()
     process.kill()
     bare, through = bare[20:], through[20:]  # leave out the warm-up
     print(f"(2) over {len(through)} messages, one after another, history growing to {2 * messages} turns:")
-    print(f"    bare streamed call: p50 {statistics.median(bare) * 1000:.2f} ms, "
+    print(f"    bare streamed call (same prompt): p50 {statistics.median(bare) * 1000:.2f} ms, "
           f"p99 {percentile(bare, 0.99) * 1000:.2f} ms")
-    print(f"    through the brain:  p50 {statistics.median(through) * 1000:.2f} ms, "
+    print(f"    through the brain:               p50 {statistics.median(through) * 1000:.2f} ms, "
           f"p99 {percentile(through, 0.99) * 1000:.2f} ms")
-    print(f"    bot overhead (difference of medians): "
-          f"{(statistics.median(through) - statistics.median(bare)) * 1000:.2f} ms")
+    overheads = sorted(t - b for t, b in zip(through, bare, strict=True))
+    print(f"    bot overhead per message: p50 {statistics.median(overheads) * 1000:.2f} ms, "
+          f"p99 {percentile(overheads, 0.99) * 1000:.2f} ms")
 
 
 async def history_at(folder: Path, stored: int, repeats: int = 30) -> float:

@@ -20,9 +20,11 @@ PER_MESSAGE_OVERHEAD = 8
 PROMPT_OVERHEAD = 16
 MIN_USER_TOKENS = 16
 # Turns read per database call while filling the window: the first page is small (most
-# prompts fill up within it) and each next one doubles, so a window that holds hundreds
-# of short turns takes few calls.
+# prompts fill up within it); each next one asks for about as many turns as the rest of
+# the budget holds at the average cost so far (with a margin), so a window that holds
+# hundreds of short turns takes few calls and one of long turns reads few spare rows.
 FIRST_HISTORY_PAGE = 64
+MIN_HISTORY_PAGE = 16
 MAX_HISTORY_PAGE = 512
 
 TurnPager = Callable[[int | None, int], Awaitable[list[StoredTurn]]]
@@ -71,22 +73,28 @@ async def build_prompt(
     budget -= user_cost
 
     kept: list[StoredTurn] = []
+    spent = 0
     cursor = before_id
     full = False
     size = FIRST_HISTORY_PAGE
     while not full:
         page = await older_turns(cursor, size)
         for turn in page:
-            turn_cost = await cost(turn.content)
+            tokens = client.known_token_count(model, turn.content)
+            if tokens is None:
+                tokens = await client.count_tokens(model, turn.content)
+            turn_cost = tokens + PER_MESSAGE_OVERHEAD
             if turn_cost > budget:
                 full = True
                 break
             budget -= turn_cost
+            spent += turn_cost
             kept.append(turn)
         if len(page) < size:
             break
         cursor = page[-1].id
-        size = min(2 * size, MAX_HISTORY_PAGE)
+        average = spent / len(kept)
+        size = max(MIN_HISTORY_PAGE, min(MAX_HISTORY_PAGE, int(budget / average * 1.25) + 1))
 
     messages: list[Message] = [{"role": "system", "content": system}]
     messages += [{"role": t.role, "content": t.content} for t in reversed(kept)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +38,7 @@ Message = dict[str, Any]
 
 DEFAULT_CONTEXT_WINDOW = 2048
 ESTIMATE_BYTES_PER_TOKEN = 3  # conservative: English averages about 4 bytes a token
+TOKENIZER_KINDS = ("llama-cpp-python", "llama.cpp", "koboldcpp")  # servers that count tokens
 
 
 @dataclass(frozen=True)
@@ -121,37 +121,41 @@ class ModelClient:
             usage: Any = None
             finish_reason: str | None = None
             try:
-                stream = await asyncio.wait_for(
-                    self._openai.chat.completions.create(
-                        model=model,
-                        messages=[],
-                        extra_body=_untransformed(messages),
-                        temperature=temperature,
-                        max_tokens=max_tokens,
-                        stream=True,
-                        stream_options={"include_usage": True},
-                    ),
-                    timeout=_remaining(deadline),
+                # The raw event stream, parsed here: the SDK's per-chunk pydantic objects cost
+                # about a millisecond per reply (bench/bench_load.py).
+                request = self._openai.chat.completions.with_streaming_response.create(
+                    model=model,
+                    messages=[],
+                    extra_body=_untransformed(messages),
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
                 )
-                iterator = stream.__aiter__()
-                while True:
-                    try:
-                        chunk = await asyncio.wait_for(
-                            iterator.__anext__(), timeout=_remaining(deadline)
-                        )
-                    except StopAsyncIteration:
-                        break
-                    if getattr(chunk, "usage", None):
-                        usage = chunk.usage
-                    if not chunk.choices:
-                        continue
-                    finish_reason = chunk.choices[0].finish_reason or finish_reason
-                    delta = chunk.choices[0].delta.content
-                    if delta:
-                        if first_token_s is None:
-                            first_token_s = time.monotonic() - started
-                        pieces += 1
-                        yield delta
+                response = await asyncio.wait_for(request.__aenter__(), timeout=_remaining(deadline))
+                try:
+                    events = _sse_data(response.iter_lines())
+                    while True:
+                        try:
+                            data = await asyncio.wait_for(events.__anext__(), timeout=_remaining(deadline))
+                        except StopAsyncIteration:
+                            break
+                        chunk = json.loads(data)
+                        if not isinstance(chunk, dict) or chunk.get("error"):
+                            raise ModelBadResponse(self._bad_answer_text(), detail=data[:500])
+                        usage = chunk.get("usage") or usage
+                        choices = chunk.get("choices")
+                        if not choices:
+                            continue
+                        finish_reason = choices[0].get("finish_reason") or finish_reason
+                        delta = (choices[0].get("delta") or {}).get("content")
+                        if delta:
+                            if first_token_s is None:
+                                first_token_s = time.monotonic() - started
+                            pieces += 1
+                            yield delta
+                finally:
+                    await request.__aexit__(None, None, None)
             except MombotError:
                 raise
             except Exception as exc:  # every transport failure becomes a typed error
@@ -257,6 +261,20 @@ class ModelClient:
 
     # -- tokens and context -----------------------------------------------------
 
+    def known_token_count(self, model: str, text: str) -> int | None:
+        """The count if it needs no server call: counted before, or estimated anyway.
+
+        Building a prompt asks this for every history turn; answering without a coroutine
+        per turn kept a 600-turn prompt from costing milliseconds (bench/bench_load.py).
+        """
+        if self.config.kind not in TOKENIZER_KINDS:
+            return estimate_tokens(text)
+        key = (model, text)
+        count = self._token_cache.get(key)
+        if count is not None:
+            self._token_cache.move_to_end(key)
+        return count
+
     async def count_tokens(self, model: str, text: str) -> int:
         """Tokens `text` takes in `model`, from the server's tokenizer where it has one."""
         key = (model, text)
@@ -360,7 +378,9 @@ class ModelClient:
     ) -> None:
         if not self.usage_sinks:
             return
-        if usage is not None:
+        if isinstance(usage, dict):  # from a raw stream
+            prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+        elif usage is not None:
             prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
         else:  # server sent no usage: one streamed piece is about one token
             prompt = prompt_tokens or sum(estimate_tokens(_text_of(m)) for m in messages)
@@ -412,7 +432,8 @@ def server_root(base_url: str) -> str:
 
 def estimate_tokens(text: str) -> int:
     """A safe over-estimate of a text's tokens when the server has no tokenizer."""
-    return math.ceil(len(text.encode("utf-8")) / ESTIMATE_BYTES_PER_TOKEN)
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    return -(-size // ESTIMATE_BYTES_PER_TOKEN)  # rounded up
 
 
 def _untransformed(messages: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -424,6 +445,21 @@ def _untransformed(messages: list[dict[str, Any]], extra: dict[str, Any] | None 
     those of the request, so `messages=[]` plus this sends exactly our list.
     """
     return {**(extra or {}), "messages": messages}
+
+
+async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each server-sent event, until `[DONE]` (comments and other fields skipped)."""
+    data: list[str] = []
+    async for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            payload, data = "\n".join(data), []
+            if payload == "[DONE]":
+                return
+            yield payload
+    if data and data != ["[DONE]"]:
+        yield "\n".join(data)
 
 
 def _remaining(deadline: float) -> float:

@@ -10,9 +10,9 @@ import pytest
 from bot.embedded import free_port
 from brain.brain import Brain, clean_text
 from brain.config import CharacterConfig, EndpointConfig
-from brain.context import build_prompt, reply_reserve
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.context import PER_MESSAGE_OVERHEAD, PROMPT_OVERHEAD, build_prompt, reply_reserve
+from brain.history import HistoryStore, StoredTurn
+from brain.llm import ModelClient, estimate_tokens
 from brain.messages import Inbound
 from tests.conftest import MODEL, TEST_N_CTX
 from tests.helpers import RecordingOutbox
@@ -154,3 +154,32 @@ async def test_an_oversized_message_is_cut_to_fit_and_the_user_told(
     assert outbox.errors == []
     assert outbox.text.endswith("_(Your message was too long for me; I read only its beginning.)_")
     await brain.aclose()
+
+
+@pytest.mark.parametrize("window", [512, 2048, 8192, 32768])
+async def test_paged_history_keeps_exactly_the_newest_turns_that_fit(window: int) -> None:
+    """Against a brute-force fill over 3000 turns of very mixed length, read in few pages."""
+    rng = random.Random(window)
+    turns = [StoredTurn(i, "user", "ann", "word " * rng.choice([1, 3, 20, 150])) for i in range(3000)]
+    calls: list[int] = []
+
+    async def pager(before: int | None, limit: int) -> list[StoredTurn]:
+        calls.append(limit)
+        older = [t for t in turns if before is None or t.id < before]
+        return list(reversed(older))[:limit]
+
+    client = ModelClient("estimate", EndpointConfig(base_url="http://127.0.0.1:9/v1"))
+    plan = await build_prompt(client, "m", window=window, reserve=64, system="You are mom.",
+                              user_text="hello", older_turns=pager, before_id=None)
+    budget = window - 64 - PROMPT_OVERHEAD - sum(
+        estimate_tokens(t) + PER_MESSAGE_OVERHEAD for t in ("You are mom.", "hello"))
+    expected = []
+    for turn in reversed(turns):
+        cost = estimate_tokens(turn.content) + PER_MESSAGE_OVERHEAD
+        if cost > budget:
+            break
+        budget -= cost
+        expected.append(turn.content)
+    assert [m["content"] for m in plan.messages[1:-1]] == list(reversed(expected))
+    assert plan.kept_turns == len(expected) and len(calls) <= 4, calls
+    await client.aclose()
