@@ -30,16 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mombot",
         description="A mixture-of-characters chat bot for Discord, Matrix and the terminal, "
         "on local OpenAI-compatible models.",
+        epilog="examples:\n  mombot chat\n  mombot --config my.toml run\n  mombot check --config my.toml\n"
+        "every config key: docs/CONFIGURATION.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mombot {__version__}")
-    parser.add_argument(
-        "--config", type=Path, default=None, help="config file (default: ./config.toml if present)"
-    )
+    config_help = "config file (default: ./config.toml if present)"
+    parser.add_argument("--config", type=Path, default=None, help=config_help)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("chat", help="chat in this terminal (reads stdin when piped)")
-    commands.add_parser("run", help="run every enabled platform adapter")
-    commands.add_parser("check", help="validate the config and reach every model endpoint")
-    commands.add_parser("health", help="ask the running bot's /healthz (a container health check)")
+    for name, text in (
+        ("chat", "chat in this terminal (reads stdin when piped)"),
+        ("run", "run every enabled platform (Discord, Matrix) until SIGTERM or Ctrl-C"),
+        ("check", "validate the config and reach every model endpoint"),
+        ("health", "ask the running bot's /healthz (a container health check)"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        # --config after the command too; SUPPRESS keeps a value given before it
+        command.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     return parser
 
 

@@ -149,3 +149,22 @@ def test_json_logs_are_one_object_per_line_with_secrets_masked(tmp_path: Path) -
     assert "RuntimeError: the server refused [redacted]" in mine[1]["exc_info"]
     assert secret not in (tmp_path / "mombot.log").read_text()
     logging.basicConfig(force=True)  # leave no handler on this test's file behind
+
+
+def test_the_cli_takes_config_before_or_after_the_command_and_says_its_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bot import __version__
+    from bot.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["--config", "a.toml", "run"], ["run", "--config", "a.toml"]):
+        parsed = parser.parse_args(argv)
+        assert (parsed.command, parsed.config) == ("run", Path("a.toml"))
+    assert parser.parse_args(["chat"]).config is None
+    with pytest.raises(SystemExit) as version:
+        parser.parse_args(["--version"])
+    assert version.value.code == 0 and capsys.readouterr().out.strip() == f"mombot {__version__}"
+    assert main([]) == 0
+    usage = capsys.readouterr().out
+    assert all(name in usage for name in ("chat", "run", "check", "health", "--config", "--version"))
