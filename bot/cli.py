@@ -257,16 +257,21 @@ async def _check(config: MombotConfig, secrets: Secrets) -> int:
         for character in config.characters:
             client = app.brain.clients[character.endpoint]
             try:
-                window = await client.context_window(character.model)
+                info = await client.model_info(character.model)
                 tokens = await client.count_tokens(character.model, "Hello, world!")
             except MombotError as exc:
                 failures += 1
                 print(f"character {character.name}: FAILED — {exc.user_message}")
                 continue
+            trained = f", trained for {info.trained_context}" if info.trained_context else ""
             print(
                 f"character {character.name}: {character.endpoint}/{character.model}, "
-                f"context {window} tokens, 'Hello, world!' = {tokens} tokens"
+                f"context {info.context_window} tokens ({info.source}{trained}), "
+                f"'Hello, world!' = {tokens} tokens"
             )
+            if info.vision is not None and info.vision != character.vision:
+                print(f"  note: the server says this model {'can' if info.vision else 'cannot'} "
+                      f"see images, but vision = {str(character.vision).lower()}")
         print(f"history: {app.brain.history.url.split('://')[0]} ok")
     print("check: " + ("all good" if not failures else f"{failures} problem(s)"))
     return 0 if not failures else 1

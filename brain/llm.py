@@ -14,7 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -37,6 +37,7 @@ T = TypeVar("T", bound=BaseModel)
 Message = dict[str, Any]
 
 DEFAULT_CONTEXT_WINDOW = 2048
+OLLAMA_DEFAULT_CONTEXT = 2048
 ESTIMATE_BYTES_PER_TOKEN = 3  # conservative: English averages about 4 bytes a token
 TOKENIZER_KINDS = ("llama-cpp-python", "llama.cpp", "koboldcpp")  # servers that count tokens
 
@@ -59,6 +60,39 @@ class Usage:
 
 
 UsageSink = Callable[[Usage], None]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model as its server describes it; `source` says where the context size came from."""
+
+    context_window: int
+    source: str
+    vision: bool | None = None  # None: the server does not say
+    trained_context: int | None = None  # the model's own maximum, where it differs
+
+
+def ollama_model_info(show: dict[str, Any]) -> ModelInfo:
+    """From Ollama's /api/show: the window it really runs the model with, and its vision.
+
+    Ollama cuts a longer prompt silently at the model's `num_ctx` parameter, or at its own
+    server default when the model sets none (2048 tokens on older versions; raised with
+    OLLAMA_CONTEXT_LENGTH, which the API does not report), so without `num_ctx` the safe
+    figure is 2048, whatever the model was trained for.
+    """
+    trained = next((int(v) for k, v in (show.get("model_info") or {}).items()
+                    if k.endswith(".context_length")), None)
+    num_ctx = None
+    for line in (show.get("parameters") or "").splitlines():
+        name, _, value = line.strip().partition(" ")
+        if name == "num_ctx":
+            num_ctx = int(value.strip())
+    capabilities = show.get("capabilities")
+    vision = "vision" in capabilities if isinstance(capabilities, list) else None
+    if num_ctx:
+        return ModelInfo(num_ctx, "server: /api/show num_ctx", vision, trained)
+    window = min(trained or OLLAMA_DEFAULT_CONTEXT, OLLAMA_DEFAULT_CONTEXT)
+    return ModelInfo(window, "server: Ollama's default (the model sets no num_ctx)", vision, trained)
 
 
 class ModelClient:
@@ -89,7 +123,7 @@ class ModelClient:
         # off when a second arrives: we queue requests here instead.
         self._gate = asyncio.Semaphore(parallel)
         self._token_cache: OrderedDict[tuple[str, str], int] = OrderedDict()
-        self._context_windows: dict[str, int] = {}
+        self._model_infos: dict[str, ModelInfo] = {}
         self._warned_estimate = False
 
     async def aclose(self) -> None:
@@ -320,38 +354,54 @@ class ModelClient:
 
     async def context_window(self, model: str) -> int:
         """The model's context size: config, else the server's own figure, else a safe default."""
-        if self.config.context_window:
+        if self.config.context_window:  # no need to ask
             return self.config.context_window
-        if model not in self._context_windows:
-            found = await self._ask_context_window(model)
-            if found is None:
+        return (await self.model_info(model)).context_window
+
+    async def model_info(self, model: str) -> ModelInfo:
+        """What the server says about a model (asked once, then cached); config overrides it."""
+        if model not in self._model_infos:
+            info = await self._ask_model_info(model)
+            if self.config.context_window:
+                info = replace(info, context_window=self.config.context_window, source="config")
+            elif not info.context_window:
                 log.warning(
                     "endpoint %s: context size unknown, assuming %d tokens "
                     "(set endpoints.%s.context_window)",
-                    self.name,
-                    DEFAULT_CONTEXT_WINDOW,
-                    self.name,
-                )
-                found = DEFAULT_CONTEXT_WINDOW
-            self._context_windows[model] = found
-        return self._context_windows[model]
+                    self.name, DEFAULT_CONTEXT_WINDOW, self.name,
+                )  # fmt: skip
+                info = replace(info, context_window=DEFAULT_CONTEXT_WINDOW, source="default")
+            self._model_infos[model] = info
+        return self._model_infos[model]
 
-    async def _ask_context_window(self, model: str) -> int | None:
+    async def _ask_model_info(self, model: str) -> ModelInfo:
+        """Each server software keeps the figure somewhere else (see the README's table)."""
+        kind = self.config.kind
         try:
-            if self.config.kind == "llama.cpp":
+            if kind == "llama.cpp":
                 r = await self._http.get("/props")
                 r.raise_for_status()
                 props = r.json()
-                return int(props.get("default_generation_settings", {}).get("n_ctx") or props["n_ctx"])
-            if self.config.kind == "vllm":
+                n_ctx = props.get("default_generation_settings", {}).get("n_ctx") or props["n_ctx"]
+                return ModelInfo(int(n_ctx), "server: /props n_ctx")
+            if kind == "vllm":
                 r = await self._http.get("/v1/models")
                 r.raise_for_status()
                 for entry in r.json().get("data", []):
                     if entry.get("id") == model and entry.get("max_model_len"):
-                        return int(entry["max_model_len"])
+                        return ModelInfo(int(entry["max_model_len"]), "server: /v1/models max_model_len")
+            if kind == "koboldcpp":
+                r = await self._http.get("/api/extra/true_max_context_length")
+                r.raise_for_status()
+                return ModelInfo(int(r.json()["value"]), "server: /api/extra/true_max_context_length")
+            if kind == "ollama":
+                r = await self._http.post("/api/show", json={"model": model})
+                r.raise_for_status()
+                return ollama_model_info(r.json())
         except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
             log.warning("endpoint %s: could not read the context size (%s)", self.name, exc)
-        return None
+        # llama-cpp-python's server has no /props and lists no context size: config decides.
+        return ModelInfo(0, "")
 
     async def list_models(self) -> list[str]:
         """Model names the server offers (used by `mombot check`)."""

@@ -55,6 +55,13 @@ class FakeOpenAIServer:
     behaviour: Behaviour = field(default_factory=Behaviour)
     requests: list[Recorded] = field(default_factory=list)
     port: int = 0
+    # What the metadata endpoints of other server software answer (None: 404, as a plain
+    # OpenAI server): llama.cpp /props, Ollama /api/show, koboldcpp's context length, and
+    # vLLM's max_model_len in /v1/models.
+    props: dict[str, Any] | None = None
+    ollama_show: dict[str, Any] | None = None
+    kobold_context: int | None = None
+    max_model_len: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -66,6 +73,9 @@ class FakeOpenAIServer:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/props", self._props, methods=["GET"]),
+                Route("/api/show", self._ollama_show, methods=["POST"]),
+                Route("/api/extra/true_max_context_length", self._kobold_context, methods=["GET"]),
             ]
         )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
@@ -84,7 +94,21 @@ class FakeOpenAIServer:
         self._thread.join(timeout=5)
 
     async def _models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+        model: dict[str, Any] = {"id": "fake", "object": "model"}
+        if self.max_model_len:
+            model["max_model_len"] = self.max_model_len
+        return JSONResponse({"object": "list", "data": [model]})
+
+    async def _props(self, request: Request) -> Response:
+        return _or_404(self.props)
+
+    async def _ollama_show(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(Recorded(request.url.path, body, time.monotonic(), time.monotonic()))
+        return _or_404(self.ollama_show)
+
+    async def _kobold_context(self, request: Request) -> Response:
+        return _or_404(None if self.kobold_context is None else {"value": self.kobold_context})
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
@@ -130,6 +154,10 @@ class FakeOpenAIServer:
         yield f"data: {json.dumps(done)}\n\n"
         record.ended = time.monotonic()
         yield "data: [DONE]\n\n"
+
+
+def _or_404(payload: dict[str, Any] | None) -> Response:
+    return JSONResponse(payload) if payload is not None else JSONResponse({"detail": "Not Found"}, 404)
 
 
 def _completion(text: str) -> dict[str, Any]:

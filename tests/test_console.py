@@ -92,7 +92,7 @@ def test_check_reports_the_endpoint(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "endpoint embedded (llama-cpp-python" in out
     assert "models: smollm2-135m" in out
-    assert "context 512 tokens, 'Hello, world!' = 4 tokens" in out
+    assert "context 512 tokens (config), 'Hello, world!' = 4 tokens" in out
     assert out.strip().endswith("check: all good")
 
 

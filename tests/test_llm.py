@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -162,3 +163,72 @@ async def test_llama_cpp_python_requests_are_queued_one_at_a_time(
     await client.aclose()
     spans = sorted((r.started, r.ended) for r in fake_server.requests)
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
+
+
+OLLAMA_SHOW = {
+    "model_info": {"general.architecture": "llama", "llama.context_length": 131072},
+    "capabilities": ["completion", "vision"],
+}
+
+
+@pytest.mark.parametrize(("kind", "setup", "window", "source", "vision"), [
+    ("llama.cpp", {"props": {"default_generation_settings": {"n_ctx": 8192}}}, 8192, "/props n_ctx", None),
+    ("vllm", {"max_model_len": 32768}, 32768, "max_model_len", None),
+    ("koboldcpp", {"kobold_context": 12288}, 12288, "true_max_context_length", None),
+    ("ollama", {"ollama_show": {**OLLAMA_SHOW, "parameters": "stop \"<|eot|>\"\nnum_ctx 16384"}},
+     16384, "num_ctx", True),
+    ("ollama", {"ollama_show": OLLAMA_SHOW}, 2048, "Ollama's default", True),
+    ("openai", {}, 2048, "default", None),
+])
+async def test_the_context_size_is_asked_from_each_kind_of_server(
+    fake_server: FakeOpenAIServer, kind: str, setup: dict, window: int, source: str, vision: bool | None,
+) -> None:
+    for name, value in setup.items():
+        setattr(fake_server, name, value)
+    client = ModelClient("s", EndpointConfig(base_url=fake_server.base_url, kind=kind))
+    info = await client.model_info("fake")
+    assert (info.context_window, info.vision) == (window, vision) and source in info.source
+    assert await client.context_window("fake") == window
+    if kind == "ollama":
+        assert info.trained_context == 131072
+        assert [r.body for r in fake_server.requests if r.path == "/api/show"] == [{"model": "fake"}]
+    await client.model_info("fake")  # cached: asked once
+    assert len([r for r in fake_server.requests if r.path == "/api/show"]) <= 1
+    # the config value overrides what the server says, and then nothing is asked
+    fixed = ModelClient("s", EndpointConfig(base_url=fake_server.base_url, kind=kind, context_window=999))
+    assert await fixed.context_window("fake") == 999
+    assert (await fixed.model_info("fake")).source == "config"
+    await client.aclose()
+    await fixed.aclose()
+
+
+async def test_llama_cpp_python_has_no_props_so_its_window_comes_from_config(
+    llama_endpoint: EndpointConfig,
+) -> None:
+    """Unlike llama.cpp's own llama-server, llama-cpp-python's server has no /props."""
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(llama_endpoint.base_url.removesuffix("/v1") + "/props")).status_code == 404
+    unset = ModelClient("local", llama_endpoint.model_copy(update={"context_window": None}))
+    info = await unset.model_info(MODEL)
+    assert (info.context_window, info.source) == (2048, "default")  # and a warning in the log
+    await unset.aclose()
+
+
+def test_check_prints_what_each_endpoint_said(
+    fake_server: FakeOpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bot.cli import main
+
+    fake_server.ollama_show = {**OLLAMA_SHOW, "parameters": "num_ctx 16384"}
+    config = tmp_path / "ollama.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path}"\n[endpoints.box]\nbase_url = "{fake_server.base_url}"\n'
+        'kind = "ollama"\n[[characters]]\nname = "mom"\nendpoint = "box"\nmodel = "fake"\n'
+    )
+    assert main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert ("character mom: box/fake, context 16384 tokens (server: /api/show num_ctx, trained for "
+            "131072)") in out
+    assert "note: the server says this model can see images, but vision = false" in out
