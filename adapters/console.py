@@ -19,6 +19,7 @@ from brain.messages import Inbound
 from brain.outbox import Capabilities, MessageRef
 
 QUIT_WORDS = {"/quit", "/exit", "/bye"}
+DIM, NORMAL = "\x1b[2m", "\x1b[0m"  # ANSI faint text
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -29,10 +30,11 @@ class ConsoleOutbox:
         max_message_length=1_000_000, edit_interval_s=0.0, markdown=False, max_upload_bytes=1 << 30
     )
 
-    def __init__(self, out: TextIO, images_dir: Path, *, prefix: str = "") -> None:
+    def __init__(self, out: TextIO, images_dir: Path, *, prefix: str = "", dim: bool = False) -> None:
         self._out = out
         self._images_dir = images_dir
         self._prefix = prefix
+        self._dim = dim  # a terminal: reasoning in faint text
         self._texts: list[str] = []
         self.wrote_anything = False
 
@@ -62,6 +64,12 @@ class ConsoleOutbox:
         path = self._images_dir / safe
         await asyncio.to_thread(path.write_bytes, data)
         return await self.send(f"{caption}\n[image saved to {path}]")
+
+    async def send_reasoning(self, text: str) -> None:
+        if self._dim:
+            self._write(f"\n{DIM}💭 {text}{NORMAL}")
+        else:
+            self._write(f"\n[reasoning] {text}")
 
     async def typing(self) -> None:
         return None
@@ -117,7 +125,7 @@ class ConsoleAdapter:
 
     async def _answer(self, line: str, count: int) -> None:
         prefix = f"{self._bot_name}> " if self.interactive else ""
-        outbox = ConsoleOutbox(self._stdout, self._images_dir, prefix=prefix)
+        outbox = ConsoleOutbox(self._stdout, self._images_dir, prefix=prefix, dim=self.interactive)
         message = Inbound(
             platform="console",
             channel_id=self._config.channel,

@@ -39,6 +39,9 @@ def required_intents() -> discord.Intents:
     return intents
 
 
+REASONING_SPOILER_CHARS = 1500  # longer reasoning goes into a file
+
+
 class DiscordOutbox:
     """Replies in a channel: the first message answers the user's, the rest follow."""
 
@@ -61,6 +64,16 @@ class DiscordOutbox:
         await ref.edit(content=text, allowed_mentions=NO_PINGS)
 
     async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+        return await self._send_file(data, filename, caption)
+
+    async def send_reasoning(self, text: str) -> None:
+        """A spoiler (click to show); past REASONING_SPOILER_CHARS, a .txt file instead."""
+        if len(text) <= REASONING_SPOILER_CHARS:
+            await self.send(f"💭 ||{text.replace('||', '| |')}||")
+        else:
+            await self._send_file(text.encode(), "reasoning.txt", "💭 The model's reasoning:")
+
+    async def _send_file(self, data: bytes, filename: str, caption: str) -> MessageRef:
         file = discord.File(io.BytesIO(data), filename=filename)
         return await self._channel.send(caption[:DISCORD_LIMIT], file=file, allowed_mentions=NO_PINGS)
 
@@ -81,7 +94,7 @@ class InteractionOutbox(DiscordOutbox):
     async def send(self, text: str) -> MessageRef:
         return await self._interaction.followup.send(text, wait=True, allowed_mentions=NO_PINGS)
 
-    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+    async def _send_file(self, data: bytes, filename: str, caption: str) -> MessageRef:
         file = discord.File(io.BytesIO(data), filename=filename)
         return await self._interaction.followup.send(
             caption[:DISCORD_LIMIT], file=file, wait=True, allowed_mentions=NO_PINGS

@@ -93,6 +93,15 @@ class MatrixOutbox:
     async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
         return await self._adapter.send_image(self._room_id, data, filename, caption, self._relation())
 
+    async def send_reasoning(self, text: str) -> None:
+        """A collapsed <details> block; clients without HTML show the plain body."""
+        folded = {
+            **text_content(f"💭 Reasoning:\n{text}"),
+            "formatted_body": f"<details><summary>💭 Reasoning</summary>{markdown_to_html(text)}</details>",
+            **self._relation(),
+        }
+        await self._adapter.send(self._room_id, folded)
+
     async def typing(self) -> None:
         await self._adapter.typing(self._room_id)
 

@@ -24,6 +24,9 @@ class FirstTextOutbox:
     async def send_image(self, data: bytes, filename: str, caption: str) -> int:
         return 0
 
+    async def send_reasoning(self, text: str) -> None:
+        return None
+
     async def typing(self) -> None:
         return None
 

@@ -29,6 +29,7 @@ from brain.errors import (
     ModelUnavailable,
     MombotError,
 )
+from brain.reasoning import ReasoningSplitter, split_reasoning
 from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
@@ -142,11 +143,16 @@ class ModelClient:
         timeout_s: float | None = None,
         stage: str = "chat",
         prompt_tokens: int | None = None,
+        on_reasoning: Callable[[str], None] | None = None,
     ) -> AsyncIterator[str]:
         """Yield the reply's text as it arrives; the whole answer must come within the timeout.
 
-        `prompt_tokens` (our own count) is recorded when the server sends no usage.
+        Reasoning (`<think>` blocks, `reasoning_content`) is never yielded: it goes, whole,
+        to `on_reasoning` at the end. `prompt_tokens` (our own count) is recorded when the
+        server sends no usage.
         """
+        splitter = ReasoningSplitter()
+        shown = False
         deadline = time.monotonic() + (timeout_s or self.config.timeout_s)
         async with self._gate:
             started = time.monotonic()
@@ -182,18 +188,32 @@ class ModelClient:
                         if not choices:
                             continue
                         finish_reason = choices[0].get("finish_reason") or finish_reason
-                        delta = (choices[0].get("delta") or {}).get("content")
-                        if delta:
+                        delta = choices[0].get("delta") or {}
+                        thought = delta.get("reasoning_content") or delta.get("reasoning")
+                        if thought:
+                            splitter.add_reasoning(thought)
+                        content = delta.get("content")
+                        if content or thought:
                             if first_token_s is None:
                                 first_token_s = time.monotonic() - started
                             pieces += 1
-                            yield delta
+                        visible = splitter.feed(content) if content else ""
+                        if not shown:  # no blank lines where the reasoning was
+                            visible = visible.lstrip()
+                        if visible:
+                            shown = True
+                            yield visible
                 finally:
                     await request.__aexit__(None, None, None)
             except MombotError:
                 raise
             except Exception as exc:  # every transport failure becomes a typed error
                 raise self._translate(exc) from exc
+            tail = splitter.flush()
+            if tail.strip() or (shown and tail):
+                yield tail
+            if splitter.reasoning and on_reasoning is not None:
+                on_reasoning(splitter.reasoning)
             if finish_reason is None:
                 # llama-cpp-python answers an over-long streamed prompt with HTTP 200 and an
                 # empty body; a dropped connection looks the same. Never pass it off as a reply.
@@ -225,7 +245,8 @@ class ModelClient:
             model, messages, stage, temperature=temperature, max_tokens=max_tokens,
             timeout_s=timeout_s,
         )  # fmt: skip
-        return response.choices[0].message.content or ""
+        answer, _ = split_reasoning(response.choices[0].message.content or "")
+        return answer
 
     async def _complete(
         self,
@@ -279,7 +300,7 @@ class ModelClient:
         if choice.finish_reason == "length":
             raise ModelBadResponse(self._bad_answer_text(), detail="JSON answer was cut off")
         try:
-            return schema.model_validate_json(choice.message.content or "")
+            return schema.model_validate_json(split_reasoning(choice.message.content or "")[0])
         except ValidationError as exc:
             raise ModelBadResponse(self._bad_answer_text(), detail=f"invalid JSON: {exc}") from exc
 

@@ -39,6 +39,9 @@ class Outbox(Protocol):
     async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
         """Upload an image (PNG bytes) with a caption."""
 
+    async def send_reasoning(self, text: str) -> None:
+        """Show a model's reasoning folded away (a spoiler, a file, <details>, dimmed text)."""
+
     async def typing(self) -> None:
         """Show that the bot is working (a no-op where the platform has no such signal)."""
 

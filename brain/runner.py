@@ -71,6 +71,8 @@ class CharacterRunner:
         """Stream the character's answer into chat; returns the reply text."""
         client = self.clients[character.endpoint]
 
+        reasoning: list[str] = []
+
         async def call(plan: PromptPlan, max_tokens: int) -> str:
             stream = client.stream_chat(
                 character.model,
@@ -80,6 +82,7 @@ class CharacterRunner:
                 timeout_s=character.timeout_s,
                 stage=stage or character.name,
                 prompt_tokens=plan.prompt_tokens,
+                on_reasoning=reasoning.append,
             )
             async with contextlib.aclosing(stream):
                 async for piece in stream:
@@ -90,7 +93,10 @@ class CharacterRunner:
             character, turn, system, call, can_retry=lambda: not streamer.text
         )
         notes = [note for note in (TRUNCATED_NOTE if plan.user_truncated else "", footer) if note]
-        return await streamer.finish("\n".join(notes))
+        reply = await streamer.finish("\n".join(notes))
+        if reasoning:  # shown folded away, never stored
+            await streamer.fold_reasoning(reasoning[-1])
+        return reply
 
     async def plan(
         self, character: CharacterConfig, turn: Turn, *, system: str | None = None, slack: int = 0

@@ -108,6 +108,10 @@ class ReplyStreamer:
         await self._show(force=True)
         return self.text
 
+    async def fold_reasoning(self, text: str) -> None:
+        """The model's reasoning, shown the way the platform folds text away."""
+        await self._outbox.send_reasoning(text)
+
     async def _roll_over_full_messages(self) -> None:
         while len(self._current) > self._limit:
             head, tail = split_once(self._current, self._limit)

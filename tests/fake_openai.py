@@ -30,6 +30,8 @@ class Behaviour:
 
     mode: str = "ok"
     reply: str = "Hello from the fake server."
+    # Sent before the reply in `reasoning_content` deltas (as llama.cpp's and vLLM's parsers do).
+    reasoning: str = ""
     json_reply: str | None = None
     request_delay_s: float = 0.0
     token_delay_s: float = 0.0
@@ -138,6 +140,11 @@ class FakeOpenAIServer:
         return StreamingResponse(self._stream(text, record), media_type="text/event-stream")
 
     async def _stream(self, text: str, record: Recorded):
+        for word in self.behaviour.reasoning.split(" ") if self.behaviour.reasoning else []:
+            chunk = {"object": "chat.completion.chunk", "id": "x", "created": 0, "model": "fake",
+                     "choices": [{"index": 0, "delta": {"content": None, "reasoning_content": word + " "},
+                                  "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
         words = text.split(" ")
         for i, word in enumerate(words):
             if self.behaviour.mode == "cut_stream" and i == len(words) // 2:

@@ -20,6 +20,7 @@ class RecordingOutbox:
     events: list[tuple[str, object]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     images: list[tuple[bytes, str, str]] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
 
     async def send(self, text: str) -> MessageRef:
         self.messages.append(text)
@@ -34,6 +35,10 @@ class RecordingOutbox:
         self.images.append((data, filename, caption))
         self.events.append(("image", filename))
         return await self.send(caption)
+
+    async def send_reasoning(self, text: str) -> None:
+        self.reasoning.append(text)
+        self.events.append(("reasoning", text))
 
     async def typing(self) -> None:
         self.events.append(("typing", None))

@@ -250,6 +250,28 @@ async def test_long_replies_split_at_2000_without_breaking_code_and_edits_are_th
         assert writes(env) and all(w.json["allowed_mentions"]["parse"] == [] for w in writes(env))
 
 
+async def test_reasoning_is_a_spoiler_or_a_file_never_inline(
+    fake_server: FakeOpenAIServer, sqlite_url: str,
+) -> None:
+    fake_server.behaviour.reply = "<think>Short thought.</think>The answer."
+    client_config = EndpointConfig(base_url=fake_server.base_url, context_window=4096)
+    brain = Brain(characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
+                  clients={"f": ModelClient("f", client_config)}, history=HistoryStore(sqlite_url))
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        await ann.send(general, f"{client.user.mention} quick one")
+        assert [m.content for m in bot_messages(general, client)] == ["The answer.", "💭 ||Short thought.||"]
+        long_thought = "step " * 400
+        fake_server.behaviour.reply = f"<think>{long_thought}</think>The long answer."
+        await ann.send(general, f"{client.user.mention} think hard")
+        folded = bot_messages(general, client)[-1]
+        assert folded.content == "💭 The model's reasoning:"
+        assert folded.attachments[0].filename == "reasoning.txt"
+        assert all("step step" not in m.content for m in bot_messages(general, client))
+
+
 async def test_rate_limit_and_allowlists(make_brain: Callable[..., Brain]) -> None:
     brain = make_brain()
     async with discord_world(brain, rate_limit_messages=2) as (env, client):

@@ -512,3 +512,27 @@ async def test_killed_mid_reply_the_bot_does_not_answer_the_old_message_again(
         await human.close()
         await brain.aclose()
         server.stop()
+
+
+async def test_reasoning_is_folded_in_a_details_block(synapse: Synapse, tmp_path: Path, sqlite_url: str) -> None:
+    server = FakeOpenAIServer(behaviour=Behaviour(reply="Four.", reasoning="Two and two make four.")).start()
+    brain = fake_brain(server, sqlite_url)
+    human = await Human(synapse, tmp_path / "humans").login()
+    bot = await Bot(synapse, brain, tmp_path / "bot", synapse.register(f"mombot{next(_ids)}")).start()
+    try:
+        bot_id = bot.config.user_id
+        room = await human.room_with(bot_id)
+        await human.wait_for(joined(bot_id))
+        asked = await human.say(room, "two and two?")
+        answer = await human.wait_for(reply_to(asked, bot_id))
+        assert answer.body == "Four."
+        folded = await human.wait_for(lambda _, e: e.sender == bot_id and "Reasoning" in getattr(e, "body", ""))
+        html = folded.source["content"]["formatted_body"]
+        assert html.startswith("<details><summary>💭 Reasoning</summary>") and "Two and two make four." in html
+        assert html == sanitize_html(html)  # within what the sanitizer allows
+        assert [t.content for t in await stored_turns(brain, f"matrix:{room}", 2)] == ["two and two?", "Four."]
+    finally:
+        await bot.stop()
+        await human.close()
+        await brain.aclose()
+        server.stop()

@@ -1,0 +1,78 @@
+"""Reasoning models: thoughts folded away, never inline, never stored, never in the context."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from adapters.console import DIM, ConsoleOutbox
+from brain.messages import Inbound
+from brain.reasoning import ReasoningSplitter, split_reasoning
+from tests.fake_openai import Behaviour, FakeOpenAIServer
+from tests.helpers import RecordingOutbox
+from tests.load import fake_brain
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_think_tags_split_at_any_point_of_the_stream_are_found(cut: int) -> None:
+    text = "<think>Two and two: four.</think>\n\nThe answer is 4 <b>bold</b>."
+    splitter = ReasoningSplitter()
+    shown = splitter.feed(text[:cut]) + splitter.feed(text[cut:]) + splitter.flush()
+    assert shown.lstrip() == "The answer is 4 <b>bold</b>."
+    assert splitter.reasoning == "Two and two: four."
+
+
+def test_whole_texts_including_a_block_opened_by_the_template() -> None:
+    assert split_reasoning("<think>hmm</think>Yes.") == ("Yes.", "hmm")
+    assert split_reasoning("the template opened it</think>\nYes.") == ("Yes.", "the template opened it")
+    assert split_reasoning("a < b and c > d") == ("a < b and c > d", "")
+    assert split_reasoning("<think>cut off while thinking") == ("", "cut off while thinking")
+
+
+@pytest.mark.parametrize("behaviour", [
+    Behaviour(reply="<think>The user greets me. Keep it short.</think>\n\nHello there!"),
+    Behaviour(reply="Hello there!", reasoning="The user greets me. Keep it short."),
+])
+async def test_reasoning_is_folded_not_stored_and_not_sent_back(
+    behaviour: Behaviour, sqlite_url: str,
+) -> None:
+    server = FakeOpenAIServer(behaviour=behaviour).start()
+    brain = fake_brain(server, sqlite_url)
+    try:
+        first = RecordingOutbox()
+        await brain.handle(Inbound("t", "c", "u", "ann", "hi mom"), first)
+        assert first.text == "Hello there!"
+        assert first.reasoning == ["The user greets me. Keep it short."]
+        stored = [t.content for t in reversed(await brain.history.recent("t:c"))]
+        assert stored == ["hi mom", "Hello there!"]
+        await brain.handle(Inbound("t", "c", "u", "ann", "and again"), RecordingOutbox())
+        sent_back = server.requests[-1].body["messages"]
+        assert not any("greets" in str(m["content"]) for m in sent_back)  # not in the context
+    finally:
+        await brain.aclose()
+        server.stop()
+
+
+async def test_json_answers_after_thinking_still_parse(fake_server: FakeOpenAIServer) -> None:
+    from pydantic import BaseModel
+
+    from brain.config import EndpointConfig
+    from brain.llm import ModelClient
+
+    class Choice(BaseModel):
+        choice: str
+
+    fake_server.behaviour = Behaviour(json_reply='<think>A or B? A.</think>{"choice": "A"}')
+    client = ModelClient("f", EndpointConfig(base_url=fake_server.base_url, context_window=4096))
+    assert (await client.chat_json("fake", [{"role": "user", "content": "A or B?"}], Choice)).choice == "A"
+    await client.aclose()
+
+
+async def test_console_dims_reasoning_in_a_terminal_and_labels_it_in_a_pipe(tmp_path: Path) -> None:
+    terminal, pipe = io.StringIO(), io.StringIO()
+    await ConsoleOutbox(terminal, tmp_path, dim=True).send_reasoning("because")
+    await ConsoleOutbox(pipe, tmp_path).send_reasoning("because")
+    assert DIM in terminal.getvalue() and "because" in terminal.getvalue()
+    assert pipe.getvalue() == "\n[reasoning] because"
