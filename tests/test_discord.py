@@ -215,8 +215,8 @@ async def test_an_image_lost_in_a_crash_is_reported_after_the_restart(
         restarted = MombotDiscordClient(brain, client.config)
         await env.restart_bot(restarted)
         told = [m.content for m in bot_messages(channel, restarted)]
-        assert told == ["I was restarted before I could finish the image you asked for "
-                        "(a lighthouse at dusk). Please ask again."]
+        assert told == [("I was restarted before I could finish the image you asked for "
+                         "(a lighthouse at dusk). Please ask again.")]
         await env.restart_bot(MombotDiscordClient(brain, client.config))
         assert len(bot_messages(channel, restarted)) == 1  # told once, not at every start
 
