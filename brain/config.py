@@ -58,6 +58,11 @@ class CharacterConfig(StrictModel):
     max_tokens: int = Field(256, ge=1, le=32768, description="Reply length; also the reserve.")
     timeout_s: float | None = Field(None, gt=0, description="Overrides the endpoint's timeout.")
     vision: bool = Field(False, description="The model accepts images.")
+    reasoning: Literal["default", "off", "low", "medium", "high"] = Field(
+        "default",
+        description="For reasoning models, through the server's own switch (reasoning_effort, "
+        "chat_template_kwargs.enable_thinking, Ollama's think); default: send none.",
+    )
     role: Literal["member", "synthesizer"] = Field(
         "member", description="Members answer; the synthesizer merges their answers (default: the first member)."
     )

@@ -144,6 +144,7 @@ class ModelClient:
         stage: str = "chat",
         prompt_tokens: int | None = None,
         on_reasoning: Callable[[str], None] | None = None,
+        reasoning: str = "default",
     ) -> AsyncIterator[str]:
         """Yield the reply's text as it arrives; the whole answer must come within the timeout.
 
@@ -166,7 +167,7 @@ class ModelClient:
                 request = self._openai.chat.completions.with_streaming_response.create(
                     model=model,
                     messages=[],
-                    extra_body=_untransformed(messages),
+                    extra_body=_untransformed(messages, self.reasoning_options(reasoning)),
                     temperature=temperature,
                     max_tokens=max_tokens,
                     stream=True,
@@ -239,11 +240,12 @@ class ModelClient:
         max_tokens: int = 256,
         timeout_s: float | None = None,
         stage: str = "chat",
+        reasoning: str = "default",
     ) -> str:
-        """The whole reply as one string, without streaming."""
+        """The whole reply as one string, without streaming (and without its reasoning)."""
         response = await self._complete(
             model, messages, stage, temperature=temperature, max_tokens=max_tokens,
-            timeout_s=timeout_s,
+            timeout_s=timeout_s, extra_body=self.reasoning_options(reasoning),
         )  # fmt: skip
         answer, _ = split_reasoning(response.choices[0].message.content or "")
         return answer
@@ -303,6 +305,19 @@ class ModelClient:
             return schema.model_validate_json(split_reasoning(choice.message.content or "")[0])
         except ValidationError as exc:
             raise ModelBadResponse(self._bad_answer_text(), detail=f"invalid JSON: {exc}") from exc
+
+    def reasoning_options(self, setting: str) -> dict[str, Any]:
+        """A character's `reasoning` setting in the words of this server software."""
+        if setting == "default":
+            return {}
+        kind = self.config.kind
+        if kind in ("llama.cpp", "llama-cpp-python", "vllm"):  # chat templates with a switch (Qwen3...)
+            return {"chat_template_kwargs": {"enable_thinking": setting != "off"}}
+        if kind == "ollama":
+            return {"think": setting != "off"}
+        if setting == "off":  # OpenAI-style servers have no off switch: the least effort
+            return {"reasoning_effort": "low"}
+        return {"reasoning_effort": setting}
 
     def _response_format(self, schema: type[BaseModel], json_schema: dict[str, Any]) -> dict[str, Any]:
         """Structured output in the shape this server software actually honours."""

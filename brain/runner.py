@@ -53,6 +53,7 @@ class CharacterRunner:
                 max_tokens=max_tokens,
                 timeout_s=character.timeout_s,
                 stage=stage or character.name,
+                reasoning=character.reasoning,
             )
 
         text, _ = await self._with_retry(character, turn, system, call, can_retry=lambda: True)
@@ -83,6 +84,7 @@ class CharacterRunner:
                 stage=stage or character.name,
                 prompt_tokens=plan.prompt_tokens,
                 on_reasoning=reasoning.append,
+                reasoning=character.reasoning,
             )
             async with contextlib.aclosing(stream):
                 async for piece in stream:

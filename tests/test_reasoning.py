@@ -6,8 +6,13 @@ import io
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from adapters.console import DIM, ConsoleOutbox
+from brain.brain import Brain
+from brain.config import CharacterConfig, EndpointConfig
+from brain.history import HistoryStore
+from brain.llm import ModelClient
 from brain.messages import Inbound
 from brain.reasoning import ReasoningSplitter, split_reasoning
 from tests.fake_openai import Behaviour, FakeOpenAIServer
@@ -56,10 +61,6 @@ async def test_reasoning_is_folded_not_stored_and_not_sent_back(
 
 
 async def test_json_answers_after_thinking_still_parse(fake_server: FakeOpenAIServer) -> None:
-    from pydantic import BaseModel
-
-    from brain.config import EndpointConfig
-    from brain.llm import ModelClient
 
     class Choice(BaseModel):
         choice: str
@@ -76,3 +77,25 @@ async def test_console_dims_reasoning_in_a_terminal_and_labels_it_in_a_pipe(tmp_
     await ConsoleOutbox(pipe, tmp_path).send_reasoning("because")
     assert DIM in terminal.getvalue() and "because" in terminal.getvalue()
     assert pipe.getvalue() == "\n[reasoning] because"
+
+
+@pytest.mark.parametrize(("kind", "setting", "sent"), [
+    ("llama.cpp", "off", {"chat_template_kwargs": {"enable_thinking": False}}),
+    ("vllm", "high", {"chat_template_kwargs": {"enable_thinking": True}}),
+    ("ollama", "off", {"think": False}),
+    ("openai", "medium", {"reasoning_effort": "medium"}),
+    ("openai", "default", {}),
+])
+async def test_each_character_switches_reasoning_with_its_servers_own_knob(
+    fake_server: FakeOpenAIServer, sqlite_url: str, kind: str, setting: str, sent: dict,
+) -> None:
+
+    character = CharacterConfig(name="mom", endpoint="f", model="fake", reasoning=setting)
+    endpoint = EndpointConfig(base_url=fake_server.base_url, kind=kind, context_window=4096)
+    brain = Brain(characters=[character], clients={"f": ModelClient("f", endpoint)},
+                  history=HistoryStore(sqlite_url))
+    await brain.handle(Inbound("t", "c", "u", "ann", "hello"), RecordingOutbox())
+    body = fake_server.requests[-1].body
+    for key in ("chat_template_kwargs", "think", "reasoning_effort"):
+        assert body.get(key) == sent.get(key)
+    await brain.aclose()
