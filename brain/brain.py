@@ -27,7 +27,15 @@ from brain.config import (
 from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.extensions import Extension, ExtensionContext, load_extensions
 from brain.history import HistoryStore
-from brain.images import MAX_SEED, ImageGenerator, ImagePromptWriter, ImageRequest, build_request
+from brain.images import (
+    IMAGE_MODES,
+    MAX_SEED,
+    ImageGenerator,
+    ImagePromptWriter,
+    ImageRequest,
+    build_request,
+    styled,
+)
 from brain.llm import ModelClient, Usage
 from brain.messages import CommandCall, Inbound
 from brain.metrics import TokenTracker, current_channel, current_usages, format_usages
@@ -154,7 +162,8 @@ class Brain:
                 "sd",
                 "Draw an image with Stable Diffusion.",
                 (
-                    Arg("prompt", "What to draw.", required=True, text=True),
+                    Arg("prompt", "What to draw, or: you, me, scene, last (from this conversation).",
+                        required=True, text=True),
                     Arg("negative", "What to keep out of the image."),
                     Arg("steps", "Denoising steps.", type=int, min=1, max=images.max_steps),
                     Arg("size", "WIDTHxHEIGHT, multiples of 8, e.g. 512x512.", metavar="WxH"),
@@ -394,9 +403,11 @@ class Brain:
         if prompt is not None:
             request = self._image_request(message, prompt, args)
             status = await outbox.send("🎨 Getting ready…")
-        else:
+        else:  # a request in chat, or /sd you|me|scene|last: a character writes the prompt
             status = await outbox.send("🎨 Writing a prompt…")
             request = self._image_request(message, await self.prompt_writer.write(turn), args)
+        # The images are the answering character's: its style goes around every prompt.
+        request = styled(request, self.synthesizer.image_style, self.images_config.max_prompt_chars)
 
         async def progress(text: str) -> None:
             await outbox.edit(status, f"🎨 {text}")
@@ -450,11 +461,26 @@ class Brain:
         elif command.name == "sd":
             prompt = clean_text(command.args["prompt"])
             self._image_request(message, prompt, command.args)  # refused before anything is stored
+            mode = prompt.lower() if prompt.lower() in IMAGE_MODES else None
+            instruction = await self._mode_instruction(mode, message) if mode else None
             turn_id = await self.history.add(
                 message.channel_key, "user", f"(asked for an image) {prompt}", message.author_name
             )
-            turn = Turn(message.channel_key, prompt, turn_id)
-            await self._image(message, outbox, turn, prompt=prompt, args=command.args)
+            turn = Turn(message.channel_key, instruction or prompt, turn_id)
+            await self._image(message, outbox, turn, prompt=None if mode else prompt, args=command.args)
+
+    async def _mode_instruction(self, mode: str, message: Inbound) -> str:
+        """What the prompt writer is asked to draw for `/sd you|me|scene|last`."""
+        last = ""
+        if mode == "last":
+            recent = await self.history.recent(message.channel_key, limit=50)
+            last = next((t.content for t in recent if t.role == "assistant"
+                         and not t.content.startswith("[image:")), "")
+            if not last:
+                raise BadCommand("I haven't said anything here yet that I could illustrate.")
+        character = self.synthesizer
+        return IMAGE_MODES[mode].format(name=character.name, persona=character.persona,
+                                        user=message.author_name, last=last[:2000])
 
     def _describe_characters(self) -> str:
         lines = []

@@ -45,6 +45,14 @@ class EndpointConfig(StrictModel):
     )
 
 
+class ImageStyle(StrictModel):
+    """How a character's images look: tags around every prompt it draws, and what to avoid."""
+
+    prefix: str = Field("", description="Tags put before the prompt, e.g. \"watercolor, soft light\".")
+    suffix: str = Field("", description="Tags put after the prompt, e.g. \"highly detailed\".")
+    negative: str = Field("", description="Added to every negative prompt of this character's images.")
+
+
 class CharacterConfig(StrictModel):
     """A character: a persona speaking through one model on one endpoint."""
 
@@ -58,6 +66,7 @@ class CharacterConfig(StrictModel):
     max_tokens: int = Field(256, ge=1, le=32768, description="Reply length; also the reserve.")
     timeout_s: float | None = Field(None, gt=0, description="Overrides the endpoint's timeout.")
     vision: bool = Field(False, description="The model accepts images.")
+    image_style: ImageStyle = Field(default_factory=ImageStyle)
     reasoning: Literal["default", "off", "low", "medium", "high"] = Field(
         "default",
         description="For reasoning models, through the server's own switch (reasoning_effort, "

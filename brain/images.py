@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from brain.config import CharacterConfig, ImagesConfig
+from brain.config import CharacterConfig, ImageStyle, ImagesConfig
 from brain.errors import BadCommand
 
 if TYPE_CHECKING:  # the generators import this module without the chat machinery
@@ -100,6 +100,24 @@ def build_request(
         user_id=user_id,
         channel=channel,
     )
+
+
+IMAGE_MODES = {
+    "you": "Portray yourself, {name}, as this persona describes you: {persona}",
+    "me": "Portray {user} as the conversation describes them (looks, clothes, mood, setting); "
+          "where it says nothing, choose something fitting.",
+    "scene": "Illustrate the current scene of this conversation: where it takes place, who is "
+             "there and what is happening now.",
+    "last": "Illustrate your last reply in this conversation: {last}",
+}
+"""`/sd you|me|scene|last`: what the prompt writer is asked to draw from the stored history."""
+
+
+def styled(request: ImageRequest, style: ImageStyle, max_chars: int) -> ImageRequest:
+    """The request with a character's style tags around the prompt and its negative added."""
+    prompt = ", ".join(part for part in (style.prefix, request.prompt, style.suffix) if part.strip())
+    negative = ", ".join(part for part in (request.negative_prompt, style.negative) if part.strip())
+    return replace(request, prompt=prompt[:max_chars], negative_prompt=negative[:max_chars])
 
 
 class ImagePromptWriter:

@@ -1,0 +1,82 @@
+"""`/sd you|me|scene|last`: a character writes the prompt from the stored conversation, and the
+answering character's visual style goes around every prompt it draws."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from brain.brain import Brain
+from brain.config import CharacterConfig, EndpointConfig, ImagesConfig, ImageStyle
+from brain.history import HistoryStore
+from brain.llm import ModelClient
+from brain.messages import Inbound
+from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user, system_of
+from tests.helpers import RecordingGenerator, RecordingOutbox
+
+STYLE = ImageStyle(prefix="watercolor", suffix="soft light", negative="photo, text")
+
+
+def writer_reply(body: dict[str, Any]) -> str:
+    """The prompt writer answers with a prompt; the chat gets an ordinary answer."""
+    if "You write prompts for the Stable Diffusion" in system_of(body):
+        return "Prompt: a woman with red hair in a green coat"
+    return "Nice to meet you!"
+
+
+@pytest_asyncio.fixture
+async def painter(sqlite_url: str) -> Any:
+    server = FakeOpenAIServer(behaviour=Behaviour(reply_for=writer_reply)).start()
+    mom = CharacterConfig(name="mom", endpoint="f", model="fake", persona="You are mom, a cheerful robot.",
+                          image_style=STYLE)
+    generator = RecordingGenerator()
+    brain = Brain(characters=[mom], clients={"f": ModelClient("f", EndpointConfig(
+        base_url=server.base_url, context_window=4096))}, history=HistoryStore(sqlite_url),
+        image_generator=generator, images_config=ImagesConfig(default_size="64x64"))
+    yield brain, server, generator
+    await brain.aclose()
+    server.stop()
+
+
+async def say(brain: Brain, text: str) -> RecordingOutbox:
+    outbox = RecordingOutbox()
+    await brain.handle(Inbound("t", "c", "u1", "ann", text), outbox)
+    return outbox
+
+
+async def test_sd_me_draws_the_user_from_the_conversation_in_the_characters_style(painter: Any) -> None:
+    brain, server, generator = painter
+    await say(brain, "Hi! I have red hair and I always wear a green coat.")
+    outbox = await say(brain, "/sd me")
+    assert outbox.errors == [] and len(outbox.images) == 1
+    asked = server.requests[-1].body
+    assert last_user(asked).startswith("Portray ann as the conversation describes them")
+    assert "green coat" in str(asked["messages"])  # the stored conversation reached the writer
+    request = generator.requests[-1]
+    assert request.prompt == "watercolor, a woman with red hair in a green coat, soft light"
+    assert request.negative_prompt == "photo, text"
+
+
+@pytest.mark.parametrize(("mode", "asks"), [
+    ("you", "Portray yourself, mom, as this persona describes you: You are mom, a cheerful robot."),
+    ("scene", "Illustrate the current scene of this conversation"),
+    ("last", "Illustrate your last reply in this conversation: Nice to meet you!"),
+])
+async def test_each_mode_asks_the_writer_for_its_own_picture(painter: Any, mode: str, asks: str) -> None:
+    brain, server, generator = painter
+    await say(brain, "Hello there")
+    outbox = await say(brain, f"/sd {mode}")
+    assert outbox.errors == [] and last_user(server.requests[-1].body).startswith(asks)
+    assert generator.requests[-1].prompt.startswith("watercolor, a woman")
+
+
+async def test_sd_last_with_nothing_said_yet_is_refused_and_a_free_prompt_is_styled(painter: Any) -> None:
+    brain, _, generator = painter
+    refused = await say(brain, "/sd last")
+    assert refused.errors == ["I haven't said anything here yet that I could illustrate."]
+    assert await brain.history.count("t:c") == 0  # nothing stored for a refused request
+    outbox = await say(brain, "/sd a red fox --negative blurry")
+    assert outbox.errors == [] and generator.requests[-1].prompt == "watercolor, a red fox, soft light"
+    assert generator.requests[-1].negative_prompt == "blurry, photo, text"
