@@ -26,7 +26,7 @@ from brain.config import (
 )
 from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.extensions import Extension, ExtensionContext, load_extensions
-from brain.history import HistoryStore
+from brain.history import IMAGE, HistoryStore
 from brain.images import (
     IMAGE_MODES,
     MAX_SEED,
@@ -321,7 +321,9 @@ class Brain:
 
     async def _wants_image(self, text: str, channel: str) -> bool:
         """Ask the classifier; any failure of it means text."""
-        recent = [t.content for t in reversed(await self.history.recent(channel, limit=5))][:-1]
+        # images drawn here count: "make it bluer" follows one
+        turns = await self.history.recent(channel, limit=5, include_images=True)
+        recent = [t.content for t in reversed(turns)][:-1]
         try:
             decision = await self.classifier.classify(text, recent)
         except Exception:
@@ -425,7 +427,7 @@ class Brain:
             await self.history.finish_image_job(job_id)
         await self.history.add(
             message.channel_key, "assistant", f"[image: {result.prompt} (seed {result.seed})]",
-            self.synthesizer.name,
+            self.synthesizer.name, kind=IMAGE,
         )  # fmt: skip
 
     # -- commands ---------------------------------------------------------------------
@@ -474,8 +476,7 @@ class Brain:
         last = ""
         if mode == "last":
             recent = await self.history.recent(message.channel_key, limit=50)
-            last = next((t.content for t in recent if t.role == "assistant"
-                         and not t.content.startswith("[image:")), "")
+            last = next((t.content for t in recent if t.role == "assistant"), "")
             if not last:
                 raise BadCommand("I haven't said anything here yet that I could illustrate.")
         character = self.synthesizer

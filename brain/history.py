@@ -24,6 +24,9 @@ from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, selec
 log = logging.getLogger(__name__)
 
 
+TEXT, IMAGE = "text", "image"
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -40,6 +43,8 @@ class Turn(SQLModel, table=True):
     author: str = Field(default="", max_length=255)
     content: str = Field(sa_type=Text)
     created_at: datetime = Field(default_factory=_utcnow)
+    # "text": the conversation; "image": a generated image's prompt, kept out of text prompts
+    kind: str = Field(default=TEXT, max_length=16, sa_column_kwargs={"server_default": TEXT})
 
 
 def _recent_query(*, before: bool) -> Select[Any]:
@@ -47,6 +52,7 @@ def _recent_query(*, before: bool) -> Select[Any]:
     table = Turn.__table__.c  # type: ignore[attr-defined]
     query = sa_select(table.id, table.role, table.author, table.content)
     query = query.where(table.channel == bindparam("channel"))
+    query = query.where(table.kind.in_(bindparam("kinds", expanding=True)))
     if before:
         query = query.where(table.id < bindparam("before_id"))
     return query.order_by(table.id.desc()).limit(bindparam("limit"))
@@ -150,15 +156,17 @@ class HistoryStore:
     def close(self) -> None:
         self._engine.dispose()
 
-    async def add(self, channel: str, role: str, content: str, author: str = "") -> int:
+    async def add(self, channel: str, role: str, content: str, author: str = "", kind: str = TEXT) -> int:
         """Append a turn and return its id."""
-        return await asyncio.to_thread(self._add, channel, role, content, author)
+        return await asyncio.to_thread(self._add, channel, role, content, author, kind)
 
     async def recent(
-        self, channel: str, *, before_id: int | None = None, limit: int = 64
+        self, channel: str, *, before_id: int | None = None, limit: int = 64,
+        include_images: bool = False,
     ) -> list[StoredTurn]:
-        """Up to `limit` turns older than `before_id`, newest first."""
-        return await asyncio.to_thread(self._recent, channel, before_id, limit)
+        """Up to `limit` turns older than `before_id`, newest first; image entries on request."""
+        kinds = (TEXT, IMAGE) if include_images else (TEXT,)
+        return await asyncio.to_thread(self._recent, channel, before_id, limit, kinds)
 
     async def update(self, turn_id: int, content: str) -> None:
         """Replace a stored turn's text (e.g. a user turn once its image is described)."""
@@ -189,9 +197,9 @@ class HistoryStore:
 
     # The two hot paths use SQLAlchemy Core: no ORM objects to build and no re-read of the
     # inserted row, which halved their time per message (bench/bench_load.py).
-    def _add(self, channel: str, role: str, content: str, author: str) -> int:
+    def _add(self, channel: str, role: str, content: str, author: str, kind: str) -> int:
         row = {"channel": channel, "role": role, "content": content, "author": author,
-               "created_at": _utcnow()}
+               "created_at": _utcnow(), "kind": kind}
         with self._engine.begin() as connection:
             return int(connection.execute(sa_insert(Turn).values(row)).inserted_primary_key[0])
 
@@ -203,9 +211,11 @@ class HistoryStore:
                 session.add(turn)
                 session.commit()
 
-    def _recent(self, channel: str, before_id: int | None, limit: int) -> list[StoredTurn]:
+    def _recent(
+        self, channel: str, before_id: int | None, limit: int, kinds: tuple[str, ...]
+    ) -> list[StoredTurn]:
         query = _RECENT if before_id is None else _RECENT_BEFORE
-        values = {"channel": channel, "limit": limit, "before_id": before_id}
+        values = {"channel": channel, "limit": limit, "before_id": before_id, "kinds": list(kinds)}
         with self._engine.connect() as connection:
             return [StoredTurn._make(row) for row in connection.execute(query, values)]
 

@@ -130,6 +130,8 @@ class ImagePromptWriter:
 
     async def write(self, turn: Turn) -> str:
         system = f"{self._character.persona}\n\n{PROMPT_WRITER_INSTRUCTION}"
+        # The images drawn here before are part of what the writer reads (a consistent look).
+        turn = replace(turn, history_images=True)
         text = await self._runner.answer(self._character, turn, system=system, stage="image prompt")
         return clean_prompt(text, self._max_chars) or turn.text[: self._max_chars]
 

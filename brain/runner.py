@@ -30,6 +30,7 @@ class Turn:
     text: str
     turn_id: int  # the stored user turn; history before it is the context
     images: tuple[str, ...] = ()  # data URLs, for vision characters only
+    history_images: bool = False  # whether generated-image entries are part of its context
 
 
 class CharacterRunner:
@@ -115,7 +116,7 @@ class CharacterRunner:
             system=system if system is not None else character.persona,
             user_text=turn.text,
             older_turns=lambda before, limit: self.history.recent(
-                turn.channel, before_id=before, limit=limit
+                turn.channel, before_id=before, limit=limit, include_images=turn.history_images
             ),
             before_id=turn.turn_id,
         )

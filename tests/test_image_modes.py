@@ -80,3 +80,17 @@ async def test_sd_last_with_nothing_said_yet_is_refused_and_a_free_prompt_is_sty
     outbox = await say(brain, "/sd a red fox --negative blurry")
     assert outbox.errors == [] and generator.requests[-1].prompt == "watercolor, a red fox, soft light"
     assert generator.requests[-1].negative_prompt == "blurry, photo, text"
+
+
+async def test_drawn_images_stay_out_of_the_chat_context_but_the_prompt_writer_sees_them(
+    painter: Any,
+) -> None:
+    brain, server, _ = painter
+    await say(brain, "/sd a red fox")
+    stored = await brain.history.recent("t:c", include_images=True)
+    assert stored[0].content.startswith("[image: watercolor, a red fox, soft light (seed ")
+    await say(brain, "What did you draw?")
+    chat = server.requests[-1].body["messages"]
+    assert "[image:" not in str(chat) and "(asked for an image) a red fox" in str(chat)
+    await say(brain, "/sd scene")
+    assert "[image: watercolor, a red fox" in str(server.requests[-1].body["messages"])

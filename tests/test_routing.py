@@ -138,8 +138,9 @@ async def test_image_route_writes_a_prompt_and_calls_the_generator(
     assert png.startswith(b"\x89PNG") and filename.endswith(".png")
     assert caption.startswith("a red fox in fresh snow") and f"seed {generator.requests[0].seed}" in caption
     assert "send me a picture of a fox" in fake_server.requests[0].body["messages"][-1]["content"]
-    stored = await history.recent("test:c")
+    stored = await history.recent("test:c", include_images=True)
     assert stored[0].content.startswith("[image: a red fox in fresh snow")
+    assert (await history.recent("test:c"))[0].content == "send me a picture of a fox"  # text only
     await brain.aclose()
 
 
