@@ -173,12 +173,16 @@ class ModelClient:
                     stream=True,
                     stream_options={"include_usage": True},
                 )
-                response = await asyncio.wait_for(request.__aenter__(), timeout=_remaining(deadline))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+                # that lands as a piece arrives, and a shutdown would wait out the whole reply.
+                async with asyncio.timeout(_remaining(deadline)):
+                    response = await request.__aenter__()
                 try:
                     events = _sse_data(response.iter_lines())
                     while True:
                         try:
-                            data = await asyncio.wait_for(events.__anext__(), timeout=_remaining(deadline))
+                            async with asyncio.timeout(_remaining(deadline)):
+                                data = await events.__anext__()
                         except StopAsyncIteration:
                             break
                         chunk = json.loads(data)
