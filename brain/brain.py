@@ -57,6 +57,7 @@ class CoolDownMonitor(Protocol):
     def describe(self) -> str: ...
 
 
+CANCEL_RETRY_S = 2.0  # shutdown: cancel again after this long
 GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the bot's log."
 SHUTTING_DOWN = "I'm restarting right now; please ask again in a minute."
 STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask again in a minute."
@@ -225,9 +226,11 @@ class Brain:
             return
         log.info("shutting down: waiting up to %.0f s for %d replies", grace_s, len(running))
         _, unfinished = await asyncio.wait(running, timeout=grace_s)
-        for task in unfinished:
-            task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
+        # Cancel until they end: a library that swallows one cancel must not hold the stop up.
+        while unfinished:
+            for task in unfinished:
+                task.cancel()
+            _, unfinished = await asyncio.wait(unfinished, timeout=CANCEL_RETRY_S)
 
     async def report_lost_image_jobs(
         self, platform: str, notify: Callable[[str, str], Awaitable[None]]
