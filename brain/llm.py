@@ -214,8 +214,10 @@ class ModelClient:
                 raise
             except Exception as exc:  # every transport failure becomes a typed error
                 raise self._translate(exc) from exc
-            tail = splitter.flush()
-            if tail.strip() or (shown and tail):
+            tail = splitter.flush()  # text held back as a possible tag start
+            if tail and not shown:
+                tail = tail.lstrip()
+            if tail:
                 yield tail
             if splitter.reasoning and on_reasoning is not None:
                 on_reasoning(splitter.reasoning)

@@ -36,6 +36,13 @@ def real_brain(endpoint: EndpointConfig, sqlite_url: str, **kwargs: Any) -> Brai
                  history=HistoryStore(sqlite_url), **kwargs)
 
 
+def fake_server_brain(server: FakeOpenAIServer, sqlite_url: str) -> Brain:
+    """One character on the fake server: for replies the test model cannot give."""
+    endpoint = EndpointConfig(base_url=server.base_url, context_window=4096)
+    return Brain(characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
+                 clients={"f": ModelClient("f", endpoint)}, history=HistoryStore(sqlite_url))
+
+
 @asynccontextmanager
 async def discord_world(brain: Brain, **config: Any) -> AsyncIterator[tuple[Any, MombotDiscordClient]]:
     client = MombotDiscordClient(brain, DiscordConfig(enabled=True, **config))
@@ -227,9 +234,7 @@ async def test_long_replies_split_at_2000_without_breaking_code_and_edits_are_th
     code = "\n".join(f"    total += {i}  # step {i}" for i in range(120))
     fake_server.behaviour.reply = f"Here is the code:\n```python\n{code}\n```\nThat is all, @everyone!"
     fake_server.behaviour.token_delay_s = 0.004
-    client_config = EndpointConfig(base_url=fake_server.base_url, context_window=4096)
-    brain = Brain(characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
-                  clients={"f": ModelClient("f", client_config)}, history=HistoryStore(sqlite_url))
+    brain = fake_server_brain(fake_server, sqlite_url)
     async with discord_world(brain) as (env, client):
         guild = env.create_guild()
         general = guild.create_text_channel("general")
@@ -254,9 +259,7 @@ async def test_reasoning_is_a_spoiler_or_a_file_never_inline(
     fake_server: FakeOpenAIServer, sqlite_url: str,
 ) -> None:
     fake_server.behaviour.reply = "<think>Short thought.</think>The answer."
-    client_config = EndpointConfig(base_url=fake_server.base_url, context_window=4096)
-    brain = Brain(characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
-                  clients={"f": ModelClient("f", client_config)}, history=HistoryStore(sqlite_url))
+    brain = fake_server_brain(fake_server, sqlite_url)
     async with discord_world(brain) as (env, client):
         guild = env.create_guild()
         general = guild.create_text_channel("general")
