@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from brain.attachments import PreparedAttachments, prepare_attachments
@@ -61,6 +62,11 @@ CANCEL_RETRY_S = 2.0  # shutdown: cancel again after this long
 GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the bot's log."
 SHUTTING_DOWN = "I'm restarting right now; please ask again in a minute."
 STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask again in a minute."
+CONFIRM_PROMPT = (
+    "🎨 I'd draw: {prompt}\nSay **yes** to draw it, **no** to drop it, or send the prompt you want instead."
+)
+YES_WORDS = {"yes", "y", "ok", "okay", "sure", "draw it", "go", "go ahead"}
+NO_WORDS = {"no", "n", "nope", "cancel", "stop", "don't"}
 LOST_IMAGE = "I was restarted before I could finish the image you asked for ({prompt}). Please ask again."
 VISION_INSTRUCTION = (
     "Describe the attached image(s) precisely and concisely for someone who cannot see "
@@ -73,6 +79,14 @@ _INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e
 def clean_text(text: str) -> str:
     """Drop control and invisible formatting characters; normalise line ends."""
     return _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+
+
+@dataclass(frozen=True)
+class ImageProposal:
+    """An image prompt a character wrote, shown to the user, waiting for their answer."""
+
+    request: ImageRequest
+    expires: float
 
 
 def split_roles(characters: list[CharacterConfig]) -> tuple[list[CharacterConfig], CharacterConfig]:
@@ -145,6 +159,8 @@ class Brain:
         self.channel_queue = ChannelQueue()
         self._closing = False
         self._in_flight: set[asyncio.Task[Any]] = set()
+        # image prompts waiting for the user's yes, no or edit, per (channel, user)
+        self._proposals: dict[tuple[str, str], ImageProposal] = {}
 
     def _builtin_commands(self) -> list[CommandSpec]:
         images = self.images_config
@@ -278,6 +294,8 @@ class Brain:
                 await outbox.send("\n".join(files.notes))
                 return
             raise BadCommand("Your message was empty; say something and I'll answer.")
+        if not files.images and await self._answer_proposal(message, outbox, text):
+            return
         stored = _with_files(text, files)
         turn_id = await self.history.add(channel, "user", stored, message.author_name)
         if files.notes:
@@ -404,13 +422,47 @@ class Brain:
         prompt: str | None,
         args: dict[str, Any],
     ) -> None:
-        generator = self._require_generator()
+        self._require_generator()
         if prompt is not None:
             request = self._image_request(message, prompt, args)
             status = await outbox.send("🎨 Getting ready…")
         else:  # a request in chat, or /sd you|me|scene|last: a character writes the prompt
             status = await outbox.send("🎨 Writing a prompt…")
             request = self._image_request(message, await self.prompt_writer.write(turn), args)
+            if self.images_config.confirm:
+                self._proposals[(message.channel_key, message.author_id)] = ImageProposal(
+                    request, time.monotonic() + self.images_config.confirm_timeout_s)
+                await outbox.edit(status, CONFIRM_PROMPT.format(prompt=request.prompt))
+                return
+        await self._draw(message, outbox, request, status)
+
+    async def _answer_proposal(self, message: Inbound, outbox: Outbox, text: str) -> bool:
+        """The user's answer to an image prompt proposed to them: yes, no, or their own prompt.
+
+        Returns False when there is no live proposal, and the message is an ordinary one.
+        """
+        key = (message.channel_key, message.author_id)
+        proposal = self._proposals.pop(key, None)
+        if proposal is None or proposal.expires < time.monotonic():
+            return False
+        answer = text.strip().lower().rstrip("!.")
+        request = proposal.request
+        if answer not in YES_WORDS | NO_WORDS:  # an edited prompt, checked like any other
+            try:
+                request = replace(request, prompt=self._image_request(message, text, {}).prompt)
+            except BadCommand:
+                self._proposals[key] = proposal  # a bad edit loses nothing: the proposal waits on
+                raise
+        await self.history.add(message.channel_key, "user", text, message.author_name)
+        if answer in NO_WORDS:
+            await outbox.send("All right, I won't draw it.")
+            return True
+        await self._draw(message, outbox, request, await outbox.send("🎨 Getting ready…"))
+        return True
+
+    async def _draw(self, message: Inbound, outbox: Outbox, request: ImageRequest, status: Any) -> None:
+        """Generate, send and store one image, reporting progress in the status message."""
+        generator = self._require_generator()
         # The images are the answering character's: its style goes around every prompt.
         request = styled(request, self.synthesizer.image_style, self.images_config.max_prompt_chars)
 

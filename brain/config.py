@@ -217,6 +217,11 @@ class ImagesConfig(StrictModel):
     max_pixels: int = Field(1024 * 1024, ge=4096, description="Largest width × height a request may ask for.")
     max_prompt_chars: int = Field(1000, ge=10, description="Longest prompt (and negative prompt).")
     guidance: float = Field(7.5, ge=0, le=30, description="Classifier-free guidance scale.")
+    confirm: bool = Field(
+        False, description="Show a prompt a character wrote and draw it only when the user says yes "
+        "or sends an edited prompt (/sd with a prompt of your own is drawn at once).",
+    )
+    confirm_timeout_s: float = Field(600.0, gt=0, description="How long such a proposal waits for an answer.")
     diffusers: DiffusersConfig = DiffusersConfig()
     a1111: A1111Config = A1111Config()
     queue: QueueConfig = QueueConfig()

@@ -3,6 +3,7 @@ answering character's visual style goes around every prompt it draws."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -94,3 +95,45 @@ async def test_drawn_images_stay_out_of_the_chat_context_but_the_prompt_writer_s
     assert "[image:" not in str(chat) and "(asked for an image) a red fox" in str(chat)
     await say(brain, "/sd scene")
     assert "[image: watercolor, a red fox" in str(server.requests[-1].body["messages"])
+
+
+@pytest_asyncio.fixture
+async def asking(painter: Any) -> Any:
+    brain, server, generator = painter
+    brain.images_config = brain.images_config.model_copy(update={"confirm": True})
+    return brain, server, generator
+
+
+async def test_with_confirm_a_written_prompt_waits_for_yes(asking: Any) -> None:
+    brain, _, generator = asking
+    proposed = await say(brain, "/sd me")
+    assert generator.requests == [] and proposed.messages[-1].startswith(
+        "🎨 I'd draw: a woman with red hair in a green coat\nSay **yes** to draw it")
+    drawn = await say(brain, "Yes!")
+    assert len(drawn.images) == 1
+    assert generator.requests[-1].prompt == "watercolor, a woman with red hair in a green coat, soft light"
+    chat = await say(brain, "yes")  # no proposal any more: an ordinary message
+    assert chat.text == "Nice to meet you!" and len(generator.requests) == 1
+
+
+async def test_with_confirm_an_edit_is_drawn_no_drops_and_a_bad_edit_keeps_the_proposal(
+    asking: Any,
+) -> None:
+    brain, _, generator = asking
+    await say(brain, "/sd scene")
+    too_long = await say(brain, "x" * 2000)
+    assert too_long.errors == ["That prompt is too long: at most 1000 characters."]
+    await say(brain, "a lighthouse at night")
+    assert generator.requests[-1].prompt == "watercolor, a lighthouse at night, soft light"
+    await say(brain, "/sd you")
+    dropped = await say(brain, "no")
+    assert dropped.text == "All right, I won't draw it." and len(generator.requests) == 1
+
+
+async def test_a_proposal_expires(asking: Any) -> None:
+    brain, _, generator = asking
+    brain.images_config = brain.images_config.model_copy(update={"confirm_timeout_s": 0.05})
+    await say(brain, "/sd you")
+    await asyncio.sleep(0.1)
+    late = await say(brain, "yes")
+    assert generator.requests == [] and late.text == "Nice to meet you!"
