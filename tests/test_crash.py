@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from brain.brain import SHUTTING_DOWN, STOPPED_MID_REPLY
@@ -30,6 +31,14 @@ def start(config: Path, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
+    """Poll for up to 60 s while the bot process is still running."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+
+
 def write_config(tmp_path: Path, server: FakeOpenAIServer, bot_settings: str = "", more: str = "") -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
@@ -49,10 +58,7 @@ def test_a_reply_cut_by_sigkill_is_not_stored_and_the_next_run_carries_on(tmp_pa
         assert first.stdin is not None and first.stdout is not None
         first.stdin.write("Tell me a long story\n")
         first.stdin.flush()
-        deadline = time.monotonic() + 60
-        while not server.requests:  # the model call has begun
-            assert time.monotonic() < deadline and first.poll() is None
-            time.sleep(0.05)
+        wait_until(lambda: bool(server.requests), first)  # the model call has begun
         time.sleep(1.5)  # some 30 of the reply's 400 words are out (it would take 20 s)
         assert first.poll() is None and not server.requests[0].ended
         os.kill(first.pid, signal.SIGKILL)
@@ -89,10 +95,7 @@ def test_an_image_job_cut_by_sigkill_is_reported_to_its_user_after_the_restart(t
         assert first.stdin is not None
         first.stdin.write("/sd a red fox in the snow\n")
         first.stdin.flush()
-        deadline = time.monotonic() + 60
-        while not painter.bodies:  # the image server is drawing (and will never finish)
-            assert time.monotonic() < deadline and first.poll() is None
-            time.sleep(0.05)
+        wait_until(lambda: bool(painter.bodies), first)  # drawing, and it will never finish
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
 
@@ -115,10 +118,7 @@ def test_sigterm_lets_the_reply_in_progress_say_it_was_stopped_and_exits_cleanly
         assert process.stdin is not None
         process.stdin.write("Tell me a long story\n")
         process.stdin.flush()
-        deadline = time.monotonic() + 60
-        while not server.requests:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.05)
+        wait_until(lambda: bool(server.requests), process)
         time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)  # the 20 s reply is not waited for

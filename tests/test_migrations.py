@@ -36,16 +36,15 @@ def empty_database(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[
     admin.dispose()
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = None
     return config
 
 
 def run_alembic(url: str, action: str, revision: str) -> None:
     engine = create_engine(url)
-    config = alembic_config(url)
+    config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         getattr(command, action)(config, revision)
@@ -61,7 +60,7 @@ def state(url: str) -> tuple[set[str], str | None]:
     return tables, version
 
 
-HEAD = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 async def test_an_empty_database_gets_every_revision(empty_database: str) -> None:
