@@ -90,7 +90,7 @@ async def build_prompt(
             budget -= turn_cost
             spent += turn_cost
             kept.append(turn)
-        if len(page) < size:
+        if full or len(page) < size:
             break
         cursor = page[-1].id
         average = spent / len(kept)

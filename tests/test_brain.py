@@ -188,3 +188,20 @@ async def test_paged_history_keeps_exactly_the_newest_turns_that_fit(window: int
     assert [m["content"] for m in plan.messages[1:-1]] == list(reversed(expected))
     assert plan.kept_turns == len(expected) and len(calls) <= 4, calls
     await client.aclose()
+
+
+async def test_a_newest_turn_too_big_for_the_window_leaves_the_history_out() -> None:
+    """A full first page whose very first turn does not fit: nothing kept, no second read."""
+    turns = [StoredTurn(i, "user", "ann", "word " * (5000 if i == 99 else 3)) for i in range(100)]
+    calls: list[int] = []
+
+    async def pager(before: int | None, limit: int) -> list[StoredTurn]:
+        calls.append(limit)
+        return list(reversed(turns))[:limit]
+
+    client = ModelClient("estimate", EndpointConfig(base_url="http://127.0.0.1:9/v1"))
+    plan = await build_prompt(client, "m", window=2048, reserve=64, system="You are mom.",
+                              user_text="hello", older_turns=pager, before_id=None)
+    assert plan.kept_turns == 0 and [m["role"] for m in plan.messages] == ["system", "user"]
+    assert calls == [64]
+    await client.aclose()
