@@ -38,7 +38,7 @@ def main() -> None:
     from diffusers import StableDiffusionPipeline
 
     path = build_sd15(Path(tempfile.mkdtemp()))
-    pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch.float16).to("cuda")
+    pipe = StableDiffusionPipeline.from_pretrained(path, dtype=torch.float16).to("cuda")
     pipe.set_progress_bar_config(disable=True)
     base = per_image(pipe)
     print(f"plain batch of 8: {base:.3f} s/image", flush=True)

@@ -81,7 +81,7 @@ def timed(fn) -> float:
 def plain_baseline(path: Path, images: int) -> float:
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch.float16).to("cuda")
+    pipe = StableDiffusionPipeline.from_pretrained(path, dtype=torch.float16).to("cuda")
     pipe.set_progress_bar_config(disable=True)
 
     def one(seed: int) -> None:

@@ -106,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     path = build_sd15(Path(tempfile.mkdtemp()))
-    pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch.float16).to("cuda")
+    pipe = StableDiffusionPipeline.from_pretrained(path, dtype=torch.float16).to("cuda")
     pipe.set_progress_bar_config(disable=True)
     torch.backends.cudnn.benchmark = True
     pipe.fuse_qkv_projections()

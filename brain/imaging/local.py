@@ -114,7 +114,7 @@ class DiffusersBackend:
         self.device = pick_device(self.config.device)
         dtype = pick_dtype(self.config.dtype, self.device)
         source = self.config.model
-        common: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": self.config.local_files_only}
+        common: dict[str, Any] = {"dtype": dtype, "local_files_only": self.config.local_files_only}
         if not self.config.safety_checker:
             common.update(safety_checker=None, requires_safety_checker=False)
         if source.lower().endswith(SINGLE_FILE_SUFFIXES):
