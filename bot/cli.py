@@ -269,7 +269,10 @@ async def _check(config: MombotConfig, secrets: Secrets) -> int:
                 f"context {info.context_window} tokens ({info.source}{trained}), "
                 f"'Hello, world!' = {tokens} tokens"
             )
-            if info.vision is not None and info.vision != character.vision:
+            if character.vision is None:
+                seen = "yes" if info.vision else "no" if info.vision is False else "no (the server does not say)"
+                print(f"  vision: {seen}, from the server")
+            elif info.vision is not None and info.vision != character.vision:
                 print(f"  note: the server says this model {'can' if info.vision else 'cannot'} "
                       f"see images, but vision = {str(character.vision).lower()}")
         print(f"history: {app.brain.history.url.split('://')[0]} ok")

@@ -364,7 +364,11 @@ class Brain:
         outbox: Outbox,
     ) -> str:
         """The vision character looks; everyone else reads its description."""
-        vision = next((c for c in self.characters if c.vision and c.enabled), None)
+        vision = None
+        for character in self.characters:
+            if character.enabled and await self.runner.can_see(character):
+                vision = character
+                break
         names = ", ".join(name for name, _ in files.images)
         if vision is None:
             await outbox.send(
@@ -502,7 +506,7 @@ class Brain:
             removed = await self.history.clear(message.channel_key)
             await outbox.send(f"Forgot this conversation ({removed} messages).")
         elif command.name == "characters":
-            await outbox.send(self._describe_characters())
+            await outbox.send(await self._describe_characters())
         elif command.name == "stats":
             parts = [self.tracker.format_channel(message.channel_key)]
             if self.gpu is not None:
@@ -538,13 +542,14 @@ class Brain:
         return IMAGE_MODES[mode].format(name=character.name, persona=character.persona,
                                         user=message.author_name, last=last[:2000])
 
-    def _describe_characters(self) -> str:
+    async def _describe_characters(self) -> str:
         lines = []
         for c in self.characters:
             roles = ["member"] if c in self.members else []
             if c is self.synthesizer and len(self.members) > 1:
                 roles.append("synthesizer")
-            flags = (" · vision" if c.vision else "") + ("" if c.enabled else " · disabled")
+            sees = await self.runner.can_see(c)
+            flags = (" · vision" if sees else "") + ("" if c.enabled else " · disabled")
             lines.append(f"**{c.name}** ({', '.join(roles) or c.role}{flags}): {c.model} on {c.endpoint}")
         return "Characters:\n" + "\n".join(lines)
 

@@ -65,7 +65,11 @@ class CharacterConfig(StrictModel):
     temperature: float = Field(0.7, ge=0, le=2, description="0: deterministic; higher: more varied.")
     max_tokens: int = Field(256, ge=1, le=32768, description="Reply length; also the reserve.")
     timeout_s: float | None = Field(None, gt=0, description="Overrides the endpoint's timeout.")
-    vision: bool = Field(False, description="The model accepts images.")
+    vision: bool | None = Field(
+        None,
+        description="The model accepts images. Unset: ask the server (Ollama lists it in its "
+        "capabilities); a server that does not say means no.",
+    )
     image_style: ImageStyle = Field(default_factory=ImageStyle)
     reasoning: Literal["default", "off", "low", "medium", "high"] = Field(
         "default",

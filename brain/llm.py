@@ -14,6 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -29,6 +30,8 @@ from brain.errors import (
     ModelUnavailable,
     MombotError,
 )
+from brain.llm_types import ModelInfo, StreamPiece
+from brain.ollama import chat_body, ollama_model_info, piece_of, stream_pieces
 from brain.reasoning import ReasoningSplitter, split_reasoning
 from brain.redaction import register_secret
 
@@ -38,8 +41,8 @@ T = TypeVar("T", bound=BaseModel)
 Message = dict[str, Any]
 
 DEFAULT_CONTEXT_WINDOW = 2048
-OLLAMA_DEFAULT_CONTEXT = 2048
 ESTIMATE_BYTES_PER_TOKEN = 3  # conservative: English averages about 4 bytes a token
+RETRY_PAUSE_S = 0.5  # the first pause before a retried Ollama request
 TOKENIZER_KINDS = ("llama-cpp-python", "llama.cpp", "koboldcpp")  # servers that count tokens
 
 
@@ -61,39 +64,6 @@ class Usage:
 
 
 UsageSink = Callable[[Usage], None]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """A model as its server describes it; `source` says where the context size came from."""
-
-    context_window: int
-    source: str
-    vision: bool | None = None  # None: the server does not say
-    trained_context: int | None = None  # the model's own maximum, where it differs
-
-
-def ollama_model_info(show: dict[str, Any]) -> ModelInfo:
-    """From Ollama's /api/show: the window it really runs the model with, and its vision.
-
-    Ollama cuts a longer prompt silently at the model's `num_ctx` parameter, or at its own
-    server default when the model sets none (2048 tokens on older versions; raised with
-    OLLAMA_CONTEXT_LENGTH, which the API does not report), so without `num_ctx` the safe
-    figure is 2048, whatever the model was trained for.
-    """
-    trained = next((int(v) for k, v in (show.get("model_info") or {}).items()
-                    if k.endswith(".context_length")), None)
-    num_ctx = None
-    for line in (show.get("parameters") or "").splitlines():
-        name, _, value = line.strip().partition(" ")
-        if name == "num_ctx":
-            num_ctx = int(value.strip())
-    capabilities = show.get("capabilities")
-    vision = "vision" in capabilities if isinstance(capabilities, list) else None
-    if num_ctx:
-        return ModelInfo(num_ctx, "server: /api/show num_ctx", vision, trained)
-    window = min(trained or OLLAMA_DEFAULT_CONTEXT, OLLAMA_DEFAULT_CONTEXT)
-    return ModelInfo(window, "server: Ollama's default (the model sets no num_ctx)", vision, trained)
 
 
 class ModelClient:
@@ -162,42 +132,21 @@ class ModelClient:
             usage: Any = None
             finish_reason: str | None = None
             try:
-                # The raw event stream, parsed here: the SDK's per-chunk pydantic objects cost
-                # about a millisecond per reply (bench/bench_load.py).
-                request = self._openai.chat.completions.with_streaming_response.create(
-                    model=model,
-                    messages=[],
-                    extra_body=_untransformed(messages, self.reasoning_options(reasoning)),
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                )
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
-                # that lands as a piece arrives, and a shutdown would wait out the whole reply.
-                async with asyncio.timeout(_remaining(deadline)):
-                    response = await request.__aenter__()
-                try:
-                    events = _sse_data(response.iter_lines())
+                async with self._open_stream(model, messages, temperature, max_tokens, reasoning,
+                                             deadline) as stream:  # fmt: skip
                     while True:
+                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                        # cancel that lands as a piece arrives, and a shutdown would wait out
+                        # the whole reply.
                         try:
                             async with asyncio.timeout(_remaining(deadline)):
-                                data = await events.__anext__()
+                                content, thought, finished, sent_usage = await stream.__anext__()
                         except StopAsyncIteration:
                             break
-                        chunk = json.loads(data)
-                        if not isinstance(chunk, dict) or chunk.get("error"):
-                            raise ModelBadResponse(self._bad_answer_text(), detail=data[:500])
-                        usage = chunk.get("usage") or usage
-                        choices = chunk.get("choices")
-                        if not choices:
-                            continue
-                        finish_reason = choices[0].get("finish_reason") or finish_reason
-                        delta = choices[0].get("delta") or {}
-                        thought = delta.get("reasoning_content") or delta.get("reasoning")
+                        usage = sent_usage or usage
+                        finish_reason = finished or finish_reason
                         if thought:
                             splitter.add_reasoning(thought)
-                        content = delta.get("content")
                         if content or thought:
                             if first_token_s is None:
                                 first_token_s = time.monotonic() - started
@@ -208,8 +157,6 @@ class ModelClient:
                         if visible:
                             shown = True
                             yield visible
-                finally:
-                    await request.__aexit__(None, None, None)
             except MombotError:
                 raise
             except Exception as exc:  # every transport failure becomes a typed error
@@ -233,6 +180,85 @@ class ModelClient:
                 prompt_tokens,
             )  # fmt: skip
 
+    @asynccontextmanager
+    async def _open_stream(
+        self,
+        model: str,
+        messages: list[Message],
+        temperature: float,
+        max_tokens: int,
+        reasoning: str,
+        deadline: float,
+    ) -> AsyncIterator[AsyncIterator[StreamPiece]]:
+        """Start a streamed answer in this server's protocol; yields its pieces."""
+        options = self.reasoning_options(reasoning)
+        if self.config.kind == "ollama":
+            body = chat_body(model, messages, num_ctx=await self.context_window(model),
+                             temperature=temperature, max_tokens=max_tokens, stream=True,
+                             extra=options)  # fmt: skip
+            async with asyncio.timeout(_remaining(deadline)):
+                response = await self._ollama_send(body, stream=True)
+            try:
+                if response.is_error:
+                    await response.aread()
+                    raise self._status_error(response.status_code, response.text)
+                yield stream_pieces(response.aiter_lines())
+            finally:
+                await response.aclose()
+            return
+        # The raw event stream, parsed here: the SDK's per-chunk pydantic objects cost about
+        # a millisecond per reply (bench/bench_load.py).
+        request = self._openai.chat.completions.with_streaming_response.create(
+            model=model,
+            messages=[],
+            extra_body=_untransformed(messages, options),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async with asyncio.timeout(_remaining(deadline)):
+            response = await request.__aenter__()
+        try:
+            yield self._openai_pieces(_sse_data(response.iter_lines()))
+        finally:
+            await request.__aexit__(None, None, None)
+
+    async def _ollama_send(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+        """POST to Ollama's /api/chat, retried as the OpenAI SDK retries the other servers.
+
+        Connection failures, 429 and 5xx answers are tried again up to `max_retries` times,
+        with a doubling pause; the caller turns a final error answer into words.
+        """
+        request = self._http.build_request("POST", "/api/chat", json=body)
+        for attempt in range(self.config.max_retries + 1):
+            last = attempt == self.config.max_retries
+            try:
+                response = await self._http.send(request, stream=stream)
+            except httpx.TransportError:
+                if last:
+                    raise
+            else:
+                if last or not (response.status_code == 429 or response.status_code >= 500):
+                    return response
+                await response.aclose()
+            await asyncio.sleep(min(RETRY_PAUSE_S * 2**attempt, 8.0))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _openai_pieces(self, events: AsyncIterator[str]) -> AsyncIterator[StreamPiece]:
+        """The pieces of an OpenAI-style event stream (usage comes in a last, choiceless chunk)."""
+        async for data in events:
+            chunk = json.loads(data)
+            if not isinstance(chunk, dict) or chunk.get("error"):
+                raise ModelBadResponse(self._bad_answer_text(), detail=data[:500])
+            choices = chunk.get("choices")
+            if not choices:
+                yield StreamPiece(None, None, None, chunk.get("usage"))
+                continue
+            delta = choices[0].get("delta") or {}
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            yield StreamPiece(delta.get("content"), thought, choices[0].get("finish_reason"), chunk.get("usage"))
+
     async def chat_stream_text(self, model: str, messages: list[Message], **kwargs: Any) -> str:
         """Stream a reply and return it whole (for callers that need stream semantics)."""
         return "".join([piece async for piece in self.stream_chat(model, messages, **kwargs)])
@@ -249,11 +275,11 @@ class ModelClient:
         reasoning: str = "default",
     ) -> str:
         """The whole reply as one string, without streaming (and without its reasoning)."""
-        response = await self._complete(
+        content, _ = await self._complete(
             model, messages, stage, temperature=temperature, max_tokens=max_tokens,
-            timeout_s=timeout_s, extra_body=self.reasoning_options(reasoning),
+            timeout_s=timeout_s, extra=self.reasoning_options(reasoning),
         )  # fmt: skip
-        answer, _ = split_reasoning(response.choices[0].message.content or "")
+        answer, _ = split_reasoning(content)
         return answer
 
     async def _complete(
@@ -265,28 +291,59 @@ class ModelClient:
         temperature: float,
         max_tokens: int,
         timeout_s: float | None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> Any:
-        """One non-streamed completion, usage recorded, with at least one choice."""
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[str, str | None]:
+        """One non-streamed completion, usage recorded: its text and finish reason.
+
+        `extra` holds request fields in this server's protocol (`format` for Ollama,
+        `response_format` for the others, reasoning switches).
+        """
         async with self._gate:
             started = time.monotonic()  # time on the server, not in our queue
             try:
-                response = await asyncio.wait_for(
-                    self._openai.chat.completions.create(
-                        model=model,
-                        messages=[],
-                        extra_body=_untransformed(messages, extra_body),
-                        temperature=temperature,
-                        max_tokens=max_tokens,
-                    ),
-                    timeout=timeout_s or self.config.timeout_s,
-                )
+                async with asyncio.timeout(timeout_s or self.config.timeout_s):
+                    if self.config.kind == "ollama":
+                        content, finish_reason, usage = await self._ollama_complete(
+                            model, messages, temperature, max_tokens, extra
+                        )
+                    else:
+                        content, finish_reason, usage = await self._openai_complete(
+                            model, messages, temperature, max_tokens, extra
+                        )
+            except MombotError:
+                raise
             except Exception as exc:
                 raise self._translate(exc) from exc
+        self._record(model, stage, usage, 0, time.monotonic() - started, None, messages)
+        return content, finish_reason
+
+    async def _openai_complete(
+        self, model: str, messages: list[Message], temperature: float, max_tokens: int,
+        extra: dict[str, Any] | None,
+    ) -> tuple[str, str | None, Any]:  # fmt: skip
+        response = await self._openai.chat.completions.create(
+            model=model, messages=[], extra_body=_untransformed(messages, extra),
+            temperature=temperature, max_tokens=max_tokens,
+        )  # fmt: skip
         if not getattr(response, "choices", None):
             raise ModelBadResponse(self._bad_answer_text(), detail="answer without choices")
-        self._record(model, stage, response.usage, 0, time.monotonic() - started, None, messages)
-        return response
+        choice = response.choices[0]
+        return choice.message.content or "", choice.finish_reason, response.usage
+
+    async def _ollama_complete(
+        self, model: str, messages: list[Message], temperature: float, max_tokens: int,
+        extra: dict[str, Any] | None,
+    ) -> tuple[str, str | None, Any]:  # fmt: skip
+        body = chat_body(model, messages, num_ctx=await self.context_window(model),
+                         temperature=temperature, max_tokens=max_tokens, stream=False, extra=extra)  # fmt: skip
+        response = await self._ollama_send(body, stream=False)
+        if response.is_error:
+            raise self._status_error(response.status_code, response.text)
+        answer = response.json()
+        if not isinstance(answer, dict) or "error" in answer:
+            raise ModelBadResponse(self._bad_answer_text(), detail=response.text[:500])
+        content, _, finish_reason, usage = piece_of(answer)
+        return content or "", finish_reason, usage
 
     async def chat_json(
         self,
@@ -299,16 +356,18 @@ class ModelClient:
         stage: str = "json",
     ) -> T:
         """Ask for an answer constrained to `schema` and return it validated."""
-        response_format = self._response_format(schema, schema.model_json_schema())
-        response = await self._complete(
-            model, messages, stage, temperature=0, max_tokens=max_tokens, timeout_s=timeout_s,
-            extra_body={"response_format": response_format},
-        )  # fmt: skip
-        choice = response.choices[0]
-        if choice.finish_reason == "length":
+        json_schema = schema.model_json_schema()
+        if self.config.kind == "ollama":
+            extra = {"format": json_schema}
+        else:
+            extra = {"response_format": self._response_format(schema, json_schema)}
+        content, finish_reason = await self._complete(
+            model, messages, stage, temperature=0, max_tokens=max_tokens, timeout_s=timeout_s, extra=extra
+        )
+        if finish_reason == "length":
             raise ModelBadResponse(self._bad_answer_text(), detail="JSON answer was cut off")
         try:
-            return schema.model_validate_json(split_reasoning(choice.message.content or "")[0])
+            return schema.model_validate_json(split_reasoning(content)[0])
         except ValidationError as exc:
             raise ModelBadResponse(self._bad_answer_text(), detail=f"invalid JSON: {exc}") from exc
 
@@ -484,6 +543,17 @@ class ModelClient:
     def _bad_answer_text(self) -> str:
         return f"The model server '{self.name}' gave an answer I could not use."
 
+    def _status_error(self, status: int, body: str) -> MombotError:
+        """An HTTP error answer from the server, in words for the chat."""
+        name = self.name
+        if "context_length_exceeded" in body or "context length" in body.lower():
+            return ContextTooLong("That conversation is too long for the model's context window.", detail=body)
+        if status == 404:
+            return ModelBadResponse(f"The model server '{name}' does not know that model.", detail=body)
+        if status == 429:
+            return ModelBadResponse(f"The model server '{name}' is busy; try again soon.", detail=body)
+        return ModelBadResponse(f"The model server '{name}' answered with an error (HTTP {status}).", detail=body)
+
     def _translate(self, exc: BaseException) -> MombotError:
         """Turn a transport or API failure into a typed error with a chat-friendly text."""
         name = self.name
@@ -494,21 +564,7 @@ class ModelClient:
         if isinstance(exc, openai.APIConnectionError):
             return ModelUnavailable(f"The model server '{name}' cannot be reached.", detail=repr(exc))
         if isinstance(exc, openai.APIStatusError):
-            body = _error_text(exc)
-            if "context_length_exceeded" in body or "context length" in body.lower():
-                return ContextTooLong(
-                    "That conversation is too long for the model's context window.", detail=body
-                )
-            if exc.status_code == 404:
-                return ModelBadResponse(
-                    f"The model server '{name}' does not know that model.", detail=body
-                )
-            if exc.status_code == 429:
-                return ModelBadResponse(f"The model server '{name}' is busy; try again soon.", detail=body)
-            return ModelBadResponse(
-                f"The model server '{name}' answered with an error (HTTP {exc.status_code}).",
-                detail=body,
-            )
+            return self._status_error(exc.status_code, _error_text(exc))
         if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError, ValueError)):
             return ModelBadResponse(self._bad_answer_text(), detail=repr(exc))
         if isinstance(exc, (httpx.HTTPError, OSError)):

@@ -120,9 +120,16 @@ class CharacterRunner:
             ),
             before_id=turn.turn_id,
         )
-        if turn.images and character.vision:
+        if turn.images and await self.can_see(character):
             plan.messages[-1] = _with_images(plan.messages[-1], turn.images)
         return plan, reserve
+
+    async def can_see(self, character: CharacterConfig) -> bool:
+        """The character's `vision` setting, or, where unset, what its server says (cached)."""
+        if character.vision is not None:
+            return character.vision
+        info = await self.clients[character.endpoint].model_info(character.model)
+        return info.vision is True
 
     async def _with_retry(self, character, turn, system, call, can_retry):
         """Run `call`; if the server counts more tokens than we did, retry once with more slack."""

@@ -77,6 +77,7 @@ class FakeOpenAIServer:
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/props", self._props, methods=["GET"]),
                 Route("/api/show", self._ollama_show, methods=["POST"]),
+                Route("/api/chat", self._ollama_chat, methods=["POST"]),
                 Route("/api/extra/true_max_context_length", self._kobold_context, methods=["GET"]),
             ]
         )
@@ -127,17 +128,63 @@ class FakeOpenAIServer:
         if b.mode == "garbage":
             record.ended = time.monotonic()
             return Response("<html>this is not json", media_type="application/json")
-        if b.reply_for is not None:
-            text = b.reply_for(body)
-        elif b.json_reply is not None and "response_format" in body:
-            text = b.json_reply
-        else:
-            text = b.reply
+        text = self._reply_text(body)
         if not body.get("stream"):
             await asyncio.sleep(b.token_delay_s * len(text.split()))
             record.ended = time.monotonic()
             return JSONResponse(_completion(text))
         return StreamingResponse(self._stream(text, record), media_type="text/event-stream")
+
+    def _reply_text(self, body: dict[str, Any]) -> str:
+        b = self.behaviour
+        if b.reply_for is not None:
+            return b.reply_for(body)
+        if b.json_reply is not None and ("response_format" in body or "format" in body):
+            return b.json_reply
+        return b.reply
+
+    async def _ollama_chat(self, request: Request) -> Response:
+        """Ollama's native /api/chat: JSON lines, `thinking` for reasoning, counts at the end."""
+        body = await request.json()
+        record = Recorded(request.url.path, body, time.monotonic())
+        self.requests.append(record)
+        b = self.behaviour
+        if b.mode == "hang":
+            await asyncio.sleep(3600)
+        await asyncio.sleep(b.request_delay_s)
+        if body["model"] == "missing":
+            return JSONResponse({"error": "model 'missing' not found"}, 404)
+        if b.mode in ("http500", "http429"):
+            record.ended = time.monotonic()
+            return JSONResponse({"error": "injected failure"}, 500 if b.mode == "http500" else 429)
+        if b.mode == "garbage":
+            record.ended = time.monotonic()
+            return Response("<html>this is not json", media_type="application/x-ndjson")
+        text = self._reply_text(body)
+        done = {"model": body["model"], "message": {"role": "assistant", "content": ""}, "done": True,
+                "done_reason": "stop", "prompt_eval_count": 10, "eval_count": len(text.split())}
+        if not body.get("stream", True):
+            record.ended = time.monotonic()
+            return JSONResponse({**done, "message": {"role": "assistant", "content": text,
+                                                     "thinking": b.reasoning or None}})
+
+        async def lines():
+            for word in b.reasoning.split(" ") if b.reasoning else []:
+                yield json.dumps({"message": {"role": "assistant", "content": "", "thinking": word + " "},
+                                  "done": False}) + "\n"
+            words = text.split(" ")
+            for i, word in enumerate(words):
+                if b.mode == "cut_stream" and i == len(words) // 2:
+                    record.ended = time.monotonic()
+                    yield '{"error": "an error was encountered while running the model"}\n'
+                    return
+                await asyncio.sleep(b.token_delay_s)
+                piece = word if i == 0 else " " + word
+                yield json.dumps({"message": {"role": "assistant", "content": piece}, "done": False}) + "\n"
+            record.ended = time.monotonic()
+            yield json.dumps(done) + "\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     async def _stream(self, text: str, record: Recorded):
         for word in self.behaviour.reasoning.split(" ") if self.behaviour.reasoning else []:

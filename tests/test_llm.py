@@ -177,7 +177,7 @@ OLLAMA_SHOW = {
     ("koboldcpp", {"kobold_context": 12288}, 12288, "true_max_context_length", None),
     ("ollama", {"ollama_show": {**OLLAMA_SHOW, "parameters": "stop \"<|eot|>\"\nnum_ctx 16384"}},
      16384, "num_ctx", True),
-    ("ollama", {"ollama_show": OLLAMA_SHOW}, 2048, "Ollama's default", True),
+    ("ollama", {"ollama_show": OLLAMA_SHOW}, 8192, "mombot's default for Ollama", True),
     ("openai", {}, 2048, "default", None),
 ])
 async def test_the_context_size_is_asked_from_each_kind_of_server(
@@ -226,9 +226,11 @@ def test_check_prints_what_each_endpoint_said(
     config.write_text(
         f'[bot]\ndata_dir = "{tmp_path}"\n[endpoints.box]\nbase_url = "{fake_server.base_url}"\n'
         'kind = "ollama"\n[[characters]]\nname = "mom"\nendpoint = "box"\nmodel = "fake"\n'
+        '[[characters]]\nname = "blind"\nendpoint = "box"\nmodel = "fake"\nvision = false\n'
     )
     assert main(["check", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert ("character mom: box/fake, context 16384 tokens (server: /api/show num_ctx, trained for "
-            "131072)") in out
+    assert ("character mom: box/fake, context 16384 tokens (server: /api/show num_ctx, sent with each "
+            "request, trained for 131072)") in out
+    assert "  vision: yes, from the server\ncharacter blind:" in out  # unset: taken from the server
     assert "note: the server says this model can see images, but vision = false" in out
