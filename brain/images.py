@@ -40,6 +40,8 @@ class ImageRequest:
     seed: int = 0
     user_id: str = ""
     channel: str = ""
+    lora: str = ""  # from the drawing character's style; "" for none
+    lora_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,10 +116,11 @@ IMAGE_MODES = {
 
 
 def styled(request: ImageRequest, style: ImageStyle, max_chars: int) -> ImageRequest:
-    """The request with a character's style tags around the prompt and its negative added."""
+    """The request with a character's style: tags around the prompt, its negative, its LoRA."""
     prompt = ", ".join(part for part in (style.prefix, request.prompt, style.suffix) if part.strip())
     negative = ", ".join(part for part in (request.negative_prompt, style.negative) if part.strip())
-    return replace(request, prompt=prompt[:max_chars], negative_prompt=negative[:max_chars])
+    return replace(request, prompt=prompt[:max_chars], negative_prompt=negative[:max_chars],
+                   lora=style.lora, lora_scale=style.lora_scale)
 
 
 class ImagePromptWriter:

@@ -17,7 +17,8 @@ from brain.messages import Inbound
 from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user, system_of
 from tests.helpers import RecordingGenerator, RecordingOutbox
 
-STYLE = ImageStyle(prefix="watercolor", suffix="soft light", negative="photo, text")
+STYLE = ImageStyle(prefix="watercolor", suffix="soft light", negative="photo, text", lora="ink.safetensors",
+                   lora_scale=0.7)
 
 
 def writer_reply(body: dict[str, Any]) -> str:
@@ -58,6 +59,7 @@ async def test_sd_me_draws_the_user_from_the_conversation_in_the_characters_styl
     request = generator.requests[-1]
     assert request.prompt == "watercolor, a woman with red hair in a green coat, soft light"
     assert request.negative_prompt == "photo, text"
+    assert (request.lora, request.lora_scale) == ("ink.safetensors", 0.7)
 
 
 @pytest.mark.parametrize(("mode", "asks"), [

@@ -38,7 +38,7 @@ from brain.messages import Inbound
 from tests.a1111 import A1111Server
 from tests.helpers import FakeNvml, RecordingOutbox
 from tests.ldm_checkpoint import write_ldm_checkpoint
-from tests.tiny_sd import build_tiny_pipeline
+from tests.tiny_sd import build_tiny_lora, build_tiny_pipeline
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +46,16 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_pipeline(tmp_path_factory.mktemp("sd"))
 
 
-def request(prompt: str = "a red fox", seed: int = 1, user: str = "u1", size: int = 64) -> ImageRequest:
-    return ImageRequest(prompt=prompt, width=size, height=size, steps=2, seed=seed, user_id=user)
+@pytest.fixture(scope="session")
+def tiny_loras(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("lora")
+    return build_tiny_lora(tiny_pipeline, folder / "ink", seed=1), build_tiny_lora(tiny_pipeline, folder / "oil", seed=2)
+
+
+def request(prompt: str = "a red fox", seed: int = 1, user: str = "u1", size: int = 64,
+            lora: str = "", lora_scale: float = 1.0) -> ImageRequest:
+    return ImageRequest(prompt=prompt, width=size, height=size, steps=2, seed=seed, user_id=user,
+                        lora=lora, lora_scale=lora_scale)
 
 
 def pixels(image: GeneratedImage) -> np.ndarray:
@@ -126,6 +134,73 @@ def test_the_original_checkpoint_round_trips_through_diffusers_own_converter(
         converted = convert(dict(checkpoint), config)
         assert converted.keys() == original.keys()
         assert all(torch.equal(converted[key], original[key]) for key in original)
+
+
+async def draw(backend: DiffusersBackend, **kwargs: Any) -> np.ndarray:
+    return pixels((await backend.run_batch([request(seed=3, **kwargs)], lambda s, t: None))[0])
+
+
+async def test_a_characters_lora_changes_its_images_and_only_its_images(
+    backend: DiffusersBackend, tiny_loras: tuple[Path, Path]
+) -> None:
+    ink, oil = (str(path) for path in tiny_loras)
+    plain = await draw(backend)
+    inked = await draw(backend, lora=ink)
+    oiled = await draw(backend, lora=oil)
+    assert np.abs(inked - plain).max() > 8 and np.abs(oiled - inked).max() > 8
+    assert np.abs(await draw(backend, lora=ink, lora_scale=0.0) - plain).max() <= 1  # scale 0: no effect
+    assert np.abs(await draw(backend, lora=ink) - inked).max() <= 1  # loaded once, same result again
+    assert np.abs(await draw(backend) - plain).max() <= 1  # switched off for a character without one
+    assert len(backend._loras) == 2
+
+
+async def test_requests_with_different_loras_are_never_batched_together(
+    backend: DiffusersBackend, tiny_loras: tuple[Path, Path]
+) -> None:
+    ink = str(tiny_loras[0])
+    solo = [await draw(backend), await draw(backend, lora=ink)]
+    calls: list[int] = []
+    run_batch = backend.run_batch
+
+    async def counting(requests: list[ImageRequest], on_step: StepFn) -> list[GeneratedImage]:
+        calls.append(len(requests))
+        return await run_batch(requests, on_step)
+
+    backend.run_batch = counting  # type: ignore[method-assign]
+    queue = ImageQueue(backend, QueueConfig(max_batch=4, batch_window_ms=300, per_user=5))
+    together = await asyncio.gather(
+        queue.generate(request(seed=3, user="a"), no_progress),
+        queue.generate(request(seed=3, user="b", lora=ink), no_progress),
+    )
+    assert sorted(calls) == [1, 1]
+    for alone, image in zip(solo, together, strict=True):
+        assert np.abs(pixels(image) - alone).max() <= 1
+
+
+async def test_a_lora_that_cannot_be_loaded_is_a_clear_error(backend: DiffusersBackend, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    for lora in (str(broken), str(tmp_path / "missing.safetensors")):
+        with pytest.raises(MombotError) as caught:
+            await draw(backend, lora=lora)
+        assert caught.value.user_message == "I could not load this character's LoRA; the details are in the bot's log."
+    await draw(backend)  # the pipeline still draws
+
+
+async def test_lcm_lora_fast_mode_fuses_its_lora_and_uses_the_lcm_scheduler(
+    tiny_pipeline: Path, backend: DiffusersBackend, tiny_loras: tuple[Path, Path]
+) -> None:
+    # The tiny LoRA stands in for LCM-LoRA: the same loading, fusing and scheduler switch.
+    config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu",
+                             lcm_lora=str(tiny_loras[0]))
+    fast = DiffusersBackend(config)
+    fused = await draw(fast)
+    assert type(fast._pipe.scheduler).__name__ == "LCMScheduler"
+    assert not fast._pipe.get_list_adapters()  # fused into the weights, no adapter left behind
+    assert np.abs(fused - await draw(backend)).max() > 8
+    # a character's LoRA goes on top of the fused one, and off again
+    assert np.abs(await draw(fast, lora=str(tiny_loras[1])) - fused).max() > 8
+    assert np.abs(await draw(fast) - fused).max() <= 1
 
 
 async def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
@@ -291,6 +366,10 @@ async def test_a1111_backend(a1111: A1111Server) -> None:
     assert a1111.bodies[0] == {"prompt": "a cat", "negative_prompt": "blurry", "steps": 20, "width": 96,
                                "height": 64, "cfg_scale": 6.0, "seed": 42, "batch_size": 1, "n_iter": 1,
                                "sampler_name": "Euler a"}
+    # A character's LoRA reaches A1111 in its own prompt syntax, by the name the server knows.
+    await backend.run_batch([request("a cat", lora="/loras/ink-style.safetensors", lora_scale=0.8)],
+                            lambda s, t: None)
+    assert a1111.bodies[1]["prompt"] == "a cat <lora:ink-style:0.8>"
     for mode, error, text in [
         ("error", ModelBadResponse, "The image server answered with an error (HTTP 500)."),
         ("garbage", ModelBadResponse, "The image server sent something that is not an image."),

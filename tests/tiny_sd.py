@@ -56,3 +56,27 @@ def build_tiny_pipeline(folder: Path) -> Path:
     target = folder / "tiny-sd"
     pipe.save_pretrained(target)
     return target
+
+
+def build_tiny_lora(pipeline: Path, target: Path, seed: int = 1) -> Path:
+    """A LoRA for the tiny pipeline's UNet attention, with random (non-zero) weights.
+
+    Saved in diffusers' LoRA format by the pipeline's own `save_lora_weights`, as a
+    community LoRA file would be loaded: one `.safetensors` in a folder.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(pipeline / "unet")
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    # Random B as well as A (init_lora_weights=False), made 8 times larger, so the LoRA
+    # visibly changes even two-step images of a random UNet.
+    layers = {key: value * 8 if "lora_B" in key else value
+              for key, value in get_peft_model_state_dict(unet).items()}
+    target.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(target, unet_lora_layers=layers, safe_serialization=True)
+    (file,) = target.glob("*.safetensors")
+    return file

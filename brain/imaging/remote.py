@@ -12,6 +12,7 @@ import binascii
 import io
 import json
 from collections.abc import Hashable
+from pathlib import Path
 
 import httpx
 
@@ -37,8 +38,11 @@ class A1111Backend:
         return [await self._one(r) for r in requests]
 
     async def _one(self, request: ImageRequest) -> GeneratedImage:
+        prompt = request.prompt
+        if request.lora:  # A1111's own prompt syntax, naming a LoRA the server has
+            prompt += f" <lora:{Path(request.lora).stem}:{request.lora_scale:g}>"
         payload = {
-            "prompt": request.prompt,
+            "prompt": prompt,
             "negative_prompt": request.negative_prompt,
             "steps": request.steps,
             "width": request.width,
