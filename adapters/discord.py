@@ -40,13 +40,17 @@ def required_intents() -> discord.Intents:
 
 
 REASONING_SPOILER_CHARS = 1500  # longer reasoning goes into a file
+MODAL_TEXT_LIMIT = 4000  # Discord's longest text input
+NOT_YOUR_PROPOSAL = "Only the person this image was proposed to can answer it."
 
 
 class DiscordOutbox:
     """Replies in a channel: the first message answers the user's, the rest follow."""
 
-    def __init__(self, channel: discord.abc.Messageable, reply_to: discord.Message | None,
-                 config: DiscordConfig) -> None:
+    def __init__(self, client: MombotDiscordClient, channel: discord.abc.Messageable,
+                 reply_to: discord.Message | None) -> None:
+        config = client.config
+        self._client = client
         self._channel = channel
         self._reply_to = reply_to
         self.capabilities = Capabilities(
@@ -83,12 +87,18 @@ class DiscordOutbox:
     async def error(self, text: str) -> None:
         await self.send(f"⚠️ {text}")
 
+    async def ask_to_confirm(self, ref: MessageRef, text: str, prompt: str, user_id: str,
+                             timeout_s: float) -> None:
+        """The proposal with Draw it / Edit prompt / Cancel buttons (see `ConfirmView`)."""
+        view = ConfirmView(self._client, ref, prompt, int(user_id), timeout_s)
+        await ref.edit(content=text, view=view, allowed_mentions=NO_PINGS)
+
 
 class InteractionOutbox(DiscordOutbox):
-    """Answers a deferred slash command: the first follow-up replaces "thinking…"."""
+    """Answers a deferred interaction: the first follow-up replaces "thinking…"."""
 
-    def __init__(self, interaction: discord.Interaction, config: DiscordConfig) -> None:
-        super().__init__(interaction.channel, None, config)  # type: ignore[arg-type]
+    def __init__(self, client: MombotDiscordClient, interaction: discord.Interaction) -> None:
+        super().__init__(client, interaction.channel, None)  # type: ignore[arg-type]
         self._interaction = interaction
 
     async def send(self, text: str) -> MessageRef:
@@ -102,6 +112,74 @@ class InteractionOutbox(DiscordOutbox):
 
     async def typing(self) -> None:
         return None  # the deferred interaction already shows "thinking…"
+
+
+class ConfirmView(discord.ui.View):
+    """Buttons under an image prompt a character wrote: draw it, edit it, or cancel.
+
+    Only the user the prompt was written for may press them. A press becomes that user's
+    plain answer to the brain ("yes", "no", or the edited prompt), the same path as typing
+    it; the buttons go away once one is used, or when the proposal expires.
+    """
+
+    def __init__(self, client: MombotDiscordClient, message: Any, prompt: str, user_id: int,
+                 timeout_s: float) -> None:
+        super().__init__(timeout=timeout_s)
+        self.client = client
+        self.message = message
+        self.prompt = prompt
+        self.user_id = user_id
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id == self.user_id:
+            return True
+        await interaction.response.send_message(NOT_YOUR_PROPOSAL, ephemeral=True)
+        return False
+
+    async def choose(self, interaction: discord.Interaction, answer: str) -> None:
+        if not self.client.rate_limit.allow(str(interaction.user.id)):
+            await interaction.response.send_message(SLOW_DOWN, ephemeral=True)
+            return  # the buttons stay for a later press
+        self.stop()
+        await interaction.response.defer(thinking=True)  # within Discord's 3-second window
+        await self.message.edit(view=None)  # answered: no second press
+        await self.client.answer_proposal(interaction, answer)
+
+    async def on_timeout(self) -> None:
+        try:
+            await self.message.edit(view=None)
+        except discord.HTTPException as exc:  # deleted meanwhile: nothing to tidy
+            log.debug("could not remove expired buttons: %s", exc)
+
+    @discord.ui.button(label="Draw it", style=discord.ButtonStyle.success)
+    async def draw(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        await self.choose(interaction, "yes")
+
+    @discord.ui.button(label="Edit prompt", style=discord.ButtonStyle.primary)
+    async def edit_prompt(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        await interaction.response.send_modal(EditPromptModal(self))
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        await self.choose(interaction, "no")
+
+
+class EditPromptModal(discord.ui.Modal, title="Edit the image prompt"):
+    """A form holding the proposed prompt, limited as the brain limits prompts."""
+
+    def __init__(self, proposal: ConfirmView) -> None:
+        super().__init__(timeout=proposal.timeout)
+        self.proposal = proposal
+        limit = min(proposal.client.brain.images_config.max_prompt_chars, MODAL_TEXT_LIMIT)
+        self.prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Prompt", custom_id="prompt", style=discord.TextStyle.paragraph,
+            default=proposal.prompt[:limit],
+            min_length=1, max_length=limit,
+        )  # fmt: skip
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self.proposal.choose(interaction, self.prompt.value)
 
 
 def slash_command(spec: CommandSpec, handler: Any) -> app_commands.Command[Any, ..., Any]:
@@ -200,7 +278,7 @@ class MombotDiscordClient(discord.Client):
         if not self._allowed(message.author, message.channel, message.guild):
             log.info("ignored message from %s: not allowed", message.author.id)
             return
-        outbox = DiscordOutbox(message.channel, message, self.config)
+        outbox = DiscordOutbox(self, message.channel, message)
         if not self.rate_limit.allow(str(message.author.id)):
             await outbox.send(SLOW_DOWN)
             return
@@ -212,7 +290,7 @@ class MombotDiscordClient(discord.Client):
         ):
             title = self._strip_mentions(message.content)[:90] or "mombot"
             channel = await message.create_thread(name=title)
-            outbox = DiscordOutbox(channel, None, self.config)
+            outbox = DiscordOutbox(self, channel, None)
         attachments, notes = await self._download(message)
         if notes:
             await outbox.send("\n".join(notes))
@@ -298,7 +376,21 @@ class MombotDiscordClient(discord.Client):
             is_admin=self._is_admin(user, guild),
             command=CommandCall(spec.name, options),
         )
-        await self.brain.handle(inbound, InteractionOutbox(interaction, self.config))
+        await self.brain.handle(inbound, InteractionOutbox(self, interaction))
+
+    async def answer_proposal(self, interaction: discord.Interaction, answer: str) -> None:
+        """A deferred button press (or edit form) on an image proposal, as the user's typed answer."""
+        user, guild = interaction.user, interaction.guild
+        inbound = Inbound(
+            platform="discord",
+            channel_id=str(interaction.channel_id),
+            author_id=str(user.id),
+            author_name=user.display_name,
+            text=answer,
+            is_direct=guild is None,
+            is_admin=self._is_admin(user, guild),
+        )
+        await self.brain.handle(inbound, InteractionOutbox(self, interaction))
 
 
 class DiscordAdapter:

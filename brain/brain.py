@@ -41,7 +41,7 @@ from brain.llm import ModelClient, Usage
 from brain.messages import CommandCall, Inbound
 from brain.metrics import TokenTracker, current_channel, current_usages, format_usages
 from brain.mixture import Mixture, Proposal
-from brain.outbox import Outbox
+from brain.outbox import ConfirmingOutbox, Outbox
 from brain.routing import Classifier, Route, TextOnly
 from brain.runner import CharacterRunner, Turn
 from brain.streaming import ReplyStreamer, split_text
@@ -65,6 +65,7 @@ STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask
 CONFIRM_PROMPT = (
     "🎨 I'd draw: {prompt}\nSay **yes** to draw it, **no** to drop it, or send the prompt you want instead."
 )
+CONFIRM_BUTTONS = "🎨 I'd draw: {prompt}\nDraw it, edit the prompt, or cancel (or just reply yes, no, or your own prompt)."
 YES_WORDS = {"yes", "y", "ok", "okay", "sure", "draw it", "go", "go ahead"}
 NO_WORDS = {"no", "n", "nope", "cancel", "stop", "don't"}
 LOST_IMAGE = "I was restarted before I could finish the image you asked for ({prompt}). Please ask again."
@@ -436,7 +437,13 @@ class Brain:
             if self.images_config.confirm:
                 self._proposals[(message.channel_key, message.author_id)] = ImageProposal(
                     request, time.monotonic() + self.images_config.confirm_timeout_s)
-                await outbox.edit(status, CONFIRM_PROMPT.format(prompt=request.prompt))
+                if isinstance(outbox, ConfirmingOutbox):
+                    await outbox.ask_to_confirm(
+                        status, CONFIRM_BUTTONS.format(prompt=request.prompt), request.prompt,
+                        message.author_id, self.images_config.confirm_timeout_s,
+                    )  # fmt: skip
+                else:
+                    await outbox.edit(status, CONFIRM_PROMPT.format(prompt=request.prompt))
                 return
         await self._draw(message, outbox, request, status)
 

@@ -7,7 +7,7 @@ to it instead of assuming Discord or Matrix behaviour.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,18 @@ class Outbox(Protocol):
 
     async def error(self, text: str) -> None:
         """Tell the user something went wrong, in words fit for chat."""
+
+
+@runtime_checkable
+class ConfirmingOutbox(Protocol):
+    """An outbox whose platform has buttons, for the image-prompt confirm step.
+
+    The proposal gets "draw it", "edit" and "cancel" controls for the user it was written
+    for. Pressing one comes back to the brain as that user's plain answer ("yes", "no" or
+    the edited prompt), exactly as if they had typed it; typing still works too. Outboxes
+    without buttons just show the text.
+    """
+
+    async def ask_to_confirm(self, ref: MessageRef, text: str, prompt: str, user_id: str,
+                             timeout_s: float) -> None:
+        """Replace message `ref` with `text` and the controls; `prompt` fills the edit form."""

@@ -19,7 +19,7 @@ from PIL import Image
 
 from adapters.common import SLOW_DOWN
 from adapters.config import DiscordConfig
-from adapters.discord import MombotDiscordClient
+from adapters.discord import NOT_YOUR_PROPOSAL, MombotDiscordClient
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
@@ -357,3 +357,60 @@ def test_the_readme_invite_permissions_are_the_ones_the_bot_needs() -> None:
     )
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert f"permissions={needed.value}" in readme and f"`{needed.value}`" in readme
+
+
+def button_labels(message: Any) -> list[str]:
+    """Button labels of a raw payload's or a discord.py message's components."""
+    labels = []
+    for row in message.components:
+        children = row.get("components", []) if isinstance(row, dict) else row.children
+        labels += [c["label"] if isinstance(c, dict) else c.label for c in children]
+    return labels
+
+
+def stored(env: Any, message: Any) -> Any:
+    """The message as the simulated Discord holds it now (after the bot's edits)."""
+    return env.backend.get_message(message.channel_id, message.id)
+
+
+async def test_image_proposals_get_buttons_and_an_edit_form_for_their_user_only(
+    fake_server: FakeOpenAIServer, sqlite_url: str,
+) -> None:
+    fake_server.behaviour.reply = "a lighthouse at dusk"  # the prompt the character writes
+    generator = RecordingGenerator()
+    brain = fake_server_brain(fake_server, sqlite_url)
+    brain.image_generator = generator
+    brain.images_config = ImagesConfig(default_size="64x64", confirm=True)
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        channel = guild.create_text_channel("art")
+        ann = guild.add_member(env.create_user("ann"))
+        bob = guild.add_member(env.create_user("bob"))
+        asked = await ann.slash(channel, "sd", prompt="scene")
+        proposal = asked.response
+        assert proposal.content.startswith("🎨 I'd draw: a lighthouse at dusk\nDraw it, edit the prompt")
+        assert button_labels(proposal) == ["Draw it", "Edit prompt", "Cancel"]
+
+        intruder = await bob.click(proposal, label="Draw it")
+        assert intruder.ephemeral and intruder.response.content == NOT_YOUR_PROPOSAL
+        assert generator.requests == []
+
+        form = await ann.click(proposal, label="Edit prompt")
+        assert form.modal is not None and "a lighthouse at dusk" in str(form.modal)
+        drawn = await ann.submit_modal(form, {"prompt": "a lighthouse at night, stormy sea"})
+        assert [r.prompt for r in generator.requests] == ["a lighthouse at night, stormy sea"]
+        assert drawn.followups[-1].attachments[0].filename.endswith(".png")
+        assert button_labels(stored(env, proposal)) == []  # answered: the buttons are gone
+        turns = await brain.history.recent(f"discord:{channel.id}")
+        assert any(t.content == "a lighthouse at night, stormy sea" and t.author == "ann" for t in turns)
+
+        await ann.send(channel, f"{client.user.mention} /sd me")  # a typed command: the same buttons
+        second = bot_messages(channel, client)[-1]
+        assert button_labels(second) == ["Draw it", "Edit prompt", "Cancel"]
+        cancelled = await ann.click(second, label="Cancel")
+        assert cancelled.response.content == "All right, I won't draw it."
+        assert len(generator.requests) == 1
+
+        third = (await ann.slash(channel, "sd", prompt="you")).response
+        await ann.click(third, label="Draw it")
+        assert [r.prompt for r in generator.requests][-1] == "a lighthouse at dusk"
