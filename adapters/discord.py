@@ -291,7 +291,10 @@ class MombotDiscordClient(discord.Client):
             title = self._strip_mentions(message.content)[:90] or "mombot"
             channel = await message.create_thread(name=title)
             outbox = DiscordOutbox(self, channel, None)
-        attachments, notes = await self._download(message)
+        attachments, notes = await self._download(message.attachments)
+        if not attachments:  # replying to a picture asks about it: the vision character sees it
+            attachments, more = await self._download(await self._replied_images(message))
+            notes += more
         if notes:
             await outbox.send("\n".join(notes))
             if not attachments and not self._strip_mentions(message.content):
@@ -335,10 +338,23 @@ class MombotDiscordClient(discord.Client):
         own = str(self.user.id)
         return _MENTION.sub(lambda m: "" if m.group(1) == own else m.group(0), content).strip()
 
-    async def _download(self, message: discord.Message) -> tuple[list[Attachment], list[str]]:
+    async def _replied_images(self, message: discord.Message) -> list[discord.Attachment]:
+        """The images of the message this one replies to (anyone's, the bot's own drawings too)."""
+        reference = message.reference
+        if reference is None or reference.message_id is None:
+            return []
+        replied = reference.resolved
+        if not isinstance(replied, discord.Message):
+            try:
+                replied = await message.channel.fetch_message(reference.message_id)
+            except discord.HTTPException:
+                return []
+        return [a for a in replied.attachments if (a.content_type or "").startswith("image/")]
+
+    async def _download(self, items: list[discord.Attachment]) -> tuple[list[Attachment], list[str]]:
         """Fetch attachments within the size limit; refuse bigger ones before downloading."""
         files, notes = [], []
-        for item in message.attachments:
+        for item in items:
             if item.size > self.config.max_attachment_bytes:
                 notes.append(
                     f"{item.filename[:80]} is too large ({item.size // 1024} KB; the limit is "

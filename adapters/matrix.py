@@ -291,11 +291,14 @@ class MatrixAdapter:
             await outbox.send(SLOW_DOWN)
             return
         attachments, notes = await self._download(event, content)
+        is_image = bool(attachments or notes)  # its body is a file name, not words
+        if not is_image:  # replying to a picture asks about it: the vision character sees it
+            attachments, notes = await self._replied_image(room, relation)
         if notes:
             await outbox.send("\n".join(notes))
-            if not attachments:
+            if is_image and not attachments:
                 return
-        text = "" if attachments else self._strip_mention(room, content.get("body", ""))
+        text = "" if is_image else self._strip_mention(room, content.get("body", ""))
         channel = f"{room.room_id}/{thread_root}" if thread_root else room.room_id
         inbound = Inbound(
             platform="matrix",
@@ -352,6 +355,26 @@ class MatrixAdapter:
         if not self.encryption and room.room_id not in self._told_cant_decrypt:
             self._told_cant_decrypt.add(room.room_id)
             await outbox.send(CANT_DECRYPT)
+
+    async def _replied_image(self, room: nio.MatrixRoom, relation: dict[str, Any]) -> tuple[list[Attachment], list[str]]:
+        """The image of the event this one replies to (anyone's, the bot's own drawings too)."""
+        assert self.client is not None
+        replied = (relation.get("m.in_reply_to") or {}).get("event_id")
+        if not replied:
+            return [], []
+        response = await self.client.room_get_event(room.room_id, replied)
+        if not isinstance(response, nio.RoomGetEventResponse):
+            return [], []
+        event = response.event
+        if isinstance(event, nio.MegolmEvent):
+            if not self.encryption:
+                return [], []
+            try:
+                event = self.client.decrypt_event(event)
+            except nio.EncryptionError as exc:
+                log.info("matrix: cannot decrypt replied-to event %s: %s", replied, exc)
+                return [], []
+        return await self._download(event, event.source.get("content", {}))
 
     async def _download(self, event: nio.Event, content: dict[str, Any]) -> tuple[list[Attachment], list[str]]:
         """Fetch an image within the size limit (refused before download beyond it)."""

@@ -38,7 +38,7 @@ from brain.images import (
     styled,
 )
 from brain.llm import ModelClient, Usage
-from brain.messages import CommandCall, Inbound
+from brain.messages import Attachment, CommandCall, Inbound
 from brain.metrics import TokenTracker, current_channel, current_usages, format_usages
 from brain.mixture import Mixture, Proposal
 from brain.outbox import ConfirmingOutbox, Outbox
@@ -68,6 +68,7 @@ CONFIRM_PROMPT = (
 CONFIRM_BUTTONS = "🎨 I'd draw: {prompt}\nDraw it, edit the prompt, or cancel (or just reply yes, no, or your own prompt)."
 YES_WORDS = {"yes", "y", "ok", "okay", "sure", "draw it", "go", "go ahead"}
 NO_WORDS = {"no", "n", "nope", "cancel", "stop", "don't"}
+NOTHING_TO_LOOK_AT = "I have no image of this conversation to look at: draw one first (/sd)."
 LOST_IMAGE = "I was restarted before I could finish the image you asked for ({prompt}). Please ask again."
 VISION_INSTRUCTION = (
     "Describe the attached image(s) precisely and concisely for someone who cannot see "
@@ -170,6 +171,11 @@ class Brain:
             CommandSpec("reset", "Forget this channel's conversation.", admin=True),
             CommandSpec("characters", "List the characters who answer here."),
             CommandSpec("stats", "Token use and speed per model in this channel."),
+            CommandSpec(
+                "look",
+                "Ask about the last image I drew here; the vision character looks at it.",
+                (Arg("question", "What you want to know about it.", text=True),),
+            ),
             CommandSpec(
                 "debug",
                 "Show (on) or hide (off) each character's proposal and timing here.",
@@ -493,7 +499,7 @@ class Brain:
             await self.history.finish_image_job(job_id)
         await self.history.add(
             message.channel_key, "assistant", f"[image: {result.prompt} (seed {result.seed})]",
-            self.synthesizer.name, kind=IMAGE,
+            self.synthesizer.name, kind=IMAGE, image=result.png,
         )  # fmt: skip
 
     # -- commands ---------------------------------------------------------------------
@@ -526,6 +532,8 @@ class Brain:
             on = command.args["state"] == "on"
             self._debug[message.channel_key] = on
             await outbox.send(f"Debug view {'on' if on else 'off'} for this channel.")
+        elif command.name == "look":
+            await self._look(message, outbox, clean_text(command.args.get("question") or ""))
         elif command.name == "sd":
             prompt = clean_text(command.args["prompt"])
             self._image_request(message, prompt, command.args)  # refused before anything is stored
@@ -536,6 +544,20 @@ class Brain:
             )
             turn = Turn(message.channel_key, instruction or prompt, turn_id)
             await self._image(message, outbox, turn, prompt=None if mode else prompt, args=command.args)
+
+    async def _look(self, message: Inbound, outbox: Outbox, question: str) -> None:
+        """`/look`: the last image drawn here goes to the vision character like an attachment.
+
+        Images are kept out of the text models' context; this is the one way back to one.
+        The vision character describes it with the question in mind and the mixture answers,
+        exactly as for an image the user attached.
+        """
+        image = await self.history.latest_image(message.channel_key)
+        if image is None:
+            raise BadCommand(NOTHING_TO_LOOK_AT)
+        attachment = Attachment(f"image-{image.turn_id}.png", "image/png", image.png)
+        text = question or f"Look at the image you drew: {image.description}"
+        await self._answer(replace(message, text=text, attachments=(attachment,), command=None), outbox)
 
     async def _mode_instruction(self, mode: str, message: Inbound) -> str:
         """What the prompt writer is asked to draw for `/sd you|me|scene|last`."""

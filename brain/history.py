@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Index, Select, Text, bindparam, event, func, inspect
+from sqlalchemy import Index, LargeBinary, Select, Text, bindparam, event, func, inspect, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine, make_url
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 TEXT, IMAGE = "text", "image"
+KEPT_IMAGES = 20  # PNGs kept per channel (about 0.4 MB each at 512x512); older entries keep their prompt
 
 
 def _utcnow() -> datetime:
@@ -45,6 +46,8 @@ class Turn(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_utcnow)
     # "text": the conversation; "image": a generated image's prompt, kept out of text prompts
     kind: str = Field(default=TEXT, max_length=16, sa_column_kwargs={"server_default": TEXT})
+    # The PNG of an image entry, for /look; only the newest KEPT_IMAGES per channel keep it.
+    image: bytes | None = Field(default=None, sa_type=LargeBinary)
 
 
 def _recent_query(*, before: bool) -> Select[Any]:
@@ -72,6 +75,15 @@ class ImageJob(SQLModel, table=True):
     user_id: str = Field(max_length=255)
     prompt: str = Field(sa_type=Text)
     created_at: datetime = Field(default_factory=_utcnow)
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A generated image as stored with its history entry."""
+
+    turn_id: int
+    description: str  # "[image: PROMPT (seed N)]"
+    png: bytes
 
 
 @dataclass(frozen=True)
@@ -156,9 +168,14 @@ class HistoryStore:
     def close(self) -> None:
         self._engine.dispose()
 
-    async def add(self, channel: str, role: str, content: str, author: str = "", kind: str = TEXT) -> int:
-        """Append a turn and return its id."""
-        return await asyncio.to_thread(self._add, channel, role, content, author, kind)
+    async def add(self, channel: str, role: str, content: str, author: str = "", kind: str = TEXT,
+                  image: bytes | None = None) -> int:
+        """Append a turn and return its id; `image` is an image entry's PNG."""
+        return await asyncio.to_thread(self._add, channel, role, content, author, kind, image)
+
+    async def latest_image(self, channel: str) -> StoredImage | None:
+        """The newest image entry of the channel that still has its PNG."""
+        return await asyncio.to_thread(self._latest_image, channel)
 
     async def recent(
         self, channel: str, *, before_id: int | None = None, limit: int = 64,
@@ -197,11 +214,34 @@ class HistoryStore:
 
     # The two hot paths use SQLAlchemy Core: no ORM objects to build and no re-read of the
     # inserted row, which halved their time per message (bench/bench_load.py).
-    def _add(self, channel: str, role: str, content: str, author: str, kind: str) -> int:
+    def _add(self, channel: str, role: str, content: str, author: str, kind: str, image: bytes | None) -> int:
         row = {"channel": channel, "role": role, "content": content, "author": author,
                "created_at": _utcnow(), "kind": kind}
+        if image is not None:
+            row["image"] = image
         with self._engine.begin() as connection:
-            return int(connection.execute(sa_insert(Turn).values(row)).inserted_primary_key[0])
+            turn_id = int(connection.execute(sa_insert(Turn).values(row)).inserted_primary_key[0])
+            if image is not None:
+                self._forget_old_images(connection, channel)
+            return turn_id
+
+    @staticmethod
+    def _forget_old_images(connection: Any, channel: str) -> None:
+        """Drop the PNGs of all but the newest KEPT_IMAGES image entries (their text stays)."""
+        table = Turn.__table__.c  # type: ignore[attr-defined]
+        with_image = (table.channel == channel) & table.image.is_not(None)
+        kept = sa_select(table.id).where(with_image).order_by(table.id.desc()).limit(KEPT_IMAGES)
+        connection.execute(update(Turn).where(with_image, table.id.not_in(kept.scalar_subquery()))
+                           .values(image=None))
+
+    def _latest_image(self, channel: str) -> StoredImage | None:
+        table = Turn.__table__.c  # type: ignore[attr-defined]
+        query = (sa_select(table.id, table.content, table.image)
+                 .where(table.channel == channel, table.image.is_not(None))
+                 .order_by(table.id.desc()).limit(1))
+        with self._engine.connect() as connection:
+            row = connection.execute(query).first()
+        return StoredImage(row.id, row.content, row.image) if row is not None else None
 
     def _update(self, turn_id: int, content: str) -> None:
         with Session(self._engine) as session:

@@ -81,7 +81,7 @@ async def test_bad_command_gets_a_clear_reply_and_nothing_stored(
     outbox = RecordingOutbox()
     await brain.handle(inbound("/nonsense now"), outbox)
     assert outbox.errors == [
-        "I don't know the command /nonsense. Commands: /characters, /debug, /help, /reset, /sd, /stats"
+        "I don't know the command /nonsense. Commands: /characters, /debug, /help, /look, /reset, /sd, /stats"
     ]
     assert await history.count("test:c1") == 0
     await brain.aclose()

@@ -414,3 +414,26 @@ async def test_image_proposals_get_buttons_and_an_edit_form_for_their_user_only(
         third = (await ann.slash(channel, "sd", prompt="you")).response
         await ann.click(third, label="Draw it")
         assert [r.prompt for r in generator.requests][-1] == "a lighthouse at dusk"
+
+
+async def test_replying_to_a_drawn_image_shows_it_to_the_vision_character(
+    fake_server: FakeOpenAIServer, sqlite_url: str,
+) -> None:
+    fake_server.behaviour.reply = "A red square."
+    endpoint = EndpointConfig(base_url=fake_server.base_url, context_window=4096)
+    brain = Brain(characters=[CharacterConfig(name="eye", endpoint="f", model="llava", vision=True),
+                              CharacterConfig(name="mom", endpoint="f", model="fake", role="synthesizer")],
+                  clients={"f": ModelClient("f", endpoint)}, history=HistoryStore(sqlite_url),
+                  image_generator=RecordingGenerator(), images_config=ImagesConfig(default_size="64x64"))
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        channel = guild.create_text_channel("art")
+        ann = guild.add_member(env.create_user("ann"))
+        drawn = (await ann.slash(channel, "sd", prompt="a red square", size="64x64")).followups[-1]
+        await ann.send(channel, "what colour is this?", reply_to=drawn.message)  # no mention needed
+        seen = [last_user(r.body) for r in fake_server.requests if isinstance(last_user(r.body), list)]
+        assert len(seen) == 1  # the vision character looked, once
+        question, picture = seen[0]
+        assert question == {"type": "text", "text": "what colour is this?"}
+        assert picture["image_url"]["url"].startswith("data:image/png;base64,")
+        assert bot_messages(channel, client)[-1].content == "A red square."

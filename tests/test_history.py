@@ -6,8 +6,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from brain.history import HistoryStore, resolve_database_url
+from brain.history import IMAGE, KEPT_IMAGES, HistoryStore, resolve_database_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -67,4 +68,28 @@ def test_sqlite_uses_wal(sqlite_url: str) -> None:
     with store._engine.connect() as connection:
         mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
     assert mode == "wal"
+    store.close()
+
+
+async def test_image_entries_keep_their_png_for_the_newest_images_only(database_url: str) -> None:
+    store = HistoryStore(database_url)
+    channel, other = f"t:{uuid.uuid4().hex}", f"t:{uuid.uuid4().hex}"
+    assert await store.latest_image(channel) is None
+    await store.add(other, "assistant", "[image: owl]", "mom", kind=IMAGE, image=b"owl")
+    ids = [await store.add(channel, "assistant", f"[image: fox {i}]", "mom", kind=IMAGE,
+                           image=b"fox" + bytes([i])) for i in range(KEPT_IMAGES + 2)]
+    await store.add(channel, "user", "nice", "ann")  # a later text turn carries no image
+    newest = await store.latest_image(channel)
+    assert newest is not None
+    assert (newest.turn_id, newest.description, newest.png) == (
+        ids[-1], f"[image: fox {KEPT_IMAGES + 1}]", b"fox" + bytes([KEPT_IMAGES + 1]))
+    with store._engine.connect() as connection:
+        kept = connection.execute(text("SELECT id FROM turns WHERE channel = :c AND image IS NOT NULL"),
+                                  {"c": channel}).scalars().all()
+    assert sorted(kept) == ids[2:]  # the two oldest lost their PNG...
+    assert len(await store.recent(channel, include_images=True, limit=100)) == KEPT_IMAGES + 3  # ...not their entry
+    owl = await store.latest_image(other)
+    assert owl is not None and owl.png == b"owl"  # another channel's images are its own
+    await store.clear(channel)
+    assert await store.latest_image(channel) is None
     store.close()

@@ -4,10 +4,13 @@ answering character's visual style goes around every prompt it draws."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from PIL import Image
 
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig, ImageStyle
@@ -139,3 +142,33 @@ async def test_a_proposal_expires(asking: Any) -> None:
     await asyncio.sleep(0.1)
     late = await say(brain, "yes")
     assert generator.requests == [] and late.text == "Nice to meet you!"
+
+
+async def test_look_shows_the_last_drawn_image_to_the_vision_character_only(sqlite_url: str) -> None:
+    server = FakeOpenAIServer(behaviour=Behaviour(reply="It is a red square.")).start()
+    endpoint = EndpointConfig(base_url=server.base_url, context_window=4096)
+    characters = [CharacterConfig(name="eye", endpoint="f", model="llava", vision=True),
+                  CharacterConfig(name="mom", endpoint="f", model="fake", role="synthesizer")]
+    generator = RecordingGenerator()
+    brain = Brain(characters=characters, clients={"f": ModelClient("f", endpoint)},
+                  history=HistoryStore(sqlite_url), image_generator=generator,
+                  images_config=ImagesConfig(default_size="64x64"))
+    nothing = await say(brain, "/look")
+    assert nothing.errors == ["I have no image of this conversation to look at: draw one first (/sd)."]
+    await say(brain, "/sd a red fox")
+    drawn = await say(brain, "What did you draw?")  # text characters: the prompt at most, no pixels
+    assert drawn.errors == [] and all(isinstance(m["content"], str)
+                                      for r in server.requests for m in r.body["messages"])
+    looked = await say(brain, "/look what colour is it?")
+    assert looked.errors == [] and looked.text.endswith("It is a red square.")
+    shown = [r.body for r in server.requests if r.body["model"] == "llava"
+             and isinstance(r.body["messages"][-1]["content"], list)]
+    assert len(shown) == 1  # the vision character, once
+    question, picture = shown[0]["messages"][-1]["content"]
+    assert question == {"type": "text", "text": "what colour is it?"}
+    pixels = Image.open(io.BytesIO(base64.b64decode(picture["image_url"]["url"].split(",", 1)[1])))
+    assert pixels.size == (64, 64) and pixels.convert("RGB").getpixel((5, 5)) == (200, 30, 30)
+    stored = await brain.history.recent("t:c")
+    assert "as eye sees it: It is a red square." in stored[1].content  # the description is text
+    await brain.aclose()
+    server.stop()

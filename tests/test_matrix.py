@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import itertools
 import logging
@@ -294,6 +295,16 @@ async def test_images_in_and_out(synapse: Synapse, llama_endpoint: EndpointConfi
                     and e.source["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"]
     assert any("🎨" in e.source["content"]["m.new_content"]["body"] for e in status_edits)
     assert asked
+
+    # Replying to the drawn image asks about it: the vision character gets its pixels.
+    question = await human.client.room_send(room, "m.room.message", {
+        "msgtype": "m.text", "body": "> <bot> a green field\n\nwhat is in this one?",
+        "m.relates_to": {"m.in_reply_to": {"event_id": image.event_id}}})
+    await human.wait_for(reply_to(question.event_id, bot_id))
+    looked = [last_user(r.body) for r in fake_server.requests if isinstance(last_user(r.body), list)]
+    assert len(looked) == 2 and looked[-1][0] == {"type": "text", "text": "what is in this one?"}
+    shown = base64.b64decode(looked[-1][1]["image_url"]["url"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(shown)).size == (64, 96)  # the drawn image, not the first one
     await bot.stop()
     await human.close()
 
