@@ -17,6 +17,7 @@ from brain.config import EndpointConfig
 from brain.llm import ModelClient
 from tests.a1111 import A1111Server
 from tests.fake_openai import FakeOpenAIServer
+from tests.tiny_sd import build_tiny_lora, build_tiny_pipeline
 
 TEST_N_CTX = 512
 MODEL = "smollm2-135m"
@@ -75,3 +76,16 @@ def a1111() -> Iterator[A1111Server]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'history.db'}"
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SD 1.5-shaped diffusers folder (random weights), built once per session."""
+    return build_tiny_pipeline(tmp_path_factory.mktemp("sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_loras(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two different LoRA files for the tiny pipeline ("ink" and "oil")."""
+    folder = tmp_path_factory.mktemp("lora")
+    return build_tiny_lora(tiny_pipeline, folder / "ink", seed=1), build_tiny_lora(tiny_pipeline, folder / "oil", seed=2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +14,10 @@ import pytest_asyncio
 from PIL import Image
 
 from brain.brain import Brain
-from brain.config import CharacterConfig, EndpointConfig, ImagesConfig, ImageStyle
+from brain.config import CharacterConfig, DiffusersConfig, EndpointConfig, ImagesConfig, ImageStyle, QueueConfig
 from brain.history import HistoryStore
+from brain.imaging.local import DiffusersBackend
+from brain.imaging.queue import ImageQueue
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user, system_of
@@ -170,5 +173,42 @@ async def test_look_shows_the_last_drawn_image_to_the_vision_character_only(sqli
     assert pixels.size == (64, 64) and pixels.convert("RGB").getpixel((5, 5)) == (200, 30, 30)
     stored = await brain.history.recent("t:c")
     assert "as eye sees it: It is a red square." in stored[1].content  # the description is text
+    await brain.aclose()
+    server.stop()
+
+
+async def test_sd_me_through_the_tiny_diffusers_pipeline_gets_the_written_prompt_and_the_style(
+    sqlite_url: str, tiny_pipeline: Path, tiny_loras: tuple[Path, Path],
+) -> None:
+    backend = DiffusersBackend(DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu"))
+    await backend.load()
+    pipeline, calls = backend._pipe, []
+
+    class Spy:
+        """The real pipeline, with each call's arguments noted."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pipeline, name)
+
+        def __call__(self, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            return pipeline(**kwargs)
+
+    backend._pipe = Spy()
+    server = FakeOpenAIServer(behaviour=Behaviour(reply_for=writer_reply)).start()
+    style = STYLE.model_copy(update={"lora": str(tiny_loras[0]), "lora_scale": 0.5})
+    mom = CharacterConfig(name="mom", endpoint="f", model="fake", image_style=style)
+    brain = Brain(characters=[mom], clients={"f": ModelClient("f", EndpointConfig(
+        base_url=server.base_url, context_window=4096))}, history=HistoryStore(sqlite_url),
+        image_generator=ImageQueue(backend, QueueConfig()),
+        images_config=ImagesConfig(default_size="64x64", default_steps=2))
+    await say(brain, "Hi! I have red hair and I always wear a green coat.")
+    outbox = await say(brain, "/sd me")
+    assert outbox.errors == [] and len(outbox.images) == 1
+    (call,) = calls
+    assert call["prompt"] == ["watercolor, a woman with red hair in a green coat, soft light"]
+    assert call["negative_prompt"] == ["photo, text"] and call["num_inference_steps"] == 2
+    assert pipeline.get_active_adapters() == [backend._loras[str(tiny_loras[0])]]  # the style's LoRA
+    assert Image.open(io.BytesIO(outbox.images[0][0])).size == (64, 64)
     await brain.aclose()
     server.stop()

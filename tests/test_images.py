@@ -38,18 +38,6 @@ from brain.messages import Inbound
 from tests.a1111 import A1111Server
 from tests.helpers import FakeNvml, RecordingOutbox
 from tests.ldm_checkpoint import write_ldm_checkpoint
-from tests.tiny_sd import build_tiny_lora, build_tiny_pipeline
-
-
-@pytest.fixture(scope="session")
-def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_pipeline(tmp_path_factory.mktemp("sd"))
-
-
-@pytest.fixture(scope="session")
-def tiny_loras(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("lora")
-    return build_tiny_lora(tiny_pipeline, folder / "ink", seed=1), build_tiny_lora(tiny_pipeline, folder / "oil", seed=2)
 
 
 def request(prompt: str = "a red fox", seed: int = 1, user: str = "u1", size: int = 64,
