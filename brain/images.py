@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from brain.config import CharacterConfig, ImageStyle, ImagesConfig
+from brain.config import CharacterConfig, ImagesConfig, ImageStyle
 from brain.errors import BadCommand
 
 if TYPE_CHECKING:  # the generators import this module without the chat machinery

@@ -14,7 +14,14 @@ import pytest_asyncio
 from PIL import Image
 
 from brain.brain import Brain
-from brain.config import CharacterConfig, DiffusersConfig, EndpointConfig, ImagesConfig, ImageStyle, QueueConfig
+from brain.config import (
+    CharacterConfig,
+    DiffusersConfig,
+    EndpointConfig,
+    ImagesConfig,
+    ImageStyle,
+    QueueConfig,
+)
 from brain.history import HistoryStore
 from brain.imaging.local import DiffusersBackend
 from brain.imaging.queue import ImageQueue

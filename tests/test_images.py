@@ -112,7 +112,10 @@ async def test_loads_an_original_single_file_checkpoint_and_draws_the_same_image
 def test_the_original_checkpoint_round_trips_through_diffusers_own_converter(
     tiny_pipeline: Path, tmp_path: Path
 ) -> None:
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+    )
 
     checkpoint = load_file(write_ldm_checkpoint(tiny_pipeline, tmp_path / "tiny.safetensors"))
     assert any(key.startswith("model.diffusion_model.output_blocks.") for key in checkpoint)

@@ -72,7 +72,7 @@ async def test_a_streamed_answer_with_thinking_usage_and_an_image(fake_server: F
                                                   on_reasoning=thoughts.append, reasoning="high")]
     await client.aclose()
     assert "".join(pieces) == "A red fox in the snow." and len(pieces) == 6
-    assert thoughts == ["Look at the colours first. "]  # folded, never in the reply
+    assert thoughts == ["Look at the colours first."]  # folded, never in the reply
     (body,) = chat_requests(fake_server)
     assert body["messages"][1] == {"role": "user", "content": "What is this?",
                                    "images": [base64.b64encode(PNG).decode()]}
