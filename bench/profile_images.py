@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--no-flags", action="store_true", help="leave inductor's settings alone")
     parser.add_argument("--skip-eager", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 3 UNet steps")
+    parser.add_argument("--fp8", action="store_true",
+                        help="then quantize the UNet's linear layers to float8 (torchao, per-tensor) and "
+                             "measure once more under compile mode=default")
     args = parser.parse_args()
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     path = build_sd15(Path(tempfile.mkdtemp()))
@@ -121,6 +124,17 @@ def main() -> None:
         pipe.unet = torch.compile(unet, mode=mode, fullgraph=True)
         pipe.vae.decode = torch.compile(decode, mode=mode, fullgraph=True)
         per_image = stages(pipe, f"compile mode={mode} (UNet and VAE decode)", args.profile)
+        print(f"  compile + measuring took {time.perf_counter() - started:.0f} s; "
+              f"{per_image:.3f} s per image", flush=True)
+    if args.fp8:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
+
+        torch._dynamo.reset()
+        quantize_(unet, Float8DynamicActivationFloat8WeightConfig())  # per-tensor: per-row needs bf16
+        started = time.perf_counter()
+        pipe.unet = torch.compile(unet, mode="default", fullgraph=True)
+        pipe.vae.decode = torch.compile(decode, mode="default", fullgraph=True)
+        per_image = stages(pipe, "float8 UNet linears + compile mode=default", args.profile)
         print(f"  compile + measuring took {time.perf_counter() - started:.0f} s; "
               f"{per_image:.3f} s per image", flush=True)
 
