@@ -304,7 +304,8 @@ class Brain:
         if not files.images and await self._answer_proposal(message, outbox, text):
             return
         stored = _with_files(text, files)
-        turn_id = await self.history.add(channel, "user", stored, message.author_name)
+        page_size = self.runner.history_page_size(channel)
+        turn_id, page = await self.history.add_and_recent(channel, "user", stored, message.author_name, page_size)
         if files.notes:
             await outbox.send("\n".join(files.notes))
         await outbox.typing()
@@ -316,7 +317,7 @@ class Brain:
             await self._image(message, outbox, Turn(channel, stored, turn_id), prompt=None, args={})
             return
         await self._cool_down(outbox)
-        turn = Turn(channel, stored, turn_id)
+        turn = Turn(channel, stored, turn_id, prefetched=tuple(page), prefetch_size=page_size)
         debug = self._debug.get(channel, self.mixture_config.debug)
         streamer = ReplyStreamer(outbox)
 

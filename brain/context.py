@@ -56,6 +56,7 @@ async def build_prompt(
     user_text: str,
     older_turns: TurnPager,
     before_id: int | None,
+    first_page_size: int = FIRST_HISTORY_PAGE,
 ) -> PromptPlan:
     """Build [system, *history, user] so prompt + reserve never exceeds `window`."""
 
@@ -76,7 +77,7 @@ async def build_prompt(
     spent = 0
     cursor = before_id
     full = False
-    size = FIRST_HISTORY_PAGE
+    size = first_page_size
     while not full:
         page = await older_turns(cursor, size)
         for turn in page:

@@ -42,7 +42,8 @@ Message = dict[str, Any]
 
 DEFAULT_CONTEXT_WINDOW = 2048
 ESTIMATE_BYTES_PER_TOKEN = 3  # conservative: English averages about 4 bytes a token
-RETRY_PAUSE_S = 0.5  # the first pause before a retried Ollama request
+RETRY_PAUSE_S = 0.5  # the first pause before a retried request
+RETRIED_STATUSES = (408, 409, 429)  # and every 5xx, as the openai SDK does
 TOKENIZER_KINDS = ("llama-cpp-python", "llama.cpp", "koboldcpp")  # servers that count tokens
 
 
@@ -89,6 +90,8 @@ class ModelClient:
             max_retries=config.max_retries,
         )
         self._http = httpx.AsyncClient(base_url=server_root(config.base_url), timeout=timeout)
+        self._chat_url = config.base_url.rstrip("/") + "/chat/completions"
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         parallel = config.max_parallel or (1 if config.kind == "llama-cpp-python" else 8)
         # llama-cpp-python serves one request at a time and may cut a running stream
         # off when a second arrives: we queue requests here instead.
@@ -197,7 +200,7 @@ class ModelClient:
                              temperature=temperature, max_tokens=max_tokens, stream=True,
                              extra=options)  # fmt: skip
             async with asyncio.timeout(_remaining(deadline)):
-                response = await self._ollama_send(body, stream=True)
+                response = await self._send("/api/chat", body, stream=True)
             try:
                 if response.is_error:
                     await response.aread()
@@ -206,31 +209,28 @@ class ModelClient:
             finally:
                 await response.aclose()
             return
-        # The raw event stream, parsed here: the SDK's per-chunk pydantic objects cost about
-        # a millisecond per reply (bench/bench_load.py).
-        request = self._openai.chat.completions.with_streaming_response.create(
-            model=model,
-            messages=[],
-            extra_body=_untransformed(messages, options),
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+        # Sent and parsed here, not through the openai SDK: its request transform and
+        # per-chunk pydantic objects cost about 2 ms per reply (bench/bench_load.py).
+        body = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens,
+                "stream": True, "stream_options": {"include_usage": True}, **options}
         async with asyncio.timeout(_remaining(deadline)):
-            response = await request.__aenter__()
+            response = await self._send(self._chat_url, body, stream=True)
         try:
-            yield self._openai_pieces(_sse_data(response.iter_lines()))
+            if response.is_error:
+                await response.aread()
+                raise self._status_error(response.status_code, response.text)
+            yield self._openai_pieces(_sse_data(response.aiter_lines()))
         finally:
-            await request.__aexit__(None, None, None)
+            await response.aclose()
 
-    async def _ollama_send(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
-        """POST to Ollama's /api/chat, retried as the OpenAI SDK retries the other servers.
+    async def _send(self, url: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+        """POST a model request, retried as the openai SDK retries its own.
 
-        Connection failures, 429 and 5xx answers are tried again up to `max_retries` times,
-        with a doubling pause; the caller turns a final error answer into words.
+        Connection failures, 408, 409, 429 and 5xx answers are tried again up to
+        `max_retries` times, with a doubling pause; the caller turns a final error answer
+        into words. `url` is absolute or relative to the server's root.
         """
-        request = self._http.build_request("POST", "/api/chat", json=body)
+        request = self._http.build_request("POST", url, json=body, headers=self._auth)
         for attempt in range(self.config.max_retries + 1):
             last = attempt == self.config.max_retries
             try:
@@ -239,7 +239,7 @@ class ModelClient:
                 if last:
                     raise
             else:
-                if last or not (response.status_code == 429 or response.status_code >= 500):
+                if last or not (response.status_code in RETRIED_STATUSES or response.status_code >= 500):
                     return response
                 await response.aclose()
             await asyncio.sleep(min(RETRY_PAUSE_S * 2**attempt, 8.0))
@@ -336,7 +336,7 @@ class ModelClient:
     ) -> tuple[str, str | None, Any]:  # fmt: skip
         body = chat_body(model, messages, num_ctx=await self.context_window(model),
                          temperature=temperature, max_tokens=max_tokens, stream=False, extra=extra)  # fmt: skip
-        response = await self._ollama_send(body, stream=False)
+        response = await self._send("/api/chat", body, stream=False)
         if response.is_error:
             raise self._status_error(response.status_code, response.text)
         answer = response.json()
@@ -596,17 +596,25 @@ def _untransformed(messages: list[dict[str, Any]], extra: dict[str, Any] | None 
 
 
 async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The data of each server-sent event, until `[DONE]` (comments and other fields skipped)."""
+    """The data of each server-sent event until `[DONE]` (comments and other fields skipped).
+
+    The body is read to its end even after `[DONE]`: a response closed early also closes
+    its connection, and a new connection per message cost about a millisecond here.
+    """
     data: list[str] = []
+    done = False
     async for line in lines:
+        if done:
+            continue
         if line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))
         elif not line and data:
             payload, data = "\n".join(data), []
             if payload == "[DONE]":
-                return
+                done = True
+                continue
             yield payload
-    if data and data != ["[DONE]"]:
+    if data and data != ["[DONE]"] and not done:
         yield "\n".join(data)
 
 

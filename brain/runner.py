@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from brain.config import CharacterConfig
-from brain.context import PromptPlan, build_prompt, reply_reserve
+from brain.context import FIRST_HISTORY_PAGE, MAX_HISTORY_PAGE, PromptPlan, build_prompt, reply_reserve
 from brain.errors import ContextTooLong
-from brain.history import HistoryStore
+from brain.history import HistoryStore, StoredTurn
 from brain.llm import Message, ModelClient
 from brain.streaming import ReplyStreamer
 
@@ -31,6 +32,13 @@ class Turn:
     turn_id: int  # the stored user turn; history before it is the context
     images: tuple[str, ...] = ()  # data URLs, for vision characters only
     history_images: bool = False  # whether generated-image entries are part of its context
+    # The newest text turns before turn_id, read with the turn's insert (`prefetch_size` asked
+    # for, newest first): every character's prompt starts from them without a database trip.
+    prefetched: tuple[StoredTurn, ...] | None = None
+    prefetch_size: int = 0
+
+
+PAGE_HINTS = 4096  # channels whose last history size is remembered (a hint, never a cache)
 
 
 class CharacterRunner:
@@ -39,6 +47,17 @@ class CharacterRunner:
     def __init__(self, history: HistoryStore, clients: dict[str, ModelClient]) -> None:
         self.history = history
         self.clients = clients
+        # channel → (turn id, most turns a prompt for that turn kept)
+        self._kept: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    def history_page_size(self, channel: str) -> int:
+        """How many turns to read with a new turn: what the channel's last prompt kept, plus room.
+
+        Only a hint for the first read: a wrong guess costs one more page, never a wrong
+        prompt, so several processes serving one channel stay correct.
+        """
+        last = self._kept.get(channel)
+        return FIRST_HISTORY_PAGE if last is None else min(MAX_HISTORY_PAGE, last[1] + 8)
 
     async def answer(
         self, character: CharacterConfig, turn: Turn, *, system: str | None = None, stage: str = ""
@@ -115,14 +134,33 @@ class CharacterRunner:
             reserve=reserve + slack,
             system=system if system is not None else character.persona,
             user_text=turn.text,
-            older_turns=lambda before, limit: self.history.recent(
-                turn.channel, before_id=before, limit=limit, include_images=turn.history_images
-            ),
+            older_turns=lambda before, limit: self._older_turns(turn, before, limit),
             before_id=turn.turn_id,
+            first_page_size=turn.prefetch_size if self._has_prefetch(turn) else FIRST_HISTORY_PAGE,
         )
+        self._remember_kept(turn.channel, turn.turn_id, plan.kept_turns)
         if turn.images and await self.can_see(character):
             plan.messages[-1] = _with_images(plan.messages[-1], turn.images)
         return plan, reserve
+
+    @staticmethod
+    def _has_prefetch(turn: Turn) -> bool:
+        return turn.prefetched is not None and not turn.history_images
+
+    async def _older_turns(self, turn: Turn, before: int | None, limit: int) -> list[StoredTurn]:
+        if self._has_prefetch(turn) and before == turn.turn_id and limit <= turn.prefetch_size:
+            return list(turn.prefetched[:limit])  # type: ignore[index]
+        return await self.history.recent(turn.channel, before_id=before, limit=limit,
+                                         include_images=turn.history_images)
+
+    def _remember_kept(self, channel: str, turn_id: int, kept: int) -> None:
+        last = self._kept.get(channel)
+        if last is not None and last[0] == turn_id:  # several characters: the largest prompt
+            kept = max(kept, last[1])
+        self._kept[channel] = (turn_id, kept)
+        self._kept.move_to_end(channel)
+        if len(self._kept) > PAGE_HINTS:
+            self._kept.popitem(last=False)
 
     async def can_see(self, character: CharacterConfig) -> bool:
         """The character's `vision` setting, or, where unset, what its server says (cached)."""
