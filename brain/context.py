@@ -73,6 +73,7 @@ async def build_prompt(
     user_text, user_cost, truncated = await _fit_text(user_text, budget, cost, window)
     budget -= user_cost
 
+    known_count = client.known_token_counter(model)
     kept: list[StoredTurn] = []
     spent = 0
     cursor = before_id
@@ -81,7 +82,7 @@ async def build_prompt(
     while not full:
         page = await older_turns(cursor, size)
         for turn in page:
-            tokens = client.known_token_count(model, turn.content)
+            tokens = known_count(turn.content)
             if tokens is None:
                 tokens = await client.count_tokens(model, turn.content)
             turn_cost = tokens + PER_MESSAGE_OVERHEAD

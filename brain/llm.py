@@ -396,19 +396,24 @@ class ModelClient:
 
     # -- tokens and context -----------------------------------------------------
 
-    def known_token_count(self, model: str, text: str) -> int | None:
-        """The count if it needs no server call: counted before, or estimated anyway.
+    def known_token_counter(self, model: str) -> Callable[[str], int | None]:
+        """A function giving a text's count if it needs no server call, else None.
 
         Building a prompt asks this for every history turn; answering without a coroutine
-        per turn kept a 600-turn prompt from costing milliseconds (bench/bench_load.py).
+        (or even a method call) per turn kept a 600-turn prompt from costing milliseconds
+        (bench/bench_load.py). Servers without a tokenizer always get the estimate.
         """
         if self.config.kind not in TOKENIZER_KINDS:
-            return estimate_tokens(text)
-        key = (model, text)
-        count = self._token_cache.get(key)
-        if count is not None:
-            self._token_cache.move_to_end(key)
-        return count
+            return estimate_tokens
+        cache = self._token_cache
+
+        def counted_before(text: str) -> int | None:
+            count = cache.get((model, text))
+            if count is not None:
+                cache.move_to_end((model, text))
+            return count
+
+        return counted_before
 
     async def count_tokens(self, model: str, text: str) -> int:
         """Tokens `text` takes in `model`, from the server's tokenizer where it has one."""

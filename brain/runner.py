@@ -12,7 +12,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from brain.config import CharacterConfig
-from brain.context import FIRST_HISTORY_PAGE, MAX_HISTORY_PAGE, PromptPlan, build_prompt, reply_reserve
+from brain.context import (
+    FIRST_HISTORY_PAGE,
+    MAX_HISTORY_PAGE,
+    PromptPlan,
+    build_prompt,
+    reply_reserve,
+)
 from brain.errors import ContextTooLong
 from brain.history import HistoryStore, StoredTurn
 from brain.llm import Message, ModelClient

@@ -14,6 +14,7 @@ from brain.context import PER_MESSAGE_OVERHEAD, PROMPT_OVERHEAD, build_prompt, r
 from brain.history import HistoryStore, StoredTurn
 from brain.llm import ModelClient, estimate_tokens
 from brain.messages import Inbound
+from brain.runner import CharacterRunner, Turn
 from tests.conftest import MODEL, TEST_N_CTX
 from tests.helpers import RecordingOutbox
 
@@ -205,3 +206,37 @@ async def test_a_newest_turn_too_big_for_the_window_leaves_the_history_out() -> 
     assert plan.kept_turns == 0 and [m["role"] for m in plan.messages] == ["system", "user"]
     assert calls == [64]
     await client.aclose()
+
+
+@pytest.mark.parametrize("hint", [1, 30, 64, 512])
+async def test_the_history_read_with_the_turn_gives_the_same_prompt_whatever_its_size(
+    sqlite_url: str, hint: int
+) -> None:
+    """The page read in the insert's trip is sized by a hint; a wrong hint costs a read, not a turn."""
+    history = HistoryStore(sqlite_url)
+    for i in range(300):
+        await history.add("t:c", "user" if i % 2 == 0 else "assistant", f"turn {i} " + "word " * (i % 7))
+    character = CharacterConfig(name="mom", endpoint="f", model="m", max_tokens=64)
+    runner = CharacterRunner(history, {"f": ModelClient("f", EndpointConfig(
+        base_url="http://127.0.0.1:9/v1", context_window=1024))})
+    reads: list[int] = []
+    recent = history.recent
+
+    async def counted(*args: object, **kwargs: object) -> list[StoredTurn]:
+        reads.append(1)
+        return await recent(*args, **kwargs)  # type: ignore[arg-type]
+
+    history.recent = counted  # type: ignore[method-assign]
+    turn_id, page = await history.add_and_recent("t:c", "user", "and now?", "ann", hint)
+    assert [t.id for t in page] == list(range(turn_id - 1, max(turn_id - 1 - hint, 0), -1))
+    prefetched, _ = await runner.plan(character, Turn("t:c", "and now?", turn_id, prefetched=tuple(page),
+                                                      prefetch_size=hint))
+    reads_with_prefetch = len(reads)
+    plain, _ = await runner.plan(character, Turn("t:c", "and now?", turn_id))
+    assert prefetched.messages == plain.messages and 0 < prefetched.kept_turns < 300
+    if hint > prefetched.kept_turns:  # the page held every turn that fits: no database read
+        assert reads_with_prefetch == 0
+    else:  # too small a guess: more pages are read, and the prompt is the same
+        assert reads_with_prefetch >= 1
+    assert runner.history_page_size("t:c") == prefetched.kept_turns + 8  # the next message's hint
+    history.close()
