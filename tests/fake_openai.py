@@ -113,14 +113,19 @@ class FakeOpenAIServer:
     async def _kobold_context(self, request: Request) -> Response:
         return _or_404(None if self.kobold_context is None else {"value": self.kobold_context})
 
-    async def _chat(self, request: Request) -> Response:
+    async def _arrive(self, request: Request) -> tuple[dict[str, Any], Recorded]:
+        """Record a chat request, then hang or wait as the behaviour says."""
         body = await request.json()
         record = Recorded(request.url.path, body, time.monotonic())
         self.requests.append(record)
-        b = self.behaviour
-        if b.mode == "hang":
+        if self.behaviour.mode == "hang":
             await asyncio.sleep(3600)
-        await asyncio.sleep(b.request_delay_s)
+        await asyncio.sleep(self.behaviour.request_delay_s)
+        return body, record
+
+    async def _chat(self, request: Request) -> Response:
+        body, record = await self._arrive(request)
+        b = self.behaviour
         if b.mode in ("http500", "http429"):
             record.ended = time.monotonic()
             status = 500 if b.mode == "http500" else 429
@@ -145,13 +150,8 @@ class FakeOpenAIServer:
 
     async def _ollama_chat(self, request: Request) -> Response:
         """Ollama's native /api/chat: JSON lines, `thinking` for reasoning, counts at the end."""
-        body = await request.json()
-        record = Recorded(request.url.path, body, time.monotonic())
-        self.requests.append(record)
+        body, record = await self._arrive(request)
         b = self.behaviour
-        if b.mode == "hang":
-            await asyncio.sleep(3600)
-        await asyncio.sleep(b.request_delay_s)
         if body["model"] == "missing":
             return JSONResponse({"error": "model 'missing' not found"}, 404)
         if b.mode in ("http500", "http429"):
