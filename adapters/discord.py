@@ -156,11 +156,15 @@ class ConfirmView(discord.ui.View):
         await self.choose(interaction, "yes")
 
     @discord.ui.button(label="Edit prompt", style=discord.ButtonStyle.primary)
-    async def edit_prompt(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+    async def edit_prompt(
+        self, interaction: discord.Interaction, button: discord.ui.Button[Any]
+    ) -> None:
         await interaction.response.send_modal(EditPromptModal(self))
 
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
-    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+    async def cancel(
+        self, interaction: discord.Interaction, button: discord.ui.Button[Any]
+    ) -> None:
         await self.choose(interaction, "no")
 
 
@@ -351,7 +355,9 @@ class MombotDiscordClient(discord.Client):
                 return []
         return [a for a in replied.attachments if (a.content_type or "").startswith("image/")]
 
-    async def _download(self, items: list[discord.Attachment]) -> tuple[list[Attachment], list[str]]:
+    async def _download(
+        self, items: list[discord.Attachment]
+    ) -> tuple[list[Attachment], list[str]]:
         """Fetch attachments within the size limit; refuse bigger ones before downloading."""
         files, notes = [], []
         for item in items:
@@ -395,7 +401,7 @@ class MombotDiscordClient(discord.Client):
         await self.brain.handle(inbound, InteractionOutbox(self, interaction))
 
     async def answer_proposal(self, interaction: discord.Interaction, answer: str) -> None:
-        """A deferred button press (or edit form) on an image proposal, as the user's typed answer."""
+        """A deferred button press (or edit form) on a proposal, as the user's typed answer."""
         user, guild = interaction.user, interaction.guild
         inbound = Inbound(
             platform="discord",

@@ -356,7 +356,9 @@ class MatrixAdapter:
             self._told_cant_decrypt.add(room.room_id)
             await outbox.send(CANT_DECRYPT)
 
-    async def _replied_image(self, room: nio.MatrixRoom, relation: dict[str, Any]) -> tuple[list[Attachment], list[str]]:
+    async def _replied_image(
+        self, room: nio.MatrixRoom, relation: dict[str, Any]
+    ) -> tuple[list[Attachment], list[str]]:
         """The image of the event this one replies to (anyone's, the bot's own drawings too)."""
         assert self.client is not None
         replied = (relation.get("m.in_reply_to") or {}).get("event_id")

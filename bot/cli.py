@@ -270,7 +270,7 @@ async def _check(config: MombotConfig, secrets: Secrets) -> int:
                 f"'Hello, world!' = {tokens} tokens"
             )
             if character.vision is None:
-                seen = "yes" if info.vision else "no" if info.vision is False else "no (the server does not say)"
+                seen = {True: "yes", False: "no"}.get(info.vision, "no (the server does not say)")
                 print(f"  vision: {seen}, from the server")
             elif info.vision is not None and info.vision != character.vision:
                 print(f"  note: the server says this model {'can' if info.vision else 'cannot'} "

@@ -65,7 +65,10 @@ STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask
 CONFIRM_PROMPT = (
     "🎨 I'd draw: {prompt}\nSay **yes** to draw it, **no** to drop it, or send the prompt you want instead."
 )
-CONFIRM_BUTTONS = "🎨 I'd draw: {prompt}\nDraw it, edit the prompt, or cancel (or just reply yes, no, or your own prompt)."
+CONFIRM_BUTTONS = (
+    "🎨 I'd draw: {prompt}\nDraw it, edit the prompt, or cancel "
+    "(or just reply yes, no, or your own prompt)."
+)
 YES_WORDS = {"yes", "y", "ok", "okay", "sure", "draw it", "go", "go ahead"}
 NO_WORDS = {"no", "n", "nope", "cancel", "stop", "don't"}
 NOTHING_TO_LOOK_AT = "I have no image of this conversation to look at: draw one first (/sd)."
@@ -305,7 +308,9 @@ class Brain:
             return
         stored = _with_files(text, files)
         page_size = self.runner.history_page_size(channel)
-        turn_id, page = await self.history.add_and_recent(channel, "user", stored, message.author_name, page_size)
+        turn_id, page = await self.history.add_and_recent(
+            channel, "user", stored, message.author_name, page_size
+        )
         if files.notes:
             await outbox.send("\n".join(files.notes))
         await outbox.typing()
@@ -558,7 +563,8 @@ class Brain:
             raise BadCommand(NOTHING_TO_LOOK_AT)
         attachment = Attachment(f"image-{image.turn_id}.png", "image/png", image.png)
         text = question or f"Look at the image you drew: {image.description}"
-        await self._answer(replace(message, text=text, attachments=(attachment,), command=None), outbox)
+        looking = replace(message, text=text, attachments=(attachment,), command=None)
+        await self._answer(looking, outbox)
 
     async def _mode_instruction(self, mode: str, message: Inbound) -> str:
         """What the prompt writer is asked to draw for `/sd you|me|scene|last`."""

@@ -53,8 +53,8 @@ class ImageStyle(StrictModel):
     negative: str = Field("", description="Added to every negative prompt of this character's images.")
     lora: str = Field(
         "",
-        description="A LoRA for this character's images: a .safetensors file, a folder or a Hugging Face "
-        "id (diffusers); for the A1111 backend, the LoRA's name on that server.",
+        description="A LoRA for this character's images: a .safetensors file, a folder or a "
+        "Hugging Face id (diffusers); for the A1111 backend, the LoRA's name on that server.",
     )
     lora_scale: float = Field(1.0, ge=0, le=2, description="How strongly the LoRA applies.")
 

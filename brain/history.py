@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 TEXT, IMAGE = "text", "image"
-KEPT_IMAGES = 20  # PNGs kept per channel (about 0.4 MB each at 512x512); older entries keep their prompt
+# PNGs kept per channel (about 0.4 MB each at 512x512); older entries keep their prompt
+KEPT_IMAGES = 20
 
 
 def _utcnow() -> datetime:
@@ -229,7 +230,9 @@ class HistoryStore:
 
     # The two hot paths use SQLAlchemy Core: no ORM objects to build and no re-read of the
     # inserted row, which halved their time per message (bench/bench_load.py).
-    def _add(self, channel: str, role: str, content: str, author: str, kind: str, image: bytes | None) -> int:
+    def _add(
+        self, channel: str, role: str, content: str, author: str, kind: str, image: bytes | None
+    ) -> int:
         row = {"channel": channel, "role": role, "content": content, "author": author,
                "created_at": _utcnow(), "kind": kind, "image": image}
         with self._engine.begin() as connection:

@@ -211,8 +211,11 @@ class ModelClient:
             return
         # Sent and parsed here, not through the openai SDK: its request transform and
         # per-chunk pydantic objects cost about 2 ms per reply (bench/bench_load.py).
-        body = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens,
-                "stream": True, "stream_options": {"include_usage": True}, **options}
+        body = {
+            "model": model, "messages": messages, "temperature": temperature,
+            "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True},
+            **options,
+        }  # fmt: skip
         async with asyncio.timeout(_remaining(deadline)):
             response = await self._send(self._chat_url, body, stream=True)
         try:
@@ -239,7 +242,8 @@ class ModelClient:
                 if last:
                     raise
             else:
-                if last or not (response.status_code in RETRIED_STATUSES or response.status_code >= 500):
+                status = response.status_code
+                if last or not (status in RETRIED_STATUSES or status >= 500):
                     return response
                 await response.aclose()
             await asyncio.sleep(min(RETRY_PAUSE_S * 2**attempt, 8.0))
@@ -257,7 +261,8 @@ class ModelClient:
                 continue
             delta = choices[0].get("delta") or {}
             thought = delta.get("reasoning_content") or delta.get("reasoning")
-            yield StreamPiece(delta.get("content"), thought, choices[0].get("finish_reason"), chunk.get("usage"))
+            finish_reason = choices[0].get("finish_reason")
+            yield StreamPiece(delta.get("content"), thought, finish_reason, chunk.get("usage"))
 
     async def chat_stream_text(self, model: str, messages: list[Message], **kwargs: Any) -> str:
         """Stream a reply and return it whole (for callers that need stream semantics)."""
@@ -335,7 +340,8 @@ class ModelClient:
         extra: dict[str, Any] | None,
     ) -> tuple[str, str | None, Any]:  # fmt: skip
         body = chat_body(model, messages, num_ctx=await self.context_window(model),
-                         temperature=temperature, max_tokens=max_tokens, stream=False, extra=extra)  # fmt: skip
+                         temperature=temperature, max_tokens=max_tokens, stream=False,
+                         extra=extra)  # fmt: skip
         response = await self._send("/api/chat", body, stream=False)
         if response.is_error:
             raise self._status_error(response.status_code, response.text)
@@ -362,8 +368,9 @@ class ModelClient:
         else:
             extra = {"response_format": self._response_format(schema, json_schema)}
         content, finish_reason = await self._complete(
-            model, messages, stage, temperature=0, max_tokens=max_tokens, timeout_s=timeout_s, extra=extra
-        )
+            model, messages, stage, temperature=0, max_tokens=max_tokens, timeout_s=timeout_s,
+            extra=extra,
+        )  # fmt: skip
         if finish_reason == "length":
             raise ModelBadResponse(self._bad_answer_text(), detail="JSON answer was cut off")
         try:
@@ -552,12 +559,15 @@ class ModelClient:
         """An HTTP error answer from the server, in words for the chat."""
         name = self.name
         if "context_length_exceeded" in body or "context length" in body.lower():
-            return ContextTooLong("That conversation is too long for the model's context window.", detail=body)
+            text = "That conversation is too long for the model's context window."
+            return ContextTooLong(text, detail=body)
         if status == 404:
-            return ModelBadResponse(f"The model server '{name}' does not know that model.", detail=body)
-        if status == 429:
-            return ModelBadResponse(f"The model server '{name}' is busy; try again soon.", detail=body)
-        return ModelBadResponse(f"The model server '{name}' answered with an error (HTTP {status}).", detail=body)
+            text = f"The model server '{name}' does not know that model."
+        elif status == 429:
+            text = f"The model server '{name}' is busy; try again soon."
+        else:
+            text = f"The model server '{name}' answered with an error (HTTP {status})."
+        return ModelBadResponse(text, detail=body)
 
     def _translate(self, exc: BaseException) -> MombotError:
         """Turn a transport or API failure into a typed error with a chat-friendly text."""

@@ -28,8 +28,14 @@ def ollama_model_info(show: dict[str, Any]) -> ModelInfo:
     tokens (never more than the model was trained for). Either way the figure is sent as
     `num_ctx` with each request, so Ollama runs with exactly the window the prompts fit.
     """
-    trained = next((int(v) for k, v in (show.get("model_info") or {}).items()
-                    if k.endswith(".context_length")), None)
+    trained = next(
+        (
+            int(v)
+            for k, v in (show.get("model_info") or {}).items()
+            if k.endswith(".context_length")
+        ),
+        None,
+    )
     num_ctx = None
     for line in (show.get("parameters") or "").splitlines():
         name, _, value = line.strip().partition(" ")
@@ -38,9 +44,13 @@ def ollama_model_info(show: dict[str, Any]) -> ModelInfo:
     capabilities = show.get("capabilities")
     vision = "vision" in capabilities if isinstance(capabilities, list) else None
     if num_ctx:
-        return ModelInfo(num_ctx, "server: /api/show num_ctx, sent with each request", vision, trained)
+        return ModelInfo(
+            num_ctx, "server: /api/show num_ctx, sent with each request", vision, trained
+        )
     window = min(trained or OLLAMA_REQUEST_CONTEXT, OLLAMA_REQUEST_CONTEXT)
-    return ModelInfo(window, "mombot's default for Ollama, sent as num_ctx with each request", vision, trained)
+    return ModelInfo(
+        window, "mombot's default for Ollama, sent as num_ctx with each request", vision, trained
+    )
 
 
 def chat_body(
@@ -89,7 +99,9 @@ def piece_of(line: dict[str, Any]) -> StreamPiece:
         return StreamPiece(message.get("content"), message.get("thinking"), None, None)
     usage = {"prompt_tokens": line.get("prompt_eval_count") or 0,
              "completion_tokens": line.get("eval_count") or 0}  # fmt: skip
-    return StreamPiece(message.get("content"), message.get("thinking"), line.get("done_reason") or "stop", usage)
+    return StreamPiece(
+        message.get("content"), message.get("thinking"), line.get("done_reason") or "stop", usage
+    )
 
 
 async def stream_pieces(lines: AsyncIterator[str]) -> AsyncIterator[StreamPiece]:

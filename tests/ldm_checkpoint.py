@@ -50,11 +50,13 @@ def unet_key(key: str, layers_per_block: int) -> str:
     parts = key.split(".")
     for new, old in UNET_TOP_LEVEL.items():
         if key.startswith(new + "."):
-            return old + key[len(new):]
+            return old + key[len(new) :]
     if parts[0] == "down_blocks":
         block, kind = int(parts[1]), parts[2]
         if kind == "downsamplers":  # down_blocks.i.downsamplers.0.conv.* → input_blocks.k.0.op.*
-            return f"input_blocks.{1 + block * stride + layers_per_block}.0.op." + ".".join(parts[5:])
+            return f"input_blocks.{1 + block * stride + layers_per_block}.0.op." + ".".join(
+                parts[5:]
+            )
         index = 1 + block * stride + int(parts[3])
         rest = ".".join(parts[4:])
         if kind == "resnets":
@@ -63,7 +65,9 @@ def unet_key(key: str, layers_per_block: int) -> str:
     if parts[0] == "up_blocks":
         block, kind = int(parts[1]), parts[2]
         if kind == "upsamplers":  # after the block's last layer: slot 2 with attention, else 1
-            return f"output_blocks.{block * stride + layers_per_block}.{{slot}}.conv." + ".".join(parts[5:])
+            return f"output_blocks.{block * stride + layers_per_block}.{{slot}}.conv." + ".".join(
+                parts[5:]
+            )
         index = block * stride + int(parts[3])
         rest = ".".join(parts[4:])
         if kind == "resnets":
@@ -94,7 +98,9 @@ def vae_key(key: str, up_blocks: int) -> str:
     if parts[1] == "mid_block":
         rest = ".".join(parts[4:])
         if parts[2] == "resnets":
-            return f"{side}.mid.block_{int(parts[3]) + 1}." + rest.replace("conv_shortcut", "nin_shortcut")
+            return f"{side}.mid.block_{int(parts[3]) + 1}." + rest.replace(
+                "conv_shortcut", "nin_shortcut"
+            )
         return f"{side}.mid.attn_1." + _replace_first(rest, VAE_ATTENTION_PARTS)
     return key.replace("conv_norm_out", "norm_out")
 

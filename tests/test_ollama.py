@@ -34,14 +34,28 @@ def chat_requests(server: FakeOpenAIServer) -> list[dict]:
     return [r.body for r in server.requests if r.path == "/api/chat"]
 
 
-@pytest.mark.parametrize(("show", "configured", "num_ctx"), [
-    (OLLAMA_SHOW, None, 8192),  # no num_ctx in the model: mombot's default, below the trained 131072
-    ({**OLLAMA_SHOW, "parameters": "num_ctx 16384"}, None, 16384),  # the model's own setting
-    (OLLAMA_SHOW, 32768, 32768),  # config overrides both
-    ({"model_info": {"llama.context_length": 4096}}, None, 4096),  # never beyond what it was trained for
-])
+@pytest.mark.parametrize(
+    ("show", "configured", "num_ctx"),
+    [
+        (
+            OLLAMA_SHOW,
+            None,
+            8192,
+        ),  # no num_ctx in the model: mombot's default, below the trained 131072
+        ({**OLLAMA_SHOW, "parameters": "num_ctx 16384"}, None, 16384),  # the model's own setting
+        (OLLAMA_SHOW, 32768, 32768),  # config overrides both
+        (
+            {"model_info": {"llama.context_length": 4096}},
+            None,
+            4096,
+        ),  # never beyond what it was trained for
+    ],
+)
 async def test_every_request_carries_the_window_the_prompts_were_planned_for(
-    fake_server: FakeOpenAIServer, show: dict, configured: int | None, num_ctx: int,
+    fake_server: FakeOpenAIServer,
+    show: dict,
+    configured: int | None,
+    num_ctx: int,
 ) -> None:
     fake_server.ollama_show = show
     client = ollama(fake_server, context_window=configured)
@@ -56,26 +70,48 @@ async def test_every_request_carries_the_window_the_prompts_were_planned_for(
         assert body["messages"] == HELLO and body["model"] == "fake"
 
 
-async def test_a_streamed_answer_with_thinking_usage_and_an_image(fake_server: FakeOpenAIServer) -> None:
+async def test_a_streamed_answer_with_thinking_usage_and_an_image(
+    fake_server: FakeOpenAIServer,
+) -> None:
     fake_server.ollama_show = OLLAMA_SHOW
     fake_server.behaviour.reply = "A red fox in the snow."
     fake_server.behaviour.reasoning = "Look at the colours first."
     usage: list[Usage] = []
     thoughts: list[str] = []
-    client = ModelClient("box", EndpointConfig(base_url=fake_server.base_url, kind="ollama"),
-                         on_usage=usage.append)
+    client = ModelClient(
+        "box", EndpointConfig(base_url=fake_server.base_url, kind="ollama"), on_usage=usage.append
+    )
     data_url = "data:image/png;base64," + base64.b64encode(PNG).decode()
-    question = [{"role": "system", "content": "Describe images."},
-                {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                             {"type": "image_url", "image_url": {"url": data_url}}]}]
-    pieces = [p async for p in client.stream_chat("fake", question, max_tokens=99, temperature=0.3,
-                                                  on_reasoning=thoughts.append, reasoning="high")]
+    question = [
+        {"role": "system", "content": "Describe images."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": data_url}},
+            ],
+        },
+    ]
+    pieces = [
+        p
+        async for p in client.stream_chat(
+            "fake",
+            question,
+            max_tokens=99,
+            temperature=0.3,
+            on_reasoning=thoughts.append,
+            reasoning="high",
+        )
+    ]
     await client.aclose()
     assert "".join(pieces) == "A red fox in the snow." and len(pieces) == 6
     assert thoughts == ["Look at the colours first."]  # folded, never in the reply
     (body,) = chat_requests(fake_server)
-    assert body["messages"][1] == {"role": "user", "content": "What is this?",
-                                   "images": [base64.b64encode(PNG).decode()]}
+    assert body["messages"][1] == {
+        "role": "user",
+        "content": "What is this?",
+        "images": [base64.b64encode(PNG).decode()],
+    }
     assert body["think"] is True
     assert body["options"] == {"num_ctx": 8192, "temperature": 0.3, "num_predict": 99}
     (record,) = usage
@@ -99,14 +135,17 @@ async def test_json_answers_use_ollamas_format_field(fake_server: FakeOpenAIServ
 UNUSABLE = "The model server 'box' gave an answer I could not use."
 
 
-@pytest.mark.parametrize(("mode", "streamed", "text"), [
-    ("http500", False, "The model server 'box' answered with an error (HTTP 500)."),
-    ("http500", True, "The model server 'box' answered with an error (HTTP 500)."),
-    ("http429", True, "The model server 'box' is busy; try again soon."),
-    ("garbage", False, UNUSABLE),
-    ("garbage", True, UNUSABLE),
-    ("cut_stream", True, UNUSABLE),  # Ollama reports a failure mid-stream as an `error` line
-])
+@pytest.mark.parametrize(
+    ("mode", "streamed", "text"),
+    [
+        ("http500", False, "The model server 'box' answered with an error (HTTP 500)."),
+        ("http500", True, "The model server 'box' answered with an error (HTTP 500)."),
+        ("http429", True, "The model server 'box' is busy; try again soon."),
+        ("garbage", False, UNUSABLE),
+        ("garbage", True, UNUSABLE),
+        ("cut_stream", True, UNUSABLE),  # Ollama reports a failure mid-stream as an `error` line
+    ],
+)
 async def test_faults_become_typed_errors(
     fake_server: FakeOpenAIServer, mode: str, streamed: bool, text: str
 ) -> None:
@@ -145,17 +184,37 @@ async def test_vision_unset_in_config_is_taken_from_ollamas_capabilities(
 ) -> None:
     fake_server.ollama_show = {**OLLAMA_SHOW, "capabilities": capabilities}
     fake_server.behaviour.reply = "A small red square."
-    clients = {"box": ollama(fake_server),
-               "plain": ModelClient("plain", EndpointConfig(base_url=fake_server.base_url, context_window=4096))}
-    characters = [CharacterConfig(name="eye", endpoint="box", model="fake"),  # vision unset
-                  CharacterConfig(name="mom", endpoint="plain", model="fake")]
+    clients = {
+        "box": ollama(fake_server),
+        "plain": ModelClient(
+            "plain", EndpointConfig(base_url=fake_server.base_url, context_window=4096)
+        ),
+    }
+    characters = [
+        CharacterConfig(name="eye", endpoint="box", model="fake"),  # vision unset
+        CharacterConfig(name="mom", endpoint="plain", model="fake"),
+    ]
     brain = Brain(characters=characters, clients=clients, history=HistoryStore(sqlite_url))
     outbox = RecordingOutbox()
-    await brain.handle(Inbound("t", "c", "u", "ann", "What is this?",
-                               attachments=(Attachment("shape.png", "image/png", png()),)), outbox)
+    await brain.handle(
+        Inbound(
+            "t",
+            "c",
+            "u",
+            "ann",
+            "What is this?",
+            attachments=(Attachment("shape.png", "image/png", png()),),
+        ),
+        outbox,
+    )
     await brain.aclose()
-    sent_images = [m.get("images") for r in fake_server.requests if r.path == "/api/chat"
-                   for m in r.body["messages"] if m.get("images")]
+    sent_images = [
+        m.get("images")
+        for r in fake_server.requests
+        if r.path == "/api/chat"
+        for m in r.body["messages"]
+        if m.get("images")
+    ]
     if "vision" in capabilities:
         assert len(sent_images) == 1 and base64.b64decode(sent_images[0][0]).startswith(b"\x89PNG")
         assert outbox.errors == [] and "can't look at images" not in outbox.text
@@ -163,5 +222,9 @@ async def test_vision_unset_in_config_is_taken_from_ollamas_capabilities(
         assert sent_images == []
         assert "no character with vision is configured" in outbox.text
     # a plain OpenAI server says nothing about vision: its character never gets the image
-    assert not [r for r in fake_server.requests if r.path.startswith("/v1/chat")
-                and any(isinstance(m["content"], list) for m in r.body["messages"])]
+    assert not [
+        r
+        for r in fake_server.requests
+        if r.path.startswith("/v1/chat")
+        and any(isinstance(m["content"], list) for m in r.body["messages"])
+    ]

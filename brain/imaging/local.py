@@ -147,7 +147,9 @@ class DiffusersBackend:
             scheduler_cls = getattr(diffusers, SCHEDULERS[name])
             pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
         if self.config.lcm_lora:
-            pipe.load_lora_weights(self.config.lcm_lora, local_files_only=self.config.local_files_only)
+            pipe.load_lora_weights(
+                self.config.lcm_lora, local_files_only=self.config.local_files_only
+            )
             pipe.fuse_lora()
             pipe.unload_lora_weights()  # fused into the weights; character LoRAs come on top
         pipe.to(self.device)
