@@ -285,7 +285,10 @@ class MatrixAdapter:
         if isinstance(event, nio.MegolmEvent):
             await self._undecryptable(room, event, outbox)
             return
-        if not self._allowed(event.sender) or not await self._addressed(room, event, content, relation):
+        if not self._allowed(event.sender):
+            return
+        replied = await self._replied_event(room, relation)
+        if not self._addressed(room, content, replied):
             return
         if not self.rate_limit.allow(event.sender):
             await outbox.send(SLOW_DOWN)
@@ -293,7 +296,7 @@ class MatrixAdapter:
         attachments, notes = await self._download(event, content)
         is_image = bool(attachments or notes)  # its body is a file name, not words
         if not is_image:  # replying to a picture asks about it: the vision character sees it
-            attachments, notes = await self._replied_image(room, relation)
+            attachments, notes = await self._replied_image(replied)
         if notes:
             await outbox.send("\n".join(notes))
             if is_image and not attachments:
@@ -318,8 +321,9 @@ class MatrixAdapter:
     def _is_direct(self, room: nio.MatrixRoom) -> bool:
         return room.member_count <= 2
 
-    async def _addressed(self, room: nio.MatrixRoom, event: nio.Event, content: dict[str, Any],
-                         relation: dict[str, Any]) -> bool:
+    def _addressed(
+        self, room: nio.MatrixRoom, content: dict[str, Any], replied: nio.Event | None
+    ) -> bool:
         """A direct room, an answer-every-message room, a mention, or a reply to the bot."""
         assert self.client is not None
         own = self.client.user_id
@@ -334,11 +338,7 @@ class MatrixAdapter:
             return True
         if f"matrix.to/#/{own}" in str(content.get("formatted_body", "")):
             return True
-        replied = (relation.get("m.in_reply_to") or {}).get("event_id")
-        if replied:
-            response = await self.client.room_get_event(room.room_id, replied)
-            return isinstance(response, nio.RoomGetEventResponse) and response.event.sender == own
-        return False
+        return replied is not None and replied.sender == own
 
     def _strip_mention(self, room: nio.MatrixRoom, body: str) -> str:
         assert self.client is not None
@@ -356,27 +356,30 @@ class MatrixAdapter:
             self._told_cant_decrypt.add(room.room_id)
             await outbox.send(CANT_DECRYPT)
 
-    async def _replied_image(
+    async def _replied_event(
         self, room: nio.MatrixRoom, relation: dict[str, Any]
-    ) -> tuple[list[Attachment], list[str]]:
-        """The image of the event this one replies to (anyone's, the bot's own drawings too)."""
+    ) -> nio.Event | None:
+        """The event this one replies to, decrypted where it can be; None for no reply."""
         assert self.client is not None
-        replied = (relation.get("m.in_reply_to") or {}).get("event_id")
-        if not replied:
-            return [], []
-        response = await self.client.room_get_event(room.room_id, replied)
+        event_id = (relation.get("m.in_reply_to") or {}).get("event_id")
+        if not event_id:
+            return None
+        response = await self.client.room_get_event(room.room_id, event_id)
         if not isinstance(response, nio.RoomGetEventResponse):
-            return [], []
+            return None
         event = response.event
-        if isinstance(event, nio.MegolmEvent):
-            if not self.encryption:
-                return [], []
+        if isinstance(event, nio.MegolmEvent) and self.encryption:
             try:
                 event = self.client.decrypt_event(event)
             except nio.EncryptionError as exc:
-                log.info("matrix: cannot decrypt replied-to event %s: %s", replied, exc)
-                return [], []
-        return await self._download(event, event.source.get("content", {}))
+                log.info("matrix: cannot decrypt replied-to event %s: %s", event_id, exc)
+        return event
+
+    async def _replied_image(self, replied: nio.Event | None) -> tuple[list[Attachment], list[str]]:
+        """The image of the replied-to event (anyone's, the bot's own drawings too)."""
+        if replied is None:
+            return [], []
+        return await self._download(replied, replied.source.get("content", {}))
 
     async def _download(self, event: nio.Event, content: dict[str, Any]) -> tuple[list[Attachment], list[str]]:
         """Fetch an image within the size limit (refused before download beyond it)."""
