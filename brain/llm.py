@@ -1,9 +1,11 @@
 """The one client layer every model call goes through.
 
-Wraps `openai.AsyncOpenAI` per named endpoint: streaming with a total deadline,
-JSON-schema structured output asked the way each server honours it, token
-counting with the server's own tokenizer, context-window discovery, usage
-records, and translation of every transport failure into a typed brain error.
+One client per named endpoint: streamed replies with a total deadline (sent and
+parsed on its own httpx client, in Ollama's native protocol for Ollama), whole
+replies through `openai.AsyncOpenAI`, structured output asked the way each server
+honours it, token counting with the server's own tokenizer, context-window
+discovery, usage records, and translation of every transport failure into a typed
+brain error.
 """
 
 from __future__ import annotations
