@@ -1,8 +1,8 @@
 """The one client layer every model call goes through.
 
-One client per named endpoint: streamed replies with a total deadline (sent and
-parsed on its own httpx client, in Ollama's native protocol for Ollama), whole
-replies through `openai.AsyncOpenAI`, structured output asked the way each server
+One client per named endpoint: streamed replies with a total deadline, sent and
+parsed on its own httpx client; whole replies through `openai.AsyncOpenAI`; for
+Ollama both in its native protocol (`brain/ollama.py`); structured output asked the way each server
 honours it, token counting with the server's own tokenizer, context-window
 discovery, usage records, and translation of every transport failure into a typed
 brain error.
