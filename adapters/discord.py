@@ -388,31 +388,29 @@ class MombotDiscordClient(discord.Client):
             await interaction.response.send_message(SLOW_DOWN, ephemeral=True)
             return
         await interaction.response.defer(thinking=True)  # within Discord's 3-second window
-        inbound = Inbound(
-            platform="discord",
-            channel_id=str(interaction.channel_id),
-            author_id=str(user.id),
-            author_name=user.display_name,
-            text=f"/{spec.name}",
-            is_direct=guild is None,
-            is_admin=self._is_admin(user, guild),
-            command=CommandCall(spec.name, options),
-        )
+        command = CommandCall(spec.name, options)
+        inbound = self._interaction_inbound(interaction, f"/{spec.name}", command)
         await self.brain.handle(inbound, InteractionOutbox(self, interaction))
 
     async def answer_proposal(self, interaction: discord.Interaction, answer: str) -> None:
         """A deferred button press (or edit form) on a proposal, as the user's typed answer."""
+        inbound = self._interaction_inbound(interaction, answer)
+        await self.brain.handle(inbound, InteractionOutbox(self, interaction))
+
+    def _interaction_inbound(self, interaction: discord.Interaction, text: str,
+                             command: CommandCall | None = None) -> Inbound:
+        """The message an interaction stands for: a slash command or a button's answer."""
         user, guild = interaction.user, interaction.guild
-        inbound = Inbound(
+        return Inbound(
             platform="discord",
             channel_id=str(interaction.channel_id),
             author_id=str(user.id),
             author_name=user.display_name,
-            text=answer,
+            text=text,
             is_direct=guild is None,
             is_admin=self._is_admin(user, guild),
+            command=command,
         )
-        await self.brain.handle(inbound, InteractionOutbox(self, interaction))
 
 
 class DiscordAdapter:
