@@ -112,22 +112,29 @@ UNFINISHED = "The model server 'fake' stopped before finishing its answer."
 
 
 @pytest.mark.parametrize(
-    ("mode", "streamed", "text"),
+    ("kind", "mode", "streamed", "text"),
     [
-        ("http500", False, "The model server 'fake' answered with an error (HTTP 500)."),
-        ("http500", True, "The model server 'fake' answered with an error (HTTP 500)."),
-        ("http429", False, "The model server 'fake' is busy; try again soon."),
-        ("http429", True, "The model server 'fake' is busy; try again soon."),
-        ("garbage", False, UNUSABLE),
-        ("garbage", True, UNFINISHED),  # no events at all: the stream never finished
-        ("cut_stream", True, UNUSABLE),  # a broken event in the middle of a stream
+        ("openai", "http500", False, "The model server 'fake' answered with an error (HTTP 500)."),
+        ("openai", "http500", True, "The model server 'fake' answered with an error (HTTP 500)."),
+        ("openai", "http429", False, "The model server 'fake' is busy; try again soon."),
+        ("openai", "http429", True, "The model server 'fake' is busy; try again soon."),
+        ("openai", "garbage", False, UNUSABLE),
+        ("openai", "garbage", True, UNFINISHED),  # no events at all: the stream never finished
+        ("openai", "cut_stream", True, UNUSABLE),  # a broken event in the middle of a stream
+        # Ollama's native /api/chat (JSON lines; a failure mid-stream comes as an `error` line)
+        ("ollama", "http500", False, "The model server 'fake' answered with an error (HTTP 500)."),
+        ("ollama", "http500", True, "The model server 'fake' answered with an error (HTTP 500)."),
+        ("ollama", "http429", True, "The model server 'fake' is busy; try again soon."),
+        ("ollama", "garbage", False, UNUSABLE),
+        ("ollama", "garbage", True, UNUSABLE),
+        ("ollama", "cut_stream", True, UNUSABLE),
     ],
 )
 async def test_faults_become_typed_errors(
-    fake_server: FakeOpenAIServer, mode: str, streamed: bool, text: str
+    fake_server: FakeOpenAIServer, kind: str, mode: str, streamed: bool, text: str
 ) -> None:
     fake_server.behaviour.mode = mode
-    client = _client(fake_server)
+    client = _client(fake_server, kind=kind, context_window=4096)
     call = client.chat_stream_text if streamed else client.chat
     with pytest.raises(ModelBadResponse) as caught:
         await call("fake", HELLO)

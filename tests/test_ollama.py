@@ -132,30 +132,8 @@ async def test_json_answers_use_ollamas_format_field(fake_server: FakeOpenAIServ
     assert body["format"] == Pet.model_json_schema() and body["stream"] is False
 
 
-UNUSABLE = "The model server 'box' gave an answer I could not use."
-
-
-@pytest.mark.parametrize(
-    ("mode", "streamed", "text"),
-    [
-        ("http500", False, "The model server 'box' answered with an error (HTTP 500)."),
-        ("http500", True, "The model server 'box' answered with an error (HTTP 500)."),
-        ("http429", True, "The model server 'box' is busy; try again soon."),
-        ("garbage", False, UNUSABLE),
-        ("garbage", True, UNUSABLE),
-        ("cut_stream", True, UNUSABLE),  # Ollama reports a failure mid-stream as an `error` line
-    ],
-)
-async def test_faults_become_typed_errors(
-    fake_server: FakeOpenAIServer, mode: str, streamed: bool, text: str
-) -> None:
-    fake_server.behaviour.mode = mode
-    client = ollama(fake_server, context_window=4096, max_retries=0)
-    call = client.chat_stream_text if streamed else client.chat
-    with pytest.raises(ModelBadResponse) as caught:
-        await call("fake", HELLO)
-    await client.aclose()
-    assert caught.value.user_message == text
+# Faults (500, 429, garbage, an error line mid-stream) are in tests/test_llm.py's table,
+# run for both protocols.
 
 
 async def test_an_unknown_model_is_named_as_such(fake_server: FakeOpenAIServer) -> None:
