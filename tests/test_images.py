@@ -73,11 +73,17 @@ async def test_loads_from_a_local_folder_and_draws_deterministically(backend: Di
     assert type(backend._pipe).__name__ == "StableDiffusionPipeline"  # through AutoPipelineForText2Image
 
 
-async def test_scheduler_choice_is_applied(tiny_pipeline: Path) -> None:
-    config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, scheduler="euler_a")
+@pytest.mark.parametrize(("choice", "expected"), [
+    (None, "EulerDiscreteScheduler"),  # mombot's default: no wait for the GPU at each step
+    ("euler_a", "EulerAncestralDiscreteScheduler"),
+    ("default", "DDIMScheduler"),  # the one the tiny model ships with
+])
+async def test_scheduler_choice_is_applied(tiny_pipeline: Path, choice: str | None, expected: str) -> None:
+    chosen = {"scheduler": choice} if choice else {}
+    config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, **chosen)
     backend = DiffusersBackend(config)
     await backend.load()
-    assert type(backend._pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    assert type(backend._pipe.scheduler).__name__ == expected
 
 
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
@@ -143,6 +149,20 @@ async def test_a_characters_lora_changes_its_images_and_only_its_images(
     assert np.abs(await draw(backend, lora=ink) - inked).max() <= 1  # loaded once, same result again
     assert np.abs(await draw(backend) - plain).max() <= 1  # switched off for a character without one
     assert len(backend._loras) == 2
+
+
+async def test_a_lora_applies_although_the_gpu_setup_fused_the_attention_projections(
+    backend: DiffusersBackend, tiny_pipeline: Path, tiny_loras: tuple[Path, Path]
+) -> None:
+    ink = str(tiny_loras[0])
+    await backend.load()
+    backend._pipe.fuse_qkv_projections()  # what _configure does on CUDA
+    fused_plain = await draw(backend)
+    fused_inked = await draw(backend, lora=ink)
+    separate = DiffusersBackend(DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu"))
+    assert np.abs(fused_inked - await draw(separate, lora=ink)).max() <= 1
+    assert np.abs(fused_inked - fused_plain).max() > 8
+    assert np.abs(await draw(backend) - fused_plain).max() <= 1  # and without a LoRA, as before
 
 
 async def test_requests_with_different_loras_are_never_batched_together(
@@ -271,9 +291,22 @@ async def test_per_user_limit() -> None:
     await asyncio.sleep(0.05)
     with pytest.raises(Busy) as caught:
         await queue.generate(request("again", user="ann"), no_progress)
-    assert caught.value.user_message == "You already have 1 images on the way; let them finish first."
+    assert caught.value.user_message == "You already have an image on the way; let it finish first."
     slow.release.set()
     await first
+
+
+async def test_a_full_batch_starts_without_waiting_out_the_window() -> None:
+    slow = SlowBackend()
+    slow.max_batch = 4
+    slow.release.set()
+    queue = ImageQueue(slow, QueueConfig(max_batch=2, batch_window_ms=5000, per_user=5))
+    both = asyncio.gather(queue.generate(request("a", user="ann"), no_progress),
+                          queue.generate(request("b", user="bob"), no_progress))
+    # The batch is full at the configured limit of 2 (below the backend's 4), so the 5 s window
+    # is not waited out.
+    images = await asyncio.wait_for(both, timeout=2.5)
+    assert [i.prompt for i in images] == ["a", "b"] and slow.calls == [["a", "b"]]
 
 
 async def test_a_cancelled_request_never_runs() -> None:

@@ -236,7 +236,6 @@ class DiffusersBackend:
             raise MombotError("The safety checker blocked that image; try another prompt.")
         return list(pixels.numpy())
 
-
     def _use_lora(self, lora: str, scale: float) -> None:
         """Switch the pipeline to this batch's LoRA, loading it the first time; "" for none."""
         if (lora, scale) == self._active_lora:
@@ -245,6 +244,7 @@ class DiffusersBackend:
             self._pipe.disable_lora()
         else:
             if lora not in self._loras:
+                self._unfuse_attention_projections()
                 name = f"character_lora_{len(self._loras)}"
                 try:
                     self._pipe.load_lora_weights(lora, adapter_name=name,
@@ -258,6 +258,13 @@ class DiffusersBackend:
             self._pipe.enable_lora()
             self._pipe.set_adapters([self._loras[lora]], adapter_weights=[scale])
         self._active_lora = (lora, scale)
+
+    def _unfuse_attention_projections(self) -> None:
+        """A fused q/k/v projection (set on CUDA for speed) would bypass a LoRA's to_q/to_k/to_v
+        layers and silently draw without the LoRA: split them again before the first LoRA loads."""
+        if getattr(self._pipe, "fusing_unet", False):
+            self._pipe.unfuse_qkv_projections()
+            log.info("attention projections unfused, so that character LoRAs apply")
 
 
 def _graph_safe(compiled: Callable[..., Any], *, cuda_graphs: bool) -> Callable[..., Any]:

@@ -68,7 +68,8 @@ class ImageQueue:
             raise Busy(f"I'm busy: {len(self._pending)} images are waiting already. Try again in a few minutes.")
         mine = sum(1 for j in (*self._pending, *self._running) if j.request.user_id == request.user_id)
         if mine >= self.config.per_user:
-            raise Busy(f"You already have {mine} images on the way; let them finish first.")
+            raise Busy("You already have an image on the way; let it finish first." if mine == 1
+                       else f"You already have {mine} images on the way; let them finish first.")
         job = Job(request, progress, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         ahead = len(self._pending) - 1 + len(self._running)
@@ -85,15 +86,19 @@ class ImageQueue:
             job.future.cancel()
             raise
 
+    @property
+    def batch_limit(self) -> int:
+        return min(self.backend.max_batch, self.config.max_batch)
+
     async def _work(self) -> None:
         while self._pending:
-            if len(self._pending) < self.backend.max_batch and self.config.batch_window_ms:
+            if len(self._pending) < self.batch_limit and self.config.batch_window_ms:
                 await asyncio.sleep(self.config.batch_window_ms / 1000)  # let a batch gather
             if not self._pending:
                 break
             key = self.backend.shape_key(self._pending[0].request)
             batch = [j for j in self._pending if self.backend.shape_key(j.request) == key]
-            batch = batch[: min(self.backend.max_batch, self.config.max_batch)]
+            batch = batch[: self.batch_limit]
             for job in batch:
                 self._pending.remove(job)
             self._running = batch
