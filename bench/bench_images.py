@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,11 +113,33 @@ async def guidance_one_matches_eager(path: Path, backend: DiffusersBackend) -> N
           f"mean {np.abs(a - b).mean():.2f}", flush=True)
 
 
+def where_time_goes(run: Callable[[], object]) -> None:
+    """Profile one burst: GPU busy time against wall time, the host's waits, its costliest ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run()
+    wall_ms = (time.perf_counter() - started) * 1000
+    events = prof.key_averages()
+    gpu_ms = sum(e.self_device_time_total for e in events) / 1000
+    print(f"profiled burst: wall {wall_ms:.0f} ms (with the profiler's own cost), "
+          f"GPU kernels {gpu_ms:.0f} ms", flush=True)
+    waits = [e for e in events if "Synchronize" in e.key or "_local_scalar_dense" in e.key
+             or "cudaMemcpy" in e.key]
+    for event in waits:
+        print(f"  host wait {event.key}: {event.count}x, {event.cpu_time_total / 1000:.1f} ms", flush=True)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=60),
+          flush=True)
+
+
 async def ours(path: Path, compile_mode: str, rounds: int, sizes: list[int],
-               check_guidance_one: bool = False) -> dict[str, float]:
+               check_guidance_one: bool = False, scheduler: str = "",
+               profile: bool = False) -> dict[str, float]:
     compile_unet = bool(compile_mode)
     config = DiffusersConfig(model=str(path), device="cuda", local_files_only=True, compile=compile_unet,
-                             compile_mode=compile_mode or "default", compile_warmup_batches=sizes)
+                             compile_mode=compile_mode or "default", compile_warmup_batches=sizes,
+                             **({"scheduler": scheduler} if scheduler else {}))
     backend = DiffusersBackend(config, max_batch=16, progress=print)
     started = time.perf_counter()
     await backend.load()
@@ -141,6 +165,10 @@ async def ours(path: Path, compile_mode: str, rounds: int, sizes: list[int],
         print(f"warm-up for {n} concurrent: {time.perf_counter() - t0:.1f} s", flush=True)
         times = [await burst(n, 2000 + 100 * r) for r in range(rounds)]
         results[f"{n} concurrent"] = statistics.median(times)
+        if profile:
+            loop = asyncio.get_running_loop()
+            one_burst = functools.partial(asyncio.run_coroutine_threadsafe, burst(n, 3000), loop)
+            await loop.run_in_executor(None, where_time_goes, lambda run=one_burst: run().result())
     if check_guidance_one:
         await guidance_one_matches_eager(path, backend)
     print(f"batches run: {queue.batches_run}")
@@ -158,6 +186,9 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--check-guidance-one", action="store_true",
                         help="compare a guidance-1.0 image of the compiled generator with eager")
+    parser.add_argument("--scheduler", default="", help="images.diffusers.scheduler for (b); "
+                        "empty: the config's default")
+    parser.add_argument("--profile", action="store_true", help="profile one burst of each size")
     parser.add_argument("--sizes", default="1,8,16", help="concurrent requests to measure")
     args = parser.parse_args()
     print(torch.__version__, torch.cuda.get_device_name())
@@ -166,7 +197,8 @@ def main() -> None:
         base = plain_baseline(path, args.images)
         print(f"(a) plain diffusers fp16, one at a time: {base:.3f} s per image", flush=True)
     sizes = [int(n) for n in args.sizes.split(",")]
-    results = asyncio.run(ours(path, args.compile, args.rounds, sizes, args.check_guidance_one))
+    results = asyncio.run(ours(path, args.compile, args.rounds, sizes, args.check_guidance_one,
+                               args.scheduler, args.profile))
     for name, seconds in results.items():
         n = int(name.split()[0])
         line = f"(b) mombot, {name}: {seconds:.3f} s total, {seconds / n:.3f} s per image"
