@@ -165,6 +165,22 @@ async def test_a_lora_applies_although_the_gpu_setup_fused_the_attention_project
     assert np.abs(await draw(backend) - fused_plain).max() <= 1  # and without a LoRA, as before
 
 
+async def test_a_compiled_generator_applies_a_characters_lora(
+    backend: DiffusersBackend, tiny_pipeline: Path, tiny_loras: tuple[Path, Path]
+) -> None:
+    # The LoRA loads after the compile warm-up has traced the UNet without it: the compiled
+    # forward has to notice the new layers rather than replay the traced graph without them.
+    ink = str(tiny_loras[0])
+    config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu",
+                             compile=True, compile_mode="reduce-overhead", compile_warmup_size=64)
+    compiled = DiffusersBackend(config)
+    await asyncio.wait_for(compiled.load(), timeout=300)
+    compiled_plain = await draw(compiled)
+    compiled_inked = await draw(compiled, lora=ink)
+    assert np.abs(compiled_inked - await draw(backend, lora=ink)).max() <= 2
+    assert np.abs(compiled_inked - compiled_plain).max() > 8
+
+
 async def test_requests_with_different_loras_are_never_batched_together(
     backend: DiffusersBackend, tiny_loras: tuple[Path, Path]
 ) -> None:
