@@ -8,15 +8,18 @@ by a blank line, so a script can read the answers back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 from pathlib import Path
 from typing import TextIO
 
 from adapters.config import ConsoleConfig
+from adapters.intake import Arrival, Intake
 from brain.brain import Brain
-from brain.messages import Inbound
 from brain.outbox import Capabilities, MessageRef
+
+log = logging.getLogger(__name__)
 
 QUIT_WORDS = {"/quit", "/exit", "/bye"}
 DIM, NORMAL = "\x1b[2m", "\x1b[0m"  # ANSI faint text
@@ -30,7 +33,9 @@ class ConsoleOutbox:
         max_message_length=1_000_000, edit_interval_s=0.0, markdown=False, max_upload_bytes=1 << 30
     )
 
-    def __init__(self, out: TextIO, images_dir: Path, *, prefix: str = "", dim: bool = False) -> None:
+    def __init__(
+        self, out: TextIO, images_dir: Path, *, prefix: str = "", dim: bool = False
+    ) -> None:
         self._out = out
         self._images_dir = images_dir
         self._prefix = prefix
@@ -91,7 +96,7 @@ class ConsoleAdapter:
         images_dir: Path,
         bot_name: str = "mom",
     ) -> None:
-        self._brain = brain
+        self._intake = Intake(brain, "console")
         self._config = config
         self._stdin = stdin
         self._stdout = stdout
@@ -107,36 +112,35 @@ class ConsoleAdapter:
         self._start_reader(lines, ready)
         if self.interactive:
             self._stdout.write("mombot — type a message, /help for commands, /quit to leave.\n")
-        await self._brain.report_lost_image_jobs("console", self._notify)
-        count = 0
+        await self._intake.report_lost_jobs(self._notify)
         while True:
             line = await lines.get()
             if line is None or line.strip().lower() in QUIT_WORDS:
                 break
             if line.strip():
-                count += 1
                 # Its own task, so that a shutdown can cancel this reply and not the chat loop.
-                await asyncio.gather(asyncio.create_task(self._answer(line, count)), return_exceptions=True)
+                reply = asyncio.create_task(self._answer(line))
+                await asyncio.wait([reply])
+                if not reply.cancelled() and (failure := reply.exception()) is not None:
+                    log.error("could not answer a console message", exc_info=failure)
             ready.set()
 
     async def _notify(self, channel_id: str, text: str) -> None:
         self._stdout.write(f"[!] {text}\n\n")
         self._stdout.flush()
 
-    async def _answer(self, line: str, count: int) -> None:
+    async def _answer(self, line: str) -> None:
         prefix = f"{self._bot_name}> " if self.interactive else ""
         outbox = ConsoleOutbox(self._stdout, self._images_dir, prefix=prefix, dim=self.interactive)
-        message = Inbound(
+        arrival = Arrival(
             platform="console",
             channel_id=self._config.channel,
             author_id=self._config.user_name,
             author_name=self._config.user_name,
             text=line,
-            message_id=str(count),
-            is_direct=True,
-            is_admin=True,
+            direct=True,  # the person at the terminal runs the bot: its admin
         )
-        await self._brain.handle(message, outbox)
+        await self._intake.deliver(arrival, outbox)
         self._stdout.write("\n\n" if not self.interactive else "\n")
         self._stdout.flush()
 

@@ -1,7 +1,8 @@
 """The Discord adapter: channels, DMs, threads, native slash commands, streamed edits, files.
 
-Turns discord.py events and interactions into `Inbound` messages and implements
-the brain's outbox on top of messages, replies and interaction follow-ups. Slash
+Platform I/O only: reads discord.py events and interactions into the shared intake's
+`Arrival` (adapters/intake.py applies the access rules, rate limit and attachment limits)
+and implements the brain's outbox on top of messages, replies and interaction follow-ups. Slash
 commands are built from the brain's platform-free command definitions. Nothing the
 bot writes can ping anyone: every send uses `AllowedMentions.none()`.
 """
@@ -9,9 +10,9 @@ bot writes can ping anyone: every send uses `AllowedMentions.none()`.
 from __future__ import annotations
 
 import inspect
-import io
 import logging
 import re
+from dataclasses import replace
 from typing import Any, Literal, Optional
 
 import discord
@@ -19,16 +20,15 @@ from discord import app_commands
 
 from adapters.common import SLOW_DOWN, RateLimiter
 from adapters.config import DiscordConfig
+from adapters.discord_outbox import NO_PINGS, DiscordOutbox, InteractionOutbox
+from adapters.intake import AccessRules, Arrival, DownloadFailed, Intake, RemoteFile
 from brain.brain import Brain
 from brain.commands import Arg, CommandSpec
-from brain.messages import Attachment, CommandCall, Inbound
-from brain.outbox import Capabilities, MessageRef
+from brain.messages import CommandCall
 from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
-NO_PINGS = discord.AllowedMentions.none()
-DISCORD_LIMIT = 2000
 _MENTION = re.compile(r"<@!?(\d+)>")
 
 
@@ -39,164 +39,23 @@ def required_intents() -> discord.Intents:
     return intents
 
 
-REASONING_SPOILER_CHARS = 1500  # longer reasoning goes into a file
-MODAL_TEXT_LIMIT = 4000  # Discord's longest text input
-NOT_YOUR_PROPOSAL = "Only the person this image was proposed to can answer it."
-
-
-class DiscordOutbox:
-    """Replies in a channel: the first message answers the user's, the rest follow."""
-
-    def __init__(self, client: MombotDiscordClient, channel: discord.abc.Messageable,
-                 reply_to: discord.Message | None) -> None:
-        config = client.config
-        self._client = client
-        self._channel = channel
-        self._reply_to = reply_to
-        self.capabilities = Capabilities(
-            max_message_length=DISCORD_LIMIT, edit_interval_s=config.edit_interval_s,
-            markdown=True, max_upload_bytes=10 * 1024 * 1024,
-        )  # fmt: skip
-
-    async def send(self, text: str) -> MessageRef:
-        if self._reply_to is not None:
-            reply_to, self._reply_to = self._reply_to, None
-            return await reply_to.reply(text, mention_author=False, allowed_mentions=NO_PINGS)
-        return await self._channel.send(text, allowed_mentions=NO_PINGS)
-
-    async def edit(self, ref: MessageRef, text: str) -> None:
-        await ref.edit(content=text, allowed_mentions=NO_PINGS)
-
-    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
-        return await self._send_file(data, filename, caption)
-
-    async def send_reasoning(self, text: str) -> None:
-        """A spoiler (click to show); past REASONING_SPOILER_CHARS, a .txt file instead."""
-        if len(text) <= REASONING_SPOILER_CHARS:
-            await self.send(f"💭 ||{text.replace('||', '| |')}||")
-        else:
-            await self._send_file(text.encode(), "reasoning.txt", "💭 The model's reasoning:")
-
-    async def _send_file(self, data: bytes, filename: str, caption: str) -> MessageRef:
-        file = discord.File(io.BytesIO(data), filename=filename)
-        return await self._channel.send(caption[:DISCORD_LIMIT], file=file, allowed_mentions=NO_PINGS)
-
-    async def typing(self) -> None:
-        await self._channel.typing()
-
-    async def error(self, text: str) -> None:
-        await self.send(f"⚠️ {text}")
-
-    async def ask_to_confirm(self, ref: MessageRef, text: str, prompt: str, user_id: str,
-                             timeout_s: float) -> None:
-        """The proposal with Draw it / Edit prompt / Cancel buttons (see `ConfirmView`)."""
-        view = ConfirmView(self._client, ref, prompt, int(user_id), timeout_s)
-        await ref.edit(content=text, view=view, allowed_mentions=NO_PINGS)
-
-
-class InteractionOutbox(DiscordOutbox):
-    """Answers a deferred interaction: the first follow-up replaces "thinking…"."""
-
-    def __init__(self, client: MombotDiscordClient, interaction: discord.Interaction) -> None:
-        super().__init__(client, interaction.channel, None)  # type: ignore[arg-type]
-        self._interaction = interaction
-
-    async def send(self, text: str) -> MessageRef:
-        return await self._interaction.followup.send(text, wait=True, allowed_mentions=NO_PINGS)
-
-    async def _send_file(self, data: bytes, filename: str, caption: str) -> MessageRef:
-        file = discord.File(io.BytesIO(data), filename=filename)
-        return await self._interaction.followup.send(
-            caption[:DISCORD_LIMIT], file=file, wait=True, allowed_mentions=NO_PINGS
-        )
-
-    async def typing(self) -> None:
-        return None  # the deferred interaction already shows "thinking…"
-
-
-class ConfirmView(discord.ui.View):
-    """Buttons under an image prompt a character wrote: draw it, edit it, or cancel.
-
-    Only the user the prompt was written for may press them. A press becomes that user's
-    plain answer to the brain ("yes", "no", or the edited prompt), the same path as typing
-    it; the buttons go away once one is used, or when the proposal expires.
-    """
-
-    def __init__(self, client: MombotDiscordClient, message: Any, prompt: str, user_id: int,
-                 timeout_s: float) -> None:
-        super().__init__(timeout=timeout_s)
-        self.client = client
-        self.message = message
-        self.prompt = prompt
-        self.user_id = user_id
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if interaction.user.id == self.user_id:
-            return True
-        await interaction.response.send_message(NOT_YOUR_PROPOSAL, ephemeral=True)
-        return False
-
-    async def choose(self, interaction: discord.Interaction, answer: str) -> None:
-        if not self.client.rate_limit.allow(str(interaction.user.id)):
-            await interaction.response.send_message(SLOW_DOWN, ephemeral=True)
-            return  # the buttons stay for a later press
-        self.stop()
-        await interaction.response.defer(thinking=True)  # within Discord's 3-second window
-        await self.message.edit(view=None)  # answered: no second press
-        await self.client.answer_proposal(interaction, answer)
-
-    async def on_timeout(self) -> None:
-        try:
-            await self.message.edit(view=None)
-        except discord.HTTPException as exc:  # deleted meanwhile: nothing to tidy
-            log.debug("could not remove expired buttons: %s", exc)
-
-    @discord.ui.button(label="Draw it", style=discord.ButtonStyle.success)
-    async def draw(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
-        await self.choose(interaction, "yes")
-
-    @discord.ui.button(label="Edit prompt", style=discord.ButtonStyle.primary)
-    async def edit_prompt(
-        self, interaction: discord.Interaction, button: discord.ui.Button[Any]
-    ) -> None:
-        await interaction.response.send_modal(EditPromptModal(self))
-
-    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
-    async def cancel(
-        self, interaction: discord.Interaction, button: discord.ui.Button[Any]
-    ) -> None:
-        await self.choose(interaction, "no")
-
-
-class EditPromptModal(discord.ui.Modal, title="Edit the image prompt"):
-    """A form holding the proposed prompt, limited as the brain limits prompts."""
-
-    def __init__(self, proposal: ConfirmView) -> None:
-        super().__init__(timeout=proposal.timeout)
-        self.proposal = proposal
-        limit = min(proposal.client.brain.images_config.max_prompt_chars, MODAL_TEXT_LIMIT)
-        self.prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            label="Prompt", custom_id="prompt", style=discord.TextStyle.paragraph,
-            default=proposal.prompt[:limit],
-            min_length=1, max_length=limit,
-        )  # fmt: skip
-        self.add_item(self.prompt)
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.proposal.choose(interaction, self.prompt.value)
-
-
 def slash_command(spec: CommandSpec, handler: Any) -> app_commands.Command[Any, ..., Any]:
     """A native slash command with typed, described, limited options from a `CommandSpec`."""
-    parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                    annotation=discord.Interaction)]
+    parameters = [
+        inspect.Parameter(
+            "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction
+        )
+    ]
     for arg in spec.args:
         annotation = _annotation(arg)
         default: Any = inspect.Parameter.empty
         if not arg.required:
-            annotation, default = Optional[annotation], None
-        parameters.append(inspect.Parameter(arg.name, inspect.Parameter.KEYWORD_ONLY,
-                                            annotation=annotation, default=default))
+            annotation, default = Optional[annotation], None  # noqa: UP045 (discord.py reads it)
+        parameters.append(
+            inspect.Parameter(
+                arg.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+            )
+        )
 
     async def callback(interaction: discord.Interaction, **options: Any) -> None:
         await handler(spec, interaction, options)
@@ -217,7 +76,7 @@ def _annotation(arg: Arg) -> Any:
 
 
 class MombotDiscordClient(discord.Client):
-    """A discord.py client wired to the brain."""
+    """A discord.py client wired to the brain through the shared intake."""
 
     def __init__(self, brain: Brain, config: DiscordConfig) -> None:
         super().__init__(intents=required_intents(), allowed_mentions=NO_PINGS)
@@ -225,6 +84,13 @@ class MombotDiscordClient(discord.Client):
         self.config = config
         self.tree = app_commands.CommandTree(self)
         self.rate_limit = RateLimiter(config.rate_limit_messages, config.rate_limit_window_s)
+        self.intake = Intake(
+            brain,
+            "discord",
+            lambda: access_rules(config),
+            self.rate_limit,
+            config.max_attachment_bytes,
+        )
         self._reported_lost_jobs = False
         for spec in brain.commands.specs.values():
             self.tree.add_command(slash_command(spec, self._on_slash))
@@ -244,80 +110,49 @@ class MombotDiscordClient(discord.Client):
         """Runs after every (re)connect; the lost-image report only after the first."""
         if not self._reported_lost_jobs:
             self._reported_lost_jobs = True
-            await self.brain.report_lost_image_jobs("discord", self._notify)
+            await self.intake.report_lost_jobs(self._notify)
 
     async def _notify(self, channel_id: str, text: str) -> None:
         channel = self.get_channel(int(channel_id)) or await self.fetch_channel(int(channel_id))
         await channel.send(text, allowed_mentions=NO_PINGS)  # type: ignore[union-attr]
-
-    # -- access ----------------------------------------------------------------------
-
-    def _allowed(self, user: discord.abc.User, channel: Any, guild: discord.Guild | None) -> bool:
-        cfg = self.config
-        if guild is not None and cfg.guilds and guild.id not in cfg.guilds:
-            return False
-        if guild is not None and cfg.allowed_channels:
-            ids = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
-            if not ids & set(cfg.allowed_channels):
-                return False
-        if cfg.allowed_users or cfg.allowed_roles:
-            roles = {r.id for r in getattr(user, "roles", [])}
-            if user.id not in cfg.allowed_users and not roles & set(cfg.allowed_roles):
-                return False
-        return True
-
-    def _is_admin(self, user: discord.abc.User, guild: discord.Guild | None) -> bool:
-        if guild is None:  # a DM is the user's own conversation
-            return True
-        roles = {r.id for r in getattr(user, "roles", [])}
-        return user.id in self.config.admin_users or bool(roles & set(self.config.admin_roles))
 
     # -- messages ----------------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self.user is None or message.author.id == self.user.id:
             return
-        if not await self._addressed(message):
+        replied = await self._replied(message)  # fetched once, for addressing and its images
+        if not self._addressed(message, replied):
             return
-        if not self._allowed(message.author, message.channel, message.guild):
-            log.info("ignored message from %s: not allowed", message.author.id)
-            return
+        arrival = Arrival(
+            platform="discord",
+            channel_id=str(message.channel.id),
+            author_id=str(message.author.id),
+            author_name=message.author.display_name,
+            text=self._strip_mentions(message.content),
+            direct=message.guild is None,
+            author_groups=_roles(message.author),
+            places=_places(message.channel),
+            realm=str(message.guild.id) if message.guild is not None else None,
+            files=tuple(_remote(item) for item in message.attachments),
+            replied_files=tuple(_remote(item) for item in _images_of(replied)),
+        )
         outbox = DiscordOutbox(self, message.channel, message)
-        if not self.rate_limit.allow(str(message.author.id)):
-            await outbox.send(SLOW_DOWN)
+        if not await self.intake.admit(arrival, outbox):
             return
-        channel: discord.abc.Messageable = message.channel
+        channel = message.channel
         if (
             self.config.start_threads
             and isinstance(channel, discord.TextChannel)
             and channel.id not in self.config.answer_channels
-        ):
-            title = self._strip_mentions(message.content)[:90] or "mombot"
-            channel = await message.create_thread(name=title)
-            outbox = DiscordOutbox(self, channel, None)
-        attachments, notes = await self._download(message.attachments)
-        if not attachments:  # replying to a picture asks about it: the vision character sees it
-            attachments, more = await self._download(await self._replied_images(message))
-            notes += more
-        if notes:
-            await outbox.send("\n".join(notes))
-            if not attachments and not self._strip_mentions(message.content):
-                return
-        inbound = Inbound(
-            platform="discord",
-            channel_id=str(channel.id),  # a thread has its own conversation
-            author_id=str(message.author.id),
-            author_name=message.author.display_name,
-            text=self._strip_mentions(message.content),
-            message_id=str(message.id),
-            reply_to=str(message.reference.message_id) if message.reference else None,
-            is_direct=message.guild is None,
-            is_admin=self._is_admin(message.author, message.guild),
-            attachments=tuple(attachments),
-        )
-        await self.brain.handle(inbound, outbox)
+        ):  # a thread has its own conversation
+            title = arrival.text[:90] or "mombot"
+            thread = await message.create_thread(name=title)
+            arrival = replace(arrival, channel_id=str(thread.id))
+            outbox = DiscordOutbox(self, thread, None)
+        await self.intake.deliver(arrival, outbox)
 
-    async def _addressed(self, message: discord.Message) -> bool:
+    def _addressed(self, message: discord.Message, replied: discord.Message | None) -> bool:
         """Mentioned, a DM, an answer-every-message channel, its own thread, or a reply to it."""
         assert self.user is not None
         channel = message.channel
@@ -327,90 +162,110 @@ class MombotDiscordClient(discord.Client):
             return True
         if isinstance(channel, discord.Thread) and channel.owner_id == self.user.id:
             return True
-        if message.reference is not None and message.reference.message_id is not None:
-            replied = message.reference.resolved
-            if not isinstance(replied, discord.Message):
-                try:
-                    replied = await channel.fetch_message(message.reference.message_id)
-                except discord.HTTPException:
-                    return False
-            return replied.author.id == self.user.id
-        return False
+        return replied is not None and replied.author.id == self.user.id
 
     def _strip_mentions(self, content: str) -> str:
         assert self.user is not None
         own = str(self.user.id)
         return _MENTION.sub(lambda m: "" if m.group(1) == own else m.group(0), content).strip()
 
-    async def _replied_images(self, message: discord.Message) -> list[discord.Attachment]:
-        """The images of the message this one replies to (anyone's, the bot's own drawings too)."""
+    @staticmethod
+    async def _replied(message: discord.Message) -> discord.Message | None:
+        """The message this one replies to (as sent along, else fetched); None if none or gone."""
         reference = message.reference
         if reference is None or reference.message_id is None:
-            return []
-        replied = reference.resolved
-        if not isinstance(replied, discord.Message):
-            try:
-                replied = await message.channel.fetch_message(reference.message_id)
-            except discord.HTTPException:
-                return []
-        return [a for a in replied.attachments if (a.content_type or "").startswith("image/")]
+            return None
+        if isinstance(reference.resolved, discord.Message):
+            return reference.resolved
+        try:
+            return await message.channel.fetch_message(reference.message_id)
+        except discord.HTTPException:
+            return None
 
-    async def _download(
-        self, items: list[discord.Attachment]
-    ) -> tuple[list[Attachment], list[str]]:
-        """Fetch attachments within the size limit; refuse bigger ones before downloading."""
-        files, notes = [], []
-        for item in items:
-            if item.size > self.config.max_attachment_bytes:
-                notes.append(
-                    f"{item.filename[:80]} is too large ({item.size // 1024} KB; the limit is "
-                    f"{self.config.max_attachment_bytes // 1024} KB), so I did not open it."
-                )
-                continue
-            try:
-                data = await item.read()
-            except discord.HTTPException as exc:
-                log.warning("could not download attachment %s: %s", item.id, exc)
-                notes.append(f"I could not download {item.filename[:80]}; please try again.")
-                continue
-            files.append(Attachment(item.filename, item.content_type or "", data))
-        return files, notes
+    # -- slash commands and buttons -------------------------------------------------------
 
-    # -- slash commands ------------------------------------------------------------------
-
-    async def _on_slash(self, spec: CommandSpec, interaction: discord.Interaction,
-                        options: dict[str, Any]) -> None:
-        user, guild = interaction.user, interaction.guild
-        if not self._allowed(user, interaction.channel, guild):
-            await interaction.response.send_message("I'm not allowed to answer you here.", ephemeral=True)
+    async def _on_slash(
+        self, spec: CommandSpec, interaction: discord.Interaction, options: dict[str, Any]
+    ) -> None:
+        arrival = _interaction_arrival(
+            interaction, f"/{spec.name}", CommandCall(spec.name, options)
+        )
+        if not self.intake.rules.allows(arrival):
+            await interaction.response.send_message(
+                "I'm not allowed to answer you here.", ephemeral=True
+            )
             return
-        if not self.rate_limit.allow(str(user.id)):
+        if not self.rate_limit.allow(arrival.author_id):
             await interaction.response.send_message(SLOW_DOWN, ephemeral=True)
             return
         await interaction.response.defer(thinking=True)  # within Discord's 3-second window
-        command = CommandCall(spec.name, options)
-        inbound = self._interaction_inbound(interaction, f"/{spec.name}", command)
-        await self.brain.handle(inbound, InteractionOutbox(self, interaction))
+        await self.brain.handle(self.intake.inbound(arrival), InteractionOutbox(self, interaction))
 
     async def answer_proposal(self, interaction: discord.Interaction, answer: str) -> None:
-        """A deferred button press (or edit form) on a proposal, as the user's typed answer."""
-        inbound = self._interaction_inbound(interaction, answer)
-        await self.brain.handle(inbound, InteractionOutbox(self, interaction))
+        """A deferred button press (or edit form): the answer goes to the proposal itself."""
+        inbound = self.intake.inbound(_interaction_arrival(interaction, answer))
+        await self.brain.answer_proposal(inbound, InteractionOutbox(self, interaction))
 
-    def _interaction_inbound(self, interaction: discord.Interaction, text: str,
-                             command: CommandCall | None = None) -> Inbound:
-        """The message an interaction stands for: a slash command or a button's answer."""
-        user, guild = interaction.user, interaction.guild
-        return Inbound(
-            platform="discord",
-            channel_id=str(interaction.channel_id),
-            author_id=str(user.id),
-            author_name=user.display_name,
-            text=text,
-            is_direct=guild is None,
-            is_admin=self._is_admin(user, guild),
-            command=command,
-        )
+
+def access_rules(config: DiscordConfig) -> AccessRules:
+    ids = lambda values: frozenset(str(v) for v in values)  # noqa: E731
+    return AccessRules(
+        allowed_users=ids(config.allowed_users),
+        allowed_groups=ids(config.allowed_roles),
+        allowed_places=ids(config.allowed_channels),
+        allowed_realms=ids(config.guilds),
+        admin_users=ids(config.admin_users),
+        admin_groups=ids(config.admin_roles),
+    )
+
+
+def _roles(user: discord.abc.User) -> frozenset[str]:
+    return frozenset(str(role.id) for role in getattr(user, "roles", []))
+
+
+def _places(channel: Any) -> frozenset[str]:
+    """The channel and, for a thread, its parent: an allowed channel's threads are allowed."""
+    ids = (getattr(channel, "id", None), getattr(channel, "parent_id", None))
+    return frozenset(str(i) for i in ids if i is not None)
+
+
+def _interaction_arrival(
+    interaction: discord.Interaction, text: str, command: CommandCall | None = None
+) -> Arrival:
+    """What a slash command or a button press stands for."""
+    user, guild = interaction.user, interaction.guild
+    return Arrival(
+        platform="discord",
+        channel_id=str(interaction.channel_id),
+        author_id=str(user.id),
+        author_name=user.display_name,
+        text=text,
+        direct=guild is None,
+        author_groups=_roles(user),
+        places=_places(interaction.channel),
+        realm=str(guild.id) if guild is not None else None,
+        command=command,
+    )
+
+
+def _images_of(message: discord.Message | None) -> list[discord.Attachment]:
+    """A replied-to message's images (anyone's, the bot's own drawings too)."""
+    if message is None:
+        return []
+    return [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+
+
+def _remote(item: discord.Attachment) -> RemoteFile:
+    """An attachment as the intake reads it: Discord always declares the size."""
+
+    async def read(limit: int) -> bytes | None:
+        try:
+            data = await item.read()
+        except discord.HTTPException as exc:
+            raise DownloadFailed(f"attachment {item.id}: {exc}") from exc
+        return data if len(data) <= limit else None
+
+    return RemoteFile(item.filename, item.content_type or "", item.size, read)
 
 
 class DiscordAdapter:

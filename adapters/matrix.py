@@ -10,207 +10,130 @@ creates a device nor answers old messages.
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import logging
-import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import nio
-from nio.crypto import ENCRYPTION_ENABLED, decrypt_attachment
+from nio.crypto import ENCRYPTION_ENABLED
 
-from adapters.common import SLOW_DOWN, RateLimiter
+from adapters.common import RateLimiter
 from adapters.config import MatrixConfig
-from adapters.matrix_html import markdown_to_html
+from adapters.intake import AccessRules, Arrival, Intake
+from adapters.matrix_media import is_image, remote_image, upload_image
+from adapters.matrix_outbox import NO_MENTIONS, MatrixOutbox, text_content
+from adapters.matrix_session import MatrixSession, check
+from brain.bounded import BoundedDict
 from brain.brain import Brain
-from brain.messages import Attachment, Inbound
-from brain.outbox import Capabilities, MessageRef
-from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
-NO_MENTIONS: dict[str, Any] = {}  # an empty m.mentions: this event pings nobody (not even @room)
-MATRIX_LIMIT = 16000
+
+KNOWN_ROOMS = 10_000  # rooms remembered as told they cannot be read (most recent kept)
 CANT_DECRYPT = (
     "I can't read encrypted messages in this room (end-to-end encryption is not available "
     "to me here). Invite me to an unencrypted room instead."
 )
 
 
-class MatrixError(RuntimeError):
-    """A Matrix call failed; the message names the call and the server's answer."""
+def strip_mention(body: str, names: list[str]) -> str:
+    """The words of a message: without the quoted fallback of a reply, nor a leading mention."""
+    body = re.sub(r"(?m)^> .*\n?", "", body).strip()
+    for name in names:
+        body = re.sub(rf"^\s*{re.escape(name)}\s*[:,]?\s*", "", body, flags=re.IGNORECASE)
+    return body.strip()
 
 
-def check(response: Any, what: str) -> Any:
-    """matrix-nio reports failures as returned *Error objects: turn them into exceptions."""
-    if isinstance(response, nio.ErrorResponse):
-        raise MatrixError(f"{what} failed: {response.status_code} {response.message}")
-    return response
+def home_server(user_id: str) -> str:
+    """The server part of a Matrix user id ("@ann:example.org" → "example.org")."""
+    return user_id.split(":", 1)[-1]
 
 
-class MatrixOutbox:
-    """Replies in a room (and thread): real m.in_reply_to replies, m.replace edits."""
-
-    def __init__(self, adapter: MatrixAdapter, room_id: str, reply_to: str | None,
-                 thread_root: str | None) -> None:
-        self._adapter = adapter
-        self._room_id = room_id
-        self._reply_to = reply_to
-        self._thread_root = thread_root
-        self.capabilities = Capabilities(
-            max_message_length=MATRIX_LIMIT, edit_interval_s=adapter.config.edit_interval_s,
-            markdown=True, max_upload_bytes=adapter.config.max_attachment_bytes,
-        )  # fmt: skip
-
-    def _relation(self) -> dict[str, Any]:
-        reply_to, self._reply_to = self._reply_to, None  # only the first message is the reply
-        if self._thread_root is not None:
-            relation: dict[str, Any] = {"rel_type": "m.thread", "event_id": self._thread_root}
-            if reply_to:
-                relation["is_falling_back"] = True
-                relation["m.in_reply_to"] = {"event_id": reply_to}
-            return {"m.relates_to": relation}
-        return {"m.relates_to": {"m.in_reply_to": {"event_id": reply_to}}} if reply_to else {}
-
-    async def send(self, text: str) -> MessageRef:
-        content = {**text_content(text), **self._relation()}
-        return await self._adapter.send(self._room_id, content)
-
-    async def edit(self, ref: MessageRef, text: str) -> None:
-        new = text_content(text)
-        content = {
-            "msgtype": new["msgtype"],
-            "body": f"* {new['body']}",
-            "m.new_content": new,
-            "m.relates_to": {"rel_type": "m.replace", "event_id": ref},
-            "m.mentions": NO_MENTIONS,
-        }
-        await self._adapter.send(self._room_id, content)
-
-    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
-        return await self._adapter.send_image(self._room_id, data, filename, caption, self._relation())
-
-    async def send_reasoning(self, text: str) -> None:
-        """A collapsed <details> block; clients without HTML show the plain body."""
-        folded = {
-            **text_content(f"💭 Reasoning:\n{text}"),
-            "formatted_body": f"<details><summary>💭 Reasoning</summary>{markdown_to_html(text)}</details>",
-            **self._relation(),
-        }
-        await self._adapter.send(self._room_id, folded)
-
-    async def typing(self) -> None:
-        await self._adapter.typing(self._room_id)
-
-    async def error(self, text: str) -> None:
-        await self.send(f"⚠️ {text}")
+def access_rules(config: MatrixConfig) -> AccessRules:
+    """Matrix's allowlists: users, or whole home servers; admins by user id."""
+    return AccessRules(
+        allowed_users=frozenset(config.allowed_users),
+        allowed_groups=frozenset(config.allowed_servers),
+        admin_users=frozenset(config.admin_users),
+    )
 
 
-def text_content(text: str) -> dict[str, Any]:
-    return {
-        "msgtype": "m.text",
-        "body": text,
-        "format": "org.matrix.custom.html",
-        "formatted_body": markdown_to_html(text),
-        "m.mentions": NO_MENTIONS,
-    }
+def _invited_as_direct(sync: nio.SyncResponse, room_id: str, own_id: str) -> bool:
+    """Whether a pending invite in this sync marks the room a direct chat (`is_direct`)."""
+    invite = sync.rooms.invite.get(room_id)
+    events = invite.invite_state if invite is not None else []
+    return any(
+        isinstance(event, nio.InviteMemberEvent)
+        and event.state_key == own_id
+        and event.content.get("is_direct") is True
+        for event in events
+    )
 
 
 class MatrixAdapter:
     """Logs in, keeps syncing, and hands addressed messages to the brain."""
 
-    def __init__(self, brain: Brain, config: MatrixConfig, *, data_dir: Path,
-                 password: str | None = None, access_token: str | None = None) -> None:
+    def __init__(
+        self,
+        brain: Brain,
+        config: MatrixConfig,
+        *,
+        data_dir: Path,
+        password: str | None = None,
+        access_token: str | None = None,
+    ) -> None:
         self.brain = brain
         self.config = config
-        self.folder = data_dir / "matrix"
-        self._password = password
-        register_secret(password)
-        register_secret(access_token)
-        self._access_token = access_token
         self.encryption = config.encryption and ENCRYPTION_ENABLED
+        self.session = MatrixSession(
+            data_dir / "matrix",
+            config,
+            self.encryption,
+            password=password,
+            access_token=access_token,
+        )
         self.client: nio.AsyncClient | None = None
-        self.rate_limit = RateLimiter(config.rate_limit_messages, config.rate_limit_window_s)
+        self.intake = Intake(
+            brain,
+            "matrix",
+            lambda: access_rules(config),
+            RateLimiter(config.rate_limit_messages, config.rate_limit_window_s),
+            config.max_attachment_bytes,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
-        self._told_cant_decrypt: set[str] = set()
-        self._started_ms = 0
+        self._told_cant_decrypt: BoundedDict[str, bool] = BoundedDict(KNOWN_ROOMS)
         self.ready = asyncio.Event()
-
-    # -- session ----------------------------------------------------------------------
-
-    @property
-    def _session_file(self) -> Path:
-        return self.folder / "session.json"
 
     async def login(self) -> nio.AsyncClient:
         """Reuse the stored session (same device) or log in once and store it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        store = self.folder / "store"
-        store.mkdir(exist_ok=True)
-        client_config = nio.AsyncClientConfig(
-            encryption_enabled=self.encryption, store_sync_tokens=True, request_timeout=60
-        )
-        client = nio.AsyncClient(self.config.homeserver, self.config.user_id,
-                                 store_path=str(store), config=client_config)
-        self.client = client
-        saved = self._load_session()
-        if saved:
-            register_secret(saved["access_token"])
-            client.restore_login(saved["user_id"], saved["device_id"], saved["access_token"])
-            log.info("matrix: restored session, device %s", saved["device_id"])
-        elif self._access_token:
-            client.access_token = self._access_token
-            whoami = check(await client.whoami(), "whoami")
-            client.restore_login(whoami.user_id, whoami.device_id or "", self._access_token)
-            self._save_session(whoami.user_id, whoami.device_id or "", self._access_token)
-        else:
-            response = check(
-                await client.login(self._password or "", device_name=self.config.device_name), "login"
-            )
-            self._save_session(response.user_id, response.device_id, response.access_token)
-            log.info("matrix: logged in as %s, new device %s", response.user_id, response.device_id)
-        if self.encryption and client.should_upload_keys:
-            check(await client.keys_upload(), "keys upload")
-        return client
-
-    def _load_session(self) -> dict[str, str] | None:
-        try:
-            data = json.loads(self._session_file.read_text())
-        except (OSError, ValueError):
-            return None
-        if data.get("user_id") != self.config.user_id and self.config.user_id:
-            return None
-        return data
-
-    def _save_session(self, user_id: str, device_id: str, token: str) -> None:
-        register_secret(token)
-        path = self._session_file
-        path.write_text(json.dumps({"user_id": user_id, "device_id": device_id, "access_token": token}))
-        os.chmod(path, 0o600)  # it holds the access token
+        self.client = await self.session.login()
+        return self.client
 
     # -- running -----------------------------------------------------------------------
 
     async def run(self) -> None:
         """Catch up without answering, then sync forever, reconnecting with backoff."""
         client = self.client or await self.login()
-        self._started_ms = int(time.time() * 1000)
         first = check(await client.sync(timeout=0, full_state=True), "first sync")
         log.info("matrix: caught up (%s), answering from now on", first.next_batch)
         client.add_event_callback(self._on_invite, nio.InviteMemberEvent)
-        client.add_event_callback(self._on_event, (nio.RoomMessageText, nio.RoomMessageImage,
-                                                   nio.RoomEncryptedImage, nio.MegolmEvent))
-        for room_id in list(client.invited_rooms):  # invites that came while we were away
-            await self._consider_invite(room_id, client.invited_rooms[room_id].inviter)
-        await self.brain.report_lost_image_jobs("matrix", self._notify)
+        client.add_event_callback(
+            self._on_event,
+            (nio.RoomMessageText, nio.RoomMessageImage, nio.RoomEncryptedImage, nio.MegolmEvent),
+        )
+        for room_id, room in list(client.invited_rooms.items()):  # invites from while we were away
+            direct = _invited_as_direct(first, room_id, client.user_id)
+            await self._consider_invite(room_id, room.inviter, direct)
+        await self.intake.report_lost_jobs(self._notify)
         self.ready.set()
         backoff = 1.0
         while True:
             response = await client.sync(timeout=30000)
             if isinstance(response, nio.SyncError):
-                log.warning("matrix: sync failed (%s); retrying in %.0f s", response.message, backoff)
+                log.warning(
+                    "matrix: sync failed (%s); retrying in %.0f s", response.message, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
                 continue
@@ -236,22 +159,19 @@ class MatrixAdapter:
 
     # -- invites --------------------------------------------------------------------------
 
-    def _allowed(self, user_id: str) -> bool:
-        cfg = self.config
-        if not (cfg.allowed_users or cfg.allowed_servers):
-            return True
-        server = user_id.split(":", 1)[-1]
-        return user_id in cfg.allowed_users or server in cfg.allowed_servers
-
     async def _on_invite(self, room: nio.MatrixRoom, event: nio.InviteMemberEvent) -> None:
         assert self.client is not None
         if event.state_key == self.client.user_id and event.membership == "invite":
-            await self._consider_invite(room.room_id, event.sender)
+            await self._consider_invite(
+                room.room_id, event.sender, event.content.get("is_direct") is True
+            )
 
-    async def _consider_invite(self, room_id: str, inviter: str | None) -> None:
+    async def _consider_invite(self, room_id: str, inviter: str | None, direct: bool) -> None:
         assert self.client is not None
-        if inviter and self._allowed(inviter):
+        if inviter and self.intake.rules.allows_user(inviter, frozenset({home_server(inviter)})):
             check(await self.client.join(room_id), f"join {room_id}")
+            if direct:
+                self.session.mark_direct(room_id)
             log.info("matrix: joined %s (invited by %s)", room_id, inviter)
         else:
             check(await self.client.room_leave(room_id), f"decline {room_id}")
@@ -262,7 +182,9 @@ class MatrixAdapter:
     async def _on_event(self, room: nio.MatrixRoom, event: nio.Event) -> None:
         """Runs inside the sync loop: start a task and return at once."""
         assert self.client is not None
-        if event.sender == self.client.user_id or event.server_timestamp < self._started_ms:
+        # Not filtered by timestamp: the first sync skipped the backlog already, and a sender's
+        # server whose clock runs behind ours would have its every message dropped.
+        if event.sender == self.client.user_id:
             return
         task = asyncio.create_task(self._handle(room, event))
         self._tasks.add(task)
@@ -285,41 +207,33 @@ class MatrixAdapter:
         if isinstance(event, nio.MegolmEvent):
             await self._undecryptable(room, event, outbox)
             return
-        if not self._allowed(event.sender):
-            return
         replied = await self._replied_event(room, relation)
         if not self._addressed(room, content, replied):
             return
-        if not self.rate_limit.allow(event.sender):
-            await outbox.send(SLOW_DOWN)
-            return
-        attachments, notes = await self._download(event, content)
-        is_image = bool(attachments or notes)  # its body is a file name, not words
-        if not is_image:  # replying to a picture asks about it: the vision character sees it
-            attachments, notes = await self._replied_image(replied)
-        if notes:
-            await outbox.send("\n".join(notes))
-            if is_image and not attachments:
-                return
-        text = "" if is_image else self._strip_mention(room, content.get("body", ""))
-        channel = f"{room.room_id}/{thread_root}" if thread_root else room.room_id
-        inbound = Inbound(
+        image = remote_image(self.client, event, content)  # its body is a file name, not words
+        arrival = Arrival(
             platform="matrix",
-            channel_id=channel,
+            channel_id=f"{room.room_id}/{thread_root}" if thread_root else room.room_id,
             author_id=event.sender,
             author_name=room.user_name(event.sender) or event.sender,
-            text=text,
-            message_id=event.event_id,
-            reply_to=(relation.get("m.in_reply_to") or {}).get("event_id"),
-            is_direct=self._is_direct(room),
-            is_admin=self._is_direct(room) or event.sender in self.config.admin_users,
-            attachments=tuple(attachments),
+            text="" if image else strip_mention(content.get("body", ""), self._own_names(room)),
+            direct=self._is_direct(room),
+            author_groups=frozenset({home_server(event.sender)}),
+            files=(image,) if image else (),
+            replied_files=(remote_image(self.client, replied, replied.source.get("content", {})),)
+            if replied is not None and is_image(replied)
+            else (),
         )
-        await self.brain.handle(inbound, outbox)
+        await self.intake.handle(arrival, outbox)
         await self.client.room_typing(room.room_id, False)
 
+    def _own_names(self, room: nio.MatrixRoom) -> list[str]:
+        assert self.client is not None
+        return [n for n in (room.user_name(self.client.user_id), self.client.user_id) if n]
+
     def _is_direct(self, room: nio.MatrixRoom) -> bool:
-        return room.member_count <= 2
+        """Made as a direct chat and still one: a group room that shrank to two is not one."""
+        return self.session.is_direct(room.room_id) and room.member_count <= 2
 
     def _addressed(
         self, room: nio.MatrixRoom, content: dict[str, Any], replied: nio.Event | None
@@ -334,26 +248,25 @@ class MatrixAdapter:
             return True
         body = content.get("body", "") if isinstance(content.get("body"), str) else ""
         name = room.user_name(own) or ""
-        if own in body or (name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", body, re.IGNORECASE)):
+        if own in body or (
+            name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", body, re.IGNORECASE)
+        ):
             return True
         if f"matrix.to/#/{own}" in str(content.get("formatted_body", "")):
             return True
         return replied is not None and replied.sender == own
 
-    def _strip_mention(self, room: nio.MatrixRoom, body: str) -> str:
-        assert self.client is not None
-        body = re.sub(r"(?m)^> .*\n?", "", body).strip()  # the quoted fallback of a reply
-        names = [n for n in (room.user_name(self.client.user_id), self.client.user_id) if n]
-        for name in names:
-            body = re.sub(rf"^\s*{re.escape(name)}\s*[:,]?\s*", "", body, flags=re.IGNORECASE)
-        return body.strip()
-
-    async def _undecryptable(self, room: nio.MatrixRoom, event: nio.MegolmEvent,
-                             outbox: MatrixOutbox) -> None:
-        log.warning("matrix: cannot decrypt %s in %s (session %s)", event.event_id, room.room_id,
-                    event.session_id)
+    async def _undecryptable(
+        self, room: nio.MatrixRoom, event: nio.MegolmEvent, outbox: MatrixOutbox
+    ) -> None:
+        log.warning(
+            "matrix: cannot decrypt %s in %s (session %s)",
+            event.event_id,
+            room.room_id,
+            event.session_id,
+        )
         if not self.encryption and room.room_id not in self._told_cant_decrypt:
-            self._told_cant_decrypt.add(room.room_id)
+            self._told_cant_decrypt[room.room_id] = True
             await outbox.send(CANT_DECRYPT)
 
     async def _replied_event(
@@ -375,71 +288,34 @@ class MatrixAdapter:
                 log.info("matrix: cannot decrypt replied-to event %s: %s", event_id, exc)
         return event
 
-    async def _replied_image(self, replied: nio.Event | None) -> tuple[list[Attachment], list[str]]:
-        """The image of the replied-to event (anyone's, the bot's own drawings too)."""
-        if replied is None:
-            return [], []
-        return await self._download(replied, replied.source.get("content", {}))
-
-    async def _download(self, event: nio.Event, content: dict[str, Any]) -> tuple[list[Attachment], list[str]]:
-        """Fetch an image within the size limit (refused before download beyond it)."""
-        assert self.client is not None
-        if not isinstance(event, (nio.RoomMessageImage, nio.RoomEncryptedImage)):
-            return [], []
-        info = content.get("info") or {}
-        name = str(content.get("body") or "image")[:80]
-        size = info.get("size")
-        if not isinstance(size, int) or size > self.config.max_attachment_bytes:
-            limit = self.config.max_attachment_bytes // 1024
-            return [], [f"{name} is too large or of unknown size (the limit is {limit} KB), so I did not open it."]
-        response = await self.client.download(mxc=event.url)
-        if not isinstance(response, nio.DownloadResponse) or len(response.body) > self.config.max_attachment_bytes:
-            return [], [f"I could not download {name}; please try again."]
-        data = response.body
-        if isinstance(event, nio.RoomEncryptedImage):
-            data = decrypt_attachment(data, event.key["k"], event.hashes["sha256"], event.iv)
-        return [Attachment(name, info.get("mimetype") or event.mimetype or "", data)], []
-
     # -- sending ----------------------------------------------------------------------------
 
     async def _notify(self, channel_id: str, text: str) -> None:
         """A message of the bot's own, unprompted, into a room or thread (a channel key's id)."""
         room_id, _, thread_root = channel_id.partition("/")
-        relation = {"m.relates_to": {"rel_type": "m.thread", "event_id": thread_root}} if thread_root else {}
+        relation = (
+            {"m.relates_to": {"rel_type": "m.thread", "event_id": thread_root}}
+            if thread_root
+            else {}
+        )
         await self.send(room_id, {**text_content(text), **relation})
 
     async def send(self, room_id: str, content: dict[str, Any]) -> str:
         assert self.client is not None
-        response = await self.client.room_send(room_id, "m.room.message", content,
-                                               ignore_unverified_devices=True)
+        response = await self.client.room_send(
+            room_id, "m.room.message", content, ignore_unverified_devices=True
+        )
         return check(response, f"send to {room_id}").event_id
 
     async def typing(self, room_id: str) -> None:
         assert self.client is not None
         await self.client.room_typing(room_id, True, timeout=30000)
 
-    async def send_image(self, room_id: str, data: bytes, filename: str, caption: str,
-                         relation: dict[str, Any]) -> str:
-        from PIL import Image
-
+    async def send_image(
+        self, room_id: str, data: bytes, filename: str, caption: str, relation: dict[str, Any]
+    ) -> str:
         assert self.client is not None
-        width, height = await asyncio.to_thread(lambda: Image.open(io.BytesIO(data)).size)
         room = self.client.rooms.get(room_id)
         encrypt = bool(room and room.encrypted and self.encryption)
-        upload, keys = await self.client.upload(io.BytesIO(data), content_type="image/png",
-                                                filename=filename, encrypt=encrypt,
-                                                filesize=len(data))
-        check(upload, "upload")
-        content: dict[str, Any] = {
-            "msgtype": "m.image",
-            "body": caption,
-            "filename": filename,
-            "info": {"mimetype": "image/png", "size": len(data), "w": width, "h": height},
-            "m.mentions": NO_MENTIONS,
-            **relation,
-        }
-        if encrypt and keys:
-            content["file"] = {**keys, "url": upload.content_uri}
-        else:
-            content["url"] = upload.content_uri
-        return await self.send(room_id, content)
+        content = await upload_image(self.client, data, filename, caption, encrypt=encrypt)
+        return await self.send(room_id, {**content, "m.mentions": NO_MENTIONS, **relation})

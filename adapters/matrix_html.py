@@ -23,8 +23,10 @@ ALLOWED_ATTRIBUTES = {
     "code": {"class"},
     "span": {"data-mx-spoiler"},
 }
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable(
-    "strikethrough"
+_markdown = (
+    MarkdownIt("commonmark", {"html": False, "linkify": False})
+    .enable("table")
+    .enable("strikethrough")
 )
 
 

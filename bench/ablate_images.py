@@ -25,8 +25,15 @@ def per_image(pipe, batch: int = 8) -> float:  # noqa: ANN001
         generators = [torch.Generator("cuda").manual_seed(i) for i in range(batch)]
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        pipe(prompts, num_inference_steps=STEPS, guidance_scale=GUIDANCE, height=SIZE, width=SIZE,
-             generator=generators, output_type="pil")
+        pipe(
+            prompts,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            height=SIZE,
+            width=SIZE,
+            generator=generators,
+            output_type="pil",
+        )
         torch.cuda.synchronize()
         return time.perf_counter() - t0
 

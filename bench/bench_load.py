@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from brain.history import Turn as StoredRow
+from brain.history import TurnRow as StoredRow
 from brain.messages import Inbound
 from brain.runner import Turn
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import RecordingOutbox
+from tests.helpers import RecordingOutbox, close_brain
 from tests.load import drive, echo_server, fake_brain
 
 
@@ -55,12 +55,14 @@ async def throughput(folder: Path) -> None:
     await drive(brain, channels=5, users_per_channel=1, messages_each=2)  # warm-up
     gc.collect()
     report = await drive(brain, channels=50, users_per_channel=4, messages_each=3)
-    await brain.aclose()
+    await close_brain(brain)
     process.kill()
-    print(f"(1) {report.messages} messages in {report.seconds:.2f} s: "
-          f"{report.messages / report.seconds:.0f} messages/s; worst loop lag "
-          f"{report.worst_loop_lag_s * 1000:.1f} ms, over 50 ms {report.loop_lags_over_50ms} times "
-          f"in {report.loop_probes} probes; errors {len(report.errors)}")
+    print(
+        f"(1) {report.messages} messages in {report.seconds:.2f} s: "
+        f"{report.messages / report.seconds:.0f} messages/s; worst loop lag "
+        f"{report.worst_loop_lag_s * 1000:.1f} ms, over 50 ms {report.loop_lags_over_50ms} times "
+        f"in {report.loop_probes} probes; errors {len(report.errors)}"
+    )
 
 
 def _serve_echo(port_out: Any) -> None:
@@ -91,36 +93,63 @@ async def overhead(messages: int = 300) -> None:
     through: list[float] = []
     async with httpx.AsyncClient(base_url=remote.base_url) as http:
         for n in range(messages):
-            message = Inbound(platform="bench", channel_id="one", author_id="u", author_name="ann",
-                              text=f"message number {n}")
+            message = Inbound(
+                platform="bench",
+                channel_id="one",
+                author_id="u",
+                author_name="ann",
+                text=f"message number {n}",
+            )
             started = time.perf_counter()
             await brain.handle(message, RecordingOutbox())
             through.append(time.perf_counter() - started)
-            body = {"model": "fake", "messages": sent[-1], "stream": True, "max_tokens": 64,
-                    "temperature": 0.7, "stream_options": {"include_usage": True}}
+            body = {
+                "model": "fake",
+                "messages": sent[-1],
+                "stream": True,
+                "max_tokens": 64,
+                "temperature": 0.7,
+                "stream_options": {"include_usage": True},
+            }
             started = time.perf_counter()
             async with http.stream("POST", "/chat/completions", json=body) as response:
                 async for _ in response.aiter_lines():
                     pass
             bare.append(time.perf_counter() - started)
-    await brain.aclose()
+    await close_brain(brain)
     process.kill()
     bare, through = bare[20:], through[20:]  # leave out the warm-up
-    print(f"(2) over {len(through)} messages, one after another, history growing to {2 * messages} turns:")
-    print(f"    bare streamed call (same prompt): p50 {statistics.median(bare) * 1000:.2f} ms, "
-          f"p99 {percentile(bare, 0.99) * 1000:.2f} ms")
-    print(f"    through the brain:               p50 {statistics.median(through) * 1000:.2f} ms, "
-          f"p99 {percentile(through, 0.99) * 1000:.2f} ms")
+    print(
+        f"(2) over {len(through)} messages, one after another, "
+        f"history growing to {2 * messages} turns:"
+    )
+    print(
+        f"    bare streamed call (same prompt): p50 {statistics.median(bare) * 1000:.2f} ms, "
+        f"p99 {percentile(bare, 0.99) * 1000:.2f} ms"
+    )
+    print(
+        f"    through the brain:               p50 {statistics.median(through) * 1000:.2f} ms, "
+        f"p99 {percentile(through, 0.99) * 1000:.2f} ms"
+    )
     overheads = sorted(t - b for t, b in zip(through, bare, strict=True))
-    print(f"    bot overhead per message: p50 {statistics.median(overheads) * 1000:.2f} ms, "
-          f"p99 {percentile(overheads, 0.99) * 1000:.2f} ms")
+    print(
+        f"    bot overhead per message: p50 {statistics.median(overheads) * 1000:.2f} ms, "
+        f"p99 {percentile(overheads, 0.99) * 1000:.2f} ms"
+    )
 
 
 async def history_at(folder: Path, stored: int, repeats: int = 30) -> float:
     server = echo_server()
     brain = fake_brain(server, f"sqlite:///{folder / f'history{stored}.db'}")
-    rows = [{"channel": "big", "role": "user" if i % 2 == 0 else "assistant", "author": "ann",
-             "content": f"turn {i}: " + "words and more words " * 10} for i in range(stored)]
+    rows = [
+        {
+            "channel": "big",
+            "role": "user" if i % 2 == 0 else "assistant",
+            "author": "ann",
+            "content": f"turn {i}: " + "words and more words " * 10,
+        }
+        for i in range(stored)
+    ]
     with brain.history._engine.begin() as connection:
         connection.execute(insert(StoredRow), rows)
     character = brain.characters[0]
@@ -130,10 +159,12 @@ async def history_at(folder: Path, stored: int, repeats: int = 30) -> float:
         started = time.perf_counter()
         plan, _ = await brain.runner.plan(character, Turn("big", "a new question", newest + 1))
         times.append(time.perf_counter() - started)
-    await brain.aclose()
+    await close_brain(brain)
     server.stop()
-    print(f"    {stored:>6} turns stored: {statistics.median(times) * 1000:.2f} ms to load and trim "
-          f"({plan.kept_turns} turns fit the window)")
+    print(
+        f"    {stored:>6} turns stored: {statistics.median(times) * 1000:.2f} ms to load and trim "
+        f"({plan.kept_turns} turns fit the window)"
+    )
     return statistics.median(times)
 
 

@@ -36,8 +36,9 @@ QUESTION = "What should I keep in mind when adopting a dog?"
 WORDS = 40  # tokens (words) each fake answer streams
 
 
-async def one_turn(mixture: Mixture, runner: CharacterRunner, history: HistoryStore, concurrent: bool,
-                   n: int) -> tuple[float, float, float]:
+async def one_turn(
+    mixture: Mixture, runner: CharacterRunner, history: HistoryStore, concurrent: bool, n: int
+) -> tuple[float, float, float]:
     """(time to all proposals, time to the whole reply, last proposal -> first visible token)."""
     channel = f"bench-{concurrent}-{n}"
     turn = Turn(channel, QUESTION, await history.add(channel, "user", QUESTION))
@@ -53,35 +54,66 @@ async def one_turn(mixture: Mixture, runner: CharacterRunner, history: HistorySt
             proposals.append(Proposal(member.name, text, time.perf_counter() - t0))
     proposed = time.perf_counter()
     system = synthesis_prompt(mixture.synthesizer.persona, proposals)
-    await runner.stream(mixture.synthesizer, turn, ReplyStreamer(outbox), system=system, stage="synthesis")
+    await runner.stream(
+        mixture.synthesizer, turn, ReplyStreamer(outbox), system=system, stage="synthesis"
+    )
     done = time.perf_counter()
     assert outbox.first_visible is not None
     return proposed - started, done - started, outbox.first_visible - proposed
 
 
-async def compare(label: str, mixture: Mixture, runner: CharacterRunner, history: HistoryStore,
-                  rounds: int) -> None:
+async def compare(
+    label: str, mixture: Mixture, runner: CharacterRunner, history: HistoryStore, rounds: int
+) -> None:
     seq, con = [], []
     for n in range(rounds):  # alternate so drift hits both alike
         seq.append(await one_turn(mixture, runner, history, False, n))
         con.append(await one_turn(mixture, runner, history, True, n))
-    med = lambda rows, i: statistics.median(r[i] for r in rows)
+
+    def med(rows: list, i: int) -> float:
+        return statistics.median(r[i] for r in rows)
+
     print(f"\n### {label} ({rounds} rounds, medians)\n")
     print("| | one after another | concurrent (mixture) | speed-up |")
     print("|---|---|---|---|")
-    print(f"| all 4 proposals | {med(seq, 0):.2f} s | {med(con, 0):.2f} s | {med(seq, 0) / med(con, 0):.2f}× |")
-    print(f"| whole reply (with synthesis) | {med(seq, 1):.2f} s | {med(con, 1):.2f} s | {med(seq, 1) / med(con, 1):.2f}× |")
-    print(f"| last proposal → first synthesized token visible | {med(seq, 2) * 1000:.0f} ms | "
-          f"{med(con, 2) * 1000:.0f} ms | |")
+    print(
+        f"| all 4 proposals | {med(seq, 0):.2f} s | {med(con, 0):.2f} s "
+        f"| {med(seq, 0) / med(con, 0):.2f}× |"
+    )
+    print(
+        f"| whole reply (with synthesis) | {med(seq, 1):.2f} s | {med(con, 1):.2f} s "
+        f"| {med(seq, 1) / med(con, 1):.2f}× |"
+    )
+    print(
+        f"| last proposal → first synthesized token visible | {med(seq, 2) * 1000:.0f} ms | "
+        f"{med(con, 2) * 1000:.0f} ms | |"
+    )
 
 
-def build(endpoints: dict[str, EndpointConfig], model: str, history: HistoryStore,
-          max_tokens: int) -> tuple[Mixture, CharacterRunner]:
+def build(
+    endpoints: dict[str, EndpointConfig], model: str, history: HistoryStore, max_tokens: int
+) -> tuple[Mixture, CharacterRunner]:
     clients = {name: ModelClient(name, cfg) for name, cfg in endpoints.items()}
-    members = [CharacterConfig(name=n, endpoint=n, model=model, persona=f"You are {n}.",
-                               temperature=0, max_tokens=max_tokens) for n in NAMES]
-    synth = CharacterConfig(name="mom", endpoint="mom", model=model, persona="You are mom.",
-                            role="synthesizer", temperature=0, max_tokens=max_tokens)
+    members = [
+        CharacterConfig(
+            name=n,
+            endpoint=n,
+            model=model,
+            persona=f"You are {n}.",
+            temperature=0,
+            max_tokens=max_tokens,
+        )
+        for n in NAMES
+    ]
+    synth = CharacterConfig(
+        name="mom",
+        endpoint="mom",
+        model=model,
+        persona="You are mom.",
+        role="synthesizer",
+        temperature=0,
+        max_tokens=max_tokens,
+    )
     runner = CharacterRunner(history, clients)
     return Mixture(members, synth, runner, MixtureConfig()), runner
 
@@ -93,11 +125,19 @@ async def fake_setup(rounds: int, folder: Path) -> None:
         server.behaviour.request_delay_s = 0.30 if name != "mom" else 0.05  # time to first token
         server.behaviour.token_delay_s = 0.02  # 50 tokens/s per stream
     history = HistoryStore(f"sqlite:///{folder / 'fake.db'}")
-    endpoints = {n: EndpointConfig(base_url=s.base_url, kind="vllm", context_window=8192)
-                 for n, s in servers.items()}
+    endpoints = {
+        n: EndpointConfig(base_url=s.base_url, kind="vllm", context_window=8192)
+        for n, s in servers.items()
+    }
     mixture, runner = build(endpoints, "fake", history, 64)
-    await compare("(a) fake remote servers: 0.30 s to first token, 50 tokens/s, 40 tokens each; "
-                  "synthesizer 0.05 s to first token", mixture, runner, history, rounds)
+    await compare(
+        "(a) fake remote servers: 0.30 s to first token, 50 tokens/s, 40 tokens each; "
+        "synthesizer 0.05 s to first token",
+        mixture,
+        runner,
+        history,
+        rounds,
+    )
     for server in servers.values():
         server.stop()
 
@@ -105,15 +145,25 @@ async def fake_setup(rounds: int, folder: Path) -> None:
 async def real_setup(rounds: int, folder: Path) -> None:
     servers = {}
     for name in NAMES:
-        servers[name] = EmbeddedServer(EmbeddedConfig(n_ctx=1024, n_threads=1), folder / f"{name}.log")
+        servers[name] = EmbeddedServer(
+            EmbeddedConfig(n_ctx=1024, n_threads=1), folder / f"{name}.log"
+        )
         await servers[name].start()
-    endpoints = {n: EndpointConfig(base_url=s.base_url, kind="llama-cpp-python", context_window=1024)
-                 for n, s in servers.items()}
+    endpoints = {
+        n: EndpointConfig(base_url=s.base_url, kind="llama-cpp-python", context_window=1024)
+        for n, s in servers.items()
+    }
     endpoints["mom"] = endpoints["logic"]  # the synthesizer shares the first server
     history = HistoryStore(f"sqlite:///{folder / 'real.db'}")
     mixture, runner = build(endpoints, "smollm2-135m", history, 48)
-    await compare("(b) real SmolLM2-135M, one llama.cpp server (1 thread) per character, "
-                  "2 CPU cores, 48 tokens each", mixture, runner, history, rounds)
+    await compare(
+        "(b) real SmolLM2-135M, one llama.cpp server (1 thread) per character, "
+        "2 CPU cores, 48 tokens each",
+        mixture,
+        runner,
+        history,
+        rounds,
+    )
     for server in servers.values():
         await server.stop()
 

@@ -48,7 +48,8 @@ async def evaluate(name: str, classifier, data) -> None:
     times.sort()
     print(
         f"| {name} | {correct / len(data):.1%} ({correct}/{len(data)}) | "
-        f"{statistics.median(times) * 1000:.0f} ms | {times[int(len(times) * 0.95)] * 1000:.0f} ms | {sources} |"
+        f"{statistics.median(times) * 1000:.0f} ms | "
+        f"{times[int(len(times) * 0.95)] * 1000:.0f} ms | {sources} |"
     )
 
 
@@ -59,12 +60,17 @@ async def main() -> None:
         data.append((row["text"], Route(row["route"])))
     server = EmbeddedServer(EmbeddedConfig(n_ctx=2048), Path(tempfile.mkdtemp()) / "s.log")
     await server.start()
-    client = ModelClient("embedded", EndpointConfig(base_url=server.base_url, kind="llama-cpp-python",
-                                                     context_window=2048))
+    client = ModelClient(
+        "embedded",
+        EndpointConfig(base_url=server.base_url, kind="llama-cpp-python", context_window=2048),
+    )
     embedding = EmbeddingClassifier(bundled_embedding_model(), load_examples())
     started = time.perf_counter()
     await embedding.load()
-    print(f"embedding router load: {time.perf_counter() - started:.1f} s; {len(data)} labelled messages")
+    print(
+        f"embedding router load: {time.perf_counter() - started:.1f} s; "
+        f"{len(data)} labelled messages"
+    )
     llm = LLMClassifier(client, "smollm2-135m")
     default = RoutingConfig()
     print("| classifier | accuracy | median latency | p95 latency | decided by (right/all) |")

@@ -25,6 +25,7 @@ from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
+from tests.helpers import close_brain
 
 PROMPT = "Name three colours of the rainbow."
 PERSONA = "You are mom, a kind assistant."
@@ -34,7 +35,10 @@ async def raw_first_token(base_url: str) -> float:
     client = openai.AsyncOpenAI(base_url=base_url, api_key="x")
     started = time.perf_counter()
     stream = await client.chat.completions.create(
-        model="smollm2-135m", stream=True, max_tokens=32, temperature=0,
+        model="smollm2-135m",
+        stream=True,
+        max_tokens=32,
+        temperature=0,
         messages=[{"role": "system", "content": PERSONA}, {"role": "user", "content": PROMPT}],
     )
     first = None
@@ -66,17 +70,23 @@ async def main(rounds: int) -> None:
 
     server = EmbeddedServer(EmbeddedConfig(n_ctx=2048), folder / "bench.log")
     await server.start()
-    endpoint = EndpointConfig(base_url=server.base_url, kind="llama-cpp-python", context_window=2048)
-    character = CharacterConfig(name="mom", endpoint="local", persona=PERSONA, temperature=0,
-                                max_tokens=32)
-    brain = Brain(characters=[character], clients={"local": ModelClient("local", endpoint)},
-                  history=HistoryStore(f"sqlite:///{folder / 'bench.db'}"))
+    endpoint = EndpointConfig(
+        base_url=server.base_url, kind="llama-cpp-python", context_window=2048
+    )
+    character = CharacterConfig(
+        name="mom", endpoint="local", persona=PERSONA, temperature=0, max_tokens=32
+    )
+    brain = Brain(
+        characters=[character],
+        clients={"local": ModelClient("local", endpoint)},
+        history=HistoryStore(f"sqlite:///{folder / 'bench.db'}"),
+    )
     await raw_first_token(server.base_url)  # warm-up
     raw, ours = [], []
     for i in range(rounds):  # alternate, fresh channel each time: same prompt size for both
         raw.append(await raw_first_token(server.base_url))
         ours.append(await mombot_first_token(brain, f"c{i}"))
-    await brain.aclose()
+    await close_brain(brain)
     await server.stop()
     r, o = statistics.median(raw), statistics.median(ours)
     print(f"first token, raw openai client: median {r * 1000:.0f} ms ({rounds} runs)")

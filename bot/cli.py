@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mombot",
         description="A mixture-of-characters chat bot for Discord, Matrix and the terminal, "
         "on local OpenAI-compatible models.",
-        epilog="examples:\n  mombot chat\n  mombot --config my.toml run\n  mombot check --config my.toml\n"
+        epilog="examples:\n  mombot chat\n  mombot --config my.toml run\n"
+        "  mombot check --config my.toml\n"
         "every config key: docs/CONFIGURATION.md",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -68,7 +70,9 @@ def setup_logging(config: MombotConfig, data_dir: Path, *, quiet_console: bool) 
         for handler in (file_handler, stderr_handler):
             handler.setFormatter(JsonLogFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     else:
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
         stderr_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handlers = [install_redaction(h) for h in (file_handler, stderr_handler)]
     logging.basicConfig(level=config.bot.log_level, handlers=handlers, force=True)
@@ -126,14 +130,14 @@ def _progress(text: str) -> None:
 _signal_tasks: set[asyncio.Task[None]] = set()
 
 
-def _stop_on_sigterm(brain: Brain, grace_s: float) -> asyncio.Event:
-    """SIGTERM: take no new messages, give replies in progress `grace_s`, then stop.
+def _stop_on_sigterm(brain: Brain, grace_s: float, work: asyncio.Task[Any]) -> asyncio.Event:
+    """SIGTERM: take no new messages, give replies in progress `grace_s`, then stop `work`.
 
-    Returns an event set once SIGTERM came, so the caller can tell this stop (exit 0) from
-    Ctrl-C, which asyncio turns into KeyboardInterrupt (exit 130).
+    Only `work` (the adapters running) is cancelled, never the task that will close the
+    app afterwards: a cancel landing while it closes would leave things open. Returns an
+    event set once SIGTERM came, so the caller can tell this stop (exit 0) from Ctrl-C,
+    which asyncio turns into KeyboardInterrupt (exit 130).
     """
-    main = asyncio.current_task()
-    assert main is not None
     loop = asyncio.get_running_loop()
     requested = asyncio.Event()
 
@@ -141,7 +145,7 @@ def _stop_on_sigterm(brain: Brain, grace_s: float) -> asyncio.Event:
         requested.set()
         log.info("SIGTERM: stopping; replies in progress get up to %.0f s", grace_s)
         await brain.shutdown(grace_s)
-        main.cancel()
+        work.cancel()
 
     def on_signal() -> None:
         task = loop.create_task(stop())
@@ -155,7 +159,6 @@ def _stop_on_sigterm(brain: Brain, grace_s: float) -> asyncio.Event:
 async def _chat(config: MombotConfig, secrets: Secrets) -> int:
     async with App(config, secrets, progress=_progress) as app:
         assert app.brain is not None
-        sigterm = _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s)
         adapter = ConsoleAdapter(
             app.brain,
             config.console,
@@ -164,8 +167,10 @@ async def _chat(config: MombotConfig, secrets: Secrets) -> int:
             images_dir=app.data_dir / "images",
             bot_name=config.characters[0].name,
         )
+        work = asyncio.create_task(adapter.run())
+        sigterm = _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s, work)
         try:
-            await adapter.run()
+            await work
         except asyncio.CancelledError:
             if not sigterm.is_set():
                 raise
@@ -196,14 +201,23 @@ async def _run(config: MombotConfig, secrets: Secrets) -> int:
             def reveal(secret):
                 return secret.get_secret_value() if secret else None
 
-            adapters.append(MatrixAdapter(
-                app.brain, config.matrix, data_dir=app.data_dir,
-                password=reveal(secrets.matrix_password),
-                access_token=reveal(secrets.matrix_access_token),
-            ))  # fmt: skip
-        sigterm = _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s)
-        try:
+            adapters.append(
+                MatrixAdapter(
+                    app.brain,
+                    config.matrix,
+                    data_dir=app.data_dir,
+                    password=reveal(secrets.matrix_password),
+                    access_token=reveal(secrets.matrix_access_token),
+                )
+            )
+
+        async def run_all() -> None:
             await asyncio.gather(*(adapter.run() for adapter in adapters))
+
+        work = asyncio.create_task(run_all())
+        sigterm = _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s, work)
+        try:
+            await work
         except asyncio.CancelledError:
             if not sigterm.is_set():
                 raise
@@ -225,13 +239,19 @@ def _platform_error(exc: Exception) -> str | None:
     import aiohttp
 
     if type(exc).__name__ == "MatrixError":
-        return f"Matrix: {exc}. Fix: check matrix.homeserver, matrix.user_id and the password or token."
+        return (
+            f"Matrix: {exc}. Fix: check matrix.homeserver, matrix.user_id "
+            "and the password or token."
+        )
     if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
         return f"cannot reach the chat server ({exc}). Fix: check this machine's network and DNS."
     import discord
 
     if isinstance(exc, discord.LoginFailure):
-        return "Discord rejected the token. Fix: check MOMBOT_DISCORD_TOKEN (Developer Portal → Bot → Reset Token)."
+        return (
+            "Discord rejected the token. Fix: check MOMBOT_DISCORD_TOKEN "
+            "(Developer Portal → Bot → Reset Token)."
+        )
     if isinstance(exc, discord.PrivilegedIntentsRequired):
         return (
             "Discord refused the Message Content intent. Fix: enable it in the Developer Portal "
@@ -273,8 +293,10 @@ async def _check(config: MombotConfig, secrets: Secrets) -> int:
                 seen = {True: "yes", False: "no"}.get(info.vision, "no (the server does not say)")
                 print(f"  vision: {seen}, from the server")
             elif info.vision is not None and info.vision != character.vision:
-                print(f"  note: the server says this model {'can' if info.vision else 'cannot'} "
-                      f"see images, but vision = {str(character.vision).lower()}")
+                print(
+                    f"  note: the server says this model {'can' if info.vision else 'cannot'} "
+                    f"see images, but vision = {str(character.vision).lower()}"
+                )
         print(f"history: {app.brain.history.url.split('://')[0]} ok")
     print("check: " + ("all good" if not failures else f"{failures} problem(s)"))
     return 0 if not failures else 1

@@ -31,20 +31,34 @@ from brain.config import (
 from brain.extensions import available_extensions
 
 DEFAULT_CHARACTERS = [
-    ("logic", "You are Logic. Reason step by step, check facts and numbers, and give a "
-     "precise, well-argued answer."),
-    ("creativity", "You are Creativity. Offer original ideas, vivid examples and unexpected "
-     "angles, while still answering the question."),
-    ("empathy", "You are Empathy. Notice how the person feels and what they need, and answer "
-     "with warmth and tact."),
-    ("knowledge", "You are Knowledge. Bring in relevant facts, background and sources of "
-     "understanding; say when you are unsure."),
-    ("critic", "You are the Critic. Point out pitfalls, missing pieces and likely mistakes, "
-     "then give the answer you think holds up."),
+    (
+        "logic",
+        "You are Logic. Reason step by step, check facts and numbers, and give a "
+        "precise, well-argued answer.",
+    ),
+    (
+        "creativity",
+        "You are Creativity. Offer original ideas, vivid examples and unexpected "
+        "angles, while still answering the question.",
+    ),
+    (
+        "empathy",
+        "You are Empathy. Notice how the person feels and what they need, and answer "
+        "with warmth and tact.",
+    ),
+    (
+        "knowledge",
+        "You are Knowledge. Bring in relevant facts, background and sources of "
+        "understanding; say when you are unsure.",
+    ),
+    (
+        "critic",
+        "You are the Critic. Point out pitfalls, missing pieces and likely mistakes, "
+        "then give the answer you think holds up.",
+    ),
 ]
 DEFAULT_PERSONA = (
-    "You are mom, a warm, practical and kind assistant in a group chat. "
-    "Answer clearly and briefly."
+    "You are mom, a warm, practical and kind assistant in a group chat. Answer clearly and briefly."
 )
 
 
@@ -62,13 +76,17 @@ class BotConfig(StrictModel):
 
     data_dir: str = Field("data", description="Folder for the history database and logs.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Least important log records kept (the log file is data_dir/mombot.log)."
+        "INFO",
+        description="Least important log records kept (the log file is data_dir/mombot.log).",
     )
     log_format: Literal["text", "json"] = Field(
         "text", description="text: one readable line per record; json: one JSON object per line."
     )
     shutdown_grace_s: float = Field(
-        15.0, ge=0, le=300, description="On SIGTERM, how long replies in progress may take to finish."
+        15.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long replies in progress may take to finish.",
     )
 
 
@@ -86,7 +104,7 @@ class ExtensionsConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     enabled: list[str] = Field(
         default_factory=lambda: ["deep_thinking"],
-        description="Extensions to load (Python entry points \"mombot.extensions\").",
+        description='Extensions to load (Python entry points "mombot.extensions").',
     )
 
     @property
@@ -139,7 +157,9 @@ class MombotConfig(StrictModel):
         if not any(c.enabled for c in self.characters):
             raise ValueError("characters: every character is disabled. Fix: enable at least one")
         if sum(c.role == "synthesizer" for c in self.characters) > 1:
-            raise ValueError("characters: more than one synthesizer. Fix: keep one role = \"synthesizer\"")
+            raise ValueError(
+                'characters: more than one synthesizer. Fix: keep one role = "synthesizer"'
+            )
         if (
             self.routing.mode in ("hybrid", "llm")
             and self.routing.endpoint
@@ -147,7 +167,7 @@ class MombotConfig(StrictModel):
         ):
             raise ValueError(
                 f"routing.endpoint: no endpoint named '{self.routing.endpoint}'. "
-                "Fix: name a configured endpoint, or set routing.mode = \"embedding\" or \"off\""
+                'Fix: name a configured endpoint, or set routing.mode = "embedding" or "off"'
             )
         if self.images.prompt_character and self.images.prompt_character not in names:
             raise ValueError(
@@ -157,10 +177,11 @@ class MombotConfig(StrictModel):
         if self.images.backend == "diffusers" and not self.images.diffusers.model:
             raise ValueError(
                 "images.diffusers.model: empty. Fix: a Hugging Face id (e.g. "
-                "\"stable-diffusion-v1-5/stable-diffusion-v1-5\"), a local folder or a .safetensors file"
+                '"stable-diffusion-v1-5/stable-diffusion-v1-5"), a local folder '
+                "or a .safetensors file"
             )
         if self.images.backend == "a1111" and not self.images.a1111.base_url:
-            raise ValueError("images.a1111.base_url: empty. Fix: e.g. \"http://gpu-box:7860\"")
+            raise ValueError('images.a1111.base_url: empty. Fix: e.g. "http://gpu-box:7860"')
         return self
 
 
@@ -188,9 +209,13 @@ def load_config(
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file. Fix: pass --config with an existing file") from None
+            raise ConfigError(
+                f"{path}: no such file. Fix: pass --config with an existing file"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc}). Fix: correct the syntax there") from None
+            raise ConfigError(
+                f"{path}: not valid TOML ({exc}). Fix: correct the syntax there"
+            ) from None
     try:
         config = MombotConfig.model_validate(raw)
     except ValidationError as exc:
@@ -216,17 +241,21 @@ def _check_extensions(config: MombotConfig, source: str) -> None:
         if name not in config.extensions.enabled:
             raise ConfigError(
                 f"{source}: extensions.{name}: settings for an extension that is not enabled. "
-                f"Fix: add \"{name}\" to extensions.enabled, or remove the table"
+                f'Fix: add "{name}" to extensions.enabled, or remove the table'
             )
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: extensions.{name}: expected a table. Fix: write [extensions.{name}]")
+            raise ConfigError(
+                f"{source}: extensions.{name}: expected a table. Fix: write [extensions.{name}]"
+            )
         if name not in installed:
             continue
         try:
             installed[name].load().settings_model.model_validate(table)
         except ValidationError as exc:
             message = format_validation_error(source, exc)
-            raise ConfigError(message.replace(f"{source}: ", f"{source}: extensions.{name}.")) from None
+            raise ConfigError(
+                message.replace(f"{source}: ", f"{source}: extensions.{name}.")
+            ) from None
         except Exception:  # noqa: S112  (a broken extension is the brain's to report)
             continue
 

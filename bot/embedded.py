@@ -41,7 +41,9 @@ class EmbeddedConfig(StrictModel):
     model_alias: str = Field(MODEL_ALIAS, description="Model name the characters use for it.")
     n_ctx: int = Field(2048, ge=128, le=131072, description="Context window in tokens.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads; empty: llama.cpp's choice.")
-    startup_timeout_s: float = Field(120.0, gt=0, description="Give up if it does not answer within this.")
+    startup_timeout_s: float = Field(
+        120.0, gt=0, description="Give up if it does not answer within this."
+    )
 
 
 class EmbeddedServerError(RuntimeError):

@@ -4,7 +4,7 @@ Regenerate after changing a config model:
 
     .venv/bin/python -m bot.reference > docs/CONFIGURATION.md
 
-tests/test_docs.py fails when the committed file differs, so the docs cannot drift.
+tests/test_deployment.py fails when the committed file differs, so the docs cannot drift.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def type_name(annotation: Any) -> str:
 
 def default_text(field: FieldInfo) -> str:
     if field.default_factory is not None:
-        return "(see below)" if _is_model_list(field.annotation) else f"`{field.default_factory()!r}`"
+        return (
+            "(see below)" if _is_model_list(field.annotation) else f"`{field.default_factory()!r}`"
+        )
     if field.default is PydanticUndefined:
         return "required"
     value = field.default
@@ -84,7 +86,9 @@ def section(title: str, model: type[BaseModel]) -> list[str]:
         annotation = field.annotation
         args = typing.get_args(annotation)
         if _is_model(annotation):
-            nested.append((f"{title.strip('[]')}.{name}", f"[{title.strip('[]')}.{name}]", annotation))
+            nested.append(
+                (f"{title.strip('[]')}.{name}", f"[{title.strip('[]')}.{name}]", annotation)
+            )
             continue
         if typing.get_origin(annotation) is dict and args and _is_model(args[1]):
             nested.append((name, f"[{title.strip('[]')}.{name}.NAME]", args[1]))
@@ -93,7 +97,9 @@ def section(title: str, model: type[BaseModel]) -> list[str]:
             nested.append((name, f"[[{name}]]", args[0]))
             continue
         description = " ".join((field.description or "").split()).replace("|", "\\|")
-        rows.append(f"| `{name}` | {type_name(annotation)} | {default_text(field)} | {description} |")
+        rows.append(
+            f"| `{name}` | {type_name(annotation)} | {default_text(field)} | {description} |"
+        )
     if rows:
         lines += ["| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]
     for _, nested_title, nested_model in nested:
@@ -110,8 +116,11 @@ def config_reference() -> str:
             lines += section(f"[{name}.NAME]", args[1])
         elif _is_model_list(annotation):
             lines += section(f"[[{name}]]", args[0])
-            lines += ["With no `[[characters]]` at all, mombot uses five members (logic, creativity, "
-                      "empathy, knowledge, critic) and the synthesizer mom, all on the bundled model.", ""]
+            lines += [
+                "With no `[[characters]]` at all, mombot uses five members (logic, creativity, "
+                "empathy, knowledge, critic) and the synthesizer mom, all on the bundled model.",
+                "",
+            ]
         else:
             lines += section(f"[{name}]", annotation)  # type: ignore[arg-type]
     for name, entry in sorted(available_extensions().items()):

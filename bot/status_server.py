@@ -37,7 +37,9 @@ class StatusServer:
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []  # the real port when port = 0
         self.port = sockets[0].getsockname()[1] if sockets else self._config.port
-        log.info("status endpoint on http://%s:%s (/metrics, /healthz)", self._config.host, self.port)
+        log.info(
+            "status endpoint on http://%s:%s (/metrics, /healthz)", self._config.host, self.port
+        )
 
     async def close(self) -> None:
         await self._runner.cleanup()
@@ -59,4 +61,3 @@ class StatusServer:
             log.warning("health check: the database does not answer (%s)", type(exc).__name__)
             return web.json_response({"status": "database unavailable"}, status=503)
         return web.json_response({"status": "ok"})
-

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from brain.config import AttachmentsConfig
-from brain.llm import estimate_tokens
 from brain.messages import Attachment
+from brain.tokens import estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ async def prepare_attachments(
             prepared.images.append((name, url))
         elif kind.startswith("text/") or suffix in TEXT_SUFFIXES or kind == "application/json":
             if attachment.size > config.max_text_bytes:
-                prepared.notes.append(f"{name} is too large to read ({attachment.size // 1024} KB).")
+                prepared.notes.append(
+                    f"{name} is too large to read ({attachment.size // 1024} KB)."
+                )
                 continue
             text = attachment.data.decode("utf-8", errors="replace")
             if "\x00" in text:
@@ -107,7 +109,9 @@ def _image_to_data_url(data: bytes, config: AttachmentsConfig) -> str:
             image = Image.open(io.BytesIO(data))  # reads only the header so far
         with image:
             if image.format not in IMAGE_FORMATS:
-                raise ValueError(f"{image.format} images are not supported; send PNG, JPEG, WebP or GIF.")
+                raise ValueError(
+                    f"{image.format} images are not supported; send PNG, JPEG, WebP or GIF."
+                )
             width, height = image.size
             if width * height > config.max_image_pixels:
                 raise ValueError(

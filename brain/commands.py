@@ -7,11 +7,18 @@ builds native slash commands from it, Matrix and the console parse text such as
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brain.errors import BadCommand
-from brain.messages import CommandCall
+from brain.messages import CommandCall, Inbound
+
+if TYPE_CHECKING:
+    from brain.outbox import Outbox
+
+CommandHandler = Callable[[CommandCall, Inbound, "Outbox"], Awaitable[None]]
+"""Runs one checked command call for a message, answering through the outbox."""
 
 PREFIXES = ("/", "!")
 
@@ -53,7 +60,9 @@ class Arg:
             raise BadCommand(
                 f"`{self.name}` must be one of {', '.join(self.choices)}.\nUsage: {command.usage()}"
             )
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+        if (self.min is not None and value < self.min) or (
+            self.max is not None and value > self.max
+        ):
             raise BadCommand(
                 f"`{self.name}` must be between {_num(self.min)} and {_num(self.max)}, "
                 f"not {str(raw)[:40]}.\nUsage: {command.usage()}"
@@ -82,14 +91,28 @@ class CommandSpec:
 
 @dataclass
 class CommandRegistry:
-    """The commands this bot knows; built-ins and extensions register the same way."""
+    """The commands this bot knows and who runs each: one dispatch table.
+
+    Built-in commands and extensions' commands register the same way, with a handler.
+    """
 
     specs: dict[str, CommandSpec] = field(default_factory=dict)
+    handlers: dict[str, CommandHandler] = field(default_factory=dict)
 
-    def register(self, spec: CommandSpec) -> None:
+    def register(self, spec: CommandSpec, handler: CommandHandler) -> None:
         if spec.name in self.specs:
             raise ValueError(f"command /{spec.name} is registered twice")
         self.specs[spec.name] = spec
+        self.handlers[spec.name] = handler
+
+    async def run(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
+        """Run a checked call: refused for non-admins where the command is for admins."""
+        spec = self.specs.get(call.name)
+        if spec is None:
+            raise BadCommand(f"/{call.name[:40]} is not available here.")
+        if spec.admin and not message.is_admin:
+            raise BadCommand(f"Only admins can use /{call.name} here.")
+        await self.handlers[call.name](call, message, outbox)
 
     def parse_text(self, text: str) -> CommandCall | None:
         """Parse `/name ...` or `!name ...`; None when the text is not a command at all."""

@@ -48,9 +48,13 @@ class EndpointConfig(StrictModel):
 class ImageStyle(StrictModel):
     """How a character's images look: tags around every prompt it draws, and what to avoid."""
 
-    prefix: str = Field("", description="Tags put before the prompt, e.g. \"watercolor, soft light\".")
-    suffix: str = Field("", description="Tags put after the prompt, e.g. \"highly detailed\".")
-    negative: str = Field("", description="Added to every negative prompt of this character's images.")
+    prefix: str = Field(
+        "", description='Tags put before the prompt, e.g. "watercolor, soft light".'
+    )
+    suffix: str = Field("", description='Tags put after the prompt, e.g. "highly detailed".')
+    negative: str = Field(
+        "", description="Added to every negative prompt of this character's images."
+    )
     lora: str = Field(
         "",
         description="A LoRA for this character's images: a .safetensors file, a folder or a "
@@ -62,13 +66,17 @@ class ImageStyle(StrictModel):
 class CharacterConfig(StrictModel):
     """A character: a persona speaking through one model on one endpoint."""
 
-    name: str = Field(min_length=1, max_length=64, description="Shown in /characters, footers and debug views.")
+    name: str = Field(
+        min_length=1, max_length=64, description="Shown in /characters, footers and debug views."
+    )
     endpoint: str = Field("embedded", description="Name of an [endpoints.NAME] section.")
     model: str = Field("smollm2-135m", description="Model name as the endpoint knows it.")
     persona: str = Field(
         "You are a helpful assistant.", description="System prompt that sets the character."
     )
-    temperature: float = Field(0.7, ge=0, le=2, description="0: deterministic; higher: more varied.")
+    temperature: float = Field(
+        0.7, ge=0, le=2, description="0: deterministic; higher: more varied."
+    )
     max_tokens: int = Field(256, ge=1, le=32768, description="Reply length; also the reserve.")
     timeout_s: float | None = Field(None, gt=0, description="Overrides the endpoint's timeout.")
     vision: bool | None = Field(
@@ -83,7 +91,10 @@ class CharacterConfig(StrictModel):
         "chat_template_kwargs.enable_thinking, Ollama's think); default: send none.",
     )
     role: Literal["member", "synthesizer"] = Field(
-        "member", description="Members answer; the synthesizer merges their answers (default: the first member)."
+        "member",
+        description=(
+            "Members answer; the synthesizer merges their answers (default: the first member)."
+        ),
     )
     weight: float = Field(1.0, ge=0, le=10, description="Weight of this character's votes.")
     enabled: bool = Field(True, description="false: keep the character configured but unused.")
@@ -107,7 +118,9 @@ class MixtureConfig(StrictModel):
     """How the characters answer together."""
 
     fast_path_max_words: int = Field(
-        3, ge=0, description="Messages this short (greetings) are answered by the synthesizer alone."
+        3,
+        ge=0,
+        description="Messages this short (greetings) are answered by the synthesizer alone.",
     )
     debug: bool = Field(False, description="Show every proposal, its timing and token figures.")
     name_failures: bool = Field(True, description="Name characters that failed in a footer.")
@@ -121,10 +134,13 @@ class RoutingConfig(StrictModel):
         description="hybrid: the embedding router decides when confident, else the LLM; "
         "off: everything is text.",
     )
-    endpoint: str = Field("", description="Endpoint of the small classifier; empty: the first member's.")
+    endpoint: str = Field(
+        "", description="Endpoint of the small classifier; empty: the first member's."
+    )
     model: str = Field("", description="The small classifier model; empty: the first member's.")
     embedding_model: str = Field(
-        "", description="Folder of a sentence-transformers model; empty: the bundled all-MiniLM-L6-v2."
+        "",
+        description="Folder of a sentence-transformers model; empty: the bundled all-MiniLM-L6-v2.",
     )
     confidence: float = Field(
         0.1, ge=0, le=1, description="Embedding router decides alone above this score margin."
@@ -136,10 +152,14 @@ class RoutingConfig(StrictModel):
 class AttachmentsConfig(StrictModel):
     """What files the bot accepts with a message."""
 
-    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Larger images are refused before download.")
+    max_image_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Larger images are refused before download."
+    )
     max_image_pixels: int = Field(40_000_000, ge=1024, description="Larger images are refused.")
     vision_max_side: int = Field(1024, ge=64, description="Images are scaled down to this side.")
-    max_text_bytes: int = Field(1024 * 1024, ge=1024, description="Larger text files are refused before download.")
+    max_text_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Larger text files are refused before download."
+    )
     text_token_budget: int = Field(
         1500, ge=16, description="Tokens of attached text files included in the message."
     )
@@ -156,11 +176,16 @@ class DiffusersConfig(StrictModel):
     )
     scheduler: Literal["default", "euler", "euler_a", "dpm++", "ddim", "unipc", "lcm"] = Field(
         "euler",
-        description='Sampler; "default" keeps the one the model ships with. Euler is preset because '
-        "SD 1.5's own PNDM waits for the GPU at every step (0.147 vs 0.135 s/image at 8 on an H100).",
+        description='Sampler; "default" keeps the one the model ships with. Euler is preset '
+        "because SD 1.5's own PNDM waits for the GPU at every step (0.147 vs 0.135 s/image "
+        "at 8 on an H100).",
     )
-    lcm_lora: str = Field("", description="LCM-LoRA weights (id, folder or file): fast 4-8 step mode.")
-    safety_checker: bool = Field(False, description="Run the pipeline's safety checker if it has one.")
+    lcm_lora: str = Field(
+        "", description="LCM-LoRA weights (id, folder or file): fast 4-8 step mode."
+    )
+    safety_checker: bool = Field(
+        False, description="Run the pipeline's safety checker if it has one."
+    )
     device: Literal["auto", "cuda", "mps", "cpu"] = Field(
         "auto", description="auto: CUDA, else Apple MPS, else CPU."
     )
@@ -168,15 +193,23 @@ class DiffusersConfig(StrictModel):
         "auto", description="auto: float16 on CUDA and MPS, float32 on the CPU."
     )
     compile: bool = Field(
-        False, description="torch.compile the UNet and VAE decoder at start (slow start, faster runs)."
+        False,
+        description="torch.compile the UNet and VAE decoder at start (slow start, faster runs).",
     )
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = Field(
         "reduce-overhead",
-        description="torch.compile mode of the UNet; reduce-overhead (CUDA graphs) measured fastest.",
+        description=(
+            "torch.compile mode of the UNet; reduce-overhead (CUDA graphs) measured fastest."
+        ),
     )
-    compile_warmup_size: int = Field(512, ge=64, le=2048, description="Image side of the compile warm-up.")
+    compile_warmup_size: int = Field(
+        512, ge=64, le=2048, description="Image side of the compile warm-up."
+    )
     compile_warmup_batches: list[Annotated[int, Field(ge=1, le=64)]] = Field(
-        [1], min_length=1,
+        [1],
+        min_length=1,
         description="Batch sizes to compile at start; any other size compiles at its first use.",
     )
     load_at_start: bool = Field(False, description="Load at start instead of at the first request.")
@@ -186,7 +219,9 @@ class DiffusersConfig(StrictModel):
 class QueueConfig(StrictModel):
     """How image requests wait and are batched."""
 
-    max_batch: int = Field(8, ge=1, le=64, description="Requests run together in one pipeline call.")
+    max_batch: int = Field(
+        8, ge=1, le=64, description="Requests run together in one pipeline call."
+    )
     batch_window_ms: int = Field(40, ge=0, le=5000, description="How long to gather a batch.")
     max_queue: int = Field(32, ge=1, description="Requests waiting at most; beyond: a busy reply.")
     per_user: int = Field(2, ge=1, description="Requests one user may have waiting or running.")
@@ -205,7 +240,9 @@ class A1111Config(StrictModel):
 class GpuConfig(StrictModel):
     """Cool down before model and image jobs when the GPU is hot (NVIDIA, through NVML)."""
 
-    enabled: bool = Field(True, description="Watch NVIDIA GPUs through NVML (none: reported, never blocks).")
+    enabled: bool = Field(
+        True, description="Watch NVIDIA GPUs through NVML (none: reported, never blocks)."
+    )
     max_temperature_c: int = Field(
         75, ge=30, le=110, description="Before a model or image job, wait while any GPU is hotter."
     )
@@ -225,15 +262,22 @@ class ImagesConfig(StrictModel):
     )
     default_steps: int = Field(25, ge=1, description="Denoising steps when /sd names none.")
     max_steps: int = Field(50, ge=1, description="Most steps a request may ask for.")
-    default_size: str = Field("512x512", pattern=r"^\d+x\d+$", description="WIDTHxHEIGHT when /sd names none.")
-    max_pixels: int = Field(1024 * 1024, ge=4096, description="Largest width × height a request may ask for.")
+    default_size: str = Field(
+        "512x512", pattern=r"^\d+x\d+$", description="WIDTHxHEIGHT when /sd names none."
+    )
+    max_pixels: int = Field(
+        1024 * 1024, ge=4096, description="Largest width × height a request may ask for."
+    )
     max_prompt_chars: int = Field(1000, ge=10, description="Longest prompt (and negative prompt).")
     guidance: float = Field(7.5, ge=0, le=30, description="Classifier-free guidance scale.")
     confirm: bool = Field(
-        False, description="Show a prompt a character wrote and draw it only when the user says yes "
+        False,
+        description="Show a prompt a character wrote and draw it only when the user says yes "
         "or sends an edited prompt (/sd with a prompt of your own is drawn at once).",
     )
-    confirm_timeout_s: float = Field(600.0, gt=0, description="How long such a proposal waits for an answer.")
+    confirm_timeout_s: float = Field(
+        600.0, gt=0, description="How long such a proposal waits for an answer."
+    )
     diffusers: DiffusersConfig = DiffusersConfig()
     a1111: A1111Config = A1111Config()
     queue: QueueConfig = QueueConfig()

@@ -9,19 +9,21 @@ A broken extension is disabled with a logged error; the bot keeps running.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from brain.commands import CommandRegistry, CommandSpec
 from brain.config import CharacterConfig, StrictModel
 from brain.errors import FeatureUnavailable
 from brain.history import HistoryStore, StoredTurn
 from brain.messages import CommandCall, Inbound
-from brain.metrics import TokenTracker
 from brain.mixture import Mixture
 from brain.outbox import Outbox
 from brain.runner import CharacterRunner
+from brain.streaming import ReplyStreamer
+from brain.usage import TokenTracker
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,11 @@ class NoSettings(StrictModel):
 
 @dataclass(frozen=True)
 class ExtensionContext:
-    """What the brain lends an extension."""
+    """What the brain lends an extension.
+
+    `replies` ends a reply the way every chat reply ends (hooks, storing, the empty-reply
+    note), and `cool_down` waits for a hot GPU before model work.
+    """
 
     members: list[CharacterConfig]
     synthesizer: CharacterConfig
@@ -42,6 +48,16 @@ class ExtensionContext:
     mixture: Mixture
     history: HistoryStore
     tracker: TokenTracker
+    replies: ReplyEnding
+    cool_down: Callable[[Outbox], Awaitable[None]]
+
+
+class ReplyEnding(Protocol):
+    """The one way a streamed reply is finalized and stored (see `brain.chat`)."""
+
+    def streamer(self, outbox: Outbox, channel: str) -> ReplyStreamer: ...
+
+    async def store(self, channel: str, reply: str, author: str, outbox: Outbox) -> None: ...
 
 
 class Extension:
@@ -59,8 +75,10 @@ class Extension:
         return []
 
     async def run_command(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
-        """Answer one of the commands from `commands()`; extensions that add commands override it."""
-        raise FeatureUnavailable(f"/{call.name} is registered by {self.name} but not handled by it.")
+        """Answer one of the commands from `commands()` (extensions that add commands do)."""
+        raise FeatureUnavailable(
+            f"/{call.name} is registered by {self.name} but not handled by it."
+        )
 
     async def pre_process(self, message: Inbound, history: list[StoredTurn]) -> Inbound:
         """Called before a chat message is answered; may return a changed message."""
@@ -93,10 +111,42 @@ def load_extensions(
             cls = found[name].load()
             extension = cls(context, cls.settings_model.model_validate(settings.get(name, {})))
             for spec in extension.commands():
-                registry.register(spec)
+                registry.register(spec, extension.run_command)
         except Exception:
             log.exception("extension %s failed to load and is disabled", name)
             continue
         loaded.append(extension)
         log.info("extension %s loaded", name)
     return loaded
+
+
+class Hooks:
+    """Runs the extensions' `pre_process` and `post_process` hooks; one that raises is disabled.
+
+    The channel's recent history is read once per hook, and only if some extension wants it.
+    """
+
+    def __init__(self, history: HistoryStore) -> None:
+        self.history = history
+        self.extensions: list[Extension] = []
+
+    async def pre_process(self, message: Inbound, channel: str) -> Inbound:
+        return await self._run("pre_process", message, channel)
+
+    async def post_process(self, reply: str, channel: str) -> str:
+        return await self._run("post_process", reply, channel)
+
+    async def _run(self, hook: str, value: Any, channel: str) -> Any:
+        hooked = [
+            e for e in self.extensions if getattr(type(e), hook) is not getattr(Extension, hook)
+        ]
+        if not hooked:
+            return value
+        recent = await self.history.recent(channel, limit=20)
+        for extension in hooked:
+            try:
+                value = await getattr(extension, hook)(value, recent) or value
+            except Exception:
+                log.exception("extension %s failed in %s and is disabled", extension.name, hook)
+                self.extensions.remove(extension)
+        return value

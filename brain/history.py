@@ -33,7 +33,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Turn(SQLModel, table=True):
+class TurnRow(SQLModel, table=True):
     """One stored message of a channel's conversation."""
 
     __tablename__ = "turns"
@@ -57,7 +57,7 @@ def _recent_query(*, before: bool, images: bool) -> Select[Any]:
     One statement per combination rather than an expanding IN, which SQLAlchemy renders
     again at every execution.
     """
-    table = Turn.__table__.c  # type: ignore[attr-defined]
+    table = TurnRow.__table__.c  # type: ignore[attr-defined]
     query = sa_select(table.id, table.role, table.author, table.content)
     query = query.where(table.channel == bindparam("channel"))
     if not images:
@@ -68,9 +68,12 @@ def _recent_query(*, before: bool, images: bool) -> Select[Any]:
 
 
 # (before an id?, with image entries?) → statement
-_RECENT = {(before, images): _recent_query(before=before, images=images)
-           for before in (False, True) for images in (False, True)}
-_INSERT = sa_insert(Turn)  # prebuilt: `insert().values(row)` per call cost three times as much
+_RECENT = {
+    (before, images): _recent_query(before=before, images=images)
+    for before in (False, True)
+    for images in (False, True)
+}
+_INSERT = sa_insert(TurnRow)  # prebuilt: `insert().values(row)` per call cost three times as much
 
 
 class ImageJob(SQLModel, table=True):
@@ -83,6 +86,8 @@ class ImageJob(SQLModel, table=True):
     user_id: str = Field(max_length=255)
     prompt: str = Field(sa_type=Text)
     created_at: datetime = Field(default_factory=_utcnow)
+    # The bot instance running it: two bots on one database never claim each other's jobs.
+    instance: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
 
 
 @dataclass(frozen=True)
@@ -165,24 +170,48 @@ def migrate(engine: Engine) -> None:
 
 
 class HistoryStore:
-    """Stores and reads turns per channel key ("platform:channel")."""
+    """Stores and reads turns per channel key ("platform:channel").
 
-    def __init__(self, url: str) -> None:
+    `instance` names this bot among those sharing the database (see `ImageJob`). Build it
+    with `await HistoryStore.open(...)` from async code: the constructor connects and runs
+    the migrations, which block.
+    """
+
+    def __init__(self, url: str, *, instance: str = "local") -> None:
         self.url = url
+        self.instance = instance
         self._engine = _make_engine(url)
         migrate(self._engine)
         log.info("history store ready (%s)", self._engine.url.get_backend_name())
 
+    @classmethod
+    async def open(cls, url: str, *, instance: str = "local") -> HistoryStore:
+        """Connect and migrate in a worker thread, off the event loop."""
+        return await asyncio.to_thread(lambda: cls(url, instance=instance))
+
     def close(self) -> None:
         self._engine.dispose()
 
-    async def add(self, channel: str, role: str, content: str, author: str = "", kind: str = TEXT,
-                  image: bytes | None = None) -> int:
+    async def add(
+        self,
+        channel: str,
+        role: str,
+        content: str,
+        author: str = "",
+        kind: str = TEXT,
+        image: bytes | None = None,
+    ) -> int:
         """Append a turn and return its id; `image` is an image entry's PNG."""
         return await asyncio.to_thread(self._add, channel, role, content, author, kind, image)
 
-    async def add_and_recent(self, channel: str, role: str, content: str, author: str, limit: int,
-                             ) -> tuple[int, list[StoredTurn]]:
+    async def add_and_recent(
+        self,
+        channel: str,
+        role: str,
+        content: str,
+        author: str,
+        limit: int,
+    ) -> tuple[int, list[StoredTurn]]:
         """Append a text turn and read the `limit` text turns before it, in one database trip.
 
         A message's answer needs both; one trip instead of two saved about a millisecond
@@ -195,7 +224,11 @@ class HistoryStore:
         return await asyncio.to_thread(self._latest_image, channel)
 
     async def recent(
-        self, channel: str, *, before_id: int | None = None, limit: int = 64,
+        self,
+        channel: str,
+        *,
+        before_id: int | None = None,
+        limit: int = 64,
         include_images: bool = False,
     ) -> list[StoredTurn]:
         """Up to `limit` turns older than `before_id`, newest first; image entries on request."""
@@ -225,7 +258,7 @@ class HistoryStore:
         await asyncio.to_thread(self._finish_image_job, job_id)
 
     async def take_lost_image_jobs(self, platform: str) -> list[LostImageJob]:
-        """Remove and return the jobs a dead process left behind on one platform."""
+        """Remove and return the jobs this instance's dead process left on one platform."""
         return await asyncio.to_thread(self._take_lost_image_jobs, platform)
 
     # The two hot paths use SQLAlchemy Core: no ORM objects to build and no re-read of the
@@ -233,40 +266,59 @@ class HistoryStore:
     def _add(
         self, channel: str, role: str, content: str, author: str, kind: str, image: bytes | None
     ) -> int:
-        row = {"channel": channel, "role": role, "content": content, "author": author,
-               "created_at": _utcnow(), "kind": kind, "image": image}
+        row = {
+            "channel": channel,
+            "role": role,
+            "content": content,
+            "author": author,
+            "created_at": _utcnow(),
+            "kind": kind,
+            "image": image,
+        }
         with self._engine.begin() as connection:
             turn_id = int(connection.execute(_INSERT, row).inserted_primary_key[0])
             if image is not None:
                 self._forget_old_images(connection, channel)
             return turn_id
 
-    def _add_and_recent(self, channel: str, role: str, content: str, author: str, limit: int,
-                        ) -> tuple[int, list[StoredTurn]]:
+    def _add_and_recent(
+        self,
+        channel: str,
+        role: str,
+        content: str,
+        author: str,
+        limit: int,
+    ) -> tuple[int, list[StoredTurn]]:
         turn_id = self._add(channel, role, content, author, TEXT, None)
         return turn_id, self._recent(channel, turn_id, limit, False)
 
     @staticmethod
     def _forget_old_images(connection: Any, channel: str) -> None:
         """Drop the PNGs of all but the newest KEPT_IMAGES image entries (their text stays)."""
-        table = Turn.__table__.c  # type: ignore[attr-defined]
+        table = TurnRow.__table__.c  # type: ignore[attr-defined]
         with_image = (table.channel == channel) & table.image.is_not(None)
         kept = sa_select(table.id).where(with_image).order_by(table.id.desc()).limit(KEPT_IMAGES)
-        connection.execute(update(Turn).where(with_image, table.id.not_in(kept.scalar_subquery()))
-                           .values(image=None))
+        connection.execute(
+            update(TurnRow)
+            .where(with_image, table.id.not_in(kept.scalar_subquery()))
+            .values(image=None)
+        )
 
     def _latest_image(self, channel: str) -> StoredImage | None:
-        table = Turn.__table__.c  # type: ignore[attr-defined]
-        query = (sa_select(table.id, table.content, table.image)
-                 .where(table.channel == channel, table.image.is_not(None))
-                 .order_by(table.id.desc()).limit(1))
+        table = TurnRow.__table__.c  # type: ignore[attr-defined]
+        query = (
+            sa_select(table.id, table.content, table.image)
+            .where(table.channel == channel, table.image.is_not(None))
+            .order_by(table.id.desc())
+            .limit(1)
+        )
         with self._engine.connect() as connection:
             row = connection.execute(query).first()
         return StoredImage(row.id, row.content, row.image) if row is not None else None
 
     def _update(self, turn_id: int, content: str) -> None:
         with Session(self._engine) as session:
-            turn = session.get(Turn, turn_id)
+            turn = session.get(TurnRow, turn_id)
             if turn is not None:
                 turn.content = content
                 session.add(turn)
@@ -282,12 +334,18 @@ class HistoryStore:
 
     def _clear(self, channel: str) -> int:
         with Session(self._engine) as session:
-            result = session.exec(delete(Turn).where(col(Turn.channel) == channel))
+            result = session.exec(delete(TurnRow).where(col(TurnRow.channel) == channel))
             session.commit()
             return result.rowcount or 0
 
     def _start_image_job(self, channel: str, user_id: str, prompt: str) -> int:
-        row = {"channel": channel, "user_id": user_id, "prompt": prompt, "created_at": _utcnow()}
+        row = {
+            "channel": channel,
+            "user_id": user_id,
+            "prompt": prompt,
+            "created_at": _utcnow(),
+            "instance": self.instance,
+        }
         with self._engine.begin() as connection:
             return int(connection.execute(sa_insert(ImageJob).values(row)).inserted_primary_key[0])
 
@@ -296,7 +354,9 @@ class HistoryStore:
             connection.execute(delete(ImageJob).where(col(ImageJob.id) == job_id))
 
     def _take_lost_image_jobs(self, platform: str) -> list[LostImageJob]:
-        mine = col(ImageJob.channel).startswith(f"{platform}:", autoescape=True)
+        mine = col(ImageJob.channel).startswith(f"{platform}:", autoescape=True) & col(
+            ImageJob.instance
+        ).in_([self.instance, ""])
         with Session(self._engine) as session:
             jobs = session.exec(select(ImageJob).where(mine).order_by(col(ImageJob.id))).all()
             session.exec(delete(ImageJob).where(col(ImageJob.id).in_([j.id for j in jobs])))
@@ -309,5 +369,5 @@ class HistoryStore:
 
     def _count(self, channel: str) -> int:
         with Session(self._engine) as session:
-            query = select(func.count()).select_from(Turn).where(Turn.channel == channel)
+            query = select(func.count()).select_from(TurnRow).where(TurnRow.channel == channel)
             return int(session.exec(query).one())

@@ -56,7 +56,24 @@ class GeneratedImage:
 class ImageGenerator(Protocol):
     """Anything that turns an `ImageRequest` into a PNG, reporting progress as it goes."""
 
+    @property
+    def length(self) -> int:
+        """Requests waiting or rendering (for /stats and metrics)."""
+        ...
+
     async def generate(self, request: ImageRequest, progress: ProgressFn) -> GeneratedImage: ...
+
+
+class CoolDown(Protocol):
+    """The GPU monitor as the rest sees it (see brain.imaging.gpu)."""
+
+    async def cool_down(self, report: ProgressFn) -> None:
+        """Wait while a GPU is too hot, saying so through `report`."""
+        ...
+
+    def describe(self) -> str:
+        """One line per GPU (a blocking NVML read: call it off the event loop)."""
+        ...
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -107,9 +124,9 @@ def build_request(
 IMAGE_MODES = {
     "you": "Portray yourself, {name}, as this persona describes you: {persona}",
     "me": "Portray {user} as the conversation describes them (looks, clothes, mood, setting); "
-          "where it says nothing, choose something fitting.",
+    "where it says nothing, choose something fitting.",
     "scene": "Illustrate the current scene of this conversation: where it takes place, who is "
-             "there and what is happening now.",
+    "there and what is happening now.",
     "last": "Illustrate your last reply in this conversation: {last}",
 }
 """`/sd you|me|scene|last`: what the prompt writer is asked to draw from the stored history."""
@@ -117,10 +134,17 @@ IMAGE_MODES = {
 
 def styled(request: ImageRequest, style: ImageStyle, max_chars: int) -> ImageRequest:
     """The request with a character's style: tags around the prompt, its negative, its LoRA."""
-    prompt = ", ".join(part for part in (style.prefix, request.prompt, style.suffix) if part.strip())
+    prompt = ", ".join(
+        part for part in (style.prefix, request.prompt, style.suffix) if part.strip()
+    )
     negative = ", ".join(part for part in (request.negative_prompt, style.negative) if part.strip())
-    return replace(request, prompt=prompt[:max_chars], negative_prompt=negative[:max_chars],
-                   lora=style.lora, lora_scale=style.lora_scale)
+    return replace(
+        request,
+        prompt=prompt[:max_chars],
+        negative_prompt=negative[:max_chars],
+        lora=style.lora,
+        lora_scale=style.lora_scale,
+    )
 
 
 class ImagePromptWriter:
@@ -143,7 +167,7 @@ def clean_prompt(text: str, max_chars: int) -> str:
     """The first non-empty line, without labels or quotes."""
     for line in text.splitlines():
         line = re.sub(r"^\s*(prompt|stable diffusion prompt)\s*:\s*", "", line, flags=re.IGNORECASE)
-        line = line.strip().strip('"“”\'`').strip()
+        line = line.strip().strip("\"“”'`").strip()
         if line:
             return line[:max_chars]
     return ""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from brain.config import CharacterConfig, MixtureConfig
 from brain.errors import ModelUnavailable, MombotError
@@ -31,6 +32,15 @@ MAX_PROPOSAL_CHARS = 4000
 
 
 @dataclass(frozen=True)
+class MixtureReply:
+    """The reply the user saw, the character who spoke it, and the members' proposals."""
+
+    text: str
+    author: str
+    proposals: list[Proposal] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Proposal:
     """One member's answer, or why it has none."""
 
@@ -44,7 +54,9 @@ class Proposal:
         return self.text is not None and bool(self.text.strip())
 
 
-def synthesis_prompt(persona: str, proposals: list[Proposal], instruction: str = AGGREGATE_INSTRUCTION) -> str:
+def synthesis_prompt(
+    persona: str, proposals: list[Proposal], instruction: str = AGGREGATE_INSTRUCTION
+) -> str:
     """The synthesizer's system message: its persona, the instruction, numbered proposals."""
     numbered = "\n\n".join(
         f"{i}. {p.text[:MAX_PROPOSAL_CHARS].strip()}"  # type: ignore[index]
@@ -68,7 +80,9 @@ class Mixture:
         self.runner = runner
         self.config = config
 
-    async def propose(self, turn: Turn, members: list[CharacterConfig] | None = None) -> list[Proposal]:
+    async def propose(
+        self, turn: Turn, members: list[CharacterConfig] | None = None
+    ) -> list[Proposal]:
         """All members answer at once; failures become proposals without text."""
         members = members if members is not None else self.members
         return list(await asyncio.gather(*(self._propose_one(c, turn) for c in members)))
@@ -86,15 +100,20 @@ class Mixture:
         return Proposal(character.name, text, time.monotonic() - started)
 
     async def answer(
-        self, turn: Turn, streamer: ReplyStreamer, *, on_proposals=None
-    ) -> tuple[str, list[Proposal]]:
-        """Answer a turn with the whole mixture; returns the reply and the proposals."""
+        self,
+        turn: Turn,
+        streamer: ReplyStreamer,
+        *,
+        on_proposals: Callable[[list[Proposal]], Awaitable[None]] | None = None,
+    ) -> MixtureReply:
+        """Answer a turn with the whole mixture: the reply, who spoke it, and the proposals."""
         if len(self.members) == 1:
-            reply = await self.runner.stream(self.members[0], turn, streamer)
-            return reply, []
+            speaker = self.members[0]
+            return MixtureReply(await self.runner.stream(speaker, turn, streamer), speaker.name)
+        synthesizer = self.synthesizer
         if len(turn.text.split()) <= self.config.fast_path_max_words and not turn.images:
-            reply = await self.runner.stream(self.synthesizer, turn, streamer, stage="fast path")
-            return reply, []
+            reply = await self.runner.stream(synthesizer, turn, streamer, stage="fast path")
+            return MixtureReply(reply, synthesizer.name)
         proposals = await self.propose(turn)
         if on_proposals is not None:
             await on_proposals(proposals)
@@ -107,11 +126,11 @@ class Mixture:
         if failed and self.config.name_failures:
             names = ", ".join(f"{p.character} ({p.error or 'empty answer'})" for p in failed)
             footer = f"_(without {names})_"
-        system = synthesis_prompt(self.synthesizer.persona, good)
+        system = synthesis_prompt(synthesizer.persona, good)
         reply = await self.runner.stream(
-            self.synthesizer, turn, streamer, system=system, stage="synthesis", footer=footer
+            synthesizer, turn, streamer, system=system, stage="synthesis", footer=footer
         )
-        return reply, proposals
+        return MixtureReply(reply, synthesizer.name, proposals)
 
 
 def _short_reason(exc: MombotError) -> str:

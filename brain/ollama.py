@@ -97,8 +97,10 @@ def piece_of(line: dict[str, Any]) -> StreamPiece:
     message = line.get("message") or {}
     if not line.get("done"):
         return StreamPiece(message.get("content"), message.get("thinking"), None, None)
-    usage = {"prompt_tokens": line.get("prompt_eval_count") or 0,
-             "completion_tokens": line.get("eval_count") or 0}  # fmt: skip
+    usage = {
+        "prompt_tokens": line.get("prompt_eval_count") or 0,
+        "completion_tokens": line.get("eval_count") or 0,
+    }
     return StreamPiece(
         message.get("content"), message.get("thinking"), line.get("done_reason") or "stop", usage
     )

@@ -59,6 +59,7 @@ class ConfirmingOutbox(Protocol):
     without buttons just show the text.
     """
 
-    async def ask_to_confirm(self, ref: MessageRef, text: str, prompt: str, user_id: str,
-                             timeout_s: float) -> None:
+    async def ask_to_confirm(
+        self, ref: MessageRef, text: str, prompt: str, user_id: str, timeout_s: float
+    ) -> None:
         """Replace message `ref` with `text` and the controls; `prompt` fills the edit form."""

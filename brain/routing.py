@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 EXAMPLES_PATH = Path(__file__).parent / "data" / "route_examples.jsonl"
 
 
-class Route(str, enum.Enum):
+class Route(str, enum.Enum):  # noqa: UP042 (StrEnum would change str(route))
     TEXT = "text"
     IMAGE = "image"
 
@@ -82,11 +83,16 @@ class LLMClassifier:
     async def classify(self, text: str, recent: list[str]) -> RouteDecision:
         started = time.monotonic()
         context = "\n".join(f"- {t[:300]}" for t in recent[-self._history_turns :])
-        prompt = (f"Recent conversation:\n{context}\n\n" if context else "") + f"Message: {text[:2000]}"
+        prompt = (
+            f"Recent conversation:\n{context}\n\n" if context else ""
+        ) + f"Message: {text[:2000]}"
         try:
             answer = await self._client.chat_json(
                 self._model,
-                [{"role": "system", "content": CLASSIFY_SYSTEM}, {"role": "user", "content": prompt}],
+                [
+                    {"role": "system", "content": CLASSIFY_SYSTEM},
+                    {"role": "user", "content": prompt},
+                ],
                 RouteAnswer,
                 max_tokens=16,
                 stage="classify",
@@ -131,6 +137,9 @@ class EmbeddingClassifier:
         self._model: Any = None
         self._matrix: Any = None
         self._load_lock = asyncio.Lock()
+        # A fast tokenizer is not safe to share between threads ("Already borrowed"), and
+        # classifications run in worker threads: one encodes at a time.
+        self._encode_lock = threading.Lock()
 
     async def load(self) -> None:
         """Load the model and embed the examples (in a worker thread: torch blocks)."""
@@ -149,9 +158,11 @@ class EmbeddingClassifier:
         transformers_logging.disable_progress_bar()
         model = SentenceTransformer(str(self._model_path), device="cpu", local_files_only=True)
         matrix = model.encode(
-            [text for text, _ in self._examples], normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )  # fmt: skip
+            [text for text, _ in self._examples],
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return model, matrix
 
     async def classify(self, text: str, recent: list[str]) -> RouteDecision:
@@ -163,9 +174,13 @@ class EmbeddingClassifier:
     def _nearest(self, text: str) -> tuple[Route, float]:
         import numpy as np
 
-        vector = self._model.encode(
-            [text[:2000]], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )[0]
+        with self._encode_lock:
+            vector = self._model.encode(
+                [text[:2000]],
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )[0]
         scores = self._matrix @ vector
         best: dict[Route, float] = {}
         for route in Route:
@@ -179,7 +194,9 @@ class EmbeddingClassifier:
 class HybridClassifier:
     """Embedding router when its margin is above `confidence`, the LLM classifier otherwise."""
 
-    def __init__(self, embedding: EmbeddingClassifier, llm: LLMClassifier, confidence: float) -> None:
+    def __init__(
+        self, embedding: EmbeddingClassifier, llm: LLMClassifier, confidence: float
+    ) -> None:
         self._embedding = embedding
         self._llm = llm
         self._confidence = confidence
@@ -194,7 +211,9 @@ class HybridClassifier:
             return fast
         slow = await self._llm.classify(text, recent)
         if slow.source == "fallback":  # LLM failed: the embedding router's guess beats nothing
-            return RouteDecision(fast.route, fast.confidence, "embedding", fast.seconds + slow.seconds)
+            return RouteDecision(
+                fast.route, fast.confidence, "embedding", fast.seconds + slow.seconds
+            )
         return RouteDecision(slow.route, slow.confidence, "llm", fast.seconds + slow.seconds)
 
 

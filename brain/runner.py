@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -27,6 +28,27 @@ from brain.streaming import ReplyStreamer
 log = logging.getLogger(__name__)
 
 TRUNCATED_NOTE = "_(Your message was too long for me; I read only its beginning.)_"
+CUT_SHORT_NOTE = "_(My answer reached its length limit and was cut short.)_"
+KEEP_WHOLE_SENTENCES = 0.7  # trim a cut reply to its last sentence if that keeps this share
+_SENTENCE_END = re.compile(r"[.!?…)\]\"'`*]\s|\n")
+
+
+def end_cut_reply(text: str) -> str:
+    """A reply the length limit cut mid-sentence, ended visibly.
+
+    Trimmed to its last whole sentence when that keeps most of it, else marked with "…",
+    so it never just stops at "…It is".
+    """
+    body = text.rstrip()
+    if not body:
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(body + " ")]
+    last = max((e for e in ends if e <= len(body) + 1), default=0)
+    if last >= len(body):  # it ends a sentence already
+        return body
+    if last >= KEEP_WHOLE_SENTENCES * len(body):
+        return body[:last].rstrip()
+    return body + "…"
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,7 @@ class CharacterRunner:
         client = self.clients[character.endpoint]
 
         reasoning: list[str] = []
+        finish_reasons: list[str] = []
 
         async def call(plan: PromptPlan, max_tokens: int) -> str:
             stream = client.stream_chat(
@@ -110,6 +133,8 @@ class CharacterRunner:
                 stage=stage or character.name,
                 prompt_tokens=plan.prompt_tokens,
                 on_reasoning=reasoning.append,
+                on_retract=streamer.retract,
+                on_finish=finish_reasons.append,
                 reasoning=character.reasoning,
             )
             async with contextlib.aclosing(stream):
@@ -120,8 +145,22 @@ class CharacterRunner:
         _, plan = await self._with_retry(
             character, turn, system, call, can_retry=lambda: not streamer.text
         )
-        notes = [note for note in (TRUNCATED_NOTE if plan.user_truncated else "", footer) if note]
-        reply = await streamer.finish("\n".join(notes))
+        cut_short = finish_reasons[-1:] == ["length"]
+        if cut_short:
+            log.info(
+                "%s: reply cut at its length limit (%d tokens)",
+                character.name,
+                character.max_tokens,
+            )
+        notes = [
+            TRUNCATED_NOTE if plan.user_truncated else "",
+            CUT_SHORT_NOTE if cut_short else "",
+            footer,
+        ]
+        reply = await streamer.finish(
+            "\n".join(note for note in notes if note),
+            transform=end_cut_reply if cut_short else None,
+        )
         if reasoning:  # shown folded away, never stored
             await streamer.fold_reasoning(reasoning[-1])
         return reply
@@ -156,8 +195,9 @@ class CharacterRunner:
     async def _older_turns(self, turn: Turn, before: int | None, limit: int) -> list[StoredTurn]:
         if self._has_prefetch(turn) and before == turn.turn_id and limit <= turn.prefetch_size:
             return list(turn.prefetched[:limit])  # type: ignore[index]
-        return await self.history.recent(turn.channel, before_id=before, limit=limit,
-                                         include_images=turn.history_images)
+        return await self.history.recent(
+            turn.channel, before_id=before, limit=limit, include_images=turn.history_images
+        )
 
     def _remember_kept(self, channel: str, turn_id: int, kept: int) -> None:
         last = self._kept.get(channel)
@@ -182,8 +222,12 @@ class CharacterRunner:
             plan, reserve = await self.plan(character, turn, system=system, slack=slack)
             log.debug(
                 "%s: prompt ~%d tokens, %d history turns (window %d, reserve %d)",
-                character.name, plan.prompt_tokens, plan.kept_turns, window, reserve,
-            )  # fmt: skip
+                character.name,
+                plan.prompt_tokens,
+                plan.kept_turns,
+                window,
+                reserve,
+            )
             try:
                 return await call(plan, reserve), plan
             except ContextTooLong:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from brain.outbox import MessageRef, Outbox
 
@@ -65,21 +65,37 @@ def _open_fence_language(text: str) -> str | None:
     return fences[-1]
 
 
-class ReplyStreamer:
-    """Shows a growing reply through an outbox, within the platform's limits."""
+Finalizer = Callable[[str], Awaitable[str]]
+"""Turns a finished reply into the one to show and store (extensions' post_process hooks)."""
+RETRACTED = "💭 …"  # what a message shows once its text turned out to be reasoning
 
-    def __init__(self, outbox: Outbox, *, clock: Callable[[], float] = time.monotonic) -> None:
+
+class ReplyStreamer:
+    """Shows a growing reply through an outbox, within the platform's limits.
+
+    What is shown is what is stored: `finish` runs the finalizer (and an optional
+    transform) on the whole reply before the last edit, so a hook that changes the reply
+    changes what people read too.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        finalize: Finalizer | None = None,
+    ) -> None:
         self._outbox = outbox
         self._limit = outbox.capabilities.max_message_length
         self._interval = outbox.capabilities.edit_interval_s
         self._clock = clock
+        self._finalize = finalize
         self._full: list[str] = []
         self._current = ""  # text of the message being written
         self._shown = ""  # what the platform shows for it now
         self._ref: MessageRef | None = None
+        self._done: list[tuple[MessageRef, str]] = []  # full messages sent before the current one
         self._last_edit = float("-inf")
-        self.messages_sent = 0
-        self.edits = 0
 
     @property
     def text(self) -> str:
@@ -96,8 +112,28 @@ class ReplyStreamer:
         if self._interval is not None and self._clock() - self._last_edit >= self._interval:
             await self._show()
 
-    async def finish(self, footer: str = "") -> str:
-        """Show everything that is left (and an optional footer); returns the reply text."""
+    async def retract(self) -> None:
+        """What was streamed so far was the model's reasoning, not its reply: take it back."""
+        self._full, self._current = [], ""
+        if self._ref is not None or self._done:
+            await self._show_whole(RETRACTED)
+
+    async def finish(
+        self, footer: str = "", *, transform: Callable[[str], str] | None = None
+    ) -> str:
+        """Show everything that is left (and an optional footer); returns the reply text.
+
+        `transform` and then the finalizer may change the whole reply first; what they
+        return is shown (earlier messages edited where needed) and returned.
+        """
+        reply = self.text
+        final = transform(reply) if transform is not None else reply
+        if self._finalize is not None and final.strip():
+            final = await self._finalize(final)
+        if final != reply:
+            self._full = [final]
+            await self._show_whole(final + (f"\n\n{footer}" if footer else ""))
+            return final
         if footer:
             self._current += ("\n\n" if self._current else "") + footer
             await self._roll_over_full_messages()
@@ -112,11 +148,33 @@ class ReplyStreamer:
         """The model's reasoning, shown the way the platform folds text away."""
         await self._outbox.send_reasoning(text)
 
+    async def _show_whole(self, text: str) -> None:
+        """Show `text` in place of everything this streamer sent, editing and adding messages."""
+        parts = split_text(text, self._limit)
+        sent = [*self._done, *([(self._ref, self._shown)] if self._ref is not None else [])]
+        self._done = []
+        for index, part in enumerate(parts):
+            if index < len(sent):
+                ref, shown = sent[index]
+                if shown != part and self._interval is not None:
+                    await self._outbox.edit(ref, part)
+            else:
+                ref = await self._outbox.send(part)
+            self._done.append((ref, part))
+        for ref, shown in sent[len(parts) :]:  # a shorter text: what is left over is emptied
+            if self._interval is not None and shown != RETRACTED:
+                await self._outbox.edit(ref, RETRACTED)
+        self._ref, self._shown = self._done.pop()
+        self._current = self._shown
+        self._last_edit = self._clock()
+
     async def _roll_over_full_messages(self) -> None:
         while len(self._current) > self._limit:
             head, tail = split_once(self._current, self._limit)
             self._current = head
             await self._show(force=True)
+            if self._ref is not None:
+                self._done.append((self._ref, self._shown))
             self._ref, self._shown, self._current = None, "", tail
 
     async def _show(self, force: bool = False) -> None:
@@ -128,9 +186,7 @@ class ReplyStreamer:
             return
         if self._ref is None:
             self._ref = await self._outbox.send(text)
-            self.messages_sent += 1
         else:
             await self._outbox.edit(self._ref, text)
-            self.edits += 1
         self._shown = text
         self._last_edit = self._clock()

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from brain.metrics import TokenTracker
+from brain.usage import TokenTracker
 
 REPLY_BUCKETS_S = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 
@@ -35,11 +35,17 @@ class _ScrapeCollector(Collector):
         self._sources = sources
 
     def collect(self) -> Iterator[Metric]:
-        tokens = CounterMetricFamily("mombot_tokens", "Tokens used, per model and kind.",
-                                     labels=["model", "kind"])
-        speed = GaugeMetricFamily("mombot_tokens_per_second",
-                                  "Completion tokens per second of model time, per model.", labels=["model"])
-        calls = CounterMetricFamily("mombot_model_calls", "Model calls, per model.", labels=["model"])
+        tokens = CounterMetricFamily(
+            "mombot_tokens", "Tokens used, per model and kind.", labels=["model", "kind"]
+        )
+        speed = GaugeMetricFamily(
+            "mombot_tokens_per_second",
+            "Completion tokens per second of model time, per model.",
+            labels=["model"],
+        )
+        calls = CounterMetricFamily(
+            "mombot_model_calls", "Model calls, per model.", labels=["model"]
+        )
         for model, stats in sorted(self._sources.tracker.per_model().items()):
             tokens.add_metric([model, "prompt"], stats.prompt_tokens)
             tokens.add_metric([model, "completion"], stats.completion_tokens)
@@ -48,10 +54,13 @@ class _ScrapeCollector(Collector):
         yield from (tokens, speed, calls)
         length = self._sources.image_queue_length()
         if length is not None:
-            yield GaugeMetricFamily("mombot_image_queue_length",
-                                    "Image requests waiting or being drawn.", value=length)
+            yield GaugeMetricFamily(
+                "mombot_image_queue_length", "Image requests waiting or being drawn.", value=length
+            )
         if self._sources.gpu_temperatures:
-            gpu = GaugeMetricFamily("mombot_gpu_temperature_celsius", "GPU temperature.", labels=["gpu"])
+            gpu = GaugeMetricFamily(
+                "mombot_gpu_temperature_celsius", "GPU temperature.", labels=["gpu"]
+            )
             for name, celsius in sorted(self._sources.gpu_temperatures.items()):
                 gpu.add_metric([name], celsius)
             yield gpu
@@ -64,11 +73,18 @@ class Telemetry:
         self.sources = sources
         self.registry = CollectorRegistry()
         self.reply_seconds = Histogram(
-            "mombot_reply_seconds", "Time from a message to the end of its answer, by kind.",
-            ["kind"], buckets=REPLY_BUCKETS_S, registry=self.registry,
-        )  # fmt: skip
-        self.errors = Counter("mombot_errors", "Failures told to users, by error kind.", ["kind"],
-                              registry=self.registry)
+            "mombot_reply_seconds",
+            "Time from a message to the end of its answer, by kind.",
+            ["kind"],
+            buckets=REPLY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "mombot_errors",
+            "Failures told to users, by error kind.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.registry.register(_ScrapeCollector(sources))
 
     def observe_reply(self, kind: str, seconds: float) -> None:

@@ -28,7 +28,6 @@ from brain.llm import ModelClient
 from brain.messages import CommandCall, Inbound
 from brain.outbox import Outbox
 from brain.runner import Turn
-from brain.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +103,14 @@ class DeepThinking(Extension):
                 "Think hard: the characters answer, read each other, and vote until they agree.",
                 (
                     Arg("question", "What to think about.", required=True, text=True),
-                    Arg("rounds", "Most rounds (2–20).", type=int, min=2, max=20,
-                        default=self.settings.default_rounds),
+                    Arg(
+                        "rounds",
+                        "Most rounds (2–20).",
+                        type=int,
+                        min=2,
+                        max=20,
+                        default=self.settings.default_rounds,
+                    ),
                 ),
             )
         ]
@@ -126,6 +131,7 @@ class DeepThinking(Extension):
         previous: dict[str, str] = {}
         result: RoundResult | None = None
         for number in range(1, rounds + 1):
+            await self.context.cool_down(outbox)
             answers = await self._answers(members, turn, previous, number)
             if not answers:
                 raise MombotError("None of my characters could answer; try again later.")
@@ -145,13 +151,20 @@ class DeepThinking(Extension):
         shares = result.shares(weights)
         winner = max(shares, key=shares.__getitem__)
         synthesizer = self.context.synthesizer
-        system = f"{synthesizer.persona}\n\n{PRESENT_INSTRUCTION}\n\nThe winning answer:\n{result.answers[winner][:4000]}"
-        streamer = ReplyStreamer(outbox)
-        reply = await self.context.runner.stream(
-            synthesizer, turn, streamer, system=system, stage="think · final"
+        system = (
+            f"{synthesizer.persona}\n\n{PRESENT_INSTRUCTION}\n\n"
+            f"The winning answer:\n{result.answers[winner][:4000]}"
         )
-        if reply.strip():
-            await history.add(channel, "assistant", reply, synthesizer.name)
+        await self.context.cool_down(outbox)
+        replies = self.context.replies
+        reply = await self.context.runner.stream(
+            synthesizer,
+            turn,
+            replies.streamer(outbox, channel),
+            system=system,
+            stage="think · final",
+        )
+        await replies.store(channel, reply, synthesizer.name, outbox)
 
     async def _answers(
         self, members: list[CharacterConfig], turn: Turn, previous: dict[str, str], number: int
@@ -168,6 +181,9 @@ class DeepThinking(Extension):
                 )
             except MombotError as exc:
                 log.warning("think round %d: %s failed: %s", number, character.name, exc)
+                return character.name, None
+            except Exception:  # one broken member never stops the thinking
+                log.exception("think round %d: %s failed", number, character.name)
                 return character.name, None
             return character.name, text.strip() or None
 
@@ -200,11 +216,18 @@ class DeepThinking(Extension):
             ]
             try:
                 vote = await client.chat_json(
-                    voter.model, messages, schema, max_tokens=self.settings.vote_max_tokens,
-                    timeout_s=voter.timeout_s, stage=f"vote r{number} · {voter.name}",
-                )  # fmt: skip
+                    voter.model,
+                    messages,
+                    schema,
+                    max_tokens=self.settings.vote_max_tokens,
+                    timeout_s=voter.timeout_s,
+                    stage=f"vote r{number} · {voter.name}",
+                )
             except MombotError as exc:
                 log.info("vote of %s in round %d counts as abstention: %s", voter.name, number, exc)
+                return Ballot(voter.name, None, 0.0)
+            except Exception:
+                log.exception("vote of %s in round %d failed: an abstention", voter.name, number)
                 return Ballot(voter.name, None, 0.0)
             return Ballot(voter.name, by_id[vote.choice], float(vote.confidence))  # type: ignore[attr-defined]
 
@@ -219,7 +242,11 @@ def _progress_line(
         key = ballot.choice or "abstained"
         counts[key] = counts.get(key, 0) + 1
     split = ", ".join(f"{name} {n}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    state = "consensus ✅" if agreed else ("no consensus" if result.number == rounds else "thinking on…")
+    state = (
+        "consensus ✅"
+        if agreed
+        else ("no consensus" if result.number == rounds else "thinking on…")
+    )
     return (
         f"🤔 Round {result.number}/{rounds}: leading {leader} ({shares[leader]:.0%}); "
         f"votes: {split} — {state}"

@@ -28,7 +28,9 @@ class A1111Server:
         self.bodies: list[dict[str, Any]] = []
         self.port = free_port()
         app = Starlette(routes=[Route("/sdapi/v1/txt2img", self.txt2img, methods=["POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
@@ -45,8 +47,12 @@ class A1111Server:
             return JSONResponse({"images": ["not base64 at all!!"], "info": "{}"})
         out = io.BytesIO()
         Image.new("RGB", (body["width"], body["height"]), (1, 2, 3)).save(out, "PNG")
-        return JSONResponse({"images": [base64.b64encode(out.getvalue()).decode()],
-                             "info": json.dumps({"seed": body["seed"]})})
+        return JSONResponse(
+            {
+                "images": [base64.b64encode(out.getvalue()).decode()],
+                "info": json.dumps({"seed": body["seed"]}),
+            }
+        )
 
     @property
     def base_url(self) -> str:

@@ -36,7 +36,9 @@ async def llama_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 @pytest.fixture
 def llama_endpoint(llama_server: EmbeddedServer) -> EndpointConfig:
     return EndpointConfig(
-        base_url=llama_server.base_url, kind="llama-cpp-python", context_window=TEST_N_CTX,
+        base_url=llama_server.base_url,
+        kind="llama-cpp-python",
+        context_window=TEST_N_CTX,
         timeout_s=120,
     )
 
@@ -88,4 +90,6 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_loras(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two different LoRA files for the tiny pipeline ("ink" and "oil")."""
     folder = tmp_path_factory.mktemp("lora")
-    return build_tiny_lora(tiny_pipeline, folder / "ink", seed=1), build_tiny_lora(tiny_pipeline, folder / "oil", seed=2)
+    return build_tiny_lora(tiny_pipeline, folder / "ink", seed=1), build_tiny_lora(
+        tiny_pipeline, folder / "oil", seed=2
+    )

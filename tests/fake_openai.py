@@ -26,7 +26,8 @@ from bot.embedded import free_port
 
 @dataclass
 class Behaviour:
-    """How the server answers. mode: ok, hang, http500, http429, garbage, cut_stream."""
+    """How the server answers. mode: ok, hang, http500, http429, garbage, cut_stream, or
+    too_long_once (one HTTP 400 "context length exceeded", then ok)."""
 
     mode: str = "ok"
     reply: str = "Hello from the fake server."
@@ -37,6 +38,8 @@ class Behaviour:
     token_delay_s: float = 0.0
     # Computes the reply from the request body (e.g. a vote that depends on the candidates).
     reply_for: Callable[[dict[str, Any]], str] | None = None
+    # Why the reply ended: "stop", or "length" for one cut by max_tokens.
+    finish_reason: str = "stop"
 
 
 def long_slow_reply(words: int = 400, delay_s: float = 0.05) -> Behaviour:
@@ -133,11 +136,15 @@ class FakeOpenAIServer:
         if b.mode == "garbage":
             record.ended = time.monotonic()
             return Response("<html>this is not json", media_type="application/json")
+        if b.mode == "too_long_once":  # the server counted more tokens than the client did
+            b.mode, record.ended = "ok", time.monotonic()
+            message = "This model's maximum context length is 8192 tokens (context_length_exceeded)"
+            return JSONResponse({"error": {"message": message}}, status_code=400)
         text = self._reply_text(body)
         if not body.get("stream"):
             await asyncio.sleep(b.token_delay_s * len(text.split()))
             record.ended = time.monotonic()
-            return JSONResponse(_completion(text))
+            return JSONResponse(_completion(text, b.finish_reason))
         return StreamingResponse(self._stream(text, record), media_type="text/event-stream")
 
     def _reply_text(self, body: dict[str, Any]) -> str:
@@ -161,17 +168,38 @@ class FakeOpenAIServer:
             record.ended = time.monotonic()
             return Response("<html>this is not json", media_type="application/x-ndjson")
         text = self._reply_text(body)
-        done = {"model": body["model"], "message": {"role": "assistant", "content": ""}, "done": True,
-                "done_reason": "stop", "prompt_eval_count": 10, "eval_count": len(text.split())}
+        done = {
+            "model": body["model"],
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": b.finish_reason,
+            "prompt_eval_count": 10,
+            "eval_count": len(text.split()),
+        }
         if not body.get("stream", True):
             record.ended = time.monotonic()
-            return JSONResponse({**done, "message": {"role": "assistant", "content": text,
-                                                     "thinking": b.reasoning or None}})
+            return JSONResponse(
+                {
+                    **done,
+                    "message": {
+                        "role": "assistant",
+                        "content": text,
+                        "thinking": b.reasoning or None,
+                    },
+                }
+            )
 
         async def lines():
             for word in b.reasoning.split(" ") if b.reasoning else []:
-                yield json.dumps({"message": {"role": "assistant", "content": "", "thinking": word + " "},
-                                  "done": False}) + "\n"
+                yield (
+                    json.dumps(
+                        {
+                            "message": {"role": "assistant", "content": "", "thinking": word + " "},
+                            "done": False,
+                        }
+                    )
+                    + "\n"
+                )
             words = text.split(" ")
             for i, word in enumerate(words):
                 if b.mode == "cut_stream" and i == len(words) // 2:
@@ -180,7 +208,10 @@ class FakeOpenAIServer:
                     return
                 await asyncio.sleep(b.token_delay_s)
                 piece = word if i == 0 else " " + word
-                yield json.dumps({"message": {"role": "assistant", "content": piece}, "done": False}) + "\n"
+                yield (
+                    json.dumps({"message": {"role": "assistant", "content": piece}, "done": False})
+                    + "\n"
+                )
             record.ended = time.monotonic()
             yield json.dumps(done) + "\n"
 
@@ -188,9 +219,19 @@ class FakeOpenAIServer:
 
     async def _stream(self, text: str, record: Recorded):
         for word in self.behaviour.reasoning.split(" ") if self.behaviour.reasoning else []:
-            chunk = {"object": "chat.completion.chunk", "id": "x", "created": 0, "model": "fake",
-                     "choices": [{"index": 0, "delta": {"content": None, "reasoning_content": word + " "},
-                                  "finish_reason": None}]}
+            chunk = {
+                "object": "chat.completion.chunk",
+                "id": "x",
+                "created": 0,
+                "model": "fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": None, "reasoning_content": word + " "},
+                        "finish_reason": None,
+                    }
+                ],
+            }
             yield f"data: {json.dumps(chunk)}\n\n"
         words = text.split(" ")
         for i, word in enumerate(words):
@@ -200,25 +241,45 @@ class FakeOpenAIServer:
                 return
             await asyncio.sleep(self.behaviour.token_delay_s)
             piece = word if i == 0 else " " + word
-            chunk = {"object": "chat.completion.chunk", "id": "x", "created": 0, "model": "fake",
-                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            chunk = {
+                "object": "chat.completion.chunk",
+                "id": "x",
+                "created": 0,
+                "model": "fake",
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+            }
             yield f"data: {json.dumps(chunk)}\n\n"
-        done = {"object": "chat.completion.chunk", "id": "x", "created": 0, "model": "fake",
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        done = {
+            "object": "chat.completion.chunk",
+            "id": "x",
+            "created": 0,
+            "model": "fake",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": self.behaviour.finish_reason}],
+        }
         yield f"data: {json.dumps(done)}\n\n"
         record.ended = time.monotonic()
         yield "data: [DONE]\n\n"
 
 
 def _or_404(payload: dict[str, Any] | None) -> Response:
-    return JSONResponse(payload) if payload is not None else JSONResponse({"detail": "Not Found"}, 404)
+    return (
+        JSONResponse(payload) if payload is not None else JSONResponse({"detail": "Not Found"}, 404)
+    )
 
 
-def _completion(text: str) -> dict[str, Any]:
+def _completion(text: str, finish_reason: str = "stop") -> dict[str, Any]:
     return {
-        "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": "stop"}],
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
+            }
+        ],
         "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10},
     }
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 from brain.images import GeneratedImage, ImageRequest, ProgressFn
+from brain.imaging.queue import StepFn
 from brain.outbox import Capabilities, MessageRef
 
 
@@ -55,6 +58,8 @@ class RecordingOutbox:
 class RecordingGenerator:
     """A test double of the image generator interface: a real (tiny) PNG per request."""
 
+    length = 0  # nothing waits: each request is drawn at once
+
     def __init__(self) -> None:
         self.requests: list[ImageRequest] = []
 
@@ -65,8 +70,37 @@ class RecordingGenerator:
         await progress("step 1/1")
         out = io.BytesIO()
         Image.new("RGB", (request.width, request.height), (200, 30, 30)).save(out, "PNG")
-        return GeneratedImage(out.getvalue(), request.width, request.height, request.seed,
-                              request.prompt)
+        return GeneratedImage(
+            out.getvalue(), request.width, request.height, request.seed, request.prompt
+        )
+
+
+class SlowBackend:
+    """A backend that takes a while, to test the queue's rules without a model."""
+
+    max_batch = 2
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()  # set once a batch is in the backend
+        self.closed = False
+
+    def shape_key(self, r: ImageRequest) -> Hashable:
+        return (r.width, r.height)
+
+    async def run_batch(
+        self, requests: list[ImageRequest], on_step: StepFn
+    ) -> list[GeneratedImage]:
+        self.calls.append([r.prompt for r in requests])
+        self.started.set()
+        for step in range(1, 4):
+            on_step(step, 3)
+        await self.release.wait()
+        return [GeneratedImage(b"png", r.width, r.height, r.seed, r.prompt) for r in requests]
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 class FakeNvml:
@@ -100,3 +134,13 @@ class FakeNvml:
 
     def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
         return SimpleNamespace(gpu=97)
+
+
+async def close_brain(brain: Any) -> None:
+    """Close what a test built by hand and gave its brain: image generator, clients, history."""
+    close = getattr(brain.images.generator, "aclose", None)
+    if close is not None:
+        await close()
+    for client in brain.clients.values():
+        await client.aclose()
+    brain.history.close()

@@ -36,13 +36,20 @@ def echo_server() -> FakeOpenAIServer:
     return FakeOpenAIServer(behaviour=Behaviour(reply_for=echo)).start()
 
 
-def fake_brain(server: FakeOpenAIServer, history_url: str, *, api_key: str | None = None) -> Brain:
-    """One character, "mom", on the fake server."""
-    character = CharacterConfig(name="mom", endpoint="fake", model="fake", persona="You are mom.",
-                                max_tokens=64)
+def fake_brain(
+    server: FakeOpenAIServer, history_url: str, *, api_key: str | None = None, **options: Any
+) -> Brain:
+    """One character, "mom", on the fake server; `options` go to the Brain."""
+    character = CharacterConfig(
+        name="mom", endpoint="fake", model="fake", persona="You are mom.", max_tokens=64
+    )
     endpoint = EndpointConfig(base_url=server.base_url, context_window=8192, timeout_s=30)
-    return Brain(characters=[character], clients={"fake": ModelClient("fake", endpoint, api_key=api_key)},
-                 history=HistoryStore(history_url))
+    return Brain(
+        characters=[character],
+        clients={"fake": ModelClient("fake", endpoint, api_key=api_key)},
+        history=HistoryStore(history_url),
+        **options,
+    )
 
 
 class LoopLag:
@@ -99,12 +106,14 @@ class _ActiveOutbox(RecordingOutbox):
             self.counted = True
             self.active[self.channel] += 1
             self.report.most_at_once_in_a_channel = max(
-                self.report.most_at_once_in_a_channel, self.active[self.channel])
+                self.report.most_at_once_in_a_channel, self.active[self.channel]
+            )
         await super().typing()
 
 
-async def drive(brain: Brain, *, channels: int = 50, users_per_channel: int = 4,
-                messages_each: int = 3) -> LoadReport:
+async def drive(
+    brain: Brain, *, channels: int = 50, users_per_channel: int = 4, messages_each: int = 3
+) -> LoadReport:
     """Run channels x users_per_channel concurrent conversations through `brain.handle`."""
     report = LoadReport()
     active: Counter[str] = Counter()
@@ -112,8 +121,13 @@ async def drive(brain: Brain, *, channels: int = 50, users_per_channel: int = 4,
     async def conversation(channel: int, user: int) -> None:
         for n in range(messages_each):
             text = f"user {user} in channel {channel}, message {n}"
-            message = Inbound(platform=PLATFORM, channel_id=str(channel), author_id=f"u{user}",
-                              author_name=f"user{user}", text=text)
+            message = Inbound(
+                platform=PLATFORM,
+                channel_id=str(channel),
+                author_id=f"u{user}",
+                author_name=f"user{user}",
+                text=text,
+            )
             report.sent.setdefault(message.channel_key, []).append(text)
             outbox = _ActiveOutbox(message.channel_key, active, report)
             started = time.perf_counter()
@@ -126,8 +140,9 @@ async def drive(brain: Brain, *, channels: int = 50, users_per_channel: int = 4,
 
     async with LoopLag() as lag:
         started = time.perf_counter()
-        await asyncio.gather(*(conversation(c, u) for c in range(channels)
-                               for u in range(users_per_channel)))
+        await asyncio.gather(
+            *(conversation(c, u) for c in range(channels) for u in range(users_per_channel))
+        )
         report.seconds = time.perf_counter() - started
     report.worst_loop_lag_s = lag.worst_s
     report.loop_lags_over_50ms = lag.over(0.05)

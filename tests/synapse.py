@@ -17,10 +17,19 @@ from bot.embedded import free_port
 
 SECRET = "mombot-test-registration-secret"
 RELAXED = "{per_second: 1000, burst_count: 1000}"
-FLAT_LIMITS = ["rc_message", "rc_registration", "rc_admin_redaction", "rc_3pid_validation",
-               "rc_joins_per_room", "rc_media_create"]
-NESTED_LIMITS = {"rc_login": ["address", "account", "failed_attempts"],
-                 "rc_joins": ["local", "remote"], "rc_invites": ["per_room", "per_user"]}
+FLAT_LIMITS = [
+    "rc_message",
+    "rc_registration",
+    "rc_admin_redaction",
+    "rc_3pid_validation",
+    "rc_joins_per_room",
+    "rc_media_create",
+]
+NESTED_LIMITS = {
+    "rc_login": ["address", "account", "failed_attempts"],
+    "rc_joins": ["local", "remote"],
+    "rc_invites": ["per_room", "per_user"],
+}
 
 
 @dataclass
@@ -41,12 +50,16 @@ class Synapse:
         config.write_text(self._config())
         subprocess.run(
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config), "--generate-keys"],
-            check=True, capture_output=True, cwd=self.folder,
+            check=True,
+            capture_output=True,
+            cwd=self.folder,
         )
         log = open(self.folder / "synapse.out", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config)],
-            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while True:
@@ -75,8 +88,13 @@ class Synapse:
         nonce = httpx.get(endpoint, timeout=10).json()["nonce"]
         message = "\x00".join([nonce, username, password, "admin" if admin else "notadmin"])
         mac = hmac.new(SECRET.encode(), message.encode(), hashlib.sha1).hexdigest()
-        body = {"nonce": nonce, "username": username, "password": password, "admin": admin,
-                "mac": mac}
+        body = {
+            "nonce": nonce,
+            "username": username,
+            "password": password,
+            "admin": admin,
+            "mac": mac,
+        }
         response = httpx.post(endpoint, json=body, timeout=10)
         response.raise_for_status()
         return response.json()["user_id"]
@@ -124,8 +142,10 @@ max_upload_size: 20M
     def _log_config(self) -> Path:
         path = self.folder / "log.yaml"
         path.write_text(
-            "version: 1\nformatters:\n  plain:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\n"
-            f"handlers:\n  file:\n    class: logging.FileHandler\n    filename: {self.folder}/homeserver.log\n"
+            "version: 1\nformatters:\n  plain:\n"
+            "    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\n"
+            "handlers:\n  file:\n    class: logging.FileHandler\n"
+            f"    filename: {self.folder}/homeserver.log\n"
             "    formatter: plain\nroot:\n  level: WARNING\n  handlers: [file]\n"
             "disable_existing_loggers: false\n"
         )

@@ -18,7 +18,7 @@ from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Attachment, Inbound
 from tests.fake_openai import FakeOpenAIServer, last_user, system_of
-from tests.helpers import RecordingOutbox
+from tests.helpers import RecordingOutbox, close_brain
 
 CONFIG = AttachmentsConfig()
 
@@ -40,12 +40,18 @@ def noise_png() -> bytes:
 
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny file that declares a 10-gigapixel image: must be refused before decoding."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def decoded(url: str) -> Image.Image:
@@ -62,27 +68,45 @@ async def test_images_of_every_mode_become_rgb_png(mode: str) -> None:
 
 
 async def test_big_images_are_scaled_down() -> None:
-    prepared = await prepare_attachments((Attachment("big.png", "image/png", png(size=(3000, 1500))),),
-                                         AttachmentsConfig(vision_max_side=512))
+    prepared = await prepare_attachments(
+        (Attachment("big.png", "image/png", png(size=(3000, 1500))),),
+        AttachmentsConfig(vision_max_side=512),
+    )
     assert decoded(prepared.images[0][1]).size == (512, 256)
 
 
 @pytest.mark.parametrize(
     ("attachment", "note"),
     [
-        (Attachment("bomb.png", "image/png", bomb_png()),
-         "I could not use bomb.png: it has far too many pixels; the limit is 40000000 pixels."),
-        (Attachment("tall.png", "image/png", bomb_png(20_000, 5_000)),
-         "I could not use tall.png: it is 20000x5000 pixels; the limit is 40000000 pixels."),
-        (Attachment("broken.png", "image/png", noise_png()[:2000]),
-         "I could not use broken.png: the image is damaged"),
-        (Attachment("fake.jpg", "image/jpeg", b"%PDF-1.7 not an image"),
-         "I could not use fake.jpg: it is not an image I can read."),
-        (Attachment("huge.png", "image/png", b"\0" * (CONFIG.max_image_bytes + 1)),
-         "huge.png is too large (10240 KB; the limit is 10240 KB)."),
-        (Attachment("tool.zip", "application/zip", b"PK\3\4"),
-         "I can't read tool.zip (application/zip): send images (PNG, JPEG, WebP, GIF) or text files."),
-        (Attachment("x.txt", "text/plain", b"a\0b\0c"), "x.txt looks like a binary file, not text."),
+        (
+            Attachment("bomb.png", "image/png", bomb_png()),
+            "I could not use bomb.png: it has far too many pixels; the limit is 40000000 pixels.",
+        ),
+        (
+            Attachment("tall.png", "image/png", bomb_png(20_000, 5_000)),
+            "I could not use tall.png: it is 20000x5000 pixels; the limit is 40000000 pixels.",
+        ),
+        (
+            Attachment("broken.png", "image/png", noise_png()[:2000]),
+            "I could not use broken.png: the image is damaged",
+        ),
+        (
+            Attachment("fake.jpg", "image/jpeg", b"%PDF-1.7 not an image"),
+            "I could not use fake.jpg: it is not an image I can read.",
+        ),
+        (
+            Attachment("huge.png", "image/png", b"\0" * (CONFIG.max_image_bytes + 1)),
+            "huge.png is too large (10240 KB; the limit is 10240 KB).",
+        ),
+        (
+            Attachment("tool.zip", "application/zip", b"PK\3\4"),
+            "I can't read tool.zip (application/zip): "
+            "send images (PNG, JPEG, WebP, GIF) or text files.",
+        ),
+        (
+            Attachment("x.txt", "text/plain", b"a\0b\0c"),
+            "x.txt looks like a binary file, not text.",
+        ),
     ],
 )
 async def test_bad_files_get_a_clear_note(attachment: Attachment, note: str) -> None:
@@ -94,8 +118,10 @@ async def test_bad_files_get_a_clear_note(attachment: Attachment, note: str) -> 
 async def test_text_files_are_cut_to_the_budget() -> None:
     long = ("line of notes\n" * 2000).encode()
     prepared = await prepare_attachments(
-        (Attachment("notes.md", "text/markdown", b"# Title\nhello"),
-         Attachment("log.txt", "", long)),
+        (
+            Attachment("notes.md", "text/markdown", b"# Title\nhello"),
+            Attachment("log.txt", "", long),
+        ),
         AttachmentsConfig(text_token_budget=100),
     )
     assert prepared.texts[0] == ("notes.md", "# Title\nhello")
@@ -120,9 +146,13 @@ def servers() -> Iterator[dict[str, FakeOpenAIServer]]:
         server.stop()
 
 
-def vision_brain(servers: dict[str, FakeOpenAIServer], history: HistoryStore, *, vision: bool) -> Brain:
-    clients = {n: ModelClient(n, EndpointConfig(base_url=s.base_url, context_window=8192))
-               for n, s in servers.items()}
+def vision_brain(
+    servers: dict[str, FakeOpenAIServer], history: HistoryStore, *, vision: bool
+) -> Brain:
+    clients = {
+        n: ModelClient(n, EndpointConfig(base_url=s.base_url, context_window=8192))
+        for n, s in servers.items()
+    }
     characters = [
         CharacterConfig(name="eye", endpoint="eye", model="llava", vision=vision, enabled=vision),
         CharacterConfig(name="logic", endpoint="logic", model="fake"),
@@ -138,20 +168,28 @@ async def test_vision_character_sees_the_image_and_the_others_read_its_descripti
     history = HistoryStore(sqlite_url)
     brain = vision_brain(servers, history, vision=True)
     outbox = RecordingOutbox()
-    message = Inbound("test", "c", "u", "ann", "What is this shape, and what colour?",
-                      attachments=(Attachment("shape.png", "image/png", png()),))
+    message = Inbound(
+        "test",
+        "c",
+        "u",
+        "ann",
+        "What is this shape, and what colour?",
+        attachments=(Attachment("shape.png", "image/png", png()),),
+    )
     await brain.handle(message, outbox)
     assert outbox.errors == []
     seen = last_user(servers["eye"].requests[0].body)
     assert seen[0] == {"type": "text", "text": "What is this shape, and what colour?"}
-    assert seen[1]["type"] == "image_url" and seen[1]["image_url"]["url"].startswith("data:image/png")
+    assert seen[1]["type"] == "image_url" and seen[1]["image_url"]["url"].startswith(
+        "data:image/png"
+    )
     for name in ("logic", "critic"):
         text = last_user(servers[name].requests[0].body)
         assert isinstance(text, str) and "data:image" not in text
         assert "[shape.png, as eye sees it: A small black rectangle on a plain background.]" in text
     stored = (await history.recent("test:c"))[1].content
     assert "as eye sees it: A small black rectangle" in stored
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_without_a_vision_character_the_user_is_told(
@@ -159,27 +197,42 @@ async def test_without_a_vision_character_the_user_is_told(
 ) -> None:
     brain = vision_brain(servers, HistoryStore(sqlite_url), vision=False)
     outbox = RecordingOutbox()
-    message = Inbound("test", "c", "u", "ann", "What is this?",
-                      attachments=(Attachment("shape.png", "image/png", png()),))
+    message = Inbound(
+        "test",
+        "c",
+        "u",
+        "ann",
+        "What is this?",
+        attachments=(Attachment("shape.png", "image/png", png()),),
+    )
     await brain.handle(message, outbox)
-    assert outbox.messages[0] == "I can't look at images (shape.png): no character with vision is configured."
+    assert (
+        outbox.messages[0]
+        == "I can't look at images (shape.png): no character with vision is configured."
+    )
     assert servers["eye"].requests == []
     assert outbox.messages[-1] == "mom: it is a dark rectangle."
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_text_attachment_reaches_every_member(
     servers: dict[str, FakeOpenAIServer], sqlite_url: str
 ) -> None:
     brain = vision_brain(servers, HistoryStore(sqlite_url), vision=False)
-    message = Inbound("test", "c", "u", "ann", "Summarise my notes please",
-                      attachments=(Attachment("notes.md", "text/markdown", b"- buy milk\n- call mom"),))
+    message = Inbound(
+        "test",
+        "c",
+        "u",
+        "ann",
+        "Summarise my notes please",
+        attachments=(Attachment("notes.md", "text/markdown", b"- buy milk\n- call mom"),),
+    )
     await brain.handle(message, RecordingOutbox())
     for name in ("logic", "critic"):
         text = last_user(servers[name].requests[0].body)
         assert "[file notes.md]\n```\n- buy milk\n- call mom\n```" in text
     assert "Advisors' answers" in system_of(servers["mom"].requests[0].body)
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_only_unusable_files_get_notes_and_nothing_is_stored(
@@ -188,10 +241,12 @@ async def test_only_unusable_files_get_notes_and_nothing_is_stored(
     history = HistoryStore(sqlite_url)
     brain = vision_brain(servers, history, vision=False)
     outbox = RecordingOutbox()
-    message = Inbound("test", "c", "u", "ann", "", attachments=(Attachment("a.zip", "application/zip", b"PK"),))
+    message = Inbound(
+        "test", "c", "u", "ann", "", attachments=(Attachment("a.zip", "application/zip", b"PK"),)
+    )
     await brain.handle(message, outbox)
     assert outbox.messages == [
         "I can't read a.zip (application/zip): send images (PNG, JPEG, WebP, GIF) or text files."
     ]
     assert await history.count("test:c") == 0
-    await brain.aclose()
+    await close_brain(brain)

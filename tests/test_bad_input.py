@@ -1,4 +1,5 @@
-"""A corpus of bad input (tests/data/bad_inputs.jsonl): each gets a clear reply and the bot keeps serving.
+"""A corpus of bad input (tests/data/bad_inputs.jsonl): each gets a clear reply, and the bot
+keeps serving.
 
 Every case runs through the whole brain as a non-admin user in its own channel, with the
 echo model, the deep-thinking extension and an image generator. Afterwards the same
@@ -21,12 +22,15 @@ from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Attachment, Inbound
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import RecordingGenerator, RecordingOutbox
+from tests.helpers import RecordingGenerator, RecordingOutbox, close_brain
 from tests.load import echo_server
 from tests.test_attachments import bomb_png, noise_png
 
-CORPUS = [json.loads(line) for line in
-          (Path(__file__).parent / "data" / "bad_inputs.jsonl").read_text().splitlines() if line]
+CORPUS = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "bad_inputs.jsonl").read_text().splitlines()
+    if line
+]
 SECRET_KEY = "sk-corpus-secret-0123456789"
 MEMORY_LIMIT = 64 * 1024 * 1024  # the largest input is 11 MB
 
@@ -41,13 +45,25 @@ def echo() -> Iterator[FakeOpenAIServer]:
 def brain_for(server: FakeOpenAIServer, url: str) -> Brain:
     endpoint = EndpointConfig(base_url=server.base_url, context_window=8192, timeout_s=30)
     characters = [
-        CharacterConfig(name="mom", endpoint="fake", model="fake", persona="You are mom.", max_tokens=64),
-        CharacterConfig(name="eyes", endpoint="fake", model="fake", persona="You see.", vision=True,
-                        max_tokens=64),
+        CharacterConfig(
+            name="mom", endpoint="fake", model="fake", persona="You are mom.", max_tokens=64
+        ),
+        CharacterConfig(
+            name="eyes",
+            endpoint="fake",
+            model="fake",
+            persona="You see.",
+            vision=True,
+            max_tokens=64,
+        ),
     ]
-    return Brain(characters=characters, clients={"fake": ModelClient("fake", endpoint, api_key=SECRET_KEY)},
-                 history=HistoryStore(url), image_generator=RecordingGenerator(),
-                 extensions=["deep_thinking"])
+    return Brain(
+        characters=characters,
+        clients={"fake": ModelClient("fake", endpoint, api_key=SECRET_KEY)},
+        history=HistoryStore(url),
+        image_generator=RecordingGenerator(),
+        extensions=["deep_thinking"],
+    )
 
 
 def file_data(spec: str) -> bytes:
@@ -69,12 +85,22 @@ def inbound(case: dict[str, Any]) -> Inbound:
         piece, times = case["repeat"]
         text += piece * times
     files = tuple(
-        Attachment(a.get("name") or bytes.fromhex(a["name_hex"]).decode("utf-8", "surrogateescape"),
-                   a["mime"], file_data(a["data"]))
+        Attachment(
+            a.get("name") or bytes.fromhex(a["name_hex"]).decode("utf-8", "surrogateescape"),
+            a["mime"],
+            file_data(a["data"]),
+        )
         for a in case.get("attachments", ())
     )
-    return Inbound(platform="bad", channel_id=case["id"], author_id="mallory", author_name="mallory",
-                   text=text, attachments=files, is_admin=False)
+    return Inbound(
+        platform="bad",
+        channel_id=case["id"],
+        author_id="mallory",
+        author_name="mallory",
+        text=text,
+        attachments=files,
+        is_admin=False,
+    )
 
 
 def test_the_corpus_is_big_enough_and_has_unique_ids() -> None:
@@ -103,7 +129,15 @@ async def test_bad_input_gets_a_clear_reply_and_the_bot_keeps_serving(
     assert stored == expect["stored"]
 
     after = RecordingOutbox()
-    await brain.handle(Inbound(platform="bad", channel_id=case["id"], author_id="ann",
-                               author_name="ann", text="are you still there?"), after)
+    await brain.handle(
+        Inbound(
+            platform="bad",
+            channel_id=case["id"],
+            author_id="ann",
+            author_name="ann",
+            text="are you still there?",
+        ),
+        after,
+    )
     assert after.errors == [] and "echo: are you still there?" in after.text
-    await brain.aclose()
+    await close_brain(brain)

@@ -8,10 +8,14 @@ from brain.commands import Arg, CommandRegistry, CommandSpec
 from brain.errors import BadCommand
 
 
+async def nothing(*args: object) -> None:
+    """A handler for commands these tests only parse."""
+
+
 @pytest.fixture
 def registry() -> CommandRegistry:
     r = CommandRegistry()
-    r.register(CommandSpec("reset", "Forget."))
+    r.register(CommandSpec("reset", "Forget."), nothing)
     r.register(
         CommandSpec(
             "think",
@@ -20,7 +24,8 @@ def registry() -> CommandRegistry:
                 Arg("question", "What to think about.", required=True, text=True),
                 Arg("rounds", "Rounds.", type=int, default=3, min=2, max=20),
             ),
-        )
+        ),
+        nothing,
     )
     return r
 
@@ -69,7 +74,7 @@ def test_errors_say_what_is_wrong(registry: CommandRegistry, text: str, message:
 
 def test_duplicate_registration_is_refused(registry: CommandRegistry) -> None:
     with pytest.raises(ValueError, match="registered twice"):
-        registry.register(CommandSpec("reset", "again"))
+        registry.register(CommandSpec("reset", "again"), nothing)
 
 
 def test_help_lists_usage(registry: CommandRegistry) -> None:

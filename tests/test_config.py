@@ -1,4 +1,5 @@
-"""Config: the documented default matches the built-in one; every bad config gives one clear line."""
+"""Config: the documented default matches the built-in one; every bad config gives one clear
+line."""
 
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ def test_every_key_of_the_documented_config_has_a_comment() -> None:
     lines = (ROOT / "config.toml").read_text().splitlines()
     undocumented = [
         line
-        for before, line in zip([""] + lines, lines)
-        if "=" in line and not line.lstrip().startswith("#")
-        and "#" not in line and not before.lstrip().startswith("#")
+        for before, line in zip([""] + lines, lines, strict=False)
+        if "=" in line
+        and not line.lstrip().startswith("#")
+        and "#" not in line
+        and not before.lstrip().startswith("#")
     ]
     assert undocumented == []
 
@@ -116,7 +119,9 @@ def test_missing_endpoint_key(tmp_path: Path) -> None:
         "[endpoints.gpu]\nbase_url = 'http://x/v1'\napi_key_env = 'GPU_KEY'\n"
         "[[characters]]\nname = 'a'\nendpoint = 'gpu'\n",
     )
-    with pytest.raises(ConfigError, match=r"endpoints.gpu.api_key_env names GPU_KEY, which is not set"):
+    with pytest.raises(
+        ConfigError, match=r"endpoints.gpu.api_key_env names GPU_KEY, which is not set"
+    ):
         load_config(path, env={})
     _, secrets = load_config(path, env={"GPU_KEY": "k"})
     assert secrets.endpoint_keys["gpu"].get_secret_value() == "k"
@@ -145,7 +150,10 @@ def test_cli_prints_the_error_without_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, "[bot]\nlog_levle = 'INFO'\n")
     result = subprocess.run(
         [sys.executable, "-m", "bot", "--config", str(path), "chat"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr == (
@@ -160,8 +168,8 @@ def test_extension_settings_are_validated_by_the_extension(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert str(caught.value) == (
-        f"{path}: extensions.deep_thinking.default_rounds: Input should be less than or equal to 20 "
-        "(got 50). Fix: use a smaller value"
+        f"{path}: extensions.deep_thinking.default_rounds: "
+        "Input should be less than or equal to 20 (got 50). Fix: use a smaller value"
     )
 
 
@@ -181,4 +189,10 @@ def test_default_character_set_is_a_mixture() -> None:
     config = MombotConfig()
     roles = [(c.name, c.role) for c in config.characters]
     assert roles[-1] == ("mom", "synthesizer")
-    assert {n for n, r in roles if r == "member"} == {"logic", "creativity", "empathy", "knowledge", "critic"}
+    assert {n for n, r in roles if r == "member"} == {
+        "logic",
+        "creativity",
+        "empathy",
+        "knowledge",
+        "critic",
+    }

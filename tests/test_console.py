@@ -19,7 +19,9 @@ from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
+from brain.messages import Inbound
 from tests.conftest import MODEL
+from tests.helpers import close_brain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,8 +40,13 @@ def write_config(tmp_path: Path) -> Path:
 def mombot(tmp_path: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "bot", "--config", str(write_config(tmp_path)), *args],
-        cwd=tmp_path, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs,  # type: ignore[arg-type]
+        cwd=tmp_path,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -50,7 +57,9 @@ def server_port(tmp_path: Path) -> int:
 
 def test_scripted_session_gets_real_answers(tmp_path: Path) -> None:
     process = mombot(tmp_path, "chat")
-    out, err = process.communicate("Hello! Who are you?\n/help\nWhat is two plus two?\n", timeout=180)
+    out, err = process.communicate(
+        "Hello! Who are you?\n/help\nWhat is two plus two?\n", timeout=180
+    )
     assert process.returncode == 0, err
     replies = out.split("\n\n")
     assert len([r for r in replies if r.strip()]) >= 3
@@ -99,19 +108,24 @@ def test_check_reports_the_endpoint(tmp_path: Path) -> None:
 async def test_console_adapter_streams_into_the_terminal(
     llama_endpoint: EndpointConfig, sqlite_url: str, tmp_path: Path
 ) -> None:
-    character = CharacterConfig(name="mom", endpoint="local", model=MODEL, temperature=0,
-                                max_tokens=16)
-    brain = Brain(characters=[character], clients={"local": ModelClient("local", llama_endpoint)},
-                  history=HistoryStore(sqlite_url))
+    character = CharacterConfig(
+        name="mom", endpoint="local", model=MODEL, temperature=0, max_tokens=16
+    )
+    brain = Brain(
+        characters=[character],
+        clients={"local": ModelClient("local", llama_endpoint)},
+        history=HistoryStore(sqlite_url),
+    )
     stdin, stdout = io.StringIO("Hi there\n\n/reset\n/quit\nnever read\n"), io.StringIO()
-    adapter = ConsoleAdapter(brain, ConsoleConfig(), stdin=stdin, stdout=stdout,
-                             images_dir=tmp_path / "img")
+    adapter = ConsoleAdapter(
+        brain, ConsoleConfig(), stdin=stdin, stdout=stdout, images_dir=tmp_path / "img"
+    )
     assert not adapter.interactive
     await adapter.run()
     replies = [r for r in stdout.getvalue().split("\n\n") if r.strip()]
     assert len(replies) == 2
     assert replies[1] == "Forgot this conversation (2 messages)."
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_console_images_never_use_the_user_file_name_as_a_path(tmp_path: Path) -> None:
@@ -124,16 +138,22 @@ async def test_console_images_never_use_the_user_file_name_as_a_path(tmp_path: P
 
 
 def test_run_with_a_bad_discord_token_says_how_to_fix_it(tmp_path: Path) -> None:
-    """`mombot run` really tries to log in; Discord is unreachable here, so expect a clear failure."""
+    """`mombot run` really tries to log in; Discord is unreachable here: a clear failure."""
     config = write_config(tmp_path)
     config.write_text(config.read_text() + "[discord]\nenabled = true\n")
     result = subprocess.run(
         [sys.executable, "-m", "bot", "--config", str(config), "run"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "MOMBOT_DISCORD_TOKEN": "not-a-real-token"},
     )
     assert result.returncode == 1
-    assert any(line.startswith("mombot: cannot reach the chat server (") for line in result.stderr.splitlines())
+    assert any(
+        line.startswith("mombot: cannot reach the chat server (")
+        for line in result.stderr.splitlines()
+    )
     assert "Traceback" not in result.stderr
     assert "not-a-real-token" not in result.stderr + (tmp_path / "data" / "mombot.log").read_text()
 
@@ -141,7 +161,47 @@ def test_run_with_a_bad_discord_token_says_how_to_fix_it(tmp_path: Path) -> None
 def test_run_without_platforms(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bot", "--config", str(write_config(tmp_path)), "run"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "no platform is enabled" in result.stderr
+
+
+class FailingBrain:
+    """A brain with a bug: its first answer raises (the real one never should)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def report_lost_image_jobs(self, platform: str, notify: object) -> int:
+        return 0
+
+    async def handle(self, message: Inbound, outbox: ConsoleOutbox) -> None:
+        self.asked.append(message.text)
+        if len(self.asked) == 1:
+            raise RuntimeError("a bug in the brain")
+        await outbox.send(f"answer to {message.text}")
+
+
+async def test_a_failed_answer_is_logged_and_the_chat_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17 item 14: the console used to discard the error of a failed answer unseen."""
+    brain = FailingBrain()
+    stdin, stdout = io.StringIO("first\nsecond\n"), io.StringIO()
+    adapter = ConsoleAdapter(
+        brain,
+        ConsoleConfig(),
+        stdin=stdin,
+        stdout=stdout,  # type: ignore[arg-type]
+        images_dir=tmp_path / "img",
+    )
+    with caplog.at_level("ERROR", logger="adapters.console"):
+        await adapter.run()
+    assert brain.asked == ["first", "second"]
+    assert "answer to second" in stdout.getvalue()
+    failure = next(r for r in caplog.records if r.name == "adapters.console")
+    assert "could not answer" in failure.getMessage() and "a bug in the brain" in caplog.text

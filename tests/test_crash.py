@@ -1,4 +1,4 @@
-"""Stopping in the middle of a reply: SIGKILL (then a restart), SIGTERM, and the brain's shutdown."""
+"""Stopping in the middle of a reply: SIGKILL (then a restart), SIGTERM, the brain's shutdown."""
 
 from __future__ import annotations
 
@@ -19,14 +19,18 @@ from brain.imaging.remote import A1111Backend
 from brain.messages import Inbound
 from tests.a1111 import A1111Server
 from tests.fake_openai import Behaviour, FakeOpenAIServer, long_slow_reply
-from tests.helpers import RecordingOutbox
+from tests.helpers import RecordingOutbox, close_brain
 from tests.load import fake_brain
 
 
 def start(config: Path, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bot", "--config", str(config), "chat"], cwd=cwd, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "bot", "--config", str(config), "chat"],
+        cwd=cwd,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
@@ -39,13 +43,15 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str]) ->
         time.sleep(0.05)
 
 
-def write_config(tmp_path: Path, server: FakeOpenAIServer, bot_settings: str = "", more: str = "") -> Path:
+def write_config(
+    tmp_path: Path, server: FakeOpenAIServer, bot_settings: str = "", more: str = ""
+) -> Path:
     config = tmp_path / "config.toml"
     config.write_text(
         f'[bot]\ndata_dir = "{tmp_path / "data"}"\n{bot_settings}'
         f'[endpoints.fake]\nbase_url = "{server.base_url}"\ncontext_window = 4096\n'
-        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\npersona = "You are mom."\n'
-        + more
+        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\n'
+        'persona = "You are mom."\n' + more
     )
     return config
 
@@ -76,20 +82,31 @@ def test_a_reply_cut_by_sigkill_is_not_stored_and_the_next_run_carries_on(tmp_pa
         assert "Here is the end." in out
         turns = list(reversed(asyncio.run(store.recent("console:console"))))
         assert [(t.role, t.content) for t in turns] == [
-            ("user", "Tell me a long story"), ("user", "Are you back?"), ("assistant", "Here is the end.")]
+            ("user", "Tell me a long story"),
+            ("user", "Are you back?"),
+            ("assistant", "Here is the end."),
+        ]
         # and the prompt of the second run held the first question but no half reply
         last = server.requests[-1].body["messages"]
-        assert [m["content"] for m in last if m["role"] == "user"] == ["Tell me a long story", "Are you back?"]
+        assert [m["content"] for m in last if m["role"] == "user"] == [
+            "Tell me a long story",
+            "Are you back?",
+        ]
         store.close()
     finally:
         server.stop()
 
 
-def test_an_image_job_cut_by_sigkill_is_reported_to_its_user_after_the_restart(tmp_path: Path) -> None:
+def test_an_image_job_cut_by_sigkill_is_reported_to_its_user_after_the_restart(
+    tmp_path: Path,
+) -> None:
     server = FakeOpenAIServer().start()
     painter = A1111Server(mode="hang")
-    config = write_config(tmp_path, server, more=(
-        f'[images]\nbackend = "a1111"\n[images.a1111]\nbase_url = "{painter.base_url}"\n'))
+    config = write_config(
+        tmp_path,
+        server,
+        more=(f'[images]\nbackend = "a1111"\n[images.a1111]\nbase_url = "{painter.base_url}"\n'),
+    )
     try:
         first = start(config, tmp_path)
         assert first.stdin is not None
@@ -101,8 +118,10 @@ def test_an_image_job_cut_by_sigkill_is_reported_to_its_user_after_the_restart(t
 
         painter.mode = "ok"
         out, err = start(config, tmp_path).communicate("", timeout=120)
-        assert ("[!] I was restarted before I could finish the image you asked for "
-                "(a red fox in the snow). Please ask again.") in out, err
+        assert (
+            "[!] I was restarted before I could finish the image you asked for "
+            "(a red fox in the snow). Please ask again."
+        ) in out, err
         again, _ = start(config, tmp_path).communicate("", timeout=120)
         assert "I was restarted" not in again  # told once
     finally:
@@ -110,7 +129,9 @@ def test_an_image_job_cut_by_sigkill_is_reported_to_its_user_after_the_restart(t
         server.stop()
 
 
-def test_sigterm_lets_the_reply_in_progress_say_it_was_stopped_and_exits_cleanly(tmp_path: Path) -> None:
+def test_sigterm_lets_the_reply_in_progress_say_it_was_stopped_and_exits_cleanly(
+    tmp_path: Path,
+) -> None:
     server = FakeOpenAIServer(behaviour=long_slow_reply()).start()
     config = write_config(tmp_path, server, "shutdown_grace_s = 1\n")
     try:
@@ -133,13 +154,18 @@ def test_sigterm_lets_the_reply_in_progress_say_it_was_stopped_and_exits_cleanly
         server.stop()
 
 
-async def test_shutdown_refuses_new_messages_and_waits_for_replies_within_grace(sqlite_url: str) -> None:
-    server = FakeOpenAIServer(behaviour=Behaviour(reply="a short answer", token_delay_s=0.1)).start()
+async def test_shutdown_refuses_new_messages_and_waits_for_replies_within_grace(
+    sqlite_url: str,
+) -> None:
+    server = FakeOpenAIServer(
+        behaviour=Behaviour(reply="a short answer", token_delay_s=0.1)
+    ).start()
     brain = fake_brain(server, sqlite_url)
     try:
         finishing = RecordingOutbox()
-        reply = asyncio.create_task(brain.handle(
-            Inbound("t", "c", "u", "ann", "quick question"), finishing))
+        reply = asyncio.create_task(
+            brain.handle(Inbound("t", "c", "u", "ann", "quick question"), finishing)
+        )
         while not server.requests:
             await asyncio.sleep(0.01)
         stopping = asyncio.create_task(brain.shutdown(grace_s=10))
@@ -152,24 +178,32 @@ async def test_shutdown_refuses_new_messages_and_waits_for_replies_within_grace(
         turns = [t.content for t in reversed(await brain.history.recent("t:c"))]
         assert turns == ["quick question", "a short answer"]  # the late message was not taken
     finally:
-        await brain.aclose()
+        await close_brain(brain)
         server.stop()
 
 
-async def test_image_jobs_that_end_in_any_way_are_not_reported_as_lost(sqlite_url: str, a1111: A1111Server) -> None:
+async def test_image_jobs_that_end_in_any_way_are_not_reported_as_lost(
+    sqlite_url: str, a1111: A1111Server
+) -> None:
     server = FakeOpenAIServer().start()
-    brain = fake_brain(server, sqlite_url)
-    brain.image_generator = ImageQueue(A1111Backend(A1111Config(base_url=a1111.base_url, timeout_s=1)),
-                                       QueueConfig())
+    backend = A1111Backend(A1111Config(base_url=a1111.base_url, timeout_s=1))
+    brain = fake_brain(server, sqlite_url, image_generator=ImageQueue(backend, QueueConfig()))
     try:
-        for mode, told in [("ok", ""), ("error", "The image server answered with an error (HTTP 500).")]:
+        for mode, told in [
+            ("ok", ""),
+            ("error", "The image server answered with an error (HTTP 500)."),
+        ]:
             a1111.mode = mode
             outbox = RecordingOutbox()
             await brain.handle(Inbound("t", "c", "u", "ann", text="/sd a red fox"), outbox)
-            assert outbox.errors == ([told] if told else []) and bool(outbox.images) is not bool(told)
+            assert outbox.errors == ([told] if told else []) and bool(outbox.images) is not bool(
+                told
+            )
         a1111.mode = "hang"
         outbox = RecordingOutbox()
-        drawing = asyncio.create_task(brain.handle(Inbound("t", "c", "u", "ann", text="/sd a red fox"), outbox))
+        drawing = asyncio.create_task(
+            brain.handle(Inbound("t", "c", "u", "ann", text="/sd a red fox"), outbox)
+        )
         while len(a1111.bodies) < 3:
             await asyncio.sleep(0.01)
         await brain.shutdown(grace_s=0.1)  # cut off: the user hears it now, not after a restart
@@ -182,5 +216,5 @@ async def test_image_jobs_that_end_in_any_way_are_not_reported_as_lost(sqlite_ur
 
         assert await brain.report_lost_image_jobs("t", notify) == 0 and told_later == []
     finally:
-        await brain.aclose()
+        await close_brain(brain)
         server.stop()

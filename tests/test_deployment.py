@@ -35,11 +35,15 @@ def test_the_image_installs_mombot_only_through_the_readme_install_script() -> N
     runs = [args for instruction, args in dockerfile_instructions() if instruction == "RUN"]
     installs = [r for r in runs if "install.sh" in r]
     assert installs == ["scripts/install.sh --torch ${VARIANT} && rm -rf /root/.cache"]
-    assert not [r for r in runs if re.search(r"\bpip\b|\buv\b|\bpoetry\b", r)], "installs outside install.sh"
+    assert not [r for r in runs if re.search(r"\bpip\b|\buv\b|\bpoetry\b", r)], (
+        "installs outside install.sh"
+    )
     readme = (ROOT / "README.md").read_text()
     assert "scripts/install.sh && .venv/bin/mombot chat" in readme  # the quick start, same script
     assert "scripts/install.sh --dev && .venv/bin/python -m pytest" in readme
-    assert "scripts/install.sh --dev && .venv/bin/python -m pytest" in (ROOT / ".ci/run").read_text()
+    assert (
+        "scripts/install.sh --dev && .venv/bin/python -m pytest" in (ROOT / ".ci/run").read_text()
+    )
     args = dict(a.split("=", 1) for i, a in dockerfile_instructions() if i == "ARG" and "=" in a)
     assert args["VARIANT"] == "cpu"  # the slim image is the default
 
@@ -49,9 +53,13 @@ def test_install_script_knows_both_variants_and_refuses_others() -> None:
     assert re.search(r"^\s*cpu\) .*--index-url https://download.pytorch.org/whl/cpu", script, re.M)
     assert re.search(r"^\s*cuda\) ", script, re.M)
     pin = re.search(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text())
-    assert pin and "grep -o '\"torch==[^\"]*\"' pyproject.toml" in script  # one pin, read from there
-    bad = subprocess.run(["bash", str(ROOT / "scripts/install.sh"), "--torch", "tpu"],
-                         capture_output=True, text=True, timeout=30)
+    assert pin and 'grep -o \'"torch==[^"]*"\' pyproject.toml' in script  # one pin, read from there
+    bad = subprocess.run(
+        ["bash", str(ROOT / "scripts/install.sh"), "--torch", "tpu"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "--torch must be cpu or cuda" in bad.stderr
 
 
@@ -59,7 +67,9 @@ def test_the_image_runs_commands_the_cli_has_with_a_config_that_loads(tmp_path: 
     instructions = dict(dockerfile_instructions())  # the last of each kind: the run stage's
     parser = build_parser()
     cmd = shlex.split(instructions["CMD"].strip("[]").replace(",", " "))
-    health = shlex.split(instructions["HEALTHCHECK"].split("CMD", 1)[1].strip().strip("[]").replace(",", " "))
+    health = shlex.split(
+        instructions["HEALTHCHECK"].split("CMD", 1)[1].strip().strip("[]").replace(",", " ")
+    )
     for command in (cmd, health):
         assert command[0] == "mombot"
         parsed = parser.parse_args(command[1:])
@@ -91,20 +101,25 @@ def test_compose_stack_is_consistent_with_its_env_file_and_config() -> None:
     database = mombot["environment"]["MOMBOT_DATABASE_URL"]
     for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
         database = database.replace(f"${{{name}}}", env[name])
-    config, secrets = load_config(config_path, env={**env, "MOMBOT_DISCORD_TOKEN": "x" * 20,
-                                                    "MOMBOT_DATABASE_URL": database})
+    config, secrets = load_config(
+        config_path, env={**env, "MOMBOT_DISCORD_TOKEN": "x" * 20, "MOMBOT_DATABASE_URL": database}
+    )
     assert secrets.database_url is not None and database.startswith("postgresql+psycopg://")
     assert set(config.endpoints) == {"ollama"} and config.endpoints["ollama"].kind == "ollama"
     assert config.discord.enabled or config.matrix.enabled  # `run` needs a platform
     pulled = set(env["OLLAMA_MODELS"].split())
-    assert {c.model for c in config.characters} == pulled, "pull exactly the models the characters use"
+    assert {c.model for c in config.characters} == pulled, (
+        "pull exactly the models the characters use"
+    )
     assert mombot["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert mombot["depends_on"]["ollama-pull"]["condition"] == "service_completed_successfully"
 
 
 def test_the_configuration_reference_is_generated_from_the_models() -> None:
     committed = (ROOT / "docs/CONFIGURATION.md").read_text()
-    assert committed == config_reference(), "run: .venv/bin/python -m bot.reference > docs/CONFIGURATION.md"
+    assert committed == config_reference(), (
+        "run: .venv/bin/python -m bot.reference > docs/CONFIGURATION.md"
+    )
     documented = tomllib.loads((ROOT / "config.toml").read_text())
     for section in documented:  # every section of the example config has its reference
         assert f"## `[{section}]`" in committed or f"## `[[{section}]]`" in committed

@@ -19,36 +19,53 @@ from PIL import Image
 
 from adapters.common import SLOW_DOWN
 from adapters.config import DiscordConfig
-from adapters.discord import NOT_YOUR_PROPOSAL, MombotDiscordClient
+from adapters.discord import MombotDiscordClient
+from adapters.discord_outbox import NOT_YOUR_PROPOSAL
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user
-from tests.helpers import RecordingGenerator
+from tests.helpers import RecordingGenerator, close_brain
 
 
 def real_brain(endpoint: EndpointConfig, sqlite_url: str, **kwargs: Any) -> Brain:
-    character = CharacterConfig(name="mom", endpoint="local", model=MODEL, temperature=0,
-                                max_tokens=24, persona="You are mom, a kind assistant.")
-    return Brain(characters=[character], clients={"local": ModelClient("local", endpoint)},
-                 history=HistoryStore(sqlite_url), **kwargs)
+    character = CharacterConfig(
+        name="mom",
+        endpoint="local",
+        model=MODEL,
+        temperature=0,
+        max_tokens=24,
+        persona="You are mom, a kind assistant.",
+    )
+    return Brain(
+        characters=[character],
+        clients={"local": ModelClient("local", endpoint)},
+        history=HistoryStore(sqlite_url),
+        **kwargs,
+    )
 
 
-def fake_server_brain(server: FakeOpenAIServer, sqlite_url: str) -> Brain:
+def fake_server_brain(server: FakeOpenAIServer, sqlite_url: str, **options: Any) -> Brain:
     """One character on the fake server: for replies the test model cannot give."""
     endpoint = EndpointConfig(base_url=server.base_url, context_window=4096)
-    return Brain(characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
-                 clients={"f": ModelClient("f", endpoint)}, history=HistoryStore(sqlite_url))
+    return Brain(
+        characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
+        clients={"f": ModelClient("f", endpoint)},
+        history=HistoryStore(sqlite_url),
+        **options,
+    )
 
 
 @asynccontextmanager
-async def discord_world(brain: Brain, **config: Any) -> AsyncIterator[tuple[Any, MombotDiscordClient]]:
+async def discord_world(
+    brain: Brain, **config: Any
+) -> AsyncIterator[tuple[Any, MombotDiscordClient]]:
     client = MombotDiscordClient(brain, DiscordConfig(enabled=True, **config))
     async with simcord.run(client, settle_timeout=120) as env:
         yield env, client
-    await brain.aclose()
+    await close_brain(brain)
 
 
 def bot_messages(channel: Any, client: discord.Client) -> list[discord.Message]:
@@ -57,8 +74,13 @@ def bot_messages(channel: Any, client: discord.Client) -> list[discord.Message]:
 
 def writes(env: Any) -> list[Any]:
     """Every REST call that creates or edits a message."""
-    return [r for r in env.http_requests if r.method in ("POST", "PATCH") and
-            ("/messages" in r.path or "/webhooks/" in r.path) and isinstance(r.json, dict)]
+    return [
+        r
+        for r in env.http_requests
+        if r.method in ("POST", "PATCH")
+        and ("/messages" in r.path or "/webhooks/" in r.path)
+        and isinstance(r.json, dict)
+    ]
 
 
 @pytest.fixture
@@ -133,17 +155,31 @@ async def test_answer_channels_threads_and_replies_each_keep_their_history(
         assert len(bot_messages(general, client)) == 2
 
 
-async def test_slash_commands_are_typed_limited_and_synced(make_brain: Callable[..., Brain]) -> None:
+async def test_slash_commands_are_typed_limited_and_synced(
+    make_brain: Callable[..., Brain],
+) -> None:
     brain = make_brain(extensions=["deep_thinking"])
     async with discord_world(brain) as (env, client):
         guild = env.create_guild()
         channel = guild.create_text_channel("general")
         ann = guild.add_member(env.create_user("ann"))
         assert set(ann.available_commands(channel)) >= {
-            "help", "reset", "characters", "stats", "sd", "think", "debug"}
+            "help",
+            "reset",
+            "characters",
+            "stats",
+            "sd",
+            "think",
+            "debug",
+        }
         think = client.tree.get_command("think").to_dict(client.tree)
         rounds = next(o for o in think["options"] if o["name"] == "rounds")
-        assert (rounds["type"], rounds["min_value"], rounds["max_value"], rounds["required"]) == (4, 2, 20, False)
+        assert (rounds["type"], rounds["min_value"], rounds["max_value"], rounds["required"]) == (
+            4,
+            2,
+            20,
+            False,
+        )
         assert rounds["description"] == "Most rounds (2–20)."
         sd = {o["name"]: o for o in client.tree.get_command("sd").to_dict(client.tree)["options"]}
         assert sd["prompt"]["required"] and sd["steps"]["max_value"] == 50
@@ -168,25 +204,38 @@ async def test_slash_think_needs_characters_and_reset_needs_admin(
         boss = guild.add_member(env.create_user("boss"), roles=[admins])
         client.config.admin_roles.append(admins.id)
         result = await ann.slash(channel, "think", question="Why is the sky blue?")
-        assert result.response.content == "⚠️ /think needs at least two characters (see /characters)."
+        assert (
+            result.response.content == "⚠️ /think needs at least two characters (see /characters)."
+        )
         result = await ann.slash(channel, "reset")
         assert result.response.content == "⚠️ Only admins can use /reset here."
         result = await boss.slash(channel, "reset")
         assert result.response.content.startswith("Forgot this conversation")
 
 
-async def test_slash_think_shows_progress_by_editing(llama_endpoint: EndpointConfig, sqlite_url: str) -> None:
-    members = [CharacterConfig(name=n, endpoint="local", model=MODEL, max_tokens=16, temperature=0)
-               for n in ("logic", "critic")]
-    synth = CharacterConfig(name="mom", endpoint="local", model=MODEL, max_tokens=24,
-                            temperature=0, role="synthesizer")
-    brain = Brain(characters=[*members, synth], clients={"local": ModelClient("local", llama_endpoint)},
-                  history=HistoryStore(sqlite_url), extensions=["deep_thinking"])
+async def test_slash_think_shows_progress_by_editing(
+    llama_endpoint: EndpointConfig, sqlite_url: str
+) -> None:
+    members = [
+        CharacterConfig(name=n, endpoint="local", model=MODEL, max_tokens=16, temperature=0)
+        for n in ("logic", "critic")
+    ]
+    synth = CharacterConfig(
+        name="mom", endpoint="local", model=MODEL, max_tokens=24, temperature=0, role="synthesizer"
+    )
+    brain = Brain(
+        characters=[*members, synth],
+        clients={"local": ModelClient("local", llama_endpoint)},
+        history=HistoryStore(sqlite_url),
+        extensions=["deep_thinking"],
+    )
     async with discord_world(brain) as (env, client):
         guild = env.create_guild()
         channel = guild.create_text_channel("general")
         ann = guild.add_member(env.create_user("ann"))
-        result = await ann.slash(channel, "think", question="Tea or coffee in the morning?", rounds=2)
+        result = await ann.slash(
+            channel, "think", question="Tea or coffee in the morning?", rounds=2
+        )
         assert result.response.content.startswith("🤔 Round ")  # the status message, edited
         edits = [r for r in env.http_requests if r.method == "PATCH" and "/webhooks/" in r.path]
         assert any("Round 1/2" in (r.json or {}).get("content", "") for r in edits)
@@ -200,7 +249,9 @@ async def test_sd_sends_a_png_with_prompt_and_seed(make_brain: Callable[..., Bra
         guild = env.create_guild()
         channel = guild.create_text_channel("art")
         ann = guild.add_member(env.create_user("ann"))
-        result = await ann.slash(channel, "sd", prompt="a lighthouse at dusk", seed=42, size="64x64")
+        result = await ann.slash(
+            channel, "sd", prompt="a lighthouse at dusk", seed=42, size="64x64"
+        )
         image_message = result.followups[-1]
         assert image_message.content.startswith("a lighthouse at dusk\n(seed 42, 64x64")
         attachment = image_message.attachments[0]
@@ -222,17 +273,24 @@ async def test_an_image_lost_in_a_crash_is_reported_after_the_restart(
         restarted = MombotDiscordClient(brain, client.config)
         await env.restart_bot(restarted)
         told = [m.content for m in bot_messages(channel, restarted)]
-        assert told == [("I was restarted before I could finish the image you asked for "
-                         "(a lighthouse at dusk). Please ask again.")]
+        assert told == [
+            (
+                "I was restarted before I could finish the image you asked for "
+                "(a lighthouse at dusk). Please ask again."
+            )
+        ]
         await env.restart_bot(MombotDiscordClient(brain, client.config))
         assert len(bot_messages(channel, restarted)) == 1  # told once, not at every start
 
 
 async def test_long_replies_split_at_2000_without_breaking_code_and_edits_are_throttled(
-    fake_server: FakeOpenAIServer, sqlite_url: str,
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
 ) -> None:
     code = "\n".join(f"    total += {i}  # step {i}" for i in range(120))
-    fake_server.behaviour.reply = f"Here is the code:\n```python\n{code}\n```\nThat is all, @everyone!"
+    fake_server.behaviour.reply = (
+        f"Here is the code:\n```python\n{code}\n```\nThat is all, @everyone!"
+    )
     fake_server.behaviour.token_delay_s = 0.004
     brain = fake_server_brain(fake_server, sqlite_url)
     async with discord_world(brain) as (env, client):
@@ -256,7 +314,8 @@ async def test_long_replies_split_at_2000_without_breaking_code_and_edits_are_th
 
 
 async def test_reasoning_is_a_spoiler_or_a_file_never_inline(
-    fake_server: FakeOpenAIServer, sqlite_url: str,
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
 ) -> None:
     fake_server.behaviour.reply = "<think>Short thought.</think>The answer."
     brain = fake_server_brain(fake_server, sqlite_url)
@@ -265,7 +324,10 @@ async def test_reasoning_is_a_spoiler_or_a_file_never_inline(
         general = guild.create_text_channel("general")
         ann = guild.add_member(env.create_user("ann"))
         await ann.send(general, f"{client.user.mention} quick one")
-        assert [m.content for m in bot_messages(general, client)] == ["The answer.", "💭 ||Short thought.||"]
+        assert [m.content for m in bot_messages(general, client)] == [
+            "The answer.",
+            "💭 ||Short thought.||",
+        ]
         long_thought = "step " * 400
         fake_server.behaviour.reply = f"<think>{long_thought}</think>The long answer."
         await ann.send(general, f"{client.user.mention} think hard")
@@ -309,6 +371,33 @@ async def test_rate_limit_and_allowlists(make_brain: Callable[..., Brain]) -> No
         assert bot_messages(elsewhere, client) == []
 
 
+async def test_allowed_channels_and_allowed_users(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Only listed channels (a thread counts as its parent), only listed users; DMs too."""
+    brain = fake_server_brain(fake_server, sqlite_url)
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        general, lounge = guild.create_text_channel("general"), guild.create_text_channel("lounge")
+        ann = guild.add_member(env.create_user("ann"))
+        bob = guild.add_member(env.create_user("bob"))
+        client.config.allowed_channels.append(general.id)
+        await ann.send(lounge, f"{client.user.mention} hello?")
+        await ann.send(general, f"{client.user.mention} hello?")
+        assert bot_messages(lounge, client) == [] and len(bot_messages(general, client)) == 1
+        client.config.allowed_users.append(ann.id)
+        await bob.send(general, f"{client.user.mention} and me?")
+        await ann.send(general, f"{client.user.mention} and again?")  # the marker: answered
+        assert [m.content for m in bot_messages(general, client)] == [
+            fake_server.behaviour.reply
+        ] * 2
+        assert [
+            t.author
+            for t in await brain.history.recent(f"discord:{general.id}")
+            if t.role == "user"
+        ] == ["ann", "ann"]  # bob's message never reached the brain
+
+
 def png_bytes() -> bytes:
     out = io.BytesIO()
     Image.new("RGBA", (40, 30), (0, 0, 255, 128)).save(out, "PNG")
@@ -316,13 +405,23 @@ def png_bytes() -> bytes:
 
 
 async def test_attachments_in_and_oversized_refused_before_download(
-    fake_server: FakeOpenAIServer, llama_endpoint: EndpointConfig, sqlite_url: str,
+    fake_server: FakeOpenAIServer,
+    llama_endpoint: EndpointConfig,
+    sqlite_url: str,
 ) -> None:
     fake_server.behaviour.reply = "A translucent blue rectangle."
-    clients = {"local": ModelClient("local", llama_endpoint),
-               "eyes": ModelClient("eyes", EndpointConfig(base_url=fake_server.base_url, context_window=4096))}
-    characters = [CharacterConfig(name="eye", endpoint="eyes", model="llava", vision=True, role="synthesizer"),
-                  CharacterConfig(name="mom", endpoint="local", model=MODEL, max_tokens=24, temperature=0)]
+    clients = {
+        "local": ModelClient("local", llama_endpoint),
+        "eyes": ModelClient(
+            "eyes", EndpointConfig(base_url=fake_server.base_url, context_window=4096)
+        ),
+    }
+    characters = [
+        CharacterConfig(
+            name="eye", endpoint="eyes", model="llava", vision=True, role="synthesizer"
+        ),
+        CharacterConfig(name="mom", endpoint="local", model=MODEL, max_tokens=24, temperature=0),
+    ]
     brain = Brain(characters=characters, clients=clients, history=HistoryStore(sqlite_url))
     async with discord_world(brain, max_attachment_bytes=50_000) as (env, client):
         downloads: list[str] = []
@@ -331,8 +430,11 @@ async def test_attachments_in_and_oversized_refused_before_download(
         guild = env.create_guild()
         general = guild.create_text_channel("general")
         ann = guild.add_member(env.create_user("ann"))
-        await ann.send(general, f"{client.user.mention} what is in this picture?",
-                       attachments=[("shape.png", png_bytes()), ("notes.txt", b"remember the milk")])
+        await ann.send(
+            general,
+            f"{client.user.mention} what is in this picture?",
+            attachments=[("shape.png", png_bytes()), ("notes.txt", b"remember the milk")],
+        )
         parts = last_user(fake_server.requests[0].body)
         assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
         stored = (await brain.history.recent(f"discord:{general.id}"))[-1].content
@@ -340,8 +442,11 @@ async def test_attachments_in_and_oversized_refused_before_download(
         assert "as eye sees it: A translucent blue rectangle." in stored
         assert len(downloads) == 2
 
-        await ann.send(general, f"{client.user.mention} and this one?",
-                       attachments=[("huge.bin", b"\0" * 60_000)])
+        await ann.send(
+            general,
+            f"{client.user.mention} and this one?",
+            attachments=[("huge.bin", b"\0" * 60_000)],
+        )
         assert len(downloads) == 2  # refused before download
         assert bot_messages(general, client)[-2].content == (
             "huge.bin is too large (58 KB; the limit is 48 KB), so I did not open it."
@@ -352,8 +457,12 @@ def test_the_readme_invite_permissions_are_the_ones_the_bot_needs() -> None:
     from pathlib import Path
 
     needed = discord.Permissions(
-        view_channel=True, send_messages=True, send_messages_in_threads=True,
-        create_public_threads=True, read_message_history=True, attach_files=True,
+        view_channel=True,
+        send_messages=True,
+        send_messages_in_threads=True,
+        create_public_threads=True,
+        read_message_history=True,
+        attach_files=True,
     )
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert f"permissions={needed.value}" in readme and f"`{needed.value}`" in readme
@@ -374,13 +483,17 @@ def stored(env: Any, message: Any) -> Any:
 
 
 async def test_image_proposals_get_buttons_and_an_edit_form_for_their_user_only(
-    fake_server: FakeOpenAIServer, sqlite_url: str,
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
 ) -> None:
     fake_server.behaviour.reply = "a lighthouse at dusk"  # the prompt the character writes
     generator = RecordingGenerator()
-    brain = fake_server_brain(fake_server, sqlite_url)
-    brain.image_generator = generator
-    brain.images_config = ImagesConfig(default_size="64x64", confirm=True)
+    brain = fake_server_brain(
+        fake_server,
+        sqlite_url,
+        image_generator=generator,
+        images_config=ImagesConfig(default_size="64x64", confirm=True),
+    )
     async with discord_world(brain) as (env, client):
         guild = env.create_guild()
         channel = guild.create_text_channel("art")
@@ -388,7 +501,9 @@ async def test_image_proposals_get_buttons_and_an_edit_form_for_their_user_only(
         bob = guild.add_member(env.create_user("bob"))
         asked = await ann.slash(channel, "sd", prompt="scene")
         proposal = asked.response
-        assert proposal.content.startswith("🎨 I'd draw: a lighthouse at dusk\nDraw it, edit the prompt")
+        assert proposal.content.startswith(
+            "🎨 I'd draw: a lighthouse at dusk\nDraw it, edit the prompt"
+        )
         assert button_labels(proposal) == ["Draw it", "Edit prompt", "Cancel"]
 
         intruder = await bob.click(proposal, label="Draw it")
@@ -402,9 +517,13 @@ async def test_image_proposals_get_buttons_and_an_edit_form_for_their_user_only(
         assert drawn.followups[-1].attachments[0].filename.endswith(".png")
         assert button_labels(stored(env, proposal)) == []  # answered: the buttons are gone
         turns = await brain.history.recent(f"discord:{channel.id}")
-        assert any(t.content == "a lighthouse at night, stormy sea" and t.author == "ann" for t in turns)
+        assert any(
+            t.content == "a lighthouse at night, stormy sea" and t.author == "ann" for t in turns
+        )
 
-        await ann.send(channel, f"{client.user.mention} /sd me")  # a typed command: the same buttons
+        await ann.send(
+            channel, f"{client.user.mention} /sd me"
+        )  # a typed command: the same buttons
         second = bot_messages(channel, client)[-1]
         assert button_labels(second) == ["Draw it", "Edit prompt", "Cancel"]
         cancelled = await ann.click(second, label="Cancel")
@@ -417,23 +536,38 @@ async def test_image_proposals_get_buttons_and_an_edit_form_for_their_user_only(
 
 
 async def test_replying_to_a_drawn_image_shows_it_to_the_vision_character(
-    fake_server: FakeOpenAIServer, sqlite_url: str,
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
 ) -> None:
     fake_server.behaviour.reply = "A red square."
     endpoint = EndpointConfig(base_url=fake_server.base_url, context_window=4096)
-    brain = Brain(characters=[CharacterConfig(name="eye", endpoint="f", model="llava", vision=True),
-                              CharacterConfig(name="mom", endpoint="f", model="fake", role="synthesizer")],
-                  clients={"f": ModelClient("f", endpoint)}, history=HistoryStore(sqlite_url),
-                  image_generator=RecordingGenerator(), images_config=ImagesConfig(default_size="64x64"))
+    brain = Brain(
+        characters=[
+            CharacterConfig(name="eye", endpoint="f", model="llava", vision=True),
+            CharacterConfig(name="mom", endpoint="f", model="fake", role="synthesizer"),
+        ],
+        clients={"f": ModelClient("f", endpoint)},
+        history=HistoryStore(sqlite_url),
+        image_generator=RecordingGenerator(),
+        images_config=ImagesConfig(default_size="64x64"),
+    )
     async with discord_world(brain) as (env, client):
         guild = env.create_guild()
         channel = guild.create_text_channel("art")
         ann = guild.add_member(env.create_user("ann"))
         drawn = (await ann.slash(channel, "sd", prompt="a red square", size="64x64")).followups[-1]
         await ann.send(channel, "what colour is this?", reply_to=drawn.message)  # no mention needed
-        seen = [last_user(r.body) for r in fake_server.requests if isinstance(last_user(r.body), list)]
+        seen = [
+            last_user(r.body) for r in fake_server.requests if isinstance(last_user(r.body), list)
+        ]
         assert len(seen) == 1  # the vision character looked, once
         question, picture = seen[0]
         assert question == {"type": "text", "text": "what colour is this?"}
         assert picture["image_url"]["url"].startswith("data:image/png;base64,")
         assert bot_messages(channel, client)[-1].content == "A red square."
+        fetched = [
+            r
+            for r in env.http_requests
+            if r.method == "GET" and r.path.endswith(f"/messages/{drawn.message.id}")
+        ]
+        assert len(fetched) <= 1  # issue 17 item 16: the replied-to message is fetched once

@@ -16,7 +16,7 @@ from brain.llm import ModelClient
 from brain.messages import CommandCall, Inbound
 from brain.outbox import Outbox
 from tests.fake_openai import FakeOpenAIServer, last_user
-from tests.helpers import RecordingOutbox
+from tests.helpers import RecordingOutbox, close_brain
 
 
 class ShoutSettings(StrictModel):
@@ -71,12 +71,20 @@ def entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("brain.extensions.available_extensions", lambda: found)
 
 
-def make_brain(server: FakeOpenAIServer, history: HistoryStore, names: list[str],
-               settings: dict[str, Any] | None = None) -> Brain:
+def make_brain(
+    server: FakeOpenAIServer,
+    history: HistoryStore,
+    names: list[str],
+    settings: dict[str, Any] | None = None,
+) -> Brain:
     client = ModelClient("fake", EndpointConfig(base_url=server.base_url, context_window=4096))
-    return Brain(characters=[CharacterConfig(name="mom", endpoint="fake", model="fake")],
-                 clients={"fake": client}, history=history, extensions=names,
-                 extension_settings=settings or {})
+    return Brain(
+        characters=[CharacterConfig(name="mom", endpoint="fake", model="fake")],
+        clients={"fake": client},
+        history=history,
+        extensions=names,
+        extension_settings=settings or {},
+    )
 
 
 def test_deep_thinking_is_registered_as_an_entry_point() -> None:
@@ -91,35 +99,45 @@ async def test_hooks_and_commands_of_an_extension(
     outbox = RecordingOutbox()
     await brain.handle(Inbound("t", "c", "u", "ann", "/echo hello there"), outbox)
     assert outbox.messages == ["hello there?!"]
-    await brain.handle(Inbound("t", "c", "u", "ann", "please answer me"), RecordingOutbox())
+    answered = RecordingOutbox()
+    await brain.handle(Inbound("t", "c", "u", "ann", "please answer me"), answered)
     assert last_user(fake_server.requests[0].body) == "PLEASE ANSWER ME"
-    assert (await history.recent("t:c"))[0].content.endswith(" (signed)")
-    await brain.aclose()
+    stored = (await history.recent("t:c"))[0].content
+    assert stored == "Hello from the fake server. (signed)"
+    assert answered.text == stored  # what is shown is what is stored
+    await close_brain(brain)
 
 
 async def test_broken_extensions_are_disabled_and_the_bot_keeps_answering(
-    entry_points: None, fake_server: FakeOpenAIServer, sqlite_url: str,
+    entry_points: None,
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    brain = make_brain(fake_server, HistoryStore(sqlite_url),
-                       ["missing_dep", "not_installed", "exploding", "shout"])
+    brain = make_brain(
+        fake_server,
+        HistoryStore(sqlite_url),
+        ["missing_dep", "not_installed", "exploding", "shout"],
+    )
     assert [e.name for e in brain.extensions] == ["exploding", "shout"]
     assert "extension missing_dep failed to load and is disabled" in caplog.text
     assert "extension not_installed is not installed" in caplog.text
     outbox = RecordingOutbox()
     await brain.handle(Inbound("t", "c", "u", "ann", "are you still there?"), outbox)
-    assert outbox.errors == [] and outbox.text == "Hello from the fake server."
+    assert outbox.errors == [] and outbox.text == "Hello from the fake server. (signed)"
     assert "extension exploding failed in pre_process and is disabled" in caplog.text
     assert [e.name for e in brain.extensions] == ["shout"]
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_bad_extension_settings_disable_only_that_extension(
-    entry_points: None, fake_server: FakeOpenAIServer, sqlite_url: str,
+    entry_points: None,
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     brain = make_brain(fake_server, HistoryStore(sqlite_url), ["shout"], {"shout": {"volume": 11}})
     assert brain.extensions == []
     assert "extension shout failed to load" in caplog.text
-    await brain.aclose()
+    await close_brain(brain)

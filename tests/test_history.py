@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from brain.history import IMAGE, KEPT_IMAGES, HistoryStore, resolve_database_url
+from brain.history import IMAGE, KEPT_IMAGES, HistoryStore, LostImageJob, resolve_database_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -60,7 +60,10 @@ def test_relative_sqlite_path_goes_into_data_dir(tmp_path: Path) -> None:
     url = resolve_database_url("sqlite:///mombot.db", tmp_path / "data")
     assert url == f"sqlite:///{tmp_path / 'data' / 'mombot.db'}"
     assert (tmp_path / "data").is_dir()
-    assert resolve_database_url("postgresql+psycopg://u@h/db", tmp_path) == "postgresql+psycopg://u@h/db"
+    assert (
+        resolve_database_url("postgresql+psycopg://u@h/db", tmp_path)
+        == "postgresql+psycopg://u@h/db"
+    )
 
 
 def test_sqlite_uses_wal(sqlite_url: str) -> None:
@@ -76,20 +79,77 @@ async def test_image_entries_keep_their_png_for_the_newest_images_only(database_
     channel, other = f"t:{uuid.uuid4().hex}", f"t:{uuid.uuid4().hex}"
     assert await store.latest_image(channel) is None
     await store.add(other, "assistant", "[image: owl]", "mom", kind=IMAGE, image=b"owl")
-    ids = [await store.add(channel, "assistant", f"[image: fox {i}]", "mom", kind=IMAGE,
-                           image=b"fox" + bytes([i])) for i in range(KEPT_IMAGES + 2)]
+    ids = [
+        await store.add(
+            channel, "assistant", f"[image: fox {i}]", "mom", kind=IMAGE, image=b"fox" + bytes([i])
+        )
+        for i in range(KEPT_IMAGES + 2)
+    ]
     await store.add(channel, "user", "nice", "ann")  # a later text turn carries no image
     newest = await store.latest_image(channel)
     assert newest is not None
     assert (newest.turn_id, newest.description, newest.png) == (
-        ids[-1], f"[image: fox {KEPT_IMAGES + 1}]", b"fox" + bytes([KEPT_IMAGES + 1]))
+        ids[-1],
+        f"[image: fox {KEPT_IMAGES + 1}]",
+        b"fox" + bytes([KEPT_IMAGES + 1]),
+    )
     with store._engine.connect() as connection:
-        kept = connection.execute(text("SELECT id FROM turns WHERE channel = :c AND image IS NOT NULL"),
-                                  {"c": channel}).scalars().all()
+        kept = (
+            connection.execute(
+                text("SELECT id FROM turns WHERE channel = :c AND image IS NOT NULL"),
+                {"c": channel},
+            )
+            .scalars()
+            .all()
+        )
     assert sorted(kept) == ids[2:]  # the two oldest lost their PNG...
-    assert len(await store.recent(channel, include_images=True, limit=100)) == KEPT_IMAGES + 3  # ...not their entry
+    assert (
+        len(await store.recent(channel, include_images=True, limit=100)) == KEPT_IMAGES + 3
+    )  # ...not their entry
     owl = await store.latest_image(other)
     assert owl is not None and owl.png == b"owl"  # another channel's images are its own
     await store.clear(channel)
     assert await store.latest_image(channel) is None
     store.close()
+
+
+async def test_opening_the_store_migrates_off_the_event_loop(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 item 12: connecting and migrating (Alembic) block; the bot opens it in a thread."""
+    import threading
+
+    from brain import history
+
+    migrated_on: list[str] = []
+    migrate = history.migrate
+
+    def recording(engine: object) -> None:
+        migrated_on.append(threading.current_thread().name)
+        migrate(engine)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(history, "migrate", recording)
+    store = await HistoryStore.open(database_url)
+    assert migrated_on and migrated_on[0] != threading.main_thread().name
+    await store.ping()
+    store.close()
+
+
+async def test_two_bots_on_one_database_claim_only_their_own_lost_image_jobs(
+    database_url: str,
+) -> None:
+    """Issue 17 item 7: the README's scaling section puts two bots on one database. A bot that
+    starts claims what its own earlier run left, never the other bot's live jobs."""
+    platform = f"p{uuid.uuid4().hex[:8]}"
+    first = HistoryStore(database_url, instance="bot-one")
+    second = HistoryStore(database_url, instance="bot-two")
+    await first.start_image_job(f"{platform}:room", "ann", "a fox")  # first's job, still drawing
+    await second.start_image_job(f"{platform}:room", "bob", "a cat")  # then second dies
+    restarted = HistoryStore(database_url, instance="bot-two")
+    lost = await restarted.take_lost_image_jobs(platform)
+    assert [(j.user_id, j.prompt) for j in lost] == [("bob", "a cat")]
+    assert await first.take_lost_image_jobs(platform) == [
+        LostImageJob(f"{platform}:room", "ann", "a fox")
+    ]  # first's own, as its next start would report it
+    for store in (first, second, restarted):
+        store.close()

@@ -1,4 +1,5 @@
-"""The database briefly locked or its connection dropped: turns wait or reconnect, none lost or doubled."""
+"""The database briefly locked or its connection dropped: turns wait or reconnect, none lost
+or doubled."""
 
 from __future__ import annotations
 
@@ -45,11 +46,20 @@ async def test_a_dropped_postgresql_connection_is_replaced(postgres_url: str) ->
     store = HistoryStore(postgres_url)
     await store.add(channel, "user", "first")
     url = make_url(postgres_url)
-    admin = psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
-                            dbname=url.database, autocommit=True)
+    admin = psycopg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        dbname=url.database,
+        autocommit=True,
+    )
     # What a server restart or an idle-connection reaper does to the bot's pooled connections.
-    dropped = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = %s AND pid <> pg_backend_pid()", (url.database,)).fetchall()
+    dropped = admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (url.database,),
+    ).fetchall()
     admin.close()
     assert dropped  # the pool's connection was among them
     await store.add(channel, "assistant", "second")

@@ -1,11 +1,11 @@
-"""Image generation: the real diffusers path on a tiny pipeline, batching, limits, GPU cool-down, A1111."""
+"""Image generation: the real diffusers path on a tiny pipeline, batching, limits, GPU
+cool-down, A1111."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
-from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,28 @@ from brain.imaging.remote import A1111Backend
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from tests.a1111 import A1111Server
-from tests.helpers import FakeNvml, RecordingOutbox
+from tests.helpers import FakeNvml, RecordingOutbox, SlowBackend
 from tests.ldm_checkpoint import write_ldm_checkpoint
 
 
-def request(prompt: str = "a red fox", seed: int = 1, user: str = "u1", size: int = 64,
-            lora: str = "", lora_scale: float = 1.0) -> ImageRequest:
-    return ImageRequest(prompt=prompt, width=size, height=size, steps=2, seed=seed, user_id=user,
-                        lora=lora, lora_scale=lora_scale)
+def request(
+    prompt: str = "a red fox",
+    seed: int = 1,
+    user: str = "u1",
+    size: int = 64,
+    lora: str = "",
+    lora_scale: float = 1.0,
+) -> ImageRequest:
+    return ImageRequest(
+        prompt=prompt,
+        width=size,
+        height=size,
+        steps=2,
+        seed=seed,
+        user_id=user,
+        lora=lora,
+        lora_scale=lora_scale,
+    )
 
 
 def pixels(image: GeneratedImage) -> np.ndarray:
@@ -60,7 +74,9 @@ def backend(tiny_pipeline: Path) -> DiffusersBackend:
     return DiffusersBackend(config, max_batch=4)
 
 
-async def test_loads_from_a_local_folder_and_draws_deterministically(backend: DiffusersBackend) -> None:
+async def test_loads_from_a_local_folder_and_draws_deterministically(
+    backend: DiffusersBackend,
+) -> None:
     steps: list[tuple[int, int]] = []
     first = (await backend.run_batch([request(seed=7)], lambda s, t: steps.append((s, t))))[0]
     again = (await backend.run_batch([request(seed=7)], lambda s, t: None))[0]
@@ -70,15 +86,22 @@ async def test_loads_from_a_local_folder_and_draws_deterministically(backend: Di
     assert first.png == again.png and first.png != other.png
     assert steps == [(1, 2), (2, 2)]
     assert backend.device == "cpu" and backend.load_seconds is not None
-    assert type(backend._pipe).__name__ == "StableDiffusionPipeline"  # through AutoPipelineForText2Image
+    assert (
+        type(backend._pipe).__name__ == "StableDiffusionPipeline"
+    )  # through AutoPipelineForText2Image
 
 
-@pytest.mark.parametrize(("choice", "expected"), [
-    (None, "EulerDiscreteScheduler"),  # mombot's default: no wait for the GPU at each step
-    ("euler_a", "EulerAncestralDiscreteScheduler"),
-    ("default", "DDIMScheduler"),  # the one the tiny model ships with
-])
-async def test_scheduler_choice_is_applied(tiny_pipeline: Path, choice: str | None, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        (None, "EulerDiscreteScheduler"),  # mombot's default: no wait for the GPU at each step
+        ("euler_a", "EulerAncestralDiscreteScheduler"),
+        ("default", "DDIMScheduler"),  # the one the tiny model ships with
+    ],
+)
+async def test_scheduler_choice_is_applied(
+    tiny_pipeline: Path, choice: str | None, expected: str
+) -> None:
     chosen = {"scheduler": choice} if choice else {}
     config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, **chosen)
     backend = DiffusersBackend(config)
@@ -90,9 +113,15 @@ async def test_scheduler_choice_is_applied(tiny_pipeline: Path, choice: str | No
 async def test_compiled_model_warms_up_and_draws_the_same_images_with_and_without_a_lora(
     tiny_pipeline: Path, backend: DiffusersBackend, tiny_loras: tuple[Path, Path], mode: str
 ) -> None:
-    # On the CPU there are no CUDA graphs, but reduce-overhead still runs our output-copying wrapper.
-    config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu",
-                             compile=True, compile_mode=mode, compile_warmup_size=64)
+    # No CUDA graphs on the CPU, but reduce-overhead still runs our output-copying wrapper.
+    config = DiffusersConfig(
+        model=str(tiny_pipeline),
+        local_files_only=True,
+        device="cpu",
+        compile=True,
+        compile_mode=mode,
+        compile_warmup_size=64,
+    )
     compiled = DiffusersBackend(config)
     await asyncio.wait_for(compiled.load(), timeout=300)  # a deadlocked warm-up would hang here
     assert compiled.compile_seconds is not None
@@ -111,8 +140,12 @@ async def test_loads_an_original_single_file_checkpoint_and_draws_the_same_image
     tiny_pipeline: Path, backend: DiffusersBackend, tmp_path: Path
 ) -> None:
     checkpoint = write_ldm_checkpoint(tiny_pipeline, tmp_path / "tiny-community-model.safetensors")
-    config = DiffusersConfig(model=str(checkpoint), single_file_config=str(tiny_pipeline),
-                             local_files_only=True, device="cpu")
+    config = DiffusersConfig(
+        model=str(checkpoint),
+        single_file_config=str(tiny_pipeline),
+        local_files_only=True,
+        device="cpu",
+    )
     single = DiffusersBackend(config)
     from_file = (await single.run_batch([request(seed=5)], lambda s, t: None))[0]
     from_folder = (await backend.run_batch([request(seed=5)], lambda s, t: None))[0]
@@ -131,7 +164,10 @@ def test_the_original_checkpoint_round_trips_through_diffusers_own_converter(
 
     checkpoint = load_file(write_ldm_checkpoint(tiny_pipeline, tmp_path / "tiny.safetensors"))
     assert any(key.startswith("model.diffusion_model.output_blocks.") for key in checkpoint)
-    for part, convert in (("unet", convert_ldm_unet_checkpoint), ("vae", convert_ldm_vae_checkpoint)):
+    for part, convert in (
+        ("unet", convert_ldm_unet_checkpoint),
+        ("vae", convert_ldm_vae_checkpoint),
+    ):
         original = load_file(next((tiny_pipeline / part).glob("*.safetensors")))
         config = json.loads((tiny_pipeline / part / "config.json").read_text())
         converted = convert(dict(checkpoint), config)
@@ -151,10 +187,16 @@ async def test_a_characters_lora_changes_its_images_and_only_its_images(
     inked = await draw(backend, lora=ink)
     oiled = await draw(backend, lora=oil)
     assert np.abs(inked - plain).max() > 8 and np.abs(oiled - inked).max() > 8
-    assert np.abs(await draw(backend, lora=ink, lora_scale=0.0) - plain).max() <= 1  # scale 0: no effect
-    assert np.abs(await draw(backend, lora=ink) - inked).max() <= 1  # loaded once, same result again
-    assert np.abs(await draw(backend) - plain).max() <= 1  # switched off for a character without one
-    assert len(backend._loras) == 2
+    assert (
+        np.abs(await draw(backend, lora=ink, lora_scale=0.0) - plain).max() <= 1
+    )  # scale 0: no effect
+    assert (
+        np.abs(await draw(backend, lora=ink) - inked).max() <= 1
+    )  # loaded once, same result again
+    assert (
+        np.abs(await draw(backend) - plain).max() <= 1
+    )  # switched off for a character without one
+    assert len(backend.loras.loaded) == 2
 
 
 async def test_a_lora_applies_although_the_gpu_setup_fused_the_attention_projections(
@@ -165,7 +207,9 @@ async def test_a_lora_applies_although_the_gpu_setup_fused_the_attention_project
     backend._pipe.fuse_qkv_projections()  # what _configure does on CUDA
     fused_plain = await draw(backend)
     fused_inked = await draw(backend, lora=ink)
-    separate = DiffusersBackend(DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu"))
+    separate = DiffusersBackend(
+        DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu")
+    )
     assert np.abs(fused_inked - await draw(separate, lora=ink)).max() <= 1
     assert np.abs(fused_inked - fused_plain).max() > 8
     assert np.abs(await draw(backend) - fused_plain).max() <= 1  # and without a LoRA, as before
@@ -194,13 +238,18 @@ async def test_requests_with_different_loras_are_never_batched_together(
         assert np.abs(pixels(image) - alone).max() <= 1
 
 
-async def test_a_lora_that_cannot_be_loaded_is_a_clear_error(backend: DiffusersBackend, tmp_path: Path) -> None:
+async def test_a_lora_that_cannot_be_loaded_is_a_clear_error(
+    backend: DiffusersBackend, tmp_path: Path
+) -> None:
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a safetensors file")
     for lora in (str(broken), str(tmp_path / "missing.safetensors")):
         with pytest.raises(MombotError) as caught:
             await draw(backend, lora=lora)
-        assert caught.value.user_message == "I could not load this character's LoRA; the details are in the bot's log."
+        assert (
+            caught.value.user_message
+            == "I could not load this character's LoRA; the details are in the bot's log."
+        )
     await draw(backend)  # the pipeline still draws
 
 
@@ -208,8 +257,9 @@ async def test_lcm_lora_fast_mode_fuses_its_lora_and_uses_the_lcm_scheduler(
     tiny_pipeline: Path, backend: DiffusersBackend, tiny_loras: tuple[Path, Path]
 ) -> None:
     # The tiny LoRA stands in for LCM-LoRA: the same loading, fusing and scheduler switch.
-    config = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu",
-                             lcm_lora=str(tiny_loras[0]))
+    config = DiffusersConfig(
+        model=str(tiny_pipeline), local_files_only=True, device="cpu", lcm_lora=str(tiny_loras[0])
+    )
     fast = DiffusersBackend(config)
     fused = await draw(fast)
     assert type(fast._pipe.scheduler).__name__ == "LCMScheduler"
@@ -225,63 +275,65 @@ async def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
         backend = DiffusersBackend(DiffusersConfig(model=model, local_files_only=True))
         with pytest.raises(MombotError) as caught:
             await backend.load()
-        assert caught.value.user_message == "I could not load the image model; the details are in the bot's log."
+        assert (
+            caught.value.user_message
+            == "I could not load the image model; the details are in the bot's log."
+        )
 
 
-async def test_concurrent_requests_are_batched_and_match_their_solo_images(backend: DiffusersBackend) -> None:
-    solo = {seed: (await backend.run_batch([request(f"prompt {seed}", seed)], lambda s, t: None))[0]
-            for seed in (1, 2, 3)}
+async def test_concurrent_requests_are_batched_and_match_their_solo_images(
+    backend: DiffusersBackend,
+) -> None:
+    solo = {
+        seed: (await backend.run_batch([request(f"prompt {seed}", seed)], lambda s, t: None))[0]
+        for seed in (1, 2, 3)
+    }
     queue = ImageQueue(backend, QueueConfig(max_batch=4, batch_window_ms=300, per_user=5))
-    batched = await asyncio.gather(*(queue.generate(request(f"prompt {seed}", seed, user=f"u{seed}"),
-                                                    no_progress) for seed in (1, 2, 3)))
-    assert queue.batches_run == [3]  # three requests, one pipeline call
-    for seed, image in zip((1, 2, 3), batched):
+    batched = await asyncio.gather(
+        *(
+            queue.generate(request(f"prompt {seed}", seed, user=f"u{seed}"), no_progress)
+            for seed in (1, 2, 3)
+        )
+    )
+    assert list(queue.batches_run) == [3]  # three requests, one pipeline call
+    for seed, image in zip((1, 2, 3), batched, strict=True):
         assert image.seed == seed and image.prompt == f"prompt {seed}"
         assert np.abs(pixels(image) - pixels(solo[seed])).max() <= 1  # same image, up to rounding
-
-
-class SlowBackend:
-    """A backend that takes a while, to test the queue's rules without a model."""
-
-    max_batch = 2
-
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-        self.release = asyncio.Event()
-
-    def shape_key(self, r: ImageRequest) -> Hashable:
-        return (r.width, r.height)
-
-    async def run_batch(self, requests: list[ImageRequest], on_step: StepFn) -> list[GeneratedImage]:
-        self.calls.append([r.prompt for r in requests])
-        for step in range(1, 4):
-            on_step(step, 3)
-        await self.release.wait()
-        return [GeneratedImage(b"png", r.width, r.height, r.seed, r.prompt) for r in requests]
 
 
 def recorder(told: dict[str, list[str]], name: str):
     async def progress(text: str) -> None:
         told.setdefault(name, []).append(text)
+
     return progress
 
 
 async def test_queue_positions_shapes_and_bound() -> None:
     slow = SlowBackend()
-    queue = ImageQueue(slow, QueueConfig(max_batch=2, batch_window_ms=50, max_queue=3, per_user=2,
-                                         progress_interval_s=0.2))
+    queue = ImageQueue(
+        slow,
+        QueueConfig(
+            max_batch=2, batch_window_ms=50, max_queue=3, per_user=2, progress_interval_s=0.2
+        ),
+    )
     told: dict[str, list[str]] = {}
     first = asyncio.create_task(queue.generate(request("a", user="ann"), recorder(told, "a")))
     await asyncio.sleep(0.2)  # "a" runs alone
     waiting = []
     for prompt, user, size in (("b", "bob", 64), ("c", "cat", 128), ("d", "dan", 64)):
-        waiting.append(asyncio.create_task(queue.generate(request(prompt, user=user, size=size),
-                                                          recorder(told, prompt))))
+        waiting.append(
+            asyncio.create_task(
+                queue.generate(request(prompt, user=user, size=size), recorder(told, prompt))
+            )
+        )
         await asyncio.sleep(0.01)
     assert queue.length == 4
     with pytest.raises(Busy) as caught:
         await queue.generate(request("e", user="eve"), no_progress)
-    assert caught.value.user_message == "I'm busy: 3 images are waiting already. Try again in a few minutes."
+    assert (
+        caught.value.user_message
+        == "I'm busy: 3 images are waiting already. Try again in a few minutes."
+    )
     assert told["b"] == ["Queued: 1 image ahead of yours."]
     assert told["d"] == ["Queued: 3 images ahead of yours."]
     slow.release.set()
@@ -307,8 +359,10 @@ async def test_a_full_batch_starts_without_waiting_out_the_window() -> None:
     slow.max_batch = 4
     slow.release.set()
     queue = ImageQueue(slow, QueueConfig(max_batch=2, batch_window_ms=5000, per_user=5))
-    both = asyncio.gather(queue.generate(request("a", user="ann"), no_progress),
-                          queue.generate(request("b", user="bob"), no_progress))
+    both = asyncio.gather(
+        queue.generate(request("a", user="ann"), no_progress),
+        queue.generate(request("b", user="bob"), no_progress),
+    )
     # The batch is full at the configured limit of 2 (below the backend's 4), so the 5 s window
     # is not waited out.
     images = await asyncio.wait_for(both, timeout=2.5)
@@ -357,9 +411,12 @@ async def test_without_nvml_the_monitor_never_blocks() -> None:
     assert not real.available and real.readings() == []
 
 
-async def test_hot_gpu_holds_the_chat_with_a_message(fake_server_chat: tuple[Brain, Any]) -> None:
-    brain, _ = fake_server_chat
-    brain.gpu = GpuMonitor(GpuConfig(poll_s=0.01), nvml=FakeNvml([[90, 72, 60]]))
+async def test_hot_gpu_holds_the_chat_with_a_message(fake_server: Any, sqlite_url: str) -> None:
+    brain = chat_brain(
+        fake_server,
+        sqlite_url,
+        gpu=GpuMonitor(GpuConfig(poll_s=0.01), nvml=FakeNvml([[90, 72, 60]])),
+    )
     outbox = RecordingOutbox()
     await brain.handle(Inbound("t", "c", "u", "ann", "how are you doing today?"), outbox)
     assert outbox.events[1] == ("send", "The GPU is hot (90 °C); cooling down to 70 °C first…")
@@ -367,18 +424,25 @@ async def test_hot_gpu_holds_the_chat_with_a_message(fake_server_chat: tuple[Bra
     assert outbox.messages[-1] == "Hello from the fake server."
 
 
-@pytest.fixture
-def fake_server_chat(fake_server: Any, sqlite_url: str) -> Iterator[tuple[Brain, Any]]:
+def chat_brain(fake_server: Any, sqlite_url: str, **options: Any) -> Brain:
     client = ModelClient("f", EndpointConfig(base_url=fake_server.base_url, context_window=4096))
-    brain = Brain(characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
-                  clients={"f": client}, history=HistoryStore(sqlite_url))
-    yield brain, fake_server
+    return Brain(
+        characters=[CharacterConfig(name="mom", endpoint="f", model="fake")],
+        clients={"f": client},
+        history=HistoryStore(sqlite_url),
+        **options,
+    )
 
 
-async def test_sd_end_to_end_through_the_queue(fake_server_chat: tuple[Brain, Any], backend: DiffusersBackend) -> None:
-    brain, _ = fake_server_chat
-    brain.image_generator = ImageQueue(backend, QueueConfig(progress_interval_s=0.2))
-    brain.images_config = ImagesConfig(default_size="64x64", default_steps=2)
+async def test_sd_end_to_end_through_the_queue(
+    fake_server: Any, sqlite_url: str, backend: DiffusersBackend
+) -> None:
+    brain = chat_brain(
+        fake_server,
+        sqlite_url,
+        image_generator=ImageQueue(backend, QueueConfig(progress_interval_s=0.2)),
+        images_config=ImagesConfig(default_size="64x64", default_steps=2),
+    )
     outbox = RecordingOutbox()
     await brain.handle(Inbound("t", "c", "u", "ann", "/sd a tiny red fox --seed 3"), outbox)
     assert outbox.errors == []
@@ -389,16 +453,31 @@ async def test_sd_end_to_end_through_the_queue(fake_server_chat: tuple[Brain, An
 
 
 async def test_a1111_backend(a1111: A1111Server) -> None:
-    backend = A1111Backend(A1111Config(base_url=f"http://127.0.0.1:{a1111.port}", timeout_s=1,
-                                       sampler="Euler a"))
-    image = (await backend.run_batch([ImageRequest("a cat", "blurry", 96, 64, 20, 6.0, 42)], lambda s, t: None))[0]
+    backend = A1111Backend(
+        A1111Config(base_url=f"http://127.0.0.1:{a1111.port}", timeout_s=1, sampler="Euler a")
+    )
+    image = (
+        await backend.run_batch(
+            [ImageRequest("a cat", "blurry", 96, 64, 20, 6.0, 42)], lambda s, t: None
+        )
+    )[0]
     assert (image.width, image.height, image.seed) == (96, 64, 42)
-    assert a1111.bodies[0] == {"prompt": "a cat", "negative_prompt": "blurry", "steps": 20, "width": 96,
-                               "height": 64, "cfg_scale": 6.0, "seed": 42, "batch_size": 1, "n_iter": 1,
-                               "sampler_name": "Euler a"}
+    assert a1111.bodies[0] == {
+        "prompt": "a cat",
+        "negative_prompt": "blurry",
+        "steps": 20,
+        "width": 96,
+        "height": 64,
+        "cfg_scale": 6.0,
+        "seed": 42,
+        "batch_size": 1,
+        "n_iter": 1,
+        "sampler_name": "Euler a",
+    }
     # A character's LoRA reaches A1111 in its own prompt syntax, by the name the server knows.
-    await backend.run_batch([request("a cat", lora="/loras/ink-style.safetensors", lora_scale=0.8)],
-                            lambda s, t: None)
+    await backend.run_batch(
+        [request("a cat", lora="/loras/ink-style.safetensors", lora_scale=0.8)], lambda s, t: None
+    )
     assert a1111.bodies[1]["prompt"] == "a cat <lora:ink-style:0.8>"
     for mode, error, text in [
         ("error", ModelBadResponse, "The image server answered with an error (HTTP 500)."),
@@ -415,3 +494,90 @@ async def test_a1111_backend(a1111: A1111Server) -> None:
         await down.run_batch([request()], lambda s, t: None)
     assert unreachable.value.user_message == "The image server cannot be reached."
     await down.aclose()
+
+
+class FlaggingPipeline:
+    """The real tiny pipeline, with the safety checker's verdict injected per prompt.
+
+    A tiny random pipeline has no meaningful safety checker; what matters here is how the
+    bot handles a verdict that flags one image of a batch, so the verdict is set by prompt.
+    """
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pipe, name)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        output = self.pipe(**kwargs)
+        output.nsfw_content_detected = ["flagged" in prompt for prompt in kwargs["prompt"]]
+        return output
+
+
+async def test_a_flagged_image_fails_only_its_own_request(backend: DiffusersBackend) -> None:
+    """Issue 17 item 5: batches mix users; the safety checker's verdict costs one request."""
+    await backend.load()
+    backend._pipe = FlaggingPipeline(backend._pipe)
+    queue = ImageQueue(backend, QueueConfig(max_batch=2, batch_window_ms=200))
+    fine, flagged = await asyncio.gather(
+        queue.generate(request("a red fox", seed=1, user="ann"), no_progress),
+        queue.generate(request("something flagged", seed=2, user="bob"), no_progress),
+        return_exceptions=True,
+    )
+    assert list(queue.batches_run) == [2]  # one pipeline call for both
+    assert isinstance(fine, GeneratedImage) and Image.open(io.BytesIO(fine.png)).size == (64, 64)
+    assert isinstance(flagged, MombotError)
+    assert flagged.user_message == "The safety checker blocked that image; try another prompt."
+    await queue.aclose()
+
+
+def threads_named(prefix: str) -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+async def test_closing_the_queue_stops_its_worker_fails_waiting_jobs_and_closes_the_backend() -> (
+    None
+):
+    """Issue 17 item 13: the worker, a job still waiting and the backend all end on aclose."""
+    slow = SlowBackend()
+    queue = ImageQueue(slow, QueueConfig(max_batch=1, batch_window_ms=0))
+    running = asyncio.create_task(queue.generate(request("a", user="ann"), no_progress))
+    waiting = asyncio.create_task(queue.generate(request("b", user="bob"), no_progress))
+    await slow.started.wait()  # "a" is in the backend, "b" waits its turn
+    await queue.aclose()
+    for job in (running, waiting):
+        with pytest.raises(MombotError):
+            await job
+    assert slow.closed and queue.length == 0
+
+
+async def test_closing_the_diffusers_backend_ends_its_thread(backend: DiffusersBackend) -> None:
+    await backend.run_batch([request()], lambda step, total: None)
+    assert threads_named("diffusers")
+    await backend.aclose()
+    assert threads_named("diffusers") == []
+
+
+async def test_a1111_replies_are_decoded_off_the_event_loop(
+    a1111: A1111Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 item 12: a multi-MB JSON body with base64 is decoded in a worker thread."""
+    import threading
+
+    from brain.imaging import remote
+
+    decoded_on: list[str] = []
+    decode = remote._decode_reply
+
+    def recording(body: bytes) -> Any:
+        decoded_on.append(threading.current_thread().name)
+        return decode(body)
+
+    monkeypatch.setattr(remote, "_decode_reply", recording)
+    backend = A1111Backend(A1111Config(base_url=a1111.base_url))
+    await backend.run_batch([request()], lambda step, total: None)
+    await backend.aclose()
+    assert decoded_on and decoded_on[0] != threading.main_thread().name

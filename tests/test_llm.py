@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,9 @@ from pydantic import BaseModel
 from bot.embedded import free_port
 from brain.config import EndpointConfig
 from brain.errors import ContextTooLong, ModelBadResponse, ModelTimeout, ModelUnavailable
-from brain.llm import ModelClient, Usage, estimate_tokens
+from brain.llm import ModelClient, stream_text
+from brain.tokens import estimate_tokens
+from brain.usage import Usage
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
 
@@ -28,7 +32,9 @@ async def test_streams_a_real_answer_and_records_usage(llama_endpoint: EndpointC
     assert len(usage) == 1
     record = usage[0]
     assert record.endpoint == "local" and record.model == MODEL
-    assert record.completion_tokens == len(pieces)
+    # No usage from this server: one streamed piece is one token. The first characters of a
+    # model not yet known to reason or not are held back a moment, so they come as one piece.
+    assert len(pieces) <= record.completion_tokens <= 16
     assert record.first_token_s is not None and 0 < record.first_token_s < record.seconds
     assert record.tokens_per_s > 0
 
@@ -66,7 +72,7 @@ async def test_overlong_prompt_is_a_typed_error(llama_client: ModelClient) -> No
     assert "context window" in caught.value.user_message
     # Streamed, llama-cpp-python answers HTTP 200 with an empty body: still a typed error.
     with pytest.raises(ModelBadResponse) as streamed:
-        await llama_client.chat_stream_text(MODEL, messages, max_tokens=16)
+        await stream_text(llama_client, MODEL, messages, max_tokens=16)
     assert streamed.value.user_message == (
         "The model server 'local' stopped before finishing its answer."
     )
@@ -102,7 +108,7 @@ async def test_slow_stream_is_cut_at_the_total_deadline(fake_server: FakeOpenAIS
     client = _client(fake_server)
     started = time.monotonic()
     with pytest.raises(ModelTimeout):
-        await client.chat_stream_text("fake", HELLO, timeout_s=0.7)
+        await stream_text(client, "fake", HELLO, timeout_s=0.7)
     assert time.monotonic() - started < 2
     await client.aclose()
 
@@ -135,7 +141,7 @@ async def test_faults_become_typed_errors(
 ) -> None:
     fake_server.behaviour.mode = mode
     client = _client(fake_server, kind=kind, context_window=4096)
-    call = client.chat_stream_text if streamed else client.chat
+    call = partial(stream_text, client) if streamed else client.chat
     with pytest.raises(ModelBadResponse) as caught:
         await call("fake", HELLO)
     await client.aclose()
@@ -169,7 +175,7 @@ async def test_llama_cpp_python_requests_are_queued_one_at_a_time(
     await asyncio.gather(*(client.chat("fake", HELLO) for _ in range(3)))
     await client.aclose()
     spans = sorted((r.started, r.ended) for r in fake_server.requests)
-    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
 OLLAMA_SHOW = {
@@ -178,17 +184,36 @@ OLLAMA_SHOW = {
 }
 
 
-@pytest.mark.parametrize(("kind", "setup", "window", "source", "vision"), [
-    ("llama.cpp", {"props": {"default_generation_settings": {"n_ctx": 8192}}}, 8192, "/props n_ctx", None),
-    ("vllm", {"max_model_len": 32768}, 32768, "max_model_len", None),
-    ("koboldcpp", {"kobold_context": 12288}, 12288, "true_max_context_length", None),
-    ("ollama", {"ollama_show": {**OLLAMA_SHOW, "parameters": "stop \"<|eot|>\"\nnum_ctx 16384"}},
-     16384, "num_ctx", True),
-    ("ollama", {"ollama_show": OLLAMA_SHOW}, 8192, "mombot's default for Ollama", True),
-    ("openai", {}, 2048, "default", None),
-])
+@pytest.mark.parametrize(
+    ("kind", "setup", "window", "source", "vision"),
+    [
+        (
+            "llama.cpp",
+            {"props": {"default_generation_settings": {"n_ctx": 8192}}},
+            8192,
+            "/props n_ctx",
+            None,
+        ),
+        ("vllm", {"max_model_len": 32768}, 32768, "max_model_len", None),
+        ("koboldcpp", {"kobold_context": 12288}, 12288, "true_max_context_length", None),
+        (
+            "ollama",
+            {"ollama_show": {**OLLAMA_SHOW, "parameters": 'stop "<|eot|>"\nnum_ctx 16384'}},
+            16384,
+            "num_ctx",
+            True,
+        ),
+        ("ollama", {"ollama_show": OLLAMA_SHOW}, 8192, "mombot's default for Ollama", True),
+        ("openai", {}, 2048, "default", None),
+    ],
+)
 async def test_the_context_size_is_asked_from_each_kind_of_server(
-    fake_server: FakeOpenAIServer, kind: str, setup: dict, window: int, source: str, vision: bool | None,
+    fake_server: FakeOpenAIServer,
+    kind: str,
+    setup: dict,
+    window: int,
+    source: str,
+    vision: bool | None,
 ) -> None:
     for name, value in setup.items():
         setattr(fake_server, name, value)
@@ -198,11 +223,15 @@ async def test_the_context_size_is_asked_from_each_kind_of_server(
     assert await client.context_window("fake") == window
     if kind == "ollama":
         assert info.trained_context == 131072
-        assert [r.body for r in fake_server.requests if r.path == "/api/show"] == [{"model": "fake"}]
+        assert [r.body for r in fake_server.requests if r.path == "/api/show"] == [
+            {"model": "fake"}
+        ]
     await client.model_info("fake")  # cached: asked once
     assert len([r for r in fake_server.requests if r.path == "/api/show"]) <= 1
     # the config value overrides what the server says, and then nothing is asked
-    fixed = ModelClient("s", EndpointConfig(base_url=fake_server.base_url, kind=kind, context_window=999))
+    fixed = ModelClient(
+        "s", EndpointConfig(base_url=fake_server.base_url, kind=kind, context_window=999)
+    )
     assert await fixed.context_window("fake") == 999
     assert (await fixed.model_info("fake")).source == "config"
     await client.aclose()
@@ -216,7 +245,9 @@ async def test_llama_cpp_python_has_no_props_so_its_window_comes_from_config(
     import httpx
 
     async with httpx.AsyncClient() as http:
-        assert (await http.get(llama_endpoint.base_url.removesuffix("/v1") + "/props")).status_code == 404
+        assert (
+            await http.get(llama_endpoint.base_url.removesuffix("/v1") + "/props")
+        ).status_code == 404
     unset = ModelClient("local", llama_endpoint.model_copy(update={"context_window": None}))
     info = await unset.model_info(MODEL)
     assert (info.context_window, info.source) == (2048, "default")  # and a warning in the log
@@ -224,7 +255,9 @@ async def test_llama_cpp_python_has_no_props_so_its_window_comes_from_config(
 
 
 def test_check_prints_what_each_endpoint_said(
-    fake_server: FakeOpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    fake_server: FakeOpenAIServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from bot.cli import main
 
@@ -237,7 +270,47 @@ def test_check_prints_what_each_endpoint_said(
     )
     assert main(["check", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert ("character mom: box/fake, context 16384 tokens (server: /api/show num_ctx, sent with each "
-            "request, trained for 131072)") in out
+    assert (
+        "character mom: box/fake, context 16384 tokens (server: /api/show num_ctx, sent with each "
+        "request, trained for 131072)"
+    ) in out
     assert "  vision: yes, from the server\ncharacter blind:" in out  # unset: taken from the server
     assert "note: the server says this model can see images, but vision = false" in out
+
+
+async def test_a_failed_probe_is_asked_again_after_a_back_off(
+    fake_server: FakeOpenAIServer,
+) -> None:
+    """Issue 17 item 8: a server that was down at the first probe is asked again once it is
+    back (after 5 s, then doubling), rather than the 2048-token stand-in and `vision=None`
+    staying for the life of the process."""
+    now = [1000.0]
+    client = ModelClient("s", EndpointConfig(base_url=fake_server.base_url, kind="ollama"))
+    client.facts.clock = lambda: now[0]
+    shows = lambda: len([r for r in fake_server.requests if r.path == "/api/show"])  # noqa: E731
+    first = await client.model_info("fake")  # /api/show answers 404: the probe failed
+    assert (first.vision, shows()) == (None, 1)
+    fake_server.ollama_show = {**OLLAMA_SHOW, "parameters": "num_ctx 16384"}  # the server is back
+    assert (await client.model_info("fake")).vision is None and shows() == 1  # within the back-off
+    now[0] += 5
+    info = await client.model_info("fake")
+    assert (info.context_window, info.vision, shows()) == (16384, True, 2)
+    now[0] += 3600
+    await client.model_info("fake")
+    assert shows() == 2  # a good answer is kept: never asked again
+    await client.aclose()
+
+
+async def test_failed_probes_back_off_doubling(fake_server: FakeOpenAIServer) -> None:
+    now = [0.0]
+    client = ModelClient("s", EndpointConfig(base_url=fake_server.base_url, kind="ollama"))
+    client.facts.clock = lambda: now[0]
+    asked_at = []
+    for second in range(0, 40):
+        now[0] = float(second)
+        before = len(fake_server.requests)
+        await client.model_info("fake")  # /api/show keeps failing
+        if len(fake_server.requests) > before:
+            asked_at.append(second)
+    assert asked_at == [0, 5, 15, 35]  # waits of 5, 10, 20 seconds
+    await client.aclose()

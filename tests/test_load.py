@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fake_openai import FakeOpenAIServer
+from tests.helpers import close_brain
 from tests.load import PLATFORM, drive, echo_server, fake_brain
 
 
@@ -22,7 +23,7 @@ async def test_200_conversations_in_50_channels_lose_and_reorder_nothing(
 ) -> None:
     brain = fake_brain(echo, sqlite_url)
     report = await drive(brain, channels=50, users_per_channel=4, messages_each=3)
-    await brain.aclose()
+    await close_brain(brain)
 
     assert report.errors == []
     assert report.messages == 600
@@ -33,7 +34,7 @@ async def test_200_conversations_in_50_channels_lose_and_reorder_nothing(
         # Stored in arrival order, each user turn followed by the reply to exactly that turn.
         assert [t.content for t in turns[0::2]] == sent
         assert [t.role for t in turns] == ["user", "assistant"] * len(sent)
-        for question, answer in zip(turns[0::2], turns[1::2]):
+        for question, answer in zip(turns[0::2], turns[1::2], strict=False):
             assert answer.content == f"echo: {question.content}"
     assert len(report.sent) == 50 and all(k.startswith(f"{PLATFORM}:") for k in report.sent)
     # Every model call was answered once: no retries, no duplicates.

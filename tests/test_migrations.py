@@ -77,16 +77,23 @@ async def test_upgrade_from_the_previous_revision_keeps_the_history(empty_databa
     assert state(empty_database) == ({"alembic_version", "turns"}, "0001")
     engine = create_engine(empty_database)
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO turns (channel, role, author, content, created_at) "
-            "VALUES ('t:c', 'user', 'ann', 'kept across the upgrade', CURRENT_TIMESTAMP)"))
+        connection.execute(
+            text(
+                "INSERT INTO turns (channel, role, author, content, created_at) "
+                "VALUES ('t:c', 'user', 'ann', 'kept across the upgrade', CURRENT_TIMESTAMP)"
+            )
+        )
     engine.dispose()
 
     store = HistoryStore(empty_database)  # what a start of the new version does
     assert state(empty_database)[1] == HEAD
-    assert [t.content for t in await store.recent("t:c")] == ["kept across the upgrade"]  # kind "text"
+    assert [t.content for t in await store.recent("t:c")] == [
+        "kept across the upgrade"
+    ]  # kind "text"
     await store.add("t:c", "assistant", "[image: a fox (seed 1)]", kind="image")
-    assert [t.content for t in await store.recent("t:c", include_images=True)][0].startswith("[image:")
+    assert [t.content for t in await store.recent("t:c", include_images=True)][0].startswith(
+        "[image:"
+    )
     assert [t.content for t in await store.recent("t:c")] == ["kept across the upgrade"]
     store.close()
 
@@ -94,14 +101,19 @@ async def test_upgrade_from_the_previous_revision_keeps_the_history(empty_databa
     assert state(empty_database) == ({"alembic_version", "turns"}, "0001")
 
 
-async def test_a_database_from_before_migrations_is_stamped_then_upgraded(empty_database: str) -> None:
+async def test_a_database_from_before_migrations_is_stamped_then_upgraded(
+    empty_database: str,
+) -> None:
     run_alembic(empty_database, "upgrade", "0001")  # the schema create_all made back then...
     engine = create_engine(empty_database)
     with engine.begin() as connection:
         connection.execute(text("DROP TABLE alembic_version"))  # ...without any version record
-        connection.execute(text(
-            "INSERT INTO turns (channel, role, author, content, created_at) "
-            "VALUES ('t:c', 'user', 'ann', 'from the old days', CURRENT_TIMESTAMP)"))
+        connection.execute(
+            text(
+                "INSERT INTO turns (channel, role, author, content, created_at) "
+                "VALUES ('t:c', 'user', 'ann', 'from the old days', CURRENT_TIMESTAMP)"
+            )
+        )
     engine.dispose()
 
     store = HistoryStore(empty_database)

@@ -16,7 +16,7 @@ from brain.messages import Inbound
 from brain.mixture import AGGREGATE_INSTRUCTION
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, system_of
-from tests.helpers import RecordingOutbox
+from tests.helpers import RecordingOutbox, close_brain
 
 NAMES = ["logic", "creativity", "empathy", "knowledge"]
 QUESTION = "How should I plan a weekend trip to the mountains?"
@@ -47,18 +47,27 @@ def make_brain(
     mixture: MixtureConfig | None = None,
 ) -> Brain:
     clients = {
-        name: ModelClient(name, EndpointConfig(
-            base_url=server.base_url, max_retries=0,
-            context_window=(windows or {}).get(name, 4096),
-        ))  # fmt: skip
+        name: ModelClient(
+            name,
+            EndpointConfig(
+                base_url=server.base_url,
+                max_retries=0,
+                context_window=(windows or {}).get(name, 4096),
+            ),
+        )
         for name, server in servers.items()
     }
     characters = [
-        CharacterConfig(name=n, endpoint=n, model="fake", persona=f"You are {n}.", timeout_s=timeout_s)
+        CharacterConfig(
+            name=n, endpoint=n, model="fake", persona=f"You are {n}.", timeout_s=timeout_s
+        )
         for n in names
     ]
-    characters.append(CharacterConfig(name="mom", endpoint="mom", model="fake",
-                                      persona="You are mom.", role="synthesizer"))
+    characters.append(
+        CharacterConfig(
+            name="mom", endpoint="mom", model="fake", persona="You are mom.", role="synthesizer"
+        )
+    )
     return Brain(characters=characters, clients=clients, history=history, mixture_config=mixture)
 
 
@@ -90,7 +99,7 @@ async def test_members_answer_concurrently_and_the_synthesizer_merges(
     assert outbox.text == "mom says: pack layers and check the weather."
     stored = await history.recent("test:c1")
     assert [t.role for t in stored] == ["assistant", "user"]
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_failing_members_are_left_out_and_named(
@@ -110,8 +119,10 @@ async def test_failing_members_are_left_out_and_named(
     system = system_of(fleet["mom"].requests[0].body)
     assert "knowledge says" in system and "logic says" not in system
     # the footer is not part of the stored reply
-    assert (await history.recent("test:c1"))[0].content == "mom says: pack layers and check the weather."
-    await brain.aclose()
+    assert (await history.recent("test:c1"))[
+        0
+    ].content == "mom says: pack layers and check the weather."
+    await close_brain(brain)
 
 
 async def test_all_members_failing_is_one_clear_error(
@@ -128,7 +139,7 @@ async def test_all_members_failing_is_one_clear_error(
     ]
     assert fleet["mom"].requests == []
     assert [t.content for t in await history.recent("test:c1")] == [QUESTION]  # user turn kept
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_one_character_is_plain_chat(
@@ -137,13 +148,28 @@ async def test_one_character_is_plain_chat(
     clients = {"logic": ModelClient("logic", EndpointConfig(base_url=fleet["logic"].base_url))}
     brain = Brain(
         characters=[CharacterConfig(name="logic", endpoint="logic", model="fake")],
-        clients=clients, history=history,
+        clients=clients,
+        history=history,
     )
     outbox = RecordingOutbox()
     await brain.handle(inbound(QUESTION), outbox)
     assert outbox.text == "logic says: pack layers and check the weather."
     assert len(fleet["logic"].requests) == 1
-    await brain.aclose()
+    await close_brain(brain)
+
+
+async def test_one_member_with_a_separate_synthesizer_is_stored_under_the_member(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    """Issue 17 item 3: the lone member streams the reply, so the reply is the member's."""
+    brain = make_brain(fleet, history, names=["logic"])
+    outbox = RecordingOutbox()
+    await brain.handle(inbound(QUESTION), outbox)
+    assert outbox.text == "logic says: pack layers and check the weather."
+    assert fleet["mom"].requests == []  # nothing to merge: the synthesizer is not asked
+    reply = (await history.recent("test:c1"))[0]
+    assert (reply.role, reply.author) == ("assistant", "logic")
+    await close_brain(brain)
 
 
 async def test_greetings_take_the_fast_path(
@@ -154,7 +180,7 @@ async def test_greetings_take_the_fast_path(
     await brain.handle(inbound("hi mom!"), outbox)
     assert outbox.text.startswith("mom says")
     assert all(fleet[name].requests == [] for name in NAMES)
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_each_character_is_trimmed_to_its_own_window(
@@ -162,8 +188,11 @@ async def test_each_character_is_trimmed_to_its_own_window(
 ) -> None:
     channel = f"trim-{uuid.uuid4()}"
     for i in range(60):
-        await history.add(f"test:{channel}", "user" if i % 2 == 0 else "assistant",
-                          f"turn {i}: " + "lorem ipsum dolor sit amet " * 8)
+        await history.add(
+            f"test:{channel}",
+            "user" if i % 2 == 0 else "assistant",
+            f"turn {i}: " + "lorem ipsum dolor sit amet " * 8,
+        )
     brain = make_brain(fleet, history, windows={"logic": 400, "creativity": 4096})
     await brain.handle(inbound(QUESTION, channel), RecordingOutbox())
     small = fleet["logic"].requests[0].body
@@ -174,7 +203,7 @@ async def test_each_character_is_trimmed_to_its_own_window(
     # no server token counter here: the safe estimate (3 bytes a token) keeps it in budget
     estimated = sum(len(m["content"].encode()) / 3 + 8 for m in small["messages"]) + 16
     assert estimated + small["max_tokens"] <= 400
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_debug_mode_shows_proposals_timing_and_tokens(
@@ -192,7 +221,7 @@ async def test_debug_mode_shows_proposals_timing_and_tokens(
     await brain.handle(inbound("/stats"), stats := RecordingOutbox())
     assert "fake · propose · logic: 1," in stats.text
     assert "fake · synthesis: 1," in stats.text
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_characters_command_lists_roles(
@@ -203,25 +232,47 @@ async def test_characters_command_lists_roles(
     await brain.handle(inbound("/characters"), outbox)
     assert "**logic** (member): fake on logic" in outbox.text
     assert "**mom** (synthesizer): fake on mom" in outbox.text
-    await brain.aclose()
+    await close_brain(brain)
 
 
-async def test_real_mixture_on_smollm2(llama_endpoint: EndpointConfig, history: HistoryStore) -> None:
+async def test_real_mixture_on_smollm2(
+    llama_endpoint: EndpointConfig, history: HistoryStore
+) -> None:
     """Three members and a synthesizer on the real model: an answer, stored, tokens tracked."""
     client = ModelClient("local", llama_endpoint)
-    members = [CharacterConfig(name=n, endpoint="local", model=MODEL, persona=f"You are {n}.",
-                               max_tokens=24, temperature=0) for n in ("logic", "empathy", "critic")]
-    synth = CharacterConfig(name="mom", endpoint="local", model=MODEL, persona="You are mom.",
-                            role="synthesizer", max_tokens=48, temperature=0)
+    members = [
+        CharacterConfig(
+            name=n,
+            endpoint="local",
+            model=MODEL,
+            persona=f"You are {n}.",
+            max_tokens=24,
+            temperature=0,
+        )
+        for n in ("logic", "empathy", "critic")
+    ]
+    synth = CharacterConfig(
+        name="mom",
+        endpoint="local",
+        model=MODEL,
+        persona="You are mom.",
+        role="synthesizer",
+        max_tokens=48,
+        temperature=0,
+    )
     brain = Brain(characters=[*members, synth], clients={"local": client}, history=history)
     outbox = RecordingOutbox()
     await brain.handle(inbound("What is a good way to learn to cook?"), outbox)
     assert outbox.errors == [] and outbox.text.strip()
     stats = brain.tracker.channel_stats("test:c1")
-    assert {s.stage for s in stats} == {"propose · logic", "propose · empathy", "propose · critic",
-                                        "synthesis"}
+    assert {s.stage for s in stats} == {
+        "propose · logic",
+        "propose · empathy",
+        "propose · critic",
+        "synthesis",
+    }
     assert all(s.completion_tokens > 0 and s.prompt_tokens > 0 for s in stats)
-    await brain.aclose()
+    await close_brain(brain)
 
 
 def test_unused_port_is_free() -> None:
@@ -237,7 +288,7 @@ async def test_a_synthesizer_stream_cut_midway_is_an_error_and_not_stored(
     await brain.handle(inbound(QUESTION), outbox)
     assert outbox.errors == ["The model server 'mom' gave an answer I could not use."]
     assert [t.role for t in await history.recent("test:c1")] == ["user"]  # no half reply stored
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_debug_is_a_config_command_for_admins(
@@ -247,4 +298,4 @@ async def test_debug_is_a_config_command_for_admins(
     outbox = RecordingOutbox()
     await brain.handle(Inbound("test", "c1", "u2", "bob", "/debug on", is_admin=False), outbox)
     assert outbox.errors == ["Only admins can use /debug here."]
-    await brain.aclose()
+    await close_brain(brain)

@@ -15,10 +15,11 @@ from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
 from brain.errors import ModelBadResponse, ModelTimeout
 from brain.history import HistoryStore
-from brain.llm import ModelClient, Usage
+from brain.llm import ModelClient, stream_text
 from brain.messages import Attachment, Inbound
+from brain.usage import Usage
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import RecordingOutbox
+from tests.helpers import RecordingOutbox, close_brain
 from tests.test_attachments import png
 from tests.test_llm import HELLO, OLLAMA_SHOW
 
@@ -60,7 +61,7 @@ async def test_every_request_carries_the_window_the_prompts_were_planned_for(
     fake_server.ollama_show = show
     client = ollama(fake_server, context_window=configured)
     assert await client.context_window("fake") == num_ctx
-    await client.chat_stream_text("fake", HELLO)
+    await stream_text(client, "fake", HELLO)
     await client.chat("fake", HELLO)
     await client.aclose()
     streamed, whole = chat_requests(fake_server)
@@ -139,7 +140,7 @@ async def test_json_answers_use_ollamas_format_field(fake_server: FakeOpenAIServ
 async def test_an_unknown_model_is_named_as_such(fake_server: FakeOpenAIServer) -> None:
     client = ollama(fake_server, context_window=4096)
     with pytest.raises(ModelBadResponse) as caught:
-        await client.chat_stream_text("missing", HELLO)
+        await stream_text(client, "missing", HELLO)
     await client.aclose()
     assert caught.value.user_message == "The model server 'box' does not know that model."
 
@@ -148,7 +149,7 @@ async def test_retries_are_bounded_and_a_hang_times_out(fake_server: FakeOpenAIS
     fake_server.behaviour.mode = "http500"
     client = ollama(fake_server, context_window=4096, max_retries=2)
     with pytest.raises(ModelBadResponse):
-        await client.chat_stream_text("fake", HELLO)
+        await stream_text(client, "fake", HELLO)
     assert len(chat_requests(fake_server)) == 3  # the first try and two retries
     fake_server.behaviour.mode = "hang"
     with pytest.raises(ModelTimeout):
@@ -185,7 +186,7 @@ async def test_vision_unset_in_config_is_taken_from_ollamas_capabilities(
         ),
         outbox,
     )
-    await brain.aclose()
+    await close_brain(brain)
     sent_images = [
         m.get("images")
         for r in fake_server.requests

@@ -23,7 +23,7 @@ from brain.imaging.queue import ImageQueue
 from brain.messages import Inbound
 from brain.redaction import register_secret
 from tests.fake_openai import Behaviour, FakeOpenAIServer
-from tests.helpers import FakeNvml, RecordingOutbox
+from tests.helpers import FakeNvml, RecordingOutbox, SlowBackend, close_brain
 from tests.load import fake_brain
 
 
@@ -45,11 +45,13 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Brain, str, FakeOpenAISe
     await status.start()
     yield brain, f"http://127.0.0.1:{status.port}", server
     await status.close()
-    await brain.aclose()
+    await close_brain(brain)
     server.stop()
 
 
-async def test_metrics_count_replies_errors_and_tokens(served: tuple[Brain, str, FakeOpenAIServer]) -> None:
+async def test_metrics_count_replies_errors_and_tokens(
+    served: tuple[Brain, str, FakeOpenAIServer],
+) -> None:
     brain, url, _ = served
     await brain.handle(Inbound("t", "c", "u", "ann", "hello"), RecordingOutbox())
     await brain.handle(Inbound("t", "c", "u", "ann", "/sd"), RecordingOutbox())  # usage error
@@ -63,27 +65,43 @@ async def test_metrics_count_replies_errors_and_tokens(served: tuple[Brain, str,
     assert found[("mombot_reply_seconds_count", (("kind", "unknown command"),))] == 1
     assert found[("mombot_errors_total", (("kind", "BadCommand"),))] == 2
     usage = brain.tracker.per_model()["fake"]
-    assert found[("mombot_tokens_total", (("kind", "completion"), ("model", "fake")))] == usage.completion_tokens > 0
+    assert (
+        found[("mombot_tokens_total", (("kind", "completion"), ("model", "fake")))]
+        == usage.completion_tokens
+        > 0
+    )
     assert found[("mombot_model_calls_total", (("model", "fake"),))] == usage.calls == 1
-    assert found[("mombot_tokens_per_second", (("model", "fake"),))] == pytest.approx(usage.tokens_per_s)
+    assert found[("mombot_tokens_per_second", (("model", "fake"),))] == pytest.approx(
+        usage.tokens_per_s
+    )
     assert not any(name.startswith("mombot_gpu") for name, _ in found)  # no GPU here: no series
 
 
-async def test_metrics_show_the_image_queue_and_gpu_temperatures(
-    served: tuple[Brain, str, FakeOpenAIServer],
-) -> None:
-    brain, url, _ = served
-    brain.gpu = GpuMonitor(GpuConfig(), nvml=FakeNvml([[61], [83]]))
-    brain.image_generator = ImageQueue(backend=None, config=QueueConfig())  # type: ignore[arg-type]
-    async with httpx.AsyncClient() as http:
-        found = samples((await http.get(f"{url}/metrics")).text)
+async def test_metrics_show_the_image_queue_and_gpu_temperatures(tmp_path: Path) -> None:
+    server = FakeOpenAIServer().start()
+    brain = fake_brain(
+        server,
+        f"sqlite:///{tmp_path / 'history.db'}",
+        gpu=GpuMonitor(GpuConfig(), nvml=FakeNvml([[61], [83]])),
+        image_generator=ImageQueue(SlowBackend(), QueueConfig()),
+    )
+    status = StatusServer(brain, HttpConfig(enabled=True, port=0))
+    await status.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            found = samples((await http.get(f"http://127.0.0.1:{status.port}/metrics")).text)
+    finally:
+        await status.close()
+        await close_brain(brain)
+        server.stop()
     assert found[("mombot_image_queue_length", ())] == 0
     assert found[("mombot_gpu_temperature_celsius", (("gpu", "0 NVIDIA Test GPU"),))] == 61
     assert found[("mombot_gpu_temperature_celsius", (("gpu", "1 NVIDIA Test GPU"),))] == 83
 
 
 async def test_healthz_says_ok_then_503_without_database_or_when_stopping(
-    served: tuple[Brain, str, FakeOpenAIServer], tmp_path: Path,
+    served: tuple[Brain, str, FakeOpenAIServer],
+    tmp_path: Path,
 ) -> None:
     brain, url, _ = served
     async with httpx.AsyncClient() as http:
@@ -101,7 +119,8 @@ async def test_healthz_says_ok_then_503_without_database_or_when_stopping(
 
 
 def test_mombot_health_is_the_container_health_check(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     off = tmp_path / "off.toml"
     off.write_text(f'[bot]\ndata_dir = "{tmp_path}"\n')
@@ -111,20 +130,26 @@ def test_mombot_health_is_the_container_health_check(
     nobody = tmp_path / "nobody.toml"
     from bot.embedded import free_port
 
-    nobody.write_text(f'[bot]\ndata_dir = "{tmp_path}"\n[http]\nenabled = true\nport = {free_port()}\n')
+    nobody.write_text(
+        f'[bot]\ndata_dir = "{tmp_path}"\n[http]\nenabled = true\nport = {free_port()}\n'
+    )
     assert main(["--config", str(nobody), "health"]) == 1
     assert "not answering" in capsys.readouterr().err
 
 
 async def test_mombot_health_reads_a_running_bot(
-    served: tuple[Brain, str, FakeOpenAIServer], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    served: tuple[Brain, str, FakeOpenAIServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import asyncio
 
     _, url, _ = served
     config = tmp_path / "up.toml"
     port = url.rsplit(":", 1)[1]
-    config.write_text(f'[bot]\ndata_dir = "{tmp_path}"\n[http]\nenabled = true\nhost = "0.0.0.0"\nport = {port}\n')
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path}"\n[http]\nenabled = true\nhost = "0.0.0.0"\nport = {port}\n'
+    )
     code = await asyncio.to_thread(main, ["--config", str(config), "health"])
     assert code == 0 and '{"status": "ok"}' in capsys.readouterr().out
 
@@ -167,4 +192,34 @@ def test_the_cli_takes_config_before_or_after_the_command_and_says_its_version(
     assert version.value.code == 0 and capsys.readouterr().out.strip() == f"mombot {__version__}"
     assert main([]) == 0
     usage = capsys.readouterr().out
-    assert all(name in usage for name in ("chat", "run", "check", "health", "--config", "--version"))
+    assert all(
+        name in usage for name in ("chat", "run", "check", "health", "--config", "--version")
+    )
+
+
+async def test_stats_reads_the_gpus_off_the_event_loop(tmp_path: Path) -> None:
+    """Issue 17 item 12: NVML calls block (a busy driver takes long); /stats makes them in a
+    worker thread."""
+    import threading
+
+    nvml = FakeNvml([[61]])
+    read_on: list[str] = []
+    reads = nvml.nvmlDeviceGetTemperature
+
+    def recording(handle: int, sensor: int) -> int:
+        read_on.append(threading.current_thread().name)
+        return reads(handle, sensor)
+
+    nvml.nvmlDeviceGetTemperature = recording  # type: ignore[method-assign]
+    server = FakeOpenAIServer().start()
+    brain = fake_brain(
+        server, f"sqlite:///{tmp_path / 'history.db'}", gpu=GpuMonitor(GpuConfig(), nvml=nvml)
+    )
+    try:
+        outbox = RecordingOutbox()
+        await brain.handle(Inbound("t", "c", "u", "ann", "/stats"), outbox)
+        assert "61" in outbox.text and "NVIDIA Test GPU" in outbox.text
+        assert read_on and threading.main_thread().name not in read_on
+    finally:
+        await close_brain(brain)
+        server.stop()

@@ -36,7 +36,9 @@ def test_code_block_is_closed_and_reopened() -> None:
         assert part.count("```") % 2 == 0, part[:80]
     assert parts[1].startswith("```python\n")
     rejoined = "\n".join(p.removeprefix("```python\n").removesuffix("\n```") for p in parts)
-    assert [line for line in rejoined.splitlines() if line.startswith("print(")] == code.splitlines()
+    assert [
+        line for line in rejoined.splitlines() if line.startswith("print(")
+    ] == code.splitlines()
 
 
 class FakeClock:

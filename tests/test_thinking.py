@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from brain.brain import Brain
+from brain.chat import EMPTY_REPLY
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
@@ -17,7 +18,7 @@ from brain.messages import Inbound
 from brain.thinking import Ballot, RoundResult, vote_schema
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, system_of
-from tests.helpers import RecordingOutbox
+from tests.helpers import RecordingOutbox, close_brain
 
 NAMES = ["logic", "creativity", "empathy", "knowledge"]
 
@@ -50,15 +51,28 @@ def fleet() -> Iterator[dict[str, FakeOpenAIServer]]:
         server.stop()
 
 
-def make_brain(servers: dict[str, FakeOpenAIServer], history: HistoryStore, **settings: Any) -> Brain:
-    clients = {n: ModelClient(n, EndpointConfig(base_url=s.base_url, max_retries=0, context_window=4096))
-               for n, s in servers.items()}
-    characters = [CharacterConfig(name=n, endpoint=n, model="fake", persona=f"You are {n}.")
-                  for n in NAMES]
-    characters.append(CharacterConfig(name="mom", endpoint="mom", model="fake", role="synthesizer",
-                                      persona="You are mom."))
-    return Brain(characters=characters, clients=clients, history=history,
-                 extensions=["deep_thinking"], extension_settings={"deep_thinking": {"seed": 1, **settings}})
+def make_brain(
+    servers: dict[str, FakeOpenAIServer], history: HistoryStore, **settings: Any
+) -> Brain:
+    clients = {
+        n: ModelClient(n, EndpointConfig(base_url=s.base_url, max_retries=0, context_window=4096))
+        for n, s in servers.items()
+    }
+    characters = [
+        CharacterConfig(name=n, endpoint=n, model="fake", persona=f"You are {n}.") for n in NAMES
+    ]
+    characters.append(
+        CharacterConfig(
+            name="mom", endpoint="mom", model="fake", role="synthesizer", persona="You are mom."
+        )
+    )
+    return Brain(
+        characters=characters,
+        clients=clients,
+        history=history,
+        extensions=["deep_thinking"],
+        extension_settings={"deep_thinking": {"seed": 1, **settings}},
+    )
 
 
 @pytest.fixture
@@ -86,9 +100,11 @@ async def test_consensus_stops_early_and_the_winner_is_presented(
     assert "BEST answer by logic" in system_of(final)
     assert outbox.messages[-1] == "After thinking it over: the best answer."
     turns = await history.recent("test:c1")
-    assert [t.content for t in turns] == ["After thinking it over: the best answer.",
-                                          "what is the best way to learn?"]
-    await brain.aclose()
+    assert [t.content for t in turns] == [
+        "After thinking it over: the best answer.",
+        "what is the best way to learn?",
+    ]
+    await close_brain(brain)
 
 
 async def test_votes_are_anonymous_and_never_for_oneself(
@@ -105,7 +121,7 @@ async def test_votes_are_anonymous_and_never_for_oneself(
         ballot_text = last_user(vote)
         assert f"by {name}" not in ballot_text  # its own answer is not on its ballot
         assert not any(other in ballot_text.split("Candidates:")[0] for other in NAMES)
-    await brain.aclose()
+    await close_brain(brain)
 
 
 async def test_unparseable_votes_are_abstentions_and_all_rounds_run(
@@ -129,22 +145,28 @@ async def test_unparseable_votes_are_abstentions_and_all_rounds_run(
     assert "BEST answer by logic" in system_of(second)
     assert "meh answer by creativity" not in system_of(second)
     assert outbox.messages[-1] == "After thinking it over: the best answer."
-    await brain.aclose()
+    await close_brain(brain)
 
 
-async def test_round_limits_are_enforced(fleet: dict[str, FakeOpenAIServer], history: HistoryStore) -> None:
+async def test_round_limits_are_enforced(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
     brain = make_brain(fleet, history)
     outbox = RecordingOutbox()
     await brain.handle(inbound("/think x --rounds 1000"), outbox)
     assert outbox.errors[0].startswith("`rounds` must be between 2 and 20, not 1000.")
     assert all(server.requests == [] for server in fleet.values())
-    await brain.aclose()
+    await close_brain(brain)
 
 
 def test_tally_is_confidence_weighted() -> None:
     result = RoundResult(1, {"a": "x", "b": "y", "c": "z"})
-    result.ballots = [Ballot("b", "a", 1.0), Ballot("c", "a", 0.5), Ballot("a", "b", 0.5),
-                      Ballot("d", None, 0.0)]
+    result.ballots = [
+        Ballot("b", "a", 1.0),
+        Ballot("c", "a", 0.5),
+        Ballot("a", "b", 0.5),
+        Ballot("d", None, 0.0),
+    ]
     shares = result.shares({"a": 1, "b": 1, "c": 1, "d": 1})
     assert shares == {"a": 0.75, "b": 0.25, "c": 0.0}
     assert result.valid_votes() == 3
@@ -157,15 +179,37 @@ def test_vote_schema_allows_only_the_candidates() -> None:
         schema.model_validate({"choice": "B", "confidence": 0.5, "rationale": ""})
 
 
-async def test_think_on_the_real_model(llama_endpoint: EndpointConfig, history: HistoryStore) -> None:
+async def test_think_on_the_real_model(
+    llama_endpoint: EndpointConfig, history: HistoryStore
+) -> None:
     """SmolLM2 with grammar-constrained votes: progress edits and a final reply, no crash."""
     client = ModelClient("local", llama_endpoint)
-    members = [CharacterConfig(name=n, endpoint="local", model=MODEL, persona=f"You are {n}.",
-                               max_tokens=24, temperature=0) for n in ("logic", "empathy", "critic")]
-    synth = CharacterConfig(name="mom", endpoint="local", model=MODEL, persona="You are mom.",
-                            role="synthesizer", max_tokens=32, temperature=0)
-    brain = Brain(characters=[*members, synth], clients={"local": client}, history=history,
-                  extensions=["deep_thinking"])
+    members = [
+        CharacterConfig(
+            name=n,
+            endpoint="local",
+            model=MODEL,
+            persona=f"You are {n}.",
+            max_tokens=24,
+            temperature=0,
+        )
+        for n in ("logic", "empathy", "critic")
+    ]
+    synth = CharacterConfig(
+        name="mom",
+        endpoint="local",
+        model=MODEL,
+        persona="You are mom.",
+        role="synthesizer",
+        max_tokens=32,
+        temperature=0,
+    )
+    brain = Brain(
+        characters=[*members, synth],
+        clients={"local": client},
+        history=history,
+        extensions=["deep_thinking"],
+    )
     outbox = RecordingOutbox()
     await brain.handle(inbound("/think Is it better to walk or cycle to work? --rounds 2"), outbox)
     assert outbox.errors == []
@@ -174,4 +218,49 @@ async def test_think_on_the_real_model(llama_endpoint: EndpointConfig, history: 
     assert outbox.messages[-1].strip()
     votes = [s for s in brain.tracker.channel_stats("test:c1") if s.stage.startswith("vote")]
     assert votes and sum(s.calls for s in votes) >= 3
-    await brain.aclose()
+    await close_brain(brain)
+
+
+class CountingCoolDown:
+    """A GPU that is never hot, counting how often a model job asked it first."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def cool_down(self, report: Any) -> None:
+        self.asked += 1
+
+    def describe(self) -> str:
+        return "test GPU"
+
+
+async def test_one_member_failing_in_any_way_does_not_stop_the_thinking(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    """Issue 17 item 10: the mixture survives anything a member raises; /think too."""
+    gpu = CountingCoolDown()
+    brain = make_brain(fleet, history)
+    brain.gpu = gpu  # what every model job waits on when the GPU is hot
+
+    async def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("a bug in a member's client, not a model error")
+
+    brain.clients["creativity"].chat = broken  # type: ignore[method-assign]
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/think what is the best way to learn? --rounds 2"), outbox)
+    assert outbox.errors == []
+    assert outbox.messages[-1] == "After thinking it over: the best answer."
+    assert gpu.asked == 2  # before the round, and before the final answer
+    await close_brain(brain)
+
+
+async def test_an_empty_final_answer_says_so_and_is_not_stored(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    fleet["mom"].behaviour.reply = ""
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    await brain.handle(inbound("/think why?"), outbox)
+    assert outbox.messages[-1] == EMPTY_REPLY
+    assert [t.content for t in await history.recent("test:c1")] == ["why?"]
+    await close_brain(brain)

@@ -65,14 +65,18 @@ class GpuMonitor:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             name = nvml.nvmlDeviceGetName(handle)
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-            out.append(GpuReading(
-                index=index,
-                name=name.decode() if isinstance(name, bytes) else str(name),
-                temperature_c=int(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
-                memory_used_mb=int(memory.used) // 2**20,
-                memory_total_mb=int(memory.total) // 2**20,
-                utilization_pct=int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
-            ))  # fmt: skip
+            out.append(
+                GpuReading(
+                    index=index,
+                    name=name.decode() if isinstance(name, bytes) else str(name),
+                    temperature_c=int(
+                        nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
+                    ),
+                    memory_used_mb=int(memory.used) // 2**20,
+                    memory_total_mb=int(memory.total) // 2**20,
+                    utilization_pct=int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+                )
+            )
         return out
 
     def hottest(self) -> int | None:
@@ -90,7 +94,9 @@ class GpuMonitor:
         started = time.monotonic()
         while temperature is not None and temperature > target:
             if time.monotonic() - started > self.config.max_wait_s:
-                log.warning("GPU still at %d °C after %.0f s; going on", temperature, self.config.max_wait_s)
+                log.warning(
+                    "GPU still at %d °C after %.0f s; going on", temperature, self.config.max_wait_s
+                )
                 return
             await report(f"The GPU is hot ({temperature} °C); cooling down to {target} °C first…")
             await asyncio.sleep(self.config.poll_s)

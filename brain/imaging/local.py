@@ -23,9 +23,11 @@ from typing import Any
 from brain.config import DiffusersConfig
 from brain.errors import FeatureUnavailable, MombotError
 from brain.images import GeneratedImage, ImageRequest
-from brain.imaging.queue import StepFn
+from brain.imaging.queue import BatchResult, StepFn
 
 log = logging.getLogger(__name__)
+
+SAFETY_BLOCKED = "The safety checker blocked that image; try another prompt."
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 SCHEDULERS = {
@@ -61,8 +63,13 @@ def pick_dtype(wanted: str, device: str) -> Any:
 class DiffusersBackend:
     """Owns one diffusers pipeline; `ImageQueue` makes sure only one batch runs at a time."""
 
-    def __init__(self, config: DiffusersConfig, *, max_batch: int = 8,
-                 progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: DiffusersConfig,
+        *,
+        max_batch: int = 8,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         if not config.model:
             raise FeatureUnavailable("images.diffusers.model is empty: name a model to draw with.")
         self.config = config
@@ -75,13 +82,19 @@ class DiffusersBackend:
         self.device = ""
         self.load_seconds: float | None = None
         self.compile_seconds: float | None = None
-        self._loras: dict[str, str] = {}  # LoRA source → adapter name, each loaded once
-        self._active_lora: tuple[str, float] = ("", 1.0)
+        self.loras = LoraSwitch(config.local_files_only)
 
     def shape_key(self, request: ImageRequest) -> Hashable:
         # One LoRA setting per pipeline call: requests with different LoRAs are not batched.
-        return (self.config.model, request.width, request.height, request.steps, request.guidance,
-                request.lora, request.lora_scale)
+        return (
+            self.config.model,
+            request.width,
+            request.height,
+            request.steps,
+            request.guidance,
+            request.lora,
+            request.lora_scale,
+        )
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -124,7 +137,11 @@ class DiffusersBackend:
         if source.lower().endswith(SINGLE_FILE_SUFFIXES):
             if not Path(source).is_file():
                 raise FileNotFoundError(f"no checkpoint file at {source}")
-            cls = diffusers.StableDiffusionXLPipeline if _is_sdxl(source) else diffusers.StableDiffusionPipeline
+            cls = (
+                diffusers.StableDiffusionXLPipeline
+                if _is_sdxl(source)
+                else diffusers.StableDiffusionPipeline
+            )
             if self.config.single_file_config:
                 common["config"] = self.config.single_file_config
             if cls is diffusers.StableDiffusionXLPipeline:
@@ -173,35 +190,66 @@ class DiffusersBackend:
         inductor.epilogue_fusion = False
         mode = self.config.compile_mode
         unet = self._pipe.unet
-        unet.forward = _graph_safe(torch.compile(unet.forward, mode=mode, fullgraph=True, dynamic=False),
-                                   cuda_graphs=mode in ("reduce-overhead", "max-autotune"))
+        unet.forward = _graph_safe(
+            torch.compile(unet.forward, mode=mode, fullgraph=True, dynamic=False),
+            cuda_graphs=mode in ("reduce-overhead", "max-autotune"),
+        )
         # The VAE output is read after the call returns, so it stays out of CUDA graphs.
-        vae_mode = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(mode, mode)
-        self._pipe.vae.decode = torch.compile(self._pipe.vae.decode, mode=vae_mode, fullgraph=True,
-                                              dynamic=False)
+        vae_mode = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(
+            mode, mode
+        )
+        self._pipe.vae.decode = torch.compile(
+            self._pipe.vae.decode, mode=vae_mode, fullgraph=True, dynamic=False
+        )
         size = self.config.compile_warmup_size
         for batch in self.config.compile_warmup_batches:
-            warm = [ImageRequest("warm-up", steps=2, width=size, height=size, seed=i) for i in range(batch)]
+            warm = [
+                ImageRequest("warm-up", steps=2, width=size, height=size, seed=i)
+                for i in range(batch)
+            ]
             self._render(warm, lambda step, total: None)
         self.compile_seconds = time.monotonic() - started
-        log.info("torch.compile warm-up took %.1f s for batch sizes %s", self.compile_seconds,
-                 self.config.compile_warmup_batches)
+        log.info(
+            "torch.compile warm-up took %.1f s for batch sizes %s",
+            self.compile_seconds,
+            self.config.compile_warmup_batches,
+        )
 
-    async def run_batch(self, requests: list[ImageRequest], on_step: StepFn) -> list[GeneratedImage]:
+    async def run_batch(self, requests: list[ImageRequest], on_step: StepFn) -> list[BatchResult]:
         await self.load()
         started = time.monotonic()
         images = await self._in_thread(self._render, requests, on_step)
         rendered = time.monotonic()
         # PNG encoding is CPU work: do it in parallel, off the pipeline's thread, which is free
-        # for the next batch meanwhile.
-        pngs = await asyncio.gather(*(asyncio.to_thread(_png, image) for image in images))
-        log.debug("batch of %d: rendered in %.3f s, PNG-encoded in %.3f s", len(requests),
-                  rendered - started, time.monotonic() - rendered)
-        return [GeneratedImage(png, image.shape[1], image.shape[0], request.seed, request.prompt)
-                for request, image, png in zip(requests, images, pngs, strict=True)]
+        # for the next batch meanwhile. A flagged image (None) is never encoded.
+        pngs = await asyncio.gather(
+            *(asyncio.to_thread(_png, image) for image in images if image is not None)
+        )
+        log.debug(
+            "batch of %d: rendered in %.3f s, PNG-encoded in %.3f s",
+            len(requests),
+            rendered - started,
+            time.monotonic() - rendered,
+        )
+        encoded = iter(pngs)
+        return [
+            MombotError(SAFETY_BLOCKED)
+            if image is None
+            else GeneratedImage(
+                next(encoded), image.shape[1], image.shape[0], request.seed, request.prompt
+            )
+            for request, image in zip(requests, images, strict=True)
+        ]
+
+    async def aclose(self) -> None:
+        """Let a batch under way end, then stop the pipeline's thread and drop the model."""
+        await asyncio.to_thread(self._thread.shutdown, wait=True, cancel_futures=True)
+        self._pipe = None
 
     def _render(self, requests: list[ImageRequest], on_step: StepFn) -> list[Any]:
         """Run the pipeline on one batch; returns height x width x 3 uint8 arrays.
+
+        An image the safety checker flagged is None: only its own request fails.
 
         The pipeline returns float images on the device; they become bytes there too, with
         the same rounding as diffusers' own PIL conversion, so one small copy leaves the GPU
@@ -211,14 +259,18 @@ class DiffusersBackend:
 
         first = requests[0]
         generator_device = "cpu" if self.device == "mps" else self.device
-        generators = [torch.Generator(device=generator_device).manual_seed(r.seed) for r in requests]
+        generators = [
+            torch.Generator(device=generator_device).manual_seed(r.seed) for r in requests
+        ]
 
-        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        def step_end(
+            pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]
+        ) -> dict[str, Any]:
             on_step(step + 1, first.steps)
             return tensors
 
         with self._lock, torch.inference_mode():
-            self._use_lora(first.lora, first.lora_scale)
+            self.loras.use(self._pipe, first.lora, first.lora_scale)
             output = self._pipe(
                 prompt=[r.prompt for r in requests],
                 negative_prompt=[r.negative_prompt for r in requests],
@@ -233,38 +285,51 @@ class DiffusersBackend:
             pixels = (output.images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
         flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(requests)
         if any(flagged):
-            raise MombotError("The safety checker blocked that image; try another prompt.")
-        return list(pixels.numpy())
+            log.info(
+                "the safety checker blocked %d of %d images", sum(map(bool, flagged)), len(flagged)
+            )
+        return [None if bad else image for image, bad in zip(pixels.numpy(), flagged, strict=True)]
 
-    def _use_lora(self, lora: str, scale: float) -> None:
-        """Switch the pipeline to this batch's LoRA, loading it the first time; "" for none."""
-        if (lora, scale) == self._active_lora:
+
+class LoraSwitch:
+    """The character LoRAs of one pipeline: each loaded once, one active per pipeline call."""
+
+    def __init__(self, local_files_only: bool) -> None:
+        self.local_files_only = local_files_only
+        self.loaded: dict[str, str] = {}  # LoRA source → adapter name
+        self._active: tuple[str, float] = ("", 1.0)
+
+    def use(self, pipe: Any, lora: str, scale: float) -> None:
+        """Switch `pipe` to this batch's LoRA, loading it the first time; "" for none."""
+        if (lora, scale) == self._active:
             return
         if not lora:
-            self._pipe.disable_lora()
+            pipe.disable_lora()
         else:
-            if lora not in self._loras:
-                self._unfuse_attention_projections()
-                name = f"character_lora_{len(self._loras)}"
+            if lora not in self.loaded:
+                _unfuse_attention_projections(pipe)
+                name = f"character_lora_{len(self.loaded)}"
                 try:
-                    self._pipe.load_lora_weights(lora, adapter_name=name,
-                                                 local_files_only=self.config.local_files_only)
+                    pipe.load_lora_weights(
+                        lora, adapter_name=name, local_files_only=self.local_files_only
+                    )
                 except (OSError, ValueError) as exc:
                     raise MombotError(
                         "I could not load this character's LoRA; the details are in the bot's log.",
                         detail=f"loading LoRA {lora}: {exc}",
                     ) from exc
-                self._loras[lora] = name
-            self._pipe.enable_lora()
-            self._pipe.set_adapters([self._loras[lora]], adapter_weights=[scale])
-        self._active_lora = (lora, scale)
+                self.loaded[lora] = name
+            pipe.enable_lora()
+            pipe.set_adapters([self.loaded[lora]], adapter_weights=[scale])
+        self._active = (lora, scale)
 
-    def _unfuse_attention_projections(self) -> None:
-        """A fused q/k/v projection (set on CUDA for speed) would bypass a LoRA's to_q/to_k/to_v
-        layers and silently draw without the LoRA: split them again before the first LoRA loads."""
-        if getattr(self._pipe, "fusing_unet", False):
-            self._pipe.unfuse_qkv_projections()
-            log.info("attention projections unfused, so that character LoRAs apply")
+
+def _unfuse_attention_projections(pipe: Any) -> None:
+    """A fused q/k/v projection (set on CUDA for speed) would bypass a LoRA's to_q/to_k/to_v
+    layers and silently draw without the LoRA: split them again before the first LoRA loads."""
+    if getattr(pipe, "fusing_unet", False):
+        pipe.unfuse_qkv_projections()
+        log.info("attention projections unfused, so that character LoRAs apply")
 
 
 def _graph_safe(compiled: Callable[..., Any], *, cuda_graphs: bool) -> Callable[..., Any]:
@@ -283,7 +348,9 @@ def _graph_safe(compiled: Callable[..., Any], *, cuda_graphs: bool) -> Callable[
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         torch.compiler.cudagraph_mark_step_begin()
-        return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, compiled(*args, **kwargs))
+        return tree_map(
+            lambda t: t.clone() if isinstance(t, torch.Tensor) else t, compiled(*args, **kwargs)
+        )
 
     return forward
 

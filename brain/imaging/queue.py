@@ -11,18 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from brain.config import QueueConfig
-from brain.errors import Busy
-from brain.images import GeneratedImage, ImageRequest, ProgressFn
+from brain.errors import Busy, MombotError
+from brain.images import CoolDown, GeneratedImage, ImageRequest, ProgressFn
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[int, int], None]
 """(step, total) — called from the backend's worker thread."""
+BatchResult = GeneratedImage | MombotError
+"""One request's outcome in a batch: its image, or why it alone failed (e.g. the safety checker)."""
+SHUT_DOWN = "The image generator was shut down; ask again once I am back."
+BATCH_SIZES_KEPT = 1000  # recent pipeline-call sizes kept for /stats and tests
 
 
 class BatchBackend(Protocol):
@@ -32,11 +37,13 @@ class BatchBackend(Protocol):
 
     def shape_key(self, request: ImageRequest) -> Hashable: ...
 
-    async def run_batch(self, requests: list[ImageRequest], on_step: StepFn) -> list[GeneratedImage]: ...
+    async def run_batch(self, requests: list[ImageRequest], on_step: StepFn) -> list[BatchResult]:
+        """One result per request, in order; raises only when the whole batch failed."""
+        ...
 
-
-class CoolDown(Protocol):
-    async def cool_down(self, report: ProgressFn) -> None: ...
+    async def aclose(self) -> None:
+        """Release the backend's threads, connections and model."""
+        ...
 
 
 @dataclass(eq=False)
@@ -50,26 +57,40 @@ class Job:
 class ImageQueue:
     """Implements `ImageGenerator` on top of a `BatchBackend`."""
 
-    def __init__(self, backend: BatchBackend, config: QueueConfig, *, gpu: CoolDown | None = None) -> None:
+    def __init__(
+        self, backend: BatchBackend, config: QueueConfig, *, gpu: CoolDown | None = None
+    ) -> None:
         self.backend = backend
         self.config = config
         self.gpu = gpu
         self._pending: list[Job] = []
         self._running: list[Job] = []
         self._worker: asyncio.Task[None] | None = None
-        self.batches_run: list[int] = []  # sizes of the pipeline calls made (for stats and tests)
+        self._reports: set[asyncio.Task[None]] = set()  # progress notes under way
+        self._closed = False
+        self.batches_run: deque[int] = deque(maxlen=BATCH_SIZES_KEPT)  # recent pipeline calls
 
     @property
     def length(self) -> int:
         return len(self._pending) + len(self._running)
 
     async def generate(self, request: ImageRequest, progress: ProgressFn) -> GeneratedImage:
+        if self._closed:
+            raise MombotError(SHUT_DOWN)
         if len(self._pending) >= self.config.max_queue:
-            raise Busy(f"I'm busy: {len(self._pending)} images are waiting already. Try again in a few minutes.")
-        mine = sum(1 for j in (*self._pending, *self._running) if j.request.user_id == request.user_id)
+            raise Busy(
+                f"I'm busy: {len(self._pending)} images are waiting already. "
+                "Try again in a few minutes."
+            )
+        mine = sum(
+            1 for j in (*self._pending, *self._running) if j.request.user_id == request.user_id
+        )
         if mine >= self.config.per_user:
-            raise Busy("You already have an image on the way; let it finish first." if mine == 1
-                       else f"You already have {mine} images on the way; let them finish first.")
+            raise Busy(
+                "You already have an image on the way; let it finish first."
+                if mine == 1
+                else f"You already have {mine} images on the way; let them finish first."
+            )
         job = Job(request, progress, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         ahead = len(self._pending) - 1 + len(self._running)
@@ -126,16 +147,42 @@ class ImageQueue:
                     job.future.set_exception(exc)
             return
         log.info("image batch of %d in %.2f s", len(batch), time.monotonic() - started)
-        for job, image in zip(batch, images, strict=True):
-            if not job.future.done():
-                job.future.set_result(image)
+        await self._settle_reports()  # a late progress note must not land after the image
+        for job, result in zip(batch, images, strict=True):
+            if job.future.done():
+                continue
+            if isinstance(result, MombotError):  # this request alone failed
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
 
     def _step(self, batch: list[Job], step: int, total: int) -> None:
         now = time.monotonic()
         for job in batch:
             if now - job.last_report >= self.config.progress_interval_s and not job.future.done():
                 job.last_report = now
-                asyncio.ensure_future(self._safe(job, f"Drawing: step {step}/{total}"))
+                report = asyncio.create_task(self._safe(job, f"Drawing: step {step}/{total}"))
+                self._reports.add(report)
+                report.add_done_callback(self._reports.discard)
+
+    async def _settle_reports(self) -> None:
+        if self._reports:
+            await asyncio.gather(*self._reports)
+
+    async def aclose(self) -> None:
+        """Stop the worker, fail what still waits, and close the backend."""
+        self._closed = True
+        unfinished = [*self._pending, *self._running]  # the worker's end clears `_running`
+        self._pending = []
+        worker, self._worker = self._worker, None
+        if worker is not None and not worker.done():
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        for job in unfinished:
+            if not job.future.done():
+                job.future.set_exception(MombotError(SHUT_DOWN))
+        await self._settle_reports()
+        await self.backend.aclose()
 
     async def _tell(self, batch: list[Job], text: str) -> None:
         await asyncio.gather(*(self._safe(job, text) for job in batch))

@@ -1,7 +1,8 @@
 """Alembic's entry point. mombot runs it in-process (brain.history.migrate) with an open
 connection; developers may run the alembic CLI with `-x url=DATABASE_URL` instead:
 
-    alembic -c brain/migrations/alembic.ini -x url=sqlite:///data/mombot.db revision --autogenerate -m "..."
+    alembic -c brain/migrations/alembic.ini -x url=sqlite:///data/mombot.db \
+        revision --autogenerate -m "..."
 """
 
 from alembic import context
@@ -15,7 +16,9 @@ config = context.config
 
 def run(connection) -> None:
     # Batch mode lets ALTER TABLE work on SQLite, which can only add columns in place.
-    context.configure(connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True)
+    context.configure(
+        connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

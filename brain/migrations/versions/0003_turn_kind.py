@@ -18,7 +18,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("turns", sa.Column("kind", sa.String(length=16), nullable=False, server_default="text"))
+    op.add_column(
+        "turns", sa.Column("kind", sa.String(length=16), nullable=False, server_default="text")
+    )
 
 
 def downgrade() -> None:

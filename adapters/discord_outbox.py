@@ -1,0 +1,183 @@
+"""What the Discord adapter sends: replies, edits, files, spoilers, and proposal buttons.
+
+`DiscordOutbox` implements the brain's outbox on messages and replies, `InteractionOutbox`
+on a slash command's follow-ups; `ConfirmView` and `EditPromptModal` are the buttons and
+form under an image prompt a character proposed. Nothing sent can ping anyone.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from adapters.common import SLOW_DOWN
+from brain.outbox import Capabilities, MessageRef
+
+if TYPE_CHECKING:
+    from adapters.discord import MombotDiscordClient
+
+log = logging.getLogger(__name__)
+
+NO_PINGS = discord.AllowedMentions.none()
+DISCORD_LIMIT = 2000
+REASONING_SPOILER_CHARS = 1500  # longer reasoning goes into a file
+MODAL_TEXT_LIMIT = 4000  # Discord's longest text input
+NOT_YOUR_PROPOSAL = "Only the person this image was proposed to can answer it."
+
+
+class DiscordOutbox:
+    """Replies in a channel: the first message answers the user's, the rest follow."""
+
+    def __init__(
+        self,
+        client: MombotDiscordClient,
+        channel: discord.abc.Messageable,
+        reply_to: discord.Message | None,
+    ) -> None:
+        config = client.config
+        self._client = client
+        self._channel = channel
+        self._reply_to = reply_to
+        self.capabilities = Capabilities(
+            max_message_length=DISCORD_LIMIT,
+            edit_interval_s=config.edit_interval_s,
+            markdown=True,
+            max_upload_bytes=10 * 1024 * 1024,
+        )
+
+    async def send(self, text: str) -> MessageRef:
+        if self._reply_to is not None:
+            reply_to, self._reply_to = self._reply_to, None
+            return await reply_to.reply(text, mention_author=False, allowed_mentions=NO_PINGS)
+        return await self._channel.send(text, allowed_mentions=NO_PINGS)
+
+    async def edit(self, ref: MessageRef, text: str) -> None:
+        await ref.edit(content=text, allowed_mentions=NO_PINGS)
+
+    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+        return await self._send_file(data, filename, caption)
+
+    async def send_reasoning(self, text: str) -> None:
+        """A spoiler (click to show); past REASONING_SPOILER_CHARS, a .txt file instead."""
+        if len(text) <= REASONING_SPOILER_CHARS:
+            await self.send(f"💭 ||{text.replace('||', '| |')}||")
+        else:
+            await self._send_file(text.encode(), "reasoning.txt", "💭 The model's reasoning:")
+
+    async def _send_file(self, data: bytes, filename: str, caption: str) -> MessageRef:
+        file = discord.File(io.BytesIO(data), filename=filename)
+        return await self._channel.send(
+            caption[:DISCORD_LIMIT], file=file, allowed_mentions=NO_PINGS
+        )
+
+    async def typing(self) -> None:
+        await self._channel.typing()
+
+    async def error(self, text: str) -> None:
+        await self.send(f"⚠️ {text}")
+
+    async def ask_to_confirm(
+        self, ref: MessageRef, text: str, prompt: str, user_id: str, timeout_s: float
+    ) -> None:
+        """The proposal with Draw it / Edit prompt / Cancel buttons (see `ConfirmView`)."""
+        view = ConfirmView(self._client, ref, prompt, int(user_id), timeout_s)
+        await ref.edit(content=text, view=view, allowed_mentions=NO_PINGS)
+
+
+class InteractionOutbox(DiscordOutbox):
+    """Answers a deferred interaction: the first follow-up replaces "thinking…"."""
+
+    def __init__(self, client: MombotDiscordClient, interaction: discord.Interaction) -> None:
+        super().__init__(client, interaction.channel, None)  # type: ignore[arg-type]
+        self._interaction = interaction
+
+    async def send(self, text: str) -> MessageRef:
+        return await self._interaction.followup.send(text, wait=True, allowed_mentions=NO_PINGS)
+
+    async def _send_file(self, data: bytes, filename: str, caption: str) -> MessageRef:
+        file = discord.File(io.BytesIO(data), filename=filename)
+        return await self._interaction.followup.send(
+            caption[:DISCORD_LIMIT], file=file, wait=True, allowed_mentions=NO_PINGS
+        )
+
+    async def typing(self) -> None:
+        return None  # the deferred interaction already shows "thinking…"
+
+
+class ConfirmView(discord.ui.View):
+    """Buttons under an image prompt a character wrote: draw it, edit it, or cancel.
+
+    Only the user the prompt was written for may press them. A press is that user's answer
+    to the proposal ("yes", "no", or the edited prompt), given to the image service directly,
+    never to the command parser; the buttons go away once one is used, or when it expires.
+    """
+
+    def __init__(
+        self, client: MombotDiscordClient, message: Any, prompt: str, user_id: int, timeout_s: float
+    ) -> None:
+        super().__init__(timeout=timeout_s)
+        self.client = client
+        self.message = message
+        self.prompt = prompt
+        self.user_id = user_id
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id == self.user_id:
+            return True
+        await interaction.response.send_message(NOT_YOUR_PROPOSAL, ephemeral=True)
+        return False
+
+    async def choose(self, interaction: discord.Interaction, answer: str) -> None:
+        if not self.client.rate_limit.allow(str(interaction.user.id)):
+            await interaction.response.send_message(SLOW_DOWN, ephemeral=True)
+            return  # the buttons stay for a later press
+        self.stop()
+        await interaction.response.defer(thinking=True)  # within Discord's 3-second window
+        await self.message.edit(view=None)  # answered: no second press
+        await self.client.answer_proposal(interaction, answer)
+
+    async def on_timeout(self) -> None:
+        try:
+            await self.message.edit(view=None)
+        except discord.HTTPException as exc:  # deleted meanwhile: nothing to tidy
+            log.debug("could not remove expired buttons: %s", exc)
+
+    @discord.ui.button(label="Draw it", style=discord.ButtonStyle.success)
+    async def draw(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        await self.choose(interaction, "yes")
+
+    @discord.ui.button(label="Edit prompt", style=discord.ButtonStyle.primary)
+    async def edit_prompt(
+        self, interaction: discord.Interaction, button: discord.ui.Button[Any]
+    ) -> None:
+        await interaction.response.send_modal(EditPromptModal(self))
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(
+        self, interaction: discord.Interaction, button: discord.ui.Button[Any]
+    ) -> None:
+        await self.choose(interaction, "no")
+
+
+class EditPromptModal(discord.ui.Modal, title="Edit the image prompt"):
+    """A form holding the proposed prompt, limited as the brain limits prompts."""
+
+    def __init__(self, proposal: ConfirmView) -> None:
+        super().__init__(timeout=proposal.timeout)
+        self.proposal = proposal
+        limit = min(proposal.client.brain.images.config.max_prompt_chars, MODAL_TEXT_LIMIT)
+        self.prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Prompt",
+            custom_id="prompt",
+            style=discord.TextStyle.paragraph,
+            default=proposal.prompt[:limit],
+            min_length=1,
+            max_length=limit,
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self.proposal.choose(interaction, self.prompt.value)

@@ -1,0 +1,199 @@
+"""The chat pipeline: one plain message, from its text to the reply shown and stored.
+
+Hooks, clean-up, attachments, storing the user's turn, the vision character, routing
+(an image request goes to the image service), cool-down, the mixture, and the ending
+every reply shares (`store`): extensions' post_process hooks run before the last edit,
+so what is shown is what is stored, under the name of the character who spoke it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from brain.attachments import PreparedAttachments, prepare_attachments
+from brain.bounded import BoundedDict
+from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
+from brain.errors import BadCommand
+from brain.extensions import Hooks
+from brain.history import HistoryStore
+from brain.image_service import ImageService
+from brain.messages import Inbound
+from brain.mixture import Mixture, Proposal
+from brain.outbox import Outbox
+from brain.routing import Classifier, Route
+from brain.runner import CharacterRunner, Turn
+from brain.streaming import ReplyStreamer, split_text
+from brain.text import clean_text
+from brain.usage import Usage, current_usages, format_usages
+
+log = logging.getLogger(__name__)
+
+EMPTY_REPLY = "_(The model returned an empty answer.)_"
+VISION_INSTRUCTION = (
+    "Describe the attached image(s) precisely and concisely for someone who cannot see "
+    "them, then answer the user's question about them if there is one."
+)
+DEBUG_CHANNELS = 4096  # channels whose /debug switch is remembered
+
+
+class ChatPipeline:
+    """Answers plain messages with the mixture (or hands image requests on)."""
+
+    def __init__(
+        self,
+        *,
+        characters: list[CharacterConfig],
+        runner: CharacterRunner,
+        mixture: Mixture,
+        history: HistoryStore,
+        hooks: Hooks,
+        classifier: Classifier,
+        images: ImageService | None,
+        cool_down: Callable[[Outbox], Awaitable[None]],
+        history_config: HistoryConfig,
+        attachments_config: AttachmentsConfig,
+        mixture_config: MixtureConfig,
+    ) -> None:
+        self.characters = characters
+        self.runner = runner
+        self.mixture = mixture
+        self.history = history
+        self.hooks = hooks
+        self.classifier = classifier
+        self.images = images
+        self.cool_down = cool_down
+        self.history_config = history_config
+        self.attachments_config = attachments_config
+        self.mixture_config = mixture_config
+        self.debug: BoundedDict[str, bool] = BoundedDict(DEBUG_CHANNELS)
+
+    async def answer(self, message: Inbound, outbox: Outbox) -> None:
+        channel = message.channel_key
+        message = await self.hooks.pre_process(message, channel)
+        text = clean_text(message.text)
+        limit = self.history_config.max_turn_chars
+        files = await prepare_attachments(message.attachments, self.attachments_config)
+        if len(text) > limit:
+            files.notes.append(f"Your message was very long: I kept its first {limit} characters.")
+            text = text[:limit]
+        if not (text or files.images or files.texts):
+            if files.notes:
+                await outbox.send("\n".join(files.notes))
+                return
+            raise BadCommand("Your message was empty; say something and I'll answer.")
+        stored = _with_files(text, files)
+        page_size = self.runner.history_page_size(channel)
+        turn_id, page = await self.history.add_and_recent(
+            channel, "user", stored, message.author_name, page_size
+        )
+        if files.notes:
+            await outbox.send("\n".join(files.notes))
+        await outbox.typing()
+        usages: list[Usage] = []
+        current_usages.set(usages)
+        if files.images:
+            stored = await self._describe_images(text, stored, files, channel, turn_id, outbox)
+        elif self.images is not None and await self._wants_image(text, channel):
+            await self.images.from_chat(message, outbox, Turn(channel, stored, turn_id))
+            return
+        await self.cool_down(outbox)
+        turn = Turn(channel, stored, turn_id, prefetched=tuple(page), prefetch_size=page_size)
+        debug = self.debug.get(channel, self.mixture_config.debug)
+
+        async def show_proposals(proposals: list[Proposal]) -> None:
+            if debug:
+                await send_long(outbox, _format_proposals(proposals))
+
+        streamer = self.streamer(outbox, channel)
+        answer = await self.mixture.answer(turn, streamer, on_proposals=show_proposals)
+        await self.store(channel, answer.text, answer.author, outbox)
+        if debug and usages:
+            await send_long(outbox, "🔍 calls:\n" + format_usages(usages))
+
+    def streamer(self, outbox: Outbox, channel: str) -> ReplyStreamer:
+        """A reply streamer whose last edit shows the reply as the hooks leave it."""
+
+        async def finalize(reply: str) -> str:
+            return await self.hooks.post_process(reply, channel)
+
+        return ReplyStreamer(outbox, finalize=finalize)
+
+    async def store(self, channel: str, reply: str, author: str, outbox: Outbox) -> None:
+        """Store a finished reply (as shown) under its speaker, or say that it was empty."""
+        if not reply.strip():
+            await outbox.send(EMPTY_REPLY)
+            return
+        await self.history.add(channel, "assistant", reply, author)
+
+    async def _wants_image(self, text: str, channel: str) -> bool:
+        """Ask the classifier; any failure of it means text."""
+        # images drawn here count: "make it bluer" follows one
+        turns = await self.history.recent(channel, limit=5, include_images=True)
+        recent = [t.content for t in reversed(turns)][:-1]
+        try:
+            decision = await self.classifier.classify(text, recent)
+        except Exception:
+            log.exception("classifier failed; answering as text")
+            return False
+        log.info(
+            "%s: route %s by %s (%.2f)",
+            channel,
+            decision.route.value,
+            decision.source,
+            decision.confidence,
+        )
+        return decision.route is Route.IMAGE
+
+    async def _describe_images(
+        self,
+        text: str,
+        stored: str,
+        files: PreparedAttachments,
+        channel: str,
+        turn_id: int,
+        outbox: Outbox,
+    ) -> str:
+        """The vision character looks; everyone else reads its description."""
+        vision = None
+        for character in self.characters:
+            if character.enabled and await self.runner.can_see(character):
+                vision = character
+                break
+        names = ", ".join(name for name, _ in files.images)
+        if vision is None:
+            await outbox.send(
+                f"I can't look at images ({names}): no character with vision is configured."
+            )
+            return stored
+        question = text or "What is in this image?"
+        turn = Turn(channel, question, turn_id, images=tuple(url for _, url in files.images))
+        system = f"{vision.persona}\n\n{VISION_INSTRUCTION}"
+        description = await self.runner.answer(vision, turn, system=system, stage="vision")
+        described = f"{stored}\n\n[{names}, as {vision.name} sees it: {description.strip()}]"
+        await self.history.update(turn_id, described)
+        return described
+
+
+def _with_files(text: str, files: PreparedAttachments) -> str:
+    parts = [text] if text else []
+    for name, content in files.texts:
+        parts.append(f"[file {name}]\n```\n{content}\n```")
+    for name, _ in files.images:
+        parts.append(f"[image {name}]")
+    return "\n\n".join(parts)
+
+
+def _format_proposals(proposals: list[Proposal]) -> str:
+    lines = ["🔍 proposals:"]
+    for p in proposals:
+        body = p.text.strip() if p.ok and p.text else f"(failed: {p.error or 'empty answer'})"
+        lines.append(f"**{p.character}** ({p.seconds:.1f} s): {body}")
+    return "\n\n".join(lines)
+
+
+async def send_long(outbox: Outbox, text: str) -> Any:
+    """Send a text of any length, split at the platform's limit."""
+    for part in split_text(text, outbox.capabilities.max_message_length):
+        await outbox.send(part)

@@ -1,0 +1,64 @@
+"""Model server failures in words for the chat: one typed error per kind of failure.
+
+Every way a call can fail (no connection, a timeout, an HTTP error answer, a body that
+is not what was asked for) becomes a `MombotError` whose text a user can act on; the
+detail goes to the log. The context-window error is its own type: the runner re-plans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+
+from brain.errors import (
+    ContextTooLong,
+    ModelBadResponse,
+    ModelTimeout,
+    ModelUnavailable,
+    MombotError,
+)
+
+
+def bad_answer(name: str) -> str:
+    return f"The model server '{name}' gave an answer I could not use."
+
+
+def status_error(name: str, status: int, body: str) -> MombotError:
+    """An HTTP error answer from the server, in words for the chat."""
+    if "context_length_exceeded" in body or "context length" in body.lower():
+        text = "That conversation is too long for the model's context window."
+        return ContextTooLong(text, detail=body)
+    if status == 404:
+        text = f"The model server '{name}' does not know that model."
+    elif status == 429:
+        text = f"The model server '{name}' is busy; try again soon."
+    else:
+        text = f"The model server '{name}' answered with an error (HTTP {status})."
+    return ModelBadResponse(text, detail=body)
+
+
+def translate(name: str, exc: BaseException) -> MombotError:
+    """Turn a transport or API failure into a typed error with a chat-friendly text."""
+    if isinstance(exc, MombotError):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
+        return ModelTimeout(f"The model server '{name}' did not answer in time.", detail=repr(exc))
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelUnavailable(f"The model server '{name}' cannot be reached.", detail=repr(exc))
+    if isinstance(exc, openai.APIStatusError):
+        return status_error(name, exc.status_code, _error_text(exc))
+    if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError, ValueError)):
+        return ModelBadResponse(bad_answer(name), detail=repr(exc))
+    if isinstance(exc, (httpx.HTTPError, OSError)):
+        return ModelUnavailable(f"The model server '{name}' cannot be reached.", detail=repr(exc))
+    return ModelBadResponse(bad_answer(name), detail=repr(exc))
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    try:
+        return json.dumps(exc.body) if exc.body is not None else str(exc)
+    except (TypeError, ValueError):
+        return str(exc)

@@ -1,0 +1,240 @@
+"""The HTTP side of model calls: one httpx client per endpoint, one retry policy, deadlines.
+
+Streamed replies are sent and parsed here rather than through the openai SDK: its request
+transform and per-chunk pydantic objects cost about 2 ms per reply (bench/bench_load.py).
+Whole replies still go through `openai.AsyncOpenAI` (one of the project's chosen
+packages), given our messages untransformed; both retry the same way (connection
+failures, 408, 409, 429, 5xx, with a doubling pause) and both run under the caller's
+deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import openai
+
+from brain.config import EndpointConfig
+from brain.errors import ModelBadResponse
+from brain.llm_types import StreamPiece
+from brain.model_errors import bad_answer, status_error
+from brain.ollama import chat_body, piece_of, stream_pieces
+
+Message = dict[str, Any]
+
+RETRY_PAUSE_S = 0.5  # the first pause before a retried request
+RETRIED_STATUSES = (408, 409, 429)  # and every 5xx, as the openai SDK does
+
+
+class Transport:
+    """An endpoint's HTTP side: chat requests in its protocol (retried), and its metadata.
+
+    `num_ctx` given means the server's native protocol (Ollama's /api/chat, which takes the
+    window with each request); None means the OpenAI-style one.
+    """
+
+    def __init__(self, name: str, config: EndpointConfig, api_key: str | None) -> None:
+        self.name = name
+        self.config = config
+        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        self.http = httpx.AsyncClient(base_url=server_root(config.base_url), timeout=timeout)
+        self.openai = openai.AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=api_key or "not-needed",
+            timeout=timeout,
+            max_retries=config.max_retries,
+        )
+        self.chat_url = config.base_url.rstrip("/") + "/chat/completions"
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def aclose(self) -> None:
+        await self.openai.close()
+        await self.http.aclose()
+
+    @asynccontextmanager
+    async def open_stream(
+        self,
+        model: str,
+        messages: list[Message],
+        temperature: float,
+        max_tokens: int,
+        options: dict[str, Any],
+        deadline: float,
+        *,
+        num_ctx: int | None,
+    ) -> AsyncIterator[AsyncIterator[StreamPiece]]:
+        """Start a streamed answer (within `deadline`); yields its pieces."""
+        if num_ctx is not None:
+            url, pieces = "/api/chat", stream_pieces
+            body = chat_body(
+                model,
+                messages,
+                num_ctx=num_ctx,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                stream=True,
+                extra=options,
+            )
+        else:
+            url = self.chat_url
+            body = {
+                "model": model,
+                "messages": messages,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                **options,
+            }
+
+            def pieces(lines: AsyncIterator[str]) -> AsyncIterator[StreamPiece]:
+                return openai_pieces(self.name, sse_data(lines))
+
+        async with asyncio.timeout(remaining(deadline)):
+            response = await self.post(url, body, stream=True)
+        try:
+            if response.is_error:
+                await response.aread()
+                raise status_error(self.name, response.status_code, response.text)
+            yield pieces(response.aiter_lines())
+        finally:
+            await response.aclose()
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[Message],
+        temperature: float,
+        max_tokens: int,
+        extra: dict[str, Any] | None,
+        *,
+        num_ctx: int | None,
+    ) -> tuple[str, str | None, Any]:
+        """One whole answer: its text, finish reason and usage."""
+        if num_ctx is None:  # through the SDK, given our messages untransformed
+            response = await self.openai.chat.completions.create(
+                model=model,
+                messages=[],
+                extra_body=untransformed(messages, extra),
+                temperature=temperature,
+                max_tokens=max_tokens,
+            )
+            if not getattr(response, "choices", None):
+                raise ModelBadResponse(bad_answer(self.name), detail="answer without choices")
+            choice = response.choices[0]
+            return choice.message.content or "", choice.finish_reason, response.usage
+        body = chat_body(
+            model,
+            messages,
+            num_ctx=num_ctx,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stream=False,
+            extra=extra,
+        )
+        response = await self.post("/api/chat", body, stream=False)
+        if response.is_error:
+            raise status_error(self.name, response.status_code, response.text)
+        answer = response.json()
+        if not isinstance(answer, dict) or "error" in answer:
+            raise ModelBadResponse(bad_answer(self.name), detail=response.text[:500])
+        content, _, finish_reason, usage = piece_of(answer)
+        return content or "", finish_reason, usage
+
+    async def list_models(self) -> list[str]:
+        page = await self.openai.models.list()
+        return [m.id for m in page.data]
+
+    async def post(self, url: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+        """POST a model request, retried as the openai SDK retries its own.
+
+        Connection failures, 408, 409, 429 and 5xx answers are tried again up to
+        `max_retries` times, with a doubling pause; the caller turns a final error answer
+        into words. `url` is absolute or relative to the server's root.
+        """
+        request = self.http.build_request("POST", url, json=body, headers=self._auth)
+        for attempt in range(self.config.max_retries + 1):
+            last = attempt == self.config.max_retries
+            try:
+                response = await self.http.send(request, stream=stream)
+            except httpx.TransportError:
+                if last:
+                    raise
+            else:
+                status = response.status_code
+                if last or not (status in RETRIED_STATUSES or status >= 500):
+                    return response
+                await response.aclose()
+            await asyncio.sleep(min(RETRY_PAUSE_S * 2**attempt, 8.0))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def openai_pieces(name: str, events: AsyncIterator[str]) -> AsyncIterator[StreamPiece]:
+    """The pieces of an OpenAI-style event stream (usage comes in a last, choiceless chunk)."""
+    async for data in events:
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict) or chunk.get("error"):
+            raise ModelBadResponse(bad_answer(name), detail=data[:500])
+        choices = chunk.get("choices")
+        if not choices:
+            yield StreamPiece(None, None, None, chunk.get("usage"))
+            continue
+        delta = choices[0].get("delta") or {}
+        thought = delta.get("reasoning_content") or delta.get("reasoning")
+        finish_reason = choices[0].get("finish_reason")
+        yield StreamPiece(delta.get("content"), thought, finish_reason, chunk.get("usage"))
+
+
+def server_root(base_url: str) -> str:
+    """The server's root URL: the OpenAI base URL without its trailing /v1."""
+    root = base_url.rstrip("/")
+    return root.removesuffix("/v1")
+
+
+def untransformed(
+    messages: list[dict[str, Any]], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Send the messages as they are, past the SDK's request transform.
+
+    openai's client walks every request parameter through a recursive, type-introspecting
+    transform that changes nothing for chat messages; with a long history it cost about
+    25 ms of event-loop time per call here (bench/bench_load.py). Keys of extra_body replace
+    those of the request, so `messages=[]` plus this sends exactly our list.
+    """
+    return {**(extra or {}), "messages": messages}
+
+
+async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each server-sent event until `[DONE]` (comments and other fields skipped).
+
+    The body is read to its end even after `[DONE]`: a response closed early also closes
+    its connection, and a new connection per message cost about a millisecond here.
+    """
+    data: list[str] = []
+    done = False
+    async for line in lines:
+        if done:
+            continue
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            payload, data = "\n".join(data), []
+            if payload == "[DONE]":
+                done = True
+                continue
+            yield payload
+    if data and data != ["[DONE]"] and not done:
+        yield "\n".join(data)
+
+
+def remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    return remaining
