@@ -51,7 +51,7 @@ def remote_image(
 
     return RemoteFile(
         str(content.get("body") or "image"),
-        info.get("mimetype") or event.mimetype or "",
+        info.get("mimetype") or getattr(event, "mimetype", None) or "",
         size if isinstance(size, int) else None,
         read,
     )

@@ -572,7 +572,9 @@ async def test_oversized_images_are_refused_before_download(
         },
     )
     answer = await human.wait_for(reply_to(sent.event_id, bot_id))
-    assert answer.body == "big.png is too large (the limit is 2 KB), so I did not open it."
+    assert answer.body == (
+        f"big.png is too large ({len(data) // 1024} KB; the limit is 2 KB), so I did not open it."
+    )
     # The same without `info` (optional in the spec; some clients and bridges leave it out):
     # the download stops once it passes the limit.
     sent = await human.client.room_send(
@@ -866,6 +868,7 @@ async def test_allowed_users_admins_and_the_rate_limit(
     room = await admin.room_with(bot_id, others=[member.user_id, stranger.user_id])
     for human in (member, stranger):
         await human.client.join(room)
+        await human.sync()  # the client knows the room it joined only after a sync
     await admin.wait_for(joined(bot_id))
     ignored = await stranger.say(room, f"{bot_id}: hello?")
     refused = await member.say(room, f"{bot_id}: /reset")
@@ -877,6 +880,8 @@ async def test_allowed_users_admins_and_the_rate_limit(
         "Forgot this conversation"
     )
     assert not any(reply_to(ignored, bot_id)(r, e) for r, e in admin.events)
+    second = await member.say(room, f"{bot_id}: /help")
+    assert (await admin.wait_for(reply_to(second, bot_id))).body.startswith("Commands:")
     third = await member.say(room, f"{bot_id}: /characters")  # the member's third in the window
     assert (await admin.wait_for(reply_to(third, bot_id))).body == SLOW_DOWN
     await bot.stop()
