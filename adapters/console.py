@@ -29,9 +29,7 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 class ConsoleOutbox:
     """Writes replies to a text stream. Streaming edits print only the new text."""
 
-    capabilities = Capabilities(
-        max_message_length=1_000_000, edit_interval_s=0.0, markdown=False, max_upload_bytes=1 << 30
-    )
+    capabilities = Capabilities(max_message_length=1_000_000, edit_interval_s=0.0)
 
     def __init__(
         self, out: TextIO, images_dir: Path, *, prefix: str = "", dim: bool = False

@@ -41,11 +41,10 @@ class DiscordOutbox:
         self._client = client
         self._channel = channel
         self._reply_to = reply_to
+        self._question = reply_to  # what an image (arriving later) replies to
         self.capabilities = Capabilities(
             max_message_length=DISCORD_LIMIT,
             edit_interval_s=config.edit_interval_s,
-            markdown=True,
-            max_upload_bytes=10 * 1024 * 1024,
         )
 
     async def send(self, text: str) -> MessageRef:
@@ -58,7 +57,14 @@ class DiscordOutbox:
         await ref.edit(content=text, allowed_mentions=NO_PINGS)
 
     async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
-        return await self._send_file(data, filename, caption)
+        """An image replies to the question it answers, however late it arrives."""
+        self._reply_to = None
+        if self._question is None:
+            return await self._send_file(data, filename, caption)
+        file = discord.File(io.BytesIO(data), filename=filename)
+        return await self._question.reply(
+            caption[:DISCORD_LIMIT], file=file, mention_author=False, allowed_mentions=NO_PINGS
+        )
 
     async def send_reasoning(self, text: str) -> None:
         """A spoiler (click to show); past REASONING_SPOILER_CHARS, a .txt file instead."""

@@ -28,16 +28,17 @@ class MatrixOutbox:
         self._adapter = adapter
         self._room_id = room_id
         self._reply_to = reply_to
+        self._question = reply_to  # what an image (arriving later) replies to
         self._thread_root = thread_root
         self.capabilities = Capabilities(
             max_message_length=MATRIX_LIMIT,
             edit_interval_s=adapter.config.edit_interval_s,
-            markdown=True,
-            max_upload_bytes=adapter.config.max_attachment_bytes,
         )
 
-    def _relation(self) -> dict[str, Any]:
-        reply_to, self._reply_to = self._reply_to, None  # only the first message is the reply
+    def _relation(self, reply_to: str | None = None) -> dict[str, Any]:
+        """The first message (and any image) replies to the question; the rest follow it."""
+        if reply_to is None:
+            reply_to, self._reply_to = self._reply_to, None
         if self._thread_root is not None:
             relation: dict[str, Any] = {"rel_type": "m.thread", "event_id": self._thread_root}
             if reply_to:
@@ -62,8 +63,9 @@ class MatrixOutbox:
         await self._adapter.send(self._room_id, content)
 
     async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+        self._reply_to = None  # the image answers the question: text after it follows it
         return await self._adapter.send_image(
-            self._room_id, data, filename, caption, self._relation()
+            self._room_id, data, filename, caption, self._relation(self._question)
         )
 
     async def send_reasoning(self, text: str) -> None:

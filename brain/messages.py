@@ -40,9 +40,6 @@ class Inbound:
     author_id: str
     author_name: str
     text: str
-    message_id: str | None = None
-    reply_to: str | None = None
-    is_direct: bool = False
     is_admin: bool = False  # the adapter decides (console: always; chats: configured admins)
     attachments: tuple[Attachment, ...] = ()
     command: CommandCall | None = None

@@ -1,7 +1,8 @@
 """The interface adapters implement so the brain can answer on any platform.
 
-The outbox declares what its platform can do (`Capabilities`); the brain adapts
-to it instead of assuming Discord or Matrix behaviour.
+The outbox declares what its platform can do (`Capabilities`: message length, edits);
+the brain adapts to it instead of assuming Discord or Matrix behaviour. Markdown goes
+out as written: each outbox renders it the way its platform shows formatted text.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ class Capabilities:
     max_message_length: int = 2000
     # Minimum seconds between two edits of one message; None: messages cannot be edited.
     edit_interval_s: float | None = 1.0
-    markdown: bool = True
-    max_upload_bytes: int = 8 * 1024 * 1024
 
 
 MessageRef = Any

@@ -144,3 +144,35 @@ async def close_brain(brain: Any) -> None:
     for client in brain.clients.values():
         await client.aclose()
     brain.history.close()
+
+
+def smollm2_mixture(
+    endpoint: Any,
+    history: Any,
+    *,
+    members: tuple[str, ...] = ("logic", "critic"),
+    member_tokens: int = 16,
+    synthesizer_tokens: int = 24,
+    **brain_options: Any,
+) -> Any:
+    """Members and a synthesizer ("mom"), all on the real SmolLM2 server (greedy decoding)."""
+    from brain.brain import Brain
+    from brain.config import CharacterConfig
+    from brain.llm import ModelClient
+    from tests.conftest import MODEL
+
+    def character(name: str, tokens: int, role: str = "member") -> CharacterConfig:
+        return CharacterConfig(
+            name=name,
+            endpoint="local",
+            model=MODEL,
+            persona=f"You are {name}.",
+            max_tokens=tokens,
+            temperature=0,
+            role=role,
+        )
+
+    characters = [character(n, member_tokens) for n in members]
+    characters.append(character("mom", synthesizer_tokens, "synthesizer"))
+    clients = {"local": ModelClient("local", endpoint)}
+    return Brain(characters=characters, clients=clients, history=history, **brain_options)

@@ -27,7 +27,7 @@ from brain.history import HistoryStore
 from brain.llm import ModelClient
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user
-from tests.helpers import RecordingGenerator, close_brain
+from tests.helpers import RecordingGenerator, close_brain, smollm2_mixture
 
 
 def real_brain(endpoint: EndpointConfig, sqlite_url: str, **kwargs: Any) -> Brain:
@@ -216,19 +216,7 @@ async def test_slash_think_needs_characters_and_reset_needs_admin(
 async def test_slash_think_shows_progress_by_editing(
     llama_endpoint: EndpointConfig, sqlite_url: str
 ) -> None:
-    members = [
-        CharacterConfig(name=n, endpoint="local", model=MODEL, max_tokens=16, temperature=0)
-        for n in ("logic", "critic")
-    ]
-    synth = CharacterConfig(
-        name="mom", endpoint="local", model=MODEL, max_tokens=24, temperature=0, role="synthesizer"
-    )
-    brain = Brain(
-        characters=[*members, synth],
-        clients={"local": ModelClient("local", llama_endpoint)},
-        history=HistoryStore(sqlite_url),
-        extensions=["deep_thinking"],
-    )
+    brain = smollm2_mixture(llama_endpoint, HistoryStore(sqlite_url), extensions=["deep_thinking"])
     async with discord_world(brain) as (env, client):
         guild = env.create_guild()
         channel = guild.create_text_channel("general")

@@ -194,6 +194,19 @@ async def test_a_proposal_expires(asking: Any) -> None:
     assert generator.requests == [] and late.text == "Nice to meet you!"
 
 
+async def test_expired_proposals_are_dropped_not_kept_forever(asking: Any) -> None:
+    """Issue 17 item 11: proposals nobody answered are pruned (and the map is bounded)."""
+    brain, _, _ = asking
+    now = [1000.0]
+    brain.images.clock = lambda: now[0]
+    for user in ("u1", "u2", "u3"):
+        await brain.handle(Inbound("t", "c", user, user, "/sd you"), RecordingOutbox())
+    assert brain.images.proposals_waiting == 3
+    now[0] += brain.images.config.confirm_timeout_s + 1  # all three went unanswered
+    await brain.handle(Inbound("t", "c", "u4", "dee", "/sd you"), RecordingOutbox())
+    assert brain.images.proposals_waiting == 1  # only the new one is kept
+
+
 async def test_look_shows_the_last_drawn_image_to_the_vision_character_only(
     sqlite_url: str,
 ) -> None:

@@ -301,9 +301,13 @@ async def test_concurrent_requests_are_batched_and_match_their_solo_images(
         assert np.abs(pixels(image) - pixels(solo[seed])).max() <= 1  # same image, up to rounding
 
 
-def recorder(told: dict[str, list[str]], name: str):
+def recorder(told: dict[str, list[str]], name: str, queued: asyncio.Event | None = None):
+    """Progress into `told[name]`; `queued` is set once the queue has said anything."""
+
     async def progress(text: str) -> None:
         told.setdefault(name, []).append(text)
+        if queued is not None:
+            queued.set()
 
     return progress
 
@@ -318,15 +322,15 @@ async def test_queue_positions_shapes_and_bound() -> None:
     )
     told: dict[str, list[str]] = {}
     first = asyncio.create_task(queue.generate(request("a", user="ann"), recorder(told, "a")))
-    await asyncio.sleep(0.2)  # "a" runs alone
+    await slow.started.wait()  # "a" runs alone
     waiting = []
     for prompt, user, size in (("b", "bob", 64), ("c", "cat", 128), ("d", "dan", 64)):
+        queued = asyncio.Event()
+        progress = recorder(told, prompt, queued)
         waiting.append(
-            asyncio.create_task(
-                queue.generate(request(prompt, user=user, size=size), recorder(told, prompt))
-            )
+            asyncio.create_task(queue.generate(request(prompt, user=user, size=size), progress))
         )
-        await asyncio.sleep(0.01)
+        await queued.wait()  # in the queue, in this order
     assert queue.length == 4
     with pytest.raises(Busy) as caught:
         await queue.generate(request("e", user="eve"), no_progress)
@@ -346,7 +350,7 @@ async def test_per_user_limit() -> None:
     slow = SlowBackend()
     queue = ImageQueue(slow, QueueConfig(per_user=1, batch_window_ms=0))
     first = asyncio.create_task(queue.generate(request("a", user="ann"), no_progress))
-    await asyncio.sleep(0.05)
+    await slow.started.wait()
     with pytest.raises(Busy) as caught:
         await queue.generate(request("again", user="ann"), no_progress)
     assert caught.value.user_message == "You already have an image on the way; let it finish first."
@@ -373,9 +377,12 @@ async def test_a_cancelled_request_never_runs() -> None:
     slow = SlowBackend()
     queue = ImageQueue(slow, QueueConfig(max_batch=1, batch_window_ms=0, per_user=5))
     running = asyncio.create_task(queue.generate(request("first", user="a"), no_progress))
-    await asyncio.sleep(0.05)
-    gone = asyncio.create_task(queue.generate(request("gone", user="b"), no_progress))
-    await asyncio.sleep(0.05)
+    await slow.started.wait()
+    queued = asyncio.Event()
+    gone = asyncio.create_task(
+        queue.generate(request("gone", user="b"), recorder({}, "gone", queued))
+    )
+    await queued.wait()  # it waits behind "first"
     gone.cancel()  # e.g. the chat's reply task was cancelled
     await asyncio.gather(gone, return_exceptions=True)
     slow.release.set()

@@ -7,16 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.embedded import free_port
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, MixtureConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from brain.mixture import AGGREGATE_INSTRUCTION
-from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, system_of
-from tests.helpers import RecordingOutbox, close_brain
+from tests.helpers import RecordingOutbox, close_brain, smollm2_mixture
 
 NAMES = ["logic", "creativity", "empathy", "knowledge"]
 QUESTION = "How should I plan a weekend trip to the mountains?"
@@ -239,28 +237,13 @@ async def test_real_mixture_on_smollm2(
     llama_endpoint: EndpointConfig, history: HistoryStore
 ) -> None:
     """Three members and a synthesizer on the real model: an answer, stored, tokens tracked."""
-    client = ModelClient("local", llama_endpoint)
-    members = [
-        CharacterConfig(
-            name=n,
-            endpoint="local",
-            model=MODEL,
-            persona=f"You are {n}.",
-            max_tokens=24,
-            temperature=0,
-        )
-        for n in ("logic", "empathy", "critic")
-    ]
-    synth = CharacterConfig(
-        name="mom",
-        endpoint="local",
-        model=MODEL,
-        persona="You are mom.",
-        role="synthesizer",
-        max_tokens=48,
-        temperature=0,
+    brain = smollm2_mixture(
+        llama_endpoint,
+        history,
+        members=("logic", "empathy", "critic"),
+        member_tokens=24,
+        synthesizer_tokens=48,
     )
-    brain = Brain(characters=[*members, synth], clients={"local": client}, history=history)
     outbox = RecordingOutbox()
     await brain.handle(inbound("What is a good way to learn to cook?"), outbox)
     assert outbox.errors == [] and outbox.text.strip()
@@ -273,10 +256,6 @@ async def test_real_mixture_on_smollm2(
     }
     assert all(s.completion_tokens > 0 and s.prompt_tokens > 0 for s in stats)
     await close_brain(brain)
-
-
-def test_unused_port_is_free() -> None:
-    assert free_port() > 0
 
 
 async def test_a_synthesizer_stream_cut_midway_is_an_error_and_not_stored(

@@ -16,9 +16,8 @@ from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from brain.thinking import Ballot, RoundResult, vote_schema
-from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, system_of
-from tests.helpers import RecordingOutbox, close_brain
+from tests.helpers import RecordingOutbox, close_brain, smollm2_mixture
 
 NAMES = ["logic", "creativity", "empathy", "knowledge"]
 
@@ -183,31 +182,12 @@ async def test_think_on_the_real_model(
     llama_endpoint: EndpointConfig, history: HistoryStore
 ) -> None:
     """SmolLM2 with grammar-constrained votes: progress edits and a final reply, no crash."""
-    client = ModelClient("local", llama_endpoint)
-    members = [
-        CharacterConfig(
-            name=n,
-            endpoint="local",
-            model=MODEL,
-            persona=f"You are {n}.",
-            max_tokens=24,
-            temperature=0,
-        )
-        for n in ("logic", "empathy", "critic")
-    ]
-    synth = CharacterConfig(
-        name="mom",
-        endpoint="local",
-        model=MODEL,
-        persona="You are mom.",
-        role="synthesizer",
-        max_tokens=32,
-        temperature=0,
-    )
-    brain = Brain(
-        characters=[*members, synth],
-        clients={"local": client},
-        history=history,
+    brain = smollm2_mixture(
+        llama_endpoint,
+        history,
+        members=("logic", "empathy", "critic"),
+        member_tokens=24,
+        synthesizer_tokens=32,
         extensions=["deep_thinking"],
     )
     outbox = RecordingOutbox()

@@ -147,7 +147,7 @@ class ImageQueue:
                     job.future.set_exception(exc)
             return
         log.info("image batch of %d in %.2f s", len(batch), time.monotonic() - started)
-        await self._settle_reports()  # a late progress note must not land after the image
+        await self._settle_reports()
         for job, result in zip(batch, images, strict=True):
             if job.future.done():
                 continue
@@ -188,6 +188,8 @@ class ImageQueue:
         await asyncio.gather(*(self._safe(job, text) for job in batch))
 
     async def _safe(self, job: Job, text: str) -> None:
+        if job.future.done():  # a note that comes after the image (or the error) would mislead
+            return
         try:
             await job.progress(text)
         except Exception:  # a chat that cannot be edited must not break the batch

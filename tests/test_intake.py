@@ -1,0 +1,152 @@
+"""The intake every adapter shares, tested once without any platform."""
+
+from __future__ import annotations
+
+from adapters.common import SLOW_DOWN, RateLimiter, read_capped
+from adapters.intake import AccessRules, Arrival, DownloadFailed, Intake, RemoteFile
+from brain.messages import CommandCall, Inbound
+from tests.helpers import RecordingOutbox
+
+
+class RecordingBrain:
+    """Keeps what it was asked to answer (the real brain is tested on its own)."""
+
+    def __init__(self) -> None:
+        self.asked: list[Inbound] = []
+
+    async def handle(self, message: Inbound, outbox: RecordingOutbox) -> None:
+        self.asked.append(message)
+
+    async def report_lost_image_jobs(self, platform: str, notify: object) -> int:
+        return 0
+
+
+class StoredFile:
+    """A file on a platform: counts its reads, and stops a read past the limit."""
+
+    def __init__(self, name: str, data: bytes, *, declared: int | None, fails: bool = False):
+        self.data, self.reads, self.fails = data, 0, fails
+        self.remote = RemoteFile(name, "image/png", declared, self.read)
+
+    async def read(self, limit: int) -> bytes | None:
+        self.reads += 1
+        if self.fails:
+            raise DownloadFailed("HTTP 502")
+
+        async def chunks():
+            for start in range(0, len(self.data), 1024):
+                yield self.data[start : start + 1024]
+
+        return await read_capped(chunks(), limit)
+
+
+def arrival(**fields: object) -> Arrival:
+    base: dict[str, object] = {
+        "platform": "p",
+        "channel_id": "c",
+        "author_id": "ann",
+        "author_name": "Ann",
+        "text": "hello",
+    }
+    return Arrival(**{**base, **fields})  # type: ignore[arg-type]
+
+
+EVERYONE = AccessRules()
+
+
+def intake(brain: RecordingBrain, rules: AccessRules = EVERYONE, **options: object) -> Intake:
+    return Intake(brain, "p", lambda: rules, **options)  # type: ignore[arg-type]
+
+
+def test_access_rules_allow_by_user_group_place_and_realm() -> None:
+    rules = AccessRules(
+        allowed_users=frozenset({"ann"}),
+        allowed_groups=frozenset({"friends"}),
+        allowed_places=frozenset({"general"}),
+        allowed_realms=frozenset({"home"}),
+    )
+    assert rules.allows(arrival(places=frozenset({"general"}), realm="home"))
+    assert rules.allows(
+        arrival(
+            author_id="bob", author_groups=frozenset({"friends"}), places=frozenset({"general"})
+        )
+    )
+    assert not rules.allows(arrival(author_id="bob", places=frozenset({"general"})))
+    assert not rules.allows(arrival(places=frozenset({"lounge"})))
+    assert rules.allows(arrival(direct=True))  # a DM is not limited by the channel list
+    assert not rules.allows(arrival(places=frozenset({"general"}), realm="elsewhere"))
+    assert AccessRules().allows(arrival(author_id="anyone"))
+
+
+def test_admins_are_listed_users_or_groups_and_everyone_in_their_own_dm() -> None:
+    rules = AccessRules(admin_users=frozenset({"ann"}), admin_groups=frozenset({"mods"}))
+    assert rules.is_admin(arrival())
+    assert rules.is_admin(arrival(author_id="bob", author_groups=frozenset({"mods"})))
+    assert rules.is_admin(arrival(author_id="bob", direct=True))
+    assert not rules.is_admin(arrival(author_id="bob"))
+
+
+async def test_a_message_off_the_allowlist_is_ignored_without_a_word() -> None:
+    brain, outbox = RecordingBrain(), RecordingOutbox()
+    gate = intake(brain, AccessRules(allowed_users=frozenset({"ann"})))
+    await gate.handle(arrival(author_id="bob"), outbox)
+    assert brain.asked == [] and outbox.events == [] and gate.ignored == 1
+
+
+async def test_over_the_rate_limit_the_user_is_told_to_slow_down() -> None:
+    brain = RecordingBrain()
+    gate = intake(brain, rate_limit=RateLimiter(2, 60.0))
+    outboxes = [RecordingOutbox() for _ in range(3)]
+    for outbox in outboxes:
+        await gate.handle(arrival(), outbox)
+    assert len(brain.asked) == 2 and outboxes[2].messages == [SLOW_DOWN]
+
+
+async def test_the_neutral_message_carries_text_command_admin_and_files() -> None:
+    brain = RecordingBrain()
+    picture = StoredFile("cat.png", b"png" * 10, declared=30)
+    gate = intake(brain, AccessRules(admin_users=frozenset({"ann"})))
+    command = CommandCall("sd", {"prompt": "a cat"})
+    await gate.handle(arrival(files=(picture.remote,), command=command), RecordingOutbox())
+    (message,) = brain.asked
+    assert (message.platform, message.channel_id, message.author_id) == ("p", "c", "ann")
+    assert message.text == "hello" and message.command == command and message.is_admin
+    assert [(a.filename, a.content_type, a.data) for a in message.attachments] == [
+        ("cat.png", "image/png", b"png" * 10)
+    ]
+
+
+async def test_files_over_the_limit_are_refused_declared_or_not() -> None:
+    brain, outbox = RecordingBrain(), RecordingOutbox()
+    declared = StoredFile("big.png", b"x" * 5000, declared=5000)
+    undeclared = StoredFile("sneaky.png", b"x" * 5000, declared=None)
+    gate = intake(brain, max_attachment_bytes=2048)
+    await gate.handle(arrival(text="", files=(declared.remote, undeclared.remote)), outbox)
+    assert declared.reads == 0  # refused before any download
+    assert undeclared.reads == 1  # read, and stopped once past the limit
+    assert outbox.messages == [
+        "big.png is too large (4 KB; the limit is 2 KB), so I did not open it.\n"
+        "sneaky.png is too large (the limit is 2 KB), so I did not open it."
+    ]
+    assert brain.asked == []  # nothing left to answer
+
+
+async def test_a_failed_download_is_named_and_the_words_are_still_answered() -> None:
+    brain, outbox = RecordingBrain(), RecordingOutbox()
+    broken = StoredFile("cat.png", b"", declared=10, fails=True)
+    await intake(brain).handle(arrival(text="what is this?", files=(broken.remote,)), outbox)
+    assert outbox.messages == ["I could not download cat.png; please try again."]
+    assert [m.text for m in brain.asked] == ["what is this?"] and brain.asked[0].attachments == ()
+
+
+async def test_a_reply_to_a_picture_brings_the_picture_unless_the_message_has_its_own() -> None:
+    brain = RecordingBrain()
+    replied = StoredFile("drawn.png", b"drawn", declared=5)
+    own = StoredFile("mine.png", b"mine", declared=4)
+    gate = intake(brain)
+    await gate.handle(arrival(replied_files=(replied.remote,)), RecordingOutbox())
+    await gate.handle(
+        arrival(files=(own.remote,), replied_files=(replied.remote,)), RecordingOutbox()
+    )
+    assert [[a.data for a in m.attachments] for m in brain.asked] == [[b"drawn"], [b"mine"]]
+    assert replied.reads == 1  # the second message had a picture of its own
