@@ -48,10 +48,7 @@ class DiscordConfig(ChatLimits):
 
 
 class MatrixConfig(ChatLimits):
-    """Matrix bot account (MOMBOT_MATRIX_PASSWORD or MOMBOT_MATRIX_ACCESS_TOKEN).
-
-    Empty lists: no limit.
-    """
+    """Matrix account (MOMBOT_MATRIX_PASSWORD or MOMBOT_MATRIX_ACCESS_TOKEN); empty: no limit."""
 
     enabled: bool = Field(False, description="Run the Matrix bot in `mombot run`.")
     homeserver: str = Field("", description="e.g. https://matrix.example.org")

@@ -31,7 +31,7 @@ _markdown = (
 
 
 def sanitize_html(html: str) -> str:
-    """Keep only Matrix-safe tags and attributes; links limited to http(s) and matrix.to."""
+    """Keep only Matrix-safe tags and attributes; links only http(s) (matrix.to too) and mailto."""
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,

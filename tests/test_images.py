@@ -539,12 +539,6 @@ async def test_a_flagged_image_fails_only_its_own_request(backend: DiffusersBack
     await queue.aclose()
 
 
-def threads_named(prefix: str) -> list[str]:
-    import threading
-
-    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
-
-
 async def test_closing_the_queue_stops_its_worker_fails_waiting_jobs_and_closes_the_backend() -> (
     None
 ):
@@ -562,10 +556,14 @@ async def test_closing_the_queue_stops_its_worker_fails_waiting_jobs_and_closes_
 
 
 async def test_closing_the_diffusers_backend_ends_its_thread(backend: DiffusersBackend) -> None:
+    import threading
+
+    before = set(threading.enumerate())  # other tests' backends may still hold theirs
     await backend.run_batch([request()], lambda step, total: None)
-    assert threads_named("diffusers")
+    own = [t for t in set(threading.enumerate()) - before if t.name.startswith("diffusers")]
+    assert len(own) == 1 and own[0].is_alive()
     await backend.aclose()
-    assert threads_named("diffusers") == []
+    assert not own[0].is_alive()
 
 
 async def test_a1111_replies_are_decoded_off_the_event_loop(
