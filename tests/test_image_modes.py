@@ -333,7 +333,8 @@ async def test_a_drawing_does_not_hold_up_its_channels_chat(sqlite_url: str) -> 
             brain.handle(Inbound("t", "c", "u1", "ann", "/sd a red fox"), drawing)
         )
         await generator.started.wait()
-        chat = await say(brain, "How are you today?")  # same channel, while the fox renders
+        async with asyncio.timeout(60):  # a deadline: before the fix this waited forever
+            chat = await say(brain, "How are you today?")  # same channel, while the fox renders
         assert chat.text == "Nice to meet you!" and drawing.images == []
         generator.release.set()
         await sd
