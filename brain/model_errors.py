@@ -44,7 +44,7 @@ def translate(name: str, exc: BaseException) -> MombotError:
     """Turn a transport or API failure into a typed error with a chat-friendly text."""
     if isinstance(exc, MombotError):
         return exc
-    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
+    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
         return ModelTimeout(f"The model server '{name}' did not answer in time.", detail=repr(exc))
     if isinstance(exc, openai.APIConnectionError):
         return ModelUnavailable(f"The model server '{name}' cannot be reached.", detail=repr(exc))

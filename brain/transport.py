@@ -1,11 +1,12 @@
 """The HTTP side of model calls: one httpx client per endpoint, one retry policy, deadlines.
 
-Streamed replies are sent and parsed here rather than through the openai SDK: its request
-transform and per-chunk pydantic objects cost about 2 ms per reply (bench/bench_load.py).
-Whole replies still go through `openai.AsyncOpenAI` (one of the project's chosen
-packages), given our messages untransformed; both retry the same way (connection
-failures, 408, 409, 429, 5xx, with a doubling pause) and both run under the caller's
-deadline.
+Every model request, streamed or whole, is one POST on the endpoint's httpx client through
+`post`: connection failures, 408, 409, 429 and 5xx are retried with a doubling pause, and
+the caller's deadline (`asyncio.timeout`) bounds the whole of it. The openai SDK's own
+request path is not used for chat: its request transform and per-chunk pydantic objects
+cost about 2 ms of event-loop time per reply (bench/bench_load.py), and it would be a
+second HTTP stack with a second retry loop. The SDK stays for what it serves without that
+cost — listing models for `mombot check` — and runs on this same httpx client.
 """
 
 from __future__ import annotations
@@ -47,14 +48,13 @@ class Transport:
         self.openai = openai.AsyncOpenAI(
             base_url=config.base_url,
             api_key=api_key or "not-needed",
-            timeout=timeout,
             max_retries=config.max_retries,
+            http_client=self.http,  # the one transport: the SDK sends absolute URLs on it
         )
         self.chat_url = config.base_url.rstrip("/") + "/chat/completions"
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def aclose(self) -> None:
-        await self.openai.close()
         await self.http.aclose()
 
     @asynccontextmanager
@@ -117,18 +117,27 @@ class Transport:
         num_ctx: int | None,
     ) -> tuple[str, str | None, Any]:
         """One whole answer: its text, finish reason and usage."""
-        if num_ctx is None:  # through the SDK, given our messages untransformed
-            response = await self.openai.chat.completions.create(
-                model=model,
-                messages=[],
-                extra_body=untransformed(messages, extra),
-                temperature=temperature,
-                max_tokens=max_tokens,
+        if num_ctx is None:
+            request = {
+                "model": model,
+                "messages": messages,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                **(extra or {}),
+            }
+            response = await self.post(self.chat_url, request, stream=False)
+            if response.is_error:
+                raise status_error(self.name, response.status_code, response.text)
+            answer = response.json()
+            choices = answer.get("choices") if isinstance(answer, dict) else None
+            if not choices or not isinstance(choices[0], dict):
+                raise ModelBadResponse(bad_answer(self.name), detail=response.text[:500])
+            message = choices[0].get("message") or {}
+            return (
+                message.get("content") or "",
+                choices[0].get("finish_reason"),
+                answer.get("usage"),
             )
-            if not getattr(response, "choices", None):
-                raise ModelBadResponse(bad_answer(self.name), detail="answer without choices")
-            choice = response.choices[0]
-            return choice.message.content or "", choice.finish_reason, response.usage
         body = chat_body(
             model,
             messages,
@@ -195,19 +204,6 @@ def server_root(base_url: str) -> str:
     """The server's root URL: the OpenAI base URL without its trailing /v1."""
     root = base_url.rstrip("/")
     return root.removesuffix("/v1")
-
-
-def untransformed(
-    messages: list[dict[str, Any]], extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Send the messages as they are, past the SDK's request transform.
-
-    openai's client walks every request parameter through a recursive, type-introspecting
-    transform that changes nothing for chat messages; with a long history it cost about
-    25 ms of event-loop time per call here (bench/bench_load.py). Keys of extra_body replace
-    those of the request, so `messages=[]` plus this sends exactly our list.
-    """
-    return {**(extra or {}), "messages": messages}
 
 
 async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
