@@ -57,6 +57,52 @@ class Transport:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    def _request(
+        self,
+        model: str,
+        messages: list[Message],
+        temperature: float,
+        max_tokens: int,
+        extra: dict[str, Any],
+        *,
+        num_ctx: int | None,
+        stream: bool,
+    ) -> tuple[str, dict[str, Any]]:
+        """(URL, body) of a chat request in the server's protocol (see the class docstring)."""
+        if num_ctx is not None:
+            body = chat_body(
+                model,
+                messages,
+                num_ctx=num_ctx,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                stream=stream,
+                extra=extra,
+            )
+            return "/api/chat", body
+        body = {
+            "model": model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            **({"stream": True, "stream_options": {"include_usage": True}} if stream else {}),
+            **extra,
+        }
+        return self.chat_url, body
+
+    async def _post_checked(
+        self, url: str, body: dict[str, Any], *, stream: bool
+    ) -> httpx.Response:
+        """POST (retried); an error answer, read whole, becomes a typed error."""
+        response = await self.post(url, body, stream=stream)
+        if response.is_error:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise status_error(self.name, response.status_code, response.text)
+        return response
+
     @asynccontextmanager
     async def open_stream(
         self,
@@ -70,39 +116,16 @@ class Transport:
         num_ctx: int | None,
     ) -> AsyncIterator[AsyncIterator[StreamPiece]]:
         """Start a streamed answer (within `deadline`); yields its pieces."""
-        if num_ctx is not None:
-            url, pieces = "/api/chat", stream_pieces
-            body = chat_body(
-                model,
-                messages,
-                num_ctx=num_ctx,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                stream=True,
-                extra=options,
-            )
-        else:
-            url = self.chat_url
-            body = {
-                "model": model,
-                "messages": messages,
-                "temperature": temperature,
-                "max_tokens": max_tokens,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-                **options,
-            }
-
-            def pieces(lines: AsyncIterator[str]) -> AsyncIterator[StreamPiece]:
-                return openai_pieces(self.name, sse_data(lines))
-
+        url, body = self._request(
+            model, messages, temperature, max_tokens, options, num_ctx=num_ctx, stream=True
+        )
         async with asyncio.timeout(remaining(deadline)):
-            response = await self.post(url, body, stream=True)
+            response = await self._post_checked(url, body, stream=True)
         try:
-            if response.is_error:
-                await response.aread()
-                raise status_error(self.name, response.status_code, response.text)
-            yield pieces(response.aiter_lines())
+            if num_ctx is not None:
+                yield stream_pieces(response.aiter_lines())
+            else:
+                yield openai_pieces(self.name, sse_data(response.aiter_lines()))
         finally:
             await response.aclose()
 
@@ -117,44 +140,21 @@ class Transport:
         num_ctx: int | None,
     ) -> tuple[str, str | None, Any]:
         """One whole answer: its text, finish reason and usage."""
-        if num_ctx is None:
-            request = {
-                "model": model,
-                "messages": messages,
-                "temperature": temperature,
-                "max_tokens": max_tokens,
-                **(extra or {}),
-            }
-            response = await self.post(self.chat_url, request, stream=False)
-            if response.is_error:
-                raise status_error(self.name, response.status_code, response.text)
-            answer = response.json()
-            choices = answer.get("choices") if isinstance(answer, dict) else None
-            if not choices or not isinstance(choices[0], dict):
-                raise ModelBadResponse(bad_answer(self.name), detail=response.text[:500])
-            message = choices[0].get("message") or {}
-            return (
-                message.get("content") or "",
-                choices[0].get("finish_reason"),
-                answer.get("usage"),
-            )
-        body = chat_body(
-            model,
-            messages,
-            num_ctx=num_ctx,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stream=False,
-            extra=extra,
+        url, body = self._request(
+            model, messages, temperature, max_tokens, extra or {}, num_ctx=num_ctx, stream=False
         )
-        response = await self.post("/api/chat", body, stream=False)
-        if response.is_error:
-            raise status_error(self.name, response.status_code, response.text)
+        response = await self._post_checked(url, body, stream=False)
         answer = response.json()
-        if not isinstance(answer, dict) or "error" in answer:
+        if num_ctx is not None:
+            if not isinstance(answer, dict) or "error" in answer:
+                raise ModelBadResponse(bad_answer(self.name), detail=response.text[:500])
+            content, _, finish_reason, usage = piece_of(answer)
+            return content or "", finish_reason, usage
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not choices or not isinstance(choices[0], dict):
             raise ModelBadResponse(bad_answer(self.name), detail=response.text[:500])
-        content, _, finish_reason, usage = piece_of(answer)
-        return content or "", finish_reason, usage
+        message = choices[0].get("message") or {}
+        return message.get("content") or "", choices[0].get("finish_reason"), answer.get("usage")
 
     async def list_models(self) -> list[str]:
         page = await self.openai.models.list()
