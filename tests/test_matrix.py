@@ -115,12 +115,37 @@ class Human:
         return response.room_id
 
     async def say(self, room_id: str, text: str, **extra: Any) -> str:
-        content = {"msgtype": "m.text", "body": text, **extra}
+        return await self.send(room_id, {"msgtype": "m.text", "body": text, **extra})
+
+    async def send(self, room_id: str, content: dict[str, Any]) -> str:
         response = await self.client.room_send(
             room_id, "m.room.message", content, ignore_unverified_devices=True
         )
         assert isinstance(response, nio.RoomSendResponse), response
         return response.event_id
+
+    async def upload(
+        self, data: bytes, filename: str, *, encrypted: bool = False
+    ) -> dict[str, Any]:
+        """The content fields pointing at an uploaded PNG (`file` with its keys when encrypted)."""
+        upload, keys = await self.client.upload(
+            io.BytesIO(data),
+            content_type="image/png",
+            filename=filename,
+            filesize=len(data),
+            encrypt=encrypted,
+        )
+        assert isinstance(upload, nio.UploadResponse), upload
+        if encrypted:
+            return {"file": {**keys, "url": upload.content_uri}}
+        return {"url": upload.content_uri}
+
+    async def send_image(
+        self, room_id: str, name: str, where: dict[str, Any], info: dict[str, Any] | None = None
+    ) -> str:
+        """An m.image message; `info` is optional in the spec and left out when None."""
+        content = {"msgtype": "m.image", "body": name, **where}
+        return await self.send(room_id, content if info is None else {**content, "info": info})
 
     async def close(self) -> None:
         await self.client.close()
@@ -364,20 +389,9 @@ async def test_images_in_and_out(
     await human.wait_for(joined(bot_id))
 
     data = png()
-    upload, _ = await human.client.upload(
-        io.BytesIO(data), content_type="image/png", filename="green.png", filesize=len(data)
-    )
-    sent = await human.client.room_send(
-        room,
-        "m.room.message",
-        {
-            "msgtype": "m.image",
-            "body": "green.png",
-            "url": upload.content_uri,
-            "info": {"mimetype": "image/png", "size": len(data), "w": 48, "h": 32},
-        },
-    )
-    await human.wait_for(reply_to(sent.event_id, bot_id))
+    info = {"mimetype": "image/png", "size": len(data), "w": 48, "h": 32}
+    sent = await human.send_image(room, "green.png", await human.upload(data, "green.png"), info)
+    await human.wait_for(reply_to(sent, bot_id))
     parts = last_user(fake_server.requests[0].body)
     assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
 
@@ -552,29 +566,18 @@ async def test_oversized_images_are_refused_before_download(
     Image.effect_noise((300, 300), 64).convert("RGB").save(noise, "PNG")
     data = noise.getvalue()
     assert len(data) > 2048
-    upload, _ = await human.client.upload(
-        io.BytesIO(data), content_type="image/png", filename="big.png", filesize=len(data)
+    where = await human.upload(data, "big.png")
+    sent = await human.send_image(
+        room, "big.png", where, {"mimetype": "image/png", "size": len(data)}
     )
-    sent = await human.client.room_send(
-        room,
-        "m.room.message",
-        {
-            "msgtype": "m.image",
-            "body": "big.png",
-            "url": upload.content_uri,
-            "info": {"mimetype": "image/png", "size": len(data)},
-        },
-    )
-    answer = await human.wait_for(reply_to(sent.event_id, bot_id))
+    answer = await human.wait_for(reply_to(sent, bot_id))
     assert answer.body == (
         f"big.png is too large ({len(data) // 1024} KB; the limit is 2 KB), so I did not open it."
     )
     # The same without `info` (optional in the spec; some clients and bridges leave it out):
     # the download stops once it passes the limit.
-    sent = await human.client.room_send(
-        room, "m.room.message", {"msgtype": "m.image", "body": "big.png", "url": upload.content_uri}
-    )
-    answer = await human.wait_for(reply_to(sent.event_id, bot_id))
+    sent = await human.send_image(room, "big.png", where)
+    answer = await human.wait_for(reply_to(sent, bot_id))
     assert answer.body == "big.png is too large (the limit is 2 KB), so I did not open it."
     await bot.stop()
     await human.close()
@@ -779,23 +782,9 @@ async def test_images_without_a_size_are_read_within_the_limit(
     if encrypted:
         await human.sync()  # learn the bot's devices, to share the room key with them
     data = png()
-    upload, keys = await human.client.upload(
-        io.BytesIO(data),
-        content_type="image/png",
-        filename="green.png",
-        filesize=len(data),
-        encrypt=encrypted,
-    )
-    where = (
-        {"file": {**keys, "url": upload.content_uri}} if encrypted else {"url": upload.content_uri}
-    )
-    sent = await human.client.room_send(
-        room,
-        "m.room.message",
-        {"msgtype": "m.image", "body": "green.png", **where},
-        ignore_unverified_devices=True,
-    )
-    answer = await human.wait_for(reply_to(sent.event_id, bot_id))
+    where = await human.upload(data, "green.png", encrypted=encrypted)
+    sent = await human.send_image(room, "green.png", where)  # no `info`
+    answer = await human.wait_for(reply_to(sent, bot_id))
     assert answer.body == "A plain green rectangle."
     shown = base64.b64decode(
         last_user(fake_server.requests[0].body)[1]["image_url"]["url"].split(",")[1]
