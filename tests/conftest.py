@@ -1,4 +1,4 @@
-"""Shared fixtures: the real llama.cpp server with SmolLM2, PostgreSQL, fake servers."""
+"""Shared fixtures: the real llama.cpp server with SmolLM2, Synapse, PostgreSQL, fake servers."""
 
 from __future__ import annotations
 
@@ -17,10 +17,19 @@ from brain.config import EndpointConfig
 from brain.llm import ModelClient
 from tests.a1111 import A1111Server
 from tests.fake_openai import FakeOpenAIServer
+from tests.synapse import Synapse
 from tests.tiny_sd import build_tiny_lora, build_tiny_pipeline
 
 TEST_N_CTX = 512
 MODEL = "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    """A real Synapse homeserver on loopback, for the session (tests/synapse.py)."""
+    server = Synapse(tmp_path_factory.mktemp("synapse")).start()
+    yield server
+    server.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
