@@ -29,7 +29,11 @@ NOT_YOUR_PROPOSAL = "Only the person this image was proposed to can answer it."
 
 
 class DiscordOutbox:
-    """Replies in a channel: the first message answers the user's, the rest follow."""
+    """Replies in a channel: every message is a reply to the user's (a message reference).
+
+    In a busy channel a note, the answer after it, a `/think` result or a "stopped" notice
+    would otherwise float unlinked from the question they are about.
+    """
 
     def __init__(
         self,
@@ -40,17 +44,15 @@ class DiscordOutbox:
         config = client.config
         self._client = client
         self._channel = channel
-        self._reply_to = reply_to
-        self._question = reply_to  # what an image (arriving later) replies to
+        self._question = reply_to  # what every message sent here replies to
         self.capabilities = Capabilities(
             max_message_length=DISCORD_LIMIT,
             edit_interval_s=config.edit_interval_s,
         )
 
     async def send(self, text: str) -> MessageRef:
-        if self._reply_to is not None:
-            reply_to, self._reply_to = self._reply_to, None
-            return await reply_to.reply(text, mention_author=False, allowed_mentions=NO_PINGS)
+        if self._question is not None:
+            return await self._question.reply(text, mention_author=False, allowed_mentions=NO_PINGS)
         return await self._channel.send(text, allowed_mentions=NO_PINGS)
 
     async def edit(self, ref: MessageRef, text: str) -> None:
@@ -58,7 +60,6 @@ class DiscordOutbox:
 
     async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
         """An image replies to the question it answers, however late it arrives."""
-        self._reply_to = None
         if self._question is None:
             return await self._send_file(data, filename, caption)
         file = discord.File(io.BytesIO(data), filename=filename)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from adapters.common import SLOW_DOWN, RateLimiter, could_not_download, too_large
+from brain.attachments import cannot_read, readable_kind
 from brain.brain import Brain
 from brain.messages import Attachment, CommandCall, Inbound
 from brain.outbox import Outbox
@@ -165,12 +166,16 @@ class Intake:
         return await self.brain.report_lost_image_jobs(self.platform, notify)
 
     async def _read(self, files: tuple[RemoteFile, ...]) -> tuple[list[Attachment], list[str]]:
-        """Each file within the size limit: refused unread when declared too large, else read
-        with a running cap (a size may be missing, or wrong)."""
+        """Each file the bot can use, within the size limit: a file of another kind (audio,
+        video, an archive) or declared too large is refused unread; the rest is read with a
+        running cap (a size may be missing, or wrong)."""
         limit = self.max_attachment_bytes
         attachments: list[Attachment] = []
         notes: list[str] = []
         for item in files:
+            if readable_kind(item.name, item.content_type) is None:
+                notes.append(cannot_read(item.name, item.content_type))
+                continue
             if item.size is not None and item.size > limit:
                 notes.append(too_large(item.name, limit, item.size))
                 continue

@@ -21,7 +21,8 @@ from nio.crypto import ENCRYPTION_ENABLED
 from adapters.common import RateLimiter
 from adapters.config import MatrixConfig
 from adapters.intake import AccessRules, Arrival, Intake
-from adapters.matrix_media import is_image, remote_image, upload_image
+from adapters.matrix_direct import DirectRooms
+from adapters.matrix_media import MEDIA_EVENTS, caption, is_image, remote_file, upload_image
 from adapters.matrix_outbox import NO_MENTIONS, MatrixOutbox, text_content
 from adapters.matrix_session import MatrixSession, check
 from brain.bounded import BoundedDict
@@ -93,6 +94,7 @@ class MatrixAdapter:
             password=password,
             access_token=access_token,
         )
+        self.direct_rooms = DirectRooms(data_dir / "matrix" / "direct_rooms.json")
         self.client: nio.AsyncClient | None = None
         self.intake = Intake(
             brain,
@@ -108,6 +110,7 @@ class MatrixAdapter:
     async def login(self) -> nio.AsyncClient:
         """Reuse the stored session (same device) or log in once and store it."""
         self.client = await self.session.login()
+        self.direct_rooms.load()
         return self.client
 
     # -- running -----------------------------------------------------------------------
@@ -117,10 +120,14 @@ class MatrixAdapter:
         client = self.client or await self.login()
         first = check(await client.sync(timeout=0, full_state=True), "first sync")
         log.info("matrix: caught up (%s), answering from now on", first.next_batch)
+        await self.direct_rooms.fetch(client)
+        client.add_global_account_data_callback(
+            self.direct_rooms.on_account_data, nio.UnknownAccountDataEvent
+        )
         client.add_event_callback(self._on_invite, nio.InviteMemberEvent)
         client.add_event_callback(
             self._on_event,
-            (nio.RoomMessageText, nio.RoomMessageImage, nio.RoomEncryptedImage, nio.MegolmEvent),
+            (nio.RoomMessageText, *MEDIA_EVENTS, nio.MegolmEvent),
         )
         for room_id, room in list(client.invited_rooms.items()):  # invites from while we were away
             direct = _invited_as_direct(first, room_id, client.user_id)
@@ -170,8 +177,9 @@ class MatrixAdapter:
         assert self.client is not None
         if inviter and self.intake.rules.allows_user(inviter, frozenset({home_server(inviter)})):
             check(await self.client.join(room_id), f"join {room_id}")
+            await self.direct_rooms.remember_invite(room_id, direct)
             if direct:
-                self.session.mark_direct(room_id)
+                await self.direct_rooms.mark_direct(self.client, inviter, room_id)
             log.info("matrix: joined %s (invited by %s)", room_id, inviter)
         else:
             check(await self.client.room_leave(room_id), f"decline {room_id}")
@@ -210,17 +218,19 @@ class MatrixAdapter:
         replied = await self._replied_event(room, relation)
         if not self._addressed(room, content, replied):
             return
-        image = remote_image(self.client, event, content)  # its body is a file name, not words
+        media = remote_file(self.client, event, content)
+        body = content.get("body") if isinstance(content.get("body"), str) else ""
+        words = caption(content) if media else body  # a media body may be a file name
         arrival = Arrival(
             platform="matrix",
             channel_id=f"{room.room_id}/{thread_root}" if thread_root else room.room_id,
             author_id=event.sender,
             author_name=room.user_name(event.sender) or event.sender,
-            text="" if image else strip_mention(content.get("body", ""), self._own_names(room)),
+            text=strip_mention(words, self._own_names(room)),
             direct=self._is_direct(room),
             author_groups=frozenset({home_server(event.sender)}),
-            files=(image,) if image else (),
-            replied_files=(remote_image(self.client, replied, replied.source.get("content", {})),)
+            files=(media,) if media else (),
+            replied_files=(remote_file(self.client, replied, replied.source.get("content", {})),)
             if replied is not None and is_image(replied)
             else (),
         )
@@ -232,8 +242,8 @@ class MatrixAdapter:
         return [n for n in (room.user_name(self.client.user_id), self.client.user_id) if n]
 
     def _is_direct(self, room: nio.MatrixRoom) -> bool:
-        """Made as a direct chat and still one: a group room that shrank to two is not one."""
-        return self.session.is_direct(room.room_id) and room.member_count <= 2
+        """The room's DM status (see adapters.matrix_direct for the rule)."""
+        return self.direct_rooms.is_direct(room.room_id, room.member_count)
 
     def _addressed(
         self, room: nio.MatrixRoom, content: dict[str, Any], replied: nio.Event | None

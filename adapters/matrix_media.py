@@ -1,4 +1,9 @@
-"""Images in Matrix: read with a running size cap (decrypted off the event loop), and sent.
+"""Files in Matrix: images, files, audio and video read with a running size cap (decrypted
+off the event loop), and images sent.
+
+Since Matrix v1.10 a media message may carry a caption: `filename` names the file and
+`body` is then the user's words (when the two differ); without `filename`, `body` is the
+file's name.
 
 `info.size` is optional in the spec and several clients and bridges leave it out, so a
 file is never refused for not declaring its size: the download stops, and the file is
@@ -23,34 +28,45 @@ from adapters.matrix_session import MatrixError, check
 
 DOWNLOAD_TIMEOUT_S = 60
 IMAGE_EVENTS = (nio.RoomMessageImage, nio.RoomEncryptedImage)
+# m.image, m.file, m.audio and m.video, plain or encrypted
+MEDIA_EVENTS = (nio.RoomMessageMedia, nio.RoomEncryptedMedia)
 
 
 def is_image(event: nio.Event) -> bool:
     return isinstance(event, IMAGE_EVENTS)
 
 
-def remote_image(
+def caption(content: dict[str, Any]) -> str:
+    """A media message's words: its `body` when a separate `filename` names the file."""
+    body, filename = content.get("body"), content.get("filename")
+    if isinstance(body, str) and isinstance(filename, str) and filename and body != filename:
+        return body
+    return ""
+
+
+def remote_file(
     client: nio.AsyncClient, event: nio.Event, content: dict[str, Any]
 ) -> RemoteFile | None:
-    """An image event's file, read only if the message gets that far."""
-    if not isinstance(event, IMAGE_EVENTS):
+    """A media event's file, read only if the message gets that far."""
+    if not isinstance(event, MEDIA_EVENTS):
         return None
     info = content.get("info") if isinstance(content.get("info"), dict) else {}
     size = info.get("size")
+    filename = content.get("filename") if isinstance(content.get("filename"), str) else ""
 
     async def read(limit: int) -> bytes | None:
         try:
             data = await fetch_capped(client, event.url, limit)
         except (MatrixError, aiohttp.ClientError, TimeoutError) as exc:
             raise DownloadFailed(f"{event.event_id}: {exc}") from exc
-        if data is not None and isinstance(event, nio.RoomEncryptedImage):
+        if data is not None and isinstance(event, nio.RoomEncryptedMedia):
             data = await asyncio.to_thread(
                 decrypt_attachment, data, event.key["k"], event.hashes["sha256"], event.iv
             )
         return data
 
     return RemoteFile(
-        str(content.get("body") or "image"),
+        filename or str(content.get("body") or "file"),
         info.get("mimetype") or getattr(event, "mimetype", None) or "",
         size if isinstance(size, int) else None,
         read,

@@ -1,8 +1,10 @@
 """What the Matrix adapter sends: replies, threads, edits, folded reasoning, as events.
 
 `MatrixOutbox` implements the brain's outbox for one message in one room (and thread):
-the first message is a real `m.in_reply_to` reply, edits are `m.replace` events, and
-Markdown becomes the sanitized HTML subset Matrix clients render.
+every message it sends about the user's message is a real `m.in_reply_to` reply to it (so
+in a busy room a note, its follow-up, a `/think` answer or a "stopped" notice never float
+unlinked), edits are `m.replace` events, and Markdown becomes the sanitized HTML subset
+Matrix clients render.
 """
 
 from __future__ import annotations
@@ -20,25 +22,23 @@ MATRIX_LIMIT = 16000
 
 
 class MatrixOutbox:
-    """Replies in a room (and thread): real m.in_reply_to replies, m.replace edits."""
+    """Replies in a room (and thread): every message an m.in_reply_to reply, m.replace edits."""
 
     def __init__(
         self, adapter: MatrixAdapter, room_id: str, reply_to: str | None, thread_root: str | None
     ) -> None:
         self._adapter = adapter
         self._room_id = room_id
-        self._reply_to = reply_to
-        self._question = reply_to  # what an image (arriving later) replies to
+        self._question = reply_to  # what every message sent here replies to
         self._thread_root = thread_root
         self.capabilities = Capabilities(
             max_message_length=MATRIX_LIMIT,
             edit_interval_s=adapter.config.edit_interval_s,
         )
 
-    def _relation(self, reply_to: str | None = None) -> dict[str, Any]:
-        """The first message (and any image) replies to the question; the rest follow it."""
-        if reply_to is None:
-            reply_to, self._reply_to = self._reply_to, None
+    def _relation(self) -> dict[str, Any]:
+        """A reply to the question (inside its thread, if it came in one)."""
+        reply_to = self._question
         if self._thread_root is not None:
             relation: dict[str, Any] = {"rel_type": "m.thread", "event_id": self._thread_root}
             if reply_to:
@@ -63,9 +63,8 @@ class MatrixOutbox:
         await self._adapter.send(self._room_id, content)
 
     async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
-        self._reply_to = None  # the image answers the question: text after it follows it
         return await self._adapter.send_image(
-            self._room_id, data, filename, caption, self._relation(self._question)
+            self._room_id, data, filename, caption, self._relation()
         )
 
     async def send_reasoning(self, text: str) -> None:

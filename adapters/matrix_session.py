@@ -1,10 +1,8 @@
-"""The Matrix bot's identity, kept in its data folder: device, token, and its direct chats.
+"""The Matrix bot's identity, kept in its data folder: device and access token.
 
 The session (user, device, access token) is reused across restarts, so a restart neither
 makes a new device nor loses the encryption keys; the file holding the token is private
-from its creation on. Rooms that their inviter made as direct chats (the invite's
-`is_direct`) are remembered here too: only those count as direct (no mention needed, the
-other person is the room's admin), never a group room that shrank to two members.
+from its creation on.
 """
 
 from __future__ import annotations
@@ -53,28 +51,30 @@ class MatrixSession:
         self.encryption = encryption
         self._password = password
         self._access_token = access_token
-        self._direct_rooms: set[str] = set()
 
     @property
     def file(self) -> Path:
         return self.folder / "session.json"
-
-    @property
-    def _direct_rooms_file(self) -> Path:
-        return self.folder / "direct_rooms.json"
 
     async def login(self) -> nio.AsyncClient:
         """A client on the stored session (same device), or logged in once and stored."""
         self.folder.mkdir(parents=True, exist_ok=True)
         store = self.folder / "store"
         store.mkdir(exist_ok=True)
-        self._direct_rooms = self._load_direct_rooms()
         client_config = nio.AsyncClientConfig(
             encryption_enabled=self.encryption, store_sync_tokens=True, request_timeout=60
         )
         client = nio.AsyncClient(
             self.config.homeserver, self.config.user_id, store_path=str(store), config=client_config
         )
+        try:
+            await self._log_in(client)
+        except BaseException:
+            await client.close()  # its HTTP session must not outlive a failed login
+            raise
+        return client
+
+    async def _log_in(self, client: nio.AsyncClient) -> None:
         saved = self._load()
         if saved:
             register_secret(saved["access_token"])
@@ -94,16 +94,6 @@ class MatrixSession:
             log.info("matrix: logged in as %s, new device %s", response.user_id, response.device_id)
         if self.encryption and client.should_upload_keys:
             check(await client.keys_upload(), "keys upload")
-        return client
-
-    def is_direct(self, room_id: str) -> bool:
-        return room_id in self._direct_rooms
-
-    def mark_direct(self, room_id: str) -> None:
-        """Remember a room its inviter made as a direct chat."""
-        if room_id not in self._direct_rooms:
-            self._direct_rooms.add(room_id)
-            write_private(self._direct_rooms_file, json.dumps(sorted(self._direct_rooms)))
 
     def _load(self) -> dict[str, str] | None:
         try:
@@ -118,15 +108,6 @@ class MatrixSession:
         register_secret(token)
         session = {"user_id": user_id, "device_id": device_id, "access_token": token}
         write_private(self.file, json.dumps(session))
-
-    def _load_direct_rooms(self) -> set[str]:
-        try:
-            rooms = json.loads(self._direct_rooms_file.read_text())
-        except (OSError, ValueError):
-            return set()
-        return (
-            {room for room in rooms if isinstance(room, str)} if isinstance(rooms, list) else set()
-        )
 
 
 def write_private(path: Path, text: str) -> None:

@@ -22,6 +22,7 @@ from brain.tokens import estimate_tokens
 log = logging.getLogger(__name__)
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "GIF"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 TEXT_SUFFIXES = {
     ".txt", ".md", ".markdown", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml",
     ".toml", ".ini", ".cfg", ".log", ".xml", ".html", ".css", ".py", ".js", ".ts", ".java",
@@ -35,6 +36,29 @@ class PreparedAttachments:
     images: list[tuple[str, str]] = field(default_factory=list)  # (file name, data URL)
     texts: list[tuple[str, str]] = field(default_factory=list)  # (file name, text)
     notes: list[str] = field(default_factory=list)  # what was refused, in words for the user
+
+
+def readable_kind(filename: str, content_type: str) -> str | None:
+    """ "image" or "text" for a file the bot can use, None for anything else (by type or name).
+
+    Adapters ask before downloading, so a file that would only be refused is never fetched.
+    """
+    kind = content_type.split(";")[0].strip().lower()
+    suffix = PurePath(display_name(filename)).suffix.lower()
+    if kind.startswith("image/") or suffix in IMAGE_SUFFIXES:
+        return "image"
+    if kind.startswith("text/") or suffix in TEXT_SUFFIXES or kind == "application/json":
+        return "text"
+    return None
+
+
+def cannot_read(filename: str, content_type: str) -> str:
+    """The note for a file of a kind the bot does not read (audio, video, archives…)."""
+    kind = content_type.split(";")[0].strip().lower()
+    return (
+        f"I can't read {display_name(filename)} ({kind or 'unknown type'}): send images "
+        "(PNG, JPEG, WebP, GIF) or text files."
+    )
 
 
 def display_name(filename: str) -> str:
@@ -51,9 +75,8 @@ async def prepare_attachments(
     budget = config.text_token_budget
     for attachment in attachments:
         name = display_name(attachment.filename)
-        kind = attachment.content_type.split(";")[0].strip().lower()
-        suffix = PurePath(name).suffix.lower()
-        if kind.startswith("image/") or suffix in {".png", ".jpg", ".jpeg", ".webp", ".gif"}:
+        kind = readable_kind(attachment.filename, attachment.content_type)
+        if kind == "image":
             if attachment.size > config.max_image_bytes:
                 prepared.notes.append(
                     f"{name} is too large ({attachment.size // 1024} KB; the limit is "
@@ -66,7 +89,7 @@ async def prepare_attachments(
                 prepared.notes.append(f"I could not use {name}: {exc}")
                 continue
             prepared.images.append((name, url))
-        elif kind.startswith("text/") or suffix in TEXT_SUFFIXES or kind == "application/json":
+        elif kind == "text":
             if attachment.size > config.max_text_bytes:
                 prepared.notes.append(
                     f"{name} is too large to read ({attachment.size // 1024} KB)."
@@ -85,10 +108,7 @@ async def prepare_attachments(
             if cut:
                 prepared.notes.append(f"{name} is long; I read only its beginning.")
         else:
-            prepared.notes.append(
-                f"I can't read {name} ({kind or 'unknown type'}): send images (PNG, JPEG, WebP, "
-                "GIF) or text files."
-            )
+            prepared.notes.append(cannot_read(attachment.filename, attachment.content_type))
     return prepared
 
 

@@ -26,7 +26,7 @@ from brain.errors import BadCommand, MombotError
 from brain.extensions import Extension
 from brain.llm import ModelClient
 from brain.messages import CommandCall, Inbound
-from brain.outbox import Outbox
+from brain.outbox import MessageRef, Outbox
 from brain.runner import Turn
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,33 @@ class DeepThinking(Extension):
         turn_id = await history.add(channel, "user", question, message.author_name)
         turn = Turn(channel, question, turn_id)
         status = await outbox.send(f"🤔 Thinking about it: round 1/{rounds}…")
+        progress = _Progress(f"in round 1/{rounds}")
+        try:
+            result = await self._rounds(members, question, turn, rounds, outbox, status, progress)
+            progress.stage = "while writing the answer"
+            await self._present(result, turn, outbox)
+        except asyncio.CancelledError:
+            # Stopped (the bot shutting down): the status must not stay at "round 1/6…".
+            await _say_cut_off(outbox, status, progress.stage)
+            raise
+
+    async def _rounds(
+        self,
+        members: list[CharacterConfig],
+        question: str,
+        turn: Turn,
+        rounds: int,
+        outbox: Outbox,
+        status: MessageRef,
+        progress: _Progress,
+    ) -> RoundResult:
+        """Answer and vote, round after round, until consensus or the last round."""
         rng = random.Random(self.settings.seed)
         weights = {c.name: c.weight for c in members}
         previous: dict[str, str] = {}
         result: RoundResult | None = None
         for number in range(1, rounds + 1):
+            progress.stage = f"in round {number}/{rounds}"
             await self.context.cool_down(outbox)
             answers = await self._answers(members, turn, previous, number)
             if not answers:
@@ -148,7 +170,11 @@ class DeepThinking(Extension):
                 break
             previous = answers
         assert result is not None
-        shares = result.shares(weights)
+        return result
+
+    async def _present(self, result: RoundResult, turn: Turn, outbox: Outbox) -> None:
+        """The synthesizer presents the winning answer, streamed, and it is stored."""
+        shares = result.shares({c.name: c.weight for c in self.context.members})
         winner = max(shares, key=shares.__getitem__)
         synthesizer = self.context.synthesizer
         system = (
@@ -160,11 +186,11 @@ class DeepThinking(Extension):
         reply = await self.context.runner.stream(
             synthesizer,
             turn,
-            replies.streamer(outbox, channel),
+            replies.streamer(outbox, turn.channel),
             system=system,
             stage="think · final",
         )
-        await replies.store(channel, reply, synthesizer.name, outbox)
+        await replies.store(turn.channel, reply, synthesizer.name, outbox)
 
     async def _answers(
         self, members: list[CharacterConfig], turn: Turn, previous: dict[str, str], number: int
@@ -232,6 +258,21 @@ class DeepThinking(Extension):
             return Ballot(voter.name, by_id[vote.choice], float(vote.confidence))  # type: ignore[attr-defined]
 
         return list(await asyncio.gather(*(one(v) for v in members)))
+
+
+@dataclass
+class _Progress:
+    """Where a /think is, in words, for the status line if it is cut off."""
+
+    stage: str
+
+
+async def _say_cut_off(outbox: Outbox, status: MessageRef, stage: str) -> None:
+    """Edit the status to say the thinking was stopped (best effort: the bot is stopping)."""
+    try:
+        await outbox.edit(status, f"🤔 Cut off {stage}: I was stopped before I could finish.")
+    except Exception:
+        log.exception("could not mark a /think status as cut off")
 
 
 def _progress_line(

@@ -6,10 +6,12 @@ reply longer than the test model's 512-token window (splitting) or a vision mode
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -21,12 +23,12 @@ from adapters.common import SLOW_DOWN
 from adapters.config import DiscordConfig
 from adapters.discord import MombotDiscordClient
 from adapters.discord_outbox import NOT_YOUR_PROPOSAL
-from brain.brain import Brain
+from brain.brain import STOPPED_MID_REPLY, Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from tests.conftest import MODEL
-from tests.fake_openai import FakeOpenAIServer, last_user
+from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import RecordingGenerator, close_brain, smollm2_mixture
 
 
@@ -433,16 +435,15 @@ async def test_attachments_in_and_oversized_refused_before_download(
         await ann.send(
             general,
             f"{client.user.mention} and this one?",
-            attachments=[("huge.bin", b"\0" * 60_000)],
+            attachments=[("huge.txt", b"x" * 60_000)],
         )
         assert len(downloads) == 2  # refused before download
         assert bot_messages(general, client)[-2].content == (
-            "huge.bin is too large (58 KB; the limit is 48 KB), so I did not open it."
+            "huge.txt is too large (58 KB; the limit is 48 KB), so I did not open it."
         )
 
 
 def test_the_readme_invite_permissions_are_the_ones_the_bot_needs() -> None:
-    from pathlib import Path
 
     needed = discord.Permissions(
         view_channel=True,
@@ -559,3 +560,82 @@ async def test_replying_to_a_drawn_image_shows_it_to_the_vision_character(
             if r.method == "GET" and r.path.endswith(f"/messages/{drawn.message.id}")
         ]
         assert len(fetched) <= 1  # issue 17 item 16: the replied-to message is fetched once
+
+
+def replies_to(channel: Any, client: discord.Client, question: discord.Message) -> list[str]:
+    """What the bot sent in the channel, each message checked to be a reply to `question`."""
+    sent = bot_messages(channel, client)
+    assert sent and all(
+        m.reference is not None and m.reference.message_id == question.id for m in sent
+    ), [(m.content, m.reference) for m in sent]
+    return [m.content for m in sent]
+
+
+async def test_a_note_and_the_answer_after_it_both_reply_to_the_message(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 22 item 3: no vision here, so a note about the picture, then the answer."""
+    fake_server.behaviour.reply = "Here is my answer."
+    brain = fake_server_brain(fake_server, sqlite_url)
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        question = await ann.send(
+            general,
+            f"{client.user.mention} what colour is this?",
+            attachments=[("square.png", png_bytes())],
+        )
+        assert replies_to(general, client, question) == [
+            "I can't look at images (square.png): no character with vision is configured.",
+            "Here is my answer.",
+        ]
+
+
+async def test_a_think_answer_is_a_reply_too(
+    llama_endpoint: EndpointConfig, sqlite_url: str
+) -> None:
+    """Issue 22 item 3: the status and the answer of a typed /think both reply to it."""
+    brain = smollm2_mixture(llama_endpoint, HistoryStore(sqlite_url), extensions=["deep_thinking"])
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        question = await ann.send(
+            general, f"{client.user.mention} /think Tea or coffee? --rounds 2"
+        )
+        status, *answer = replies_to(general, client, question)
+        assert status.startswith("🤔 Round ") and answer and answer[0].strip()
+
+
+async def test_a_stopped_think_says_so_and_the_notice_replies(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 22 items 3 and 4, on Discord."""
+    fake_server.behaviour = long_slow_reply()
+    endpoint = EndpointConfig(base_url=fake_server.base_url, context_window=4096)
+    characters = [
+        CharacterConfig(name=name, endpoint="f", model="fake", role=role)
+        for name, role in (("logic", "member"), ("critic", "member"), ("mom", "synthesizer"))
+    ]
+    brain = Brain(
+        characters=characters,
+        clients={"f": ModelClient("f", endpoint)},
+        history=HistoryStore(sqlite_url),
+        extensions=["deep_thinking"],
+    )
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        sending = asyncio.create_task(
+            ann.send(general, f"{client.user.mention} /think Tea or coffee? --rounds 2")
+        )
+        while not fake_server.requests:  # round 1 is under way
+            await asyncio.sleep(0.01)
+        await brain.shutdown(grace_s=0)
+        question = await sending
+        assert replies_to(general, client, question) == [
+            "🤔 Cut off in round 1/2: I was stopped before I could finish.",
+            f"⚠️ {STOPPED_MID_REPLY}",
+        ]

@@ -24,9 +24,17 @@ class RecordingBrain:
 class StoredFile:
     """A file on a platform: counts its reads, and stops a read past the limit."""
 
-    def __init__(self, name: str, data: bytes, *, declared: int | None, fails: bool = False):
+    def __init__(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        declared: int | None,
+        fails: bool = False,
+        content_type: str = "image/png",
+    ):
         self.data, self.reads, self.fails = data, 0, fails
-        self.remote = RemoteFile(name, "image/png", declared, self.read)
+        self.remote = RemoteFile(name, content_type, declared, self.read)
 
     async def read(self, limit: int) -> bytes | None:
         self.reads += 1
@@ -129,6 +137,24 @@ async def test_files_over_the_limit_are_refused_declared_or_not() -> None:
         "sneaky.png is too large (the limit is 2 KB), so I did not open it."
     ]
     assert brain.asked == []  # nothing left to answer
+
+
+async def test_files_the_bot_cannot_read_are_named_and_never_downloaded() -> None:
+    """Issue 22 item 2: audio, video and other kinds get a clear note, without a download."""
+    brain, outbox = RecordingBrain(), RecordingOutbox()
+    voice = StoredFile("voice.ogg", b"OggS", declared=4, content_type="audio/ogg")
+    notes = StoredFile("notes", b"milk", declared=None, content_type="text/plain")
+    gate = intake(brain)
+    await gate.handle(arrival(text="", files=(voice.remote,)), outbox)
+    await gate.handle(arrival(text="and these?", files=(voice.remote, notes.remote)), outbox)
+    assert voice.reads == 0 and notes.reads == 1
+    assert (
+        outbox.messages
+        == ["I can't read voice.ogg (audio/ogg): send images (PNG, JPEG, WebP, GIF) or text files."]
+        * 2
+    )
+    (message,) = brain.asked  # the file alone left nothing to answer; the words are answered
+    assert message.text == "and these?" and [a.data for a in message.attachments] == [b"milk"]
 
 
 async def test_a_failed_download_is_named_and_the_words_are_still_answered() -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,189 +22,15 @@ from adapters.matrix import CANT_DECRYPT, MatrixAdapter
 from adapters.matrix_html import markdown_to_html, sanitize_html
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
-from brain.history import HistoryStore, StoredTurn
+from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.redaction import install_redaction
 from tests.conftest import MODEL
 from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import RecordingGenerator, close_brain, smollm2_mixture
 from tests.load import echo_server, fake_brain
+from tests.matrix_world import Bot, Human, joined, new_id, png, reply_to, stored_turns
 from tests.synapse import Synapse
-
-_ids = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
-    server = Synapse(tmp_path_factory.mktemp("synapse")).start()
-    yield server
-    server.stop()
-
-
-class Human:
-    """A person in a Matrix client (matrix-nio, with E2EE), who can wait for the bot."""
-
-    def __init__(self, synapse: Synapse, folder: Path) -> None:
-        name = f"human{next(_ids)}"
-        self.user_id = synapse.register(name)
-        store = folder / name
-        store.mkdir(parents=True)
-        self.client = nio.AsyncClient(
-            synapse.url,
-            self.user_id,
-            store_path=str(store),
-            config=nio.AsyncClientConfig(encryption_enabled=True),
-        )
-        self.events: list[tuple[str, nio.Event]] = []
-
-    async def login(self) -> Human:
-        await self.client.login("password")
-        await self.sync()
-        return self
-
-    async def sync(self) -> None:
-        response = await self.client.sync(timeout=300)
-        assert isinstance(response, nio.SyncResponse), response
-        for room_id, room in response.rooms.join.items():
-            self.events += [(room_id, e) for e in room.timeline.events]
-        if self.client.should_upload_keys:
-            await self.client.keys_upload()
-        if self.client.should_query_keys:
-            await self.client.keys_query()
-
-    async def wait_for(
-        self, predicate: Callable[[str, nio.Event], bool], timeout: float = 90
-    ) -> nio.Event:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            for room_id, event in self.events[seen:]:
-                if predicate(room_id, event):
-                    return event
-            seen = len(self.events)
-            await self.sync()
-        raise AssertionError(f"timed out; saw {[type(e).__name__ for _, e in self.events]}")
-
-    async def room_with(
-        self,
-        bot_id: str,
-        *,
-        encrypted: bool = False,
-        others: list[str] = (),
-        direct: bool | None = None,
-    ) -> str:
-        """A room with the bot (and others); a direct chat, as clients make one, when alone."""
-        initial = (
-            [
-                {
-                    "type": "m.room.encryption",
-                    "state_key": "",
-                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-                }
-            ]
-            if encrypted
-            else []
-        )
-        response = await self.client.room_create(
-            invite=[bot_id, *others],
-            initial_state=initial,
-            is_direct=not others if direct is None else direct,
-        )
-        assert isinstance(response, nio.RoomCreateResponse), response
-        return response.room_id
-
-    async def say(self, room_id: str, text: str, **extra: Any) -> str:
-        return await self.send(room_id, {"msgtype": "m.text", "body": text, **extra})
-
-    async def send(self, room_id: str, content: dict[str, Any]) -> str:
-        response = await self.client.room_send(
-            room_id, "m.room.message", content, ignore_unverified_devices=True
-        )
-        assert isinstance(response, nio.RoomSendResponse), response
-        return response.event_id
-
-    async def upload(
-        self, data: bytes, filename: str, *, encrypted: bool = False
-    ) -> dict[str, Any]:
-        """The content fields pointing at an uploaded PNG (`file` with its keys when encrypted)."""
-        upload, keys = await self.client.upload(
-            io.BytesIO(data),
-            content_type="image/png",
-            filename=filename,
-            filesize=len(data),
-            encrypt=encrypted,
-        )
-        assert isinstance(upload, nio.UploadResponse), upload
-        if encrypted:
-            return {"file": {**keys, "url": upload.content_uri}}
-        return {"url": upload.content_uri}
-
-    async def send_image(
-        self, room_id: str, name: str, where: dict[str, Any], info: dict[str, Any] | None = None
-    ) -> str:
-        """An m.image message; `info` is optional in the spec and left out when None."""
-        content = {"msgtype": "m.image", "body": name, **where}
-        return await self.send(room_id, content if info is None else {**content, "info": info})
-
-    async def close(self) -> None:
-        await self.client.close()
-
-
-def joined(bot_id: str) -> Callable[[str, nio.Event], bool]:
-    return lambda _, e: (
-        isinstance(e, nio.RoomMemberEvent) and e.state_key == bot_id and e.membership == "join"
-    )
-
-
-def reply_to(event_id: str, bot_id: str) -> Callable[[str, nio.Event], bool]:
-    def match(_: str, e: nio.Event) -> bool:
-        relates = e.source.get("content", {}).get("m.relates_to", {})
-        return (
-            e.sender == bot_id
-            and isinstance(e, nio.RoomMessageText)
-            and relates.get("m.in_reply_to", {}).get("event_id") == event_id
-        )
-
-    return match
-
-
-async def stored_turns(brain: Brain, key: str, count: int) -> list[StoredTurn]:
-    """The channel's turns, oldest first, once `count` are stored (or after 10 s).
-
-    A reply is stored right after its last edit is sent, a moment after the human sees it.
-    """
-    for _ in range(100):
-        turns = list(reversed(await brain.history.recent(key)))
-        if len(turns) >= count:
-            break
-        await asyncio.sleep(0.1)
-    return turns
-
-
-class Bot:
-    """The adapter running in a task, as `mombot run` runs it."""
-
-    def __init__(
-        self, synapse: Synapse, brain: Brain, folder: Path, user_id: str, **config: Any
-    ) -> None:
-        self.config = MatrixConfig(enabled=True, homeserver=synapse.url, user_id=user_id, **config)
-        self.adapter = MatrixAdapter(brain, self.config, data_dir=folder, password="password")
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> Bot:
-        self.task = asyncio.create_task(self.adapter.run())
-        ready = asyncio.create_task(self.adapter.ready.wait())
-        done, _ = await asyncio.wait(
-            {self.task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED
-        )
-        assert ready in done, self.task.exception() if self.task.done() else "bot did not get ready"
-        return self
-
-    async def stop(self) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.adapter.close()
 
 
 @pytest.fixture
@@ -228,9 +53,7 @@ def brain(llama_endpoint: EndpointConfig, sqlite_url: str) -> Brain:
 
 @pytest_asyncio.fixture
 async def world(synapse: Synapse, brain: Brain, tmp_path: Path) -> AsyncIterator[tuple[Human, Bot]]:
-    bot_id = synapse.register(f"mombot{next(_ids)}")
-    human = await Human(synapse, tmp_path / "humans").login()
-    bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
+    human, bot = await Bot.with_human(synapse, brain, tmp_path)
     yield human, bot
     await bot.stop()
     await human.close()
@@ -296,7 +119,7 @@ async def test_group_rooms_need_a_mention(
 async def test_uninvited_inviters_are_declined(
     synapse: Synapse, brain: Brain, tmp_path: Path
 ) -> None:
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     human = await Human(synapse, tmp_path / "humans").login()
     bot = await Bot(
         synapse, brain, tmp_path / "bot", bot_id, allowed_servers=["elsewhere.org"]
@@ -316,7 +139,7 @@ async def test_uninvited_inviters_are_declined(
 async def test_restart_keeps_the_device_reports_lost_images_and_does_not_answer_old_messages(
     synapse: Synapse, brain: Brain, tmp_path: Path
 ) -> None:
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     human = await Human(synapse, tmp_path / "humans").login()
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
     room = await human.room_with(bot_id)
@@ -348,12 +171,6 @@ async def test_restart_keeps_the_device_reports_lost_images_and_does_not_answer_
     await human.close()
 
 
-def png(size: tuple[int, int] = (48, 32)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (10, 200, 10)).save(out, "PNG")
-    return out.getvalue()
-
-
 async def test_images_in_and_out(
     synapse: Synapse,
     llama_endpoint: EndpointConfig,
@@ -382,7 +199,7 @@ async def test_images_in_and_out(
         image_generator=generator,
         images_config=ImagesConfig(default_size="64x64"),
     )
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     human = await Human(synapse, tmp_path / "humans").login()
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
     room = await human.room_with(bot_id)
@@ -444,7 +261,7 @@ async def test_think_shows_progress_with_edits(
         synthesizer_tokens=16,
         extensions=["deep_thinking"],
     )
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     human = await Human(synapse, tmp_path / "humans").login()
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id, edit_interval_s=0.2).start()
     room = await human.room_with(bot_id)
@@ -459,6 +276,11 @@ async def test_think_shows_progress_with_edits(
         )
     )
     assert edit.source["content"]["m.new_content"]["body"].startswith("🤔 Round 1/2")
+    # The answer is a message of its own, and a reply to the question too (issue 22 item 3).
+    final = await human.wait_for(
+        lambda r, e: reply_to(asked, bot_id)(r, e) and e.event_id != status.event_id
+    )
+    assert final.body.strip() and not final.body.startswith("🤔")
     await bot.stop()
     await human.close()
 
@@ -493,7 +315,7 @@ async def test_access_token_login_display_name_mentions_and_threads(
 ) -> None:
     import httpx
 
-    name = f"mombot{next(_ids)}"
+    name = f"mombot{new_id()}"
     bot_id = synapse.register(name)
     login = httpx.post(
         f"{synapse.url}/_matrix/client/v3/login",
@@ -557,7 +379,7 @@ async def test_access_token_login_display_name_mentions_and_threads(
 async def test_oversized_images_are_refused_before_download(
     synapse: Synapse, brain: Brain, tmp_path: Path
 ) -> None:
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     human = await Human(synapse, tmp_path / "humans").login()
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id, max_attachment_bytes=2048).start()
     room = await human.room_with(bot_id)
@@ -591,7 +413,7 @@ async def test_secrets_never_reach_the_logs(
     password, api_key = "pw-3f9c1d7e-never-log-me", "sk-5b2e8a41-never-log-me"
     server = FakeOpenAIServer().start()
     brain = fake_brain(server, sqlite_url, api_key=api_key)
-    name = f"mombot{next(_ids)}"
+    name = f"mombot{new_id()}"
     bot_id = synapse.register(name, password=password)
     human = await Human(synapse, tmp_path / "humans").login()
     caplog.set_level(logging.DEBUG)
@@ -632,7 +454,7 @@ async def test_the_bot_carries_on_after_the_homeserver_restarts(
     server = echo_server()
     brain = fake_brain(server, sqlite_url)
     human = await Human(own, tmp_path / "humans").login()
-    bot = await Bot(own, brain, tmp_path / "bot", own.register(f"mombot{next(_ids)}")).start()
+    bot = await Bot(own, brain, tmp_path / "bot", own.register(f"mombot{new_id()}")).start()
     try:
         bot_id = bot.config.user_id
         room = await human.room_with(bot_id)
@@ -671,7 +493,7 @@ async def test_killed_mid_reply_the_bot_does_not_answer_the_old_message_again(
     inside one process gets (`tests/test_crash.py` kills a real process)."""
     server = FakeOpenAIServer(behaviour=long_slow_reply()).start()
     brain = fake_brain(server, sqlite_url)
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     human = await Human(synapse, tmp_path / "humans").login()
     killed = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
     room = await human.room_with(bot_id)
@@ -711,9 +533,7 @@ async def test_reasoning_is_folded_in_a_details_block(
     ).start()
     brain = fake_brain(server, sqlite_url)
     human = await Human(synapse, tmp_path / "humans").login()
-    bot = await Bot(
-        synapse, brain, tmp_path / "bot", synapse.register(f"mombot{next(_ids)}")
-    ).start()
+    bot = await Bot(synapse, brain, tmp_path / "bot", synapse.register(f"mombot{new_id()}")).start()
     try:
         bot_id = bot.config.user_id
         room = await human.room_with(bot_id)
@@ -774,7 +594,7 @@ async def test_images_without_a_size_are_read_within_the_limit(
         },
         history=HistoryStore(sqlite_url),
     )
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     human = await Human(synapse, tmp_path / "humans").login()
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
     room = await human.room_with(bot_id, encrypted=encrypted)
@@ -834,7 +654,7 @@ async def test_allowed_users_admins_and_the_rate_limit(
 ) -> None:
     """Messages from users off the allowlist are ignored; admin_users may /reset in a group
     room, others may not; past the rate limit the bot says to slow down."""
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     admin = await Human(synapse, tmp_path / "humans").login()
     member = await Human(synapse, tmp_path / "humans").login()
     stranger = await Human(synapse, tmp_path / "humans").login()
@@ -882,7 +702,7 @@ async def test_the_session_file_is_private_from_its_creation(
     old_umask = os.umask(0o022)
     try:
         bot = await Bot(
-            synapse, brain, tmp_path / "bot", synapse.register(f"mombot{next(_ids)}")
+            synapse, brain, tmp_path / "bot", synapse.register(f"mombot{new_id()}")
         ).start()
     finally:
         os.umask(old_umask)
@@ -897,7 +717,7 @@ async def test_a_bot_whose_clock_runs_ahead_still_answers(
     bot's start by its own clock; the first sync already skips the backlog."""
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 3600)  # an hour ahead of Synapse
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     human = await Human(synapse, tmp_path / "humans").login()
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
     room = await human.room_with(bot_id)
@@ -911,7 +731,7 @@ async def test_a_bot_whose_clock_runs_ahead_still_answers(
 async def test_an_unreadable_encrypted_room_is_told_once(
     synapse: Synapse, brain: Brain, tmp_path: Path
 ) -> None:
-    bot_id = synapse.register(f"mombot{next(_ids)}")
+    bot_id = synapse.register(f"mombot{new_id()}")
     human = await Human(synapse, tmp_path / "humans").login()
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id, encryption=False).start()
     secret = await human.room_with(bot_id, encrypted=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -9,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from brain.brain import Brain
+from brain.brain import STOPPED_MID_REPLY, Brain
 from brain.chat import EMPTY_REPLY
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from brain.thinking import Ballot, RoundResult, vote_schema
-from tests.fake_openai import FakeOpenAIServer, last_user, system_of
+from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply, system_of
 from tests.helpers import RecordingOutbox, close_brain, smollm2_mixture
 
 NAMES = ["logic", "creativity", "empathy", "knowledge"]
@@ -243,4 +244,21 @@ async def test_an_empty_final_answer_says_so_and_is_not_stored(
     await brain.handle(inbound("/think why?"), outbox)
     assert outbox.messages[-1] == EMPTY_REPLY
     assert [t.content for t in await history.recent("test:c1")] == ["why?"]
+    await close_brain(brain)
+
+
+async def test_a_think_cut_off_by_shutdown_says_so_in_its_status(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    """Issue 22 item 4: the status no longer stays at "round 1/2…" when the bot stops."""
+    fleet["creativity"].behaviour = long_slow_reply()  # round 1 is still going when we stop
+    brain = make_brain(fleet, history)
+    outbox = RecordingOutbox()
+    thinking = asyncio.create_task(brain.handle(inbound("/think why? --rounds 2"), outbox))
+    while not fleet["creativity"].requests:
+        await asyncio.sleep(0.01)
+    await brain.shutdown(grace_s=0)
+    assert thinking.cancelled()
+    assert outbox.messages == ["🤔 Cut off in round 1/2: I was stopped before I could finish."]
+    assert outbox.errors == [STOPPED_MID_REPLY]
     await close_brain(brain)
