@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from pythonjsonlogger.json import JsonFormatter
 
 from adapters.console import ConsoleAdapter
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("chat", "chat in this terminal (reads stdin when piped)"),
         ("run", "run every enabled platform (Discord, Matrix) until SIGTERM or Ctrl-C"),
-        ("check", "validate the config and reach every model endpoint"),
+        ("check", "validate the config, reach every model endpoint, log in to each platform"),
         ("health", "ask the running bot's /healthz (a container health check)"),
     ):
         command = commands.add_parser(name, help=text, description=text)
@@ -61,7 +62,8 @@ class JsonLogFormatter(JsonFormatter):
 
 def setup_logging(config: MombotConfig, data_dir: Path, *, quiet_console: bool) -> None:
     """The one logging setup: the full log to data_dir/mombot.log, and stderr (only
-    warnings while chatting); readable lines or JSON (bot.log_format); secrets masked."""
+    warnings while chatting or running the platforms: a chat library logs a line per
+    event); readable lines or JSON (bot.log_format); secrets masked."""
     data_dir.mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(data_dir / "mombot.log", encoding="utf-8")
     stderr_handler = logging.StreamHandler(sys.stderr)
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "health":
         return _health(config)
-    setup_logging(config, Path(config.bot.data_dir), quiet_console=args.command == "chat")
+    setup_logging(config, Path(config.bot.data_dir), quiet_console=args.command in ("chat", "run"))
     runner = {"chat": _chat, "run": _run, "check": _check}[args.command]
     try:
         return asyncio.run(runner(config, secrets))
@@ -198,22 +200,21 @@ async def _run(config: MombotConfig, secrets: Secrets) -> int:
         if config.matrix.enabled:
             from adapters.matrix import MatrixAdapter
 
-            def reveal(secret):
-                return secret.get_secret_value() if secret else None
-
             adapters.append(
                 MatrixAdapter(
                     app.brain,
                     config.matrix,
                     data_dir=app.data_dir,
-                    password=reveal(secrets.matrix_password),
-                    access_token=reveal(secrets.matrix_access_token),
+                    password=_reveal(secrets.matrix_password),
+                    access_token=_reveal(secrets.matrix_access_token),
                 )
             )
 
         async def run_all() -> None:
             await asyncio.gather(*(adapter.run() for adapter in adapters))
 
+        on = " and ".join(type(adapter).__name__.removesuffix("Adapter") for adapter in adapters)
+        _progress(f"mombot: running on {on}; the full log is {app.data_dir / 'mombot.log'}")
         work = asyncio.create_task(run_all())
         sigterm = _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s, work)
         try:
@@ -298,5 +299,29 @@ async def _check(config: MombotConfig, secrets: Secrets) -> int:
                     f"see images, but vision = {str(character.vision).lower()}"
                 )
         print(f"history: {app.brain.history.url.split('://')[0]} ok")
+        for finding in await _check_platforms(config, secrets, app.data_dir):
+            failures += not finding.ok
+            print(finding.line)
     print("check: " + ("all good" if not failures else f"{failures} problem(s)"))
     return 0 if not failures else 1
+
+
+async def _check_platforms(config: MombotConfig, secrets: Secrets, data_dir: Path) -> list[Any]:
+    """Log in to each enabled platform, as `mombot run` would (adapters.checks)."""
+    from adapters.checks import check_discord, check_matrix
+
+    findings = []
+    if config.discord.enabled and secrets.discord_token is not None:
+        findings += await check_discord(secrets.discord_token.get_secret_value())
+    if config.matrix.enabled:
+        findings += await check_matrix(
+            config.matrix,
+            data_dir,
+            password=_reveal(secrets.matrix_password),
+            access_token=_reveal(secrets.matrix_access_token),
+        )
+    return findings
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret else None

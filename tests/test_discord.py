@@ -7,6 +7,7 @@ reply longer than the test model's 512-token window (splitting) or a vision mode
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,10 +20,12 @@ import pytest
 import simcord
 from PIL import Image
 
+from adapters.checks import TOKEN_FIX, describe_discord, discord_token_problem
 from adapters.common import SLOW_DOWN
 from adapters.config import DiscordConfig
 from adapters.discord import MombotDiscordClient
 from adapters.discord_outbox import NOT_YOUR_PROPOSAL
+from bot.cli import main
 from brain.brain import STOPPED_MID_REPLY, Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
@@ -444,7 +447,6 @@ async def test_attachments_in_and_oversized_refused_before_download(
 
 
 def test_the_readme_invite_permissions_are_the_ones_the_bot_needs() -> None:
-
     needed = discord.Permissions(
         view_channel=True,
         send_messages=True,
@@ -639,3 +641,45 @@ async def test_a_stopped_think_says_so_and_the_notice_replies(
             "🤔 Cut off in round 1/2: I was stopped before I could finish.",
             f"⚠️ {STOPPED_MID_REPLY}",
         ]
+
+
+def test_check_names_a_malformed_token_without_going_online(
+    fake_server: FakeOpenAIServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 22 item 6: `mombot check` says what is wrong with the token's form."""
+    bot_id = base64.urlsafe_b64encode(b"123456789012345678").decode().rstrip("=")
+    good = f"{bot_id}.GaBcDe.{'x' * 38}"
+    assert discord_token_problem(good) is None
+    assert discord_token_problem(f'"{good}"') == "the token is not three parts separated by dots"
+    assert discord_token_problem(f"aGVsbG8.GaBcDe.{'x' * 38}") == (
+        "the token's first part is not a bot's id"
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path}"\n'
+        f'[endpoints.fake]\nbase_url = "{fake_server.base_url}"\ncontext_window = 4096\n'
+        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\n'
+        '[routing]\nmode = "off"\n[discord]\nenabled = true\n'
+    )
+    monkeypatch.setenv("MOMBOT_DISCORD_TOKEN", f"Bot {good}")
+    assert main(["check", "--config", str(config)]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if "FAILED" in line]
+    assert failed == [
+        f"discord: FAILED — the token is not three parts separated by dots. {TOKEN_FIX}"
+    ]
+
+
+async def test_check_reports_the_login_and_a_missing_message_content_intent(
+    make_brain: Callable[..., Brain],
+) -> None:
+    """Issue 22 item 6: logged in (here to simcord, whose application has no intent flags)."""
+    async with discord_world(make_brain()) as (env, client):
+        findings = await describe_discord(client)
+    assert [f.ok for f in findings] == [True, False]
+    assert findings[0].line.startswith(
+        f"discord: ok — logged in as {client.user.name} (application "
+    )
+    assert findings[1].line.startswith("discord: FAILED — the Message Content intent is off")

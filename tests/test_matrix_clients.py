@@ -5,6 +5,10 @@ what `mombot run` writes to stderr."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +19,7 @@ import nio
 import pytest
 import pytest_asyncio
 
+from bot.cli import main
 from brain.brain import STOPPED_MID_REPLY, Brain
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
@@ -22,7 +27,7 @@ from brain.llm import ModelClient
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import close_brain
 from tests.load import fake_brain
-from tests.matrix_world import Bot, Human, joined, png, reply_to
+from tests.matrix_world import Bot, Human, joined, new_id, png, reply_to
 from tests.synapse import Synapse
 
 World = tuple[Human, Bot, FakeOpenAIServer]
@@ -231,6 +236,80 @@ async def test_a_room_joined_without_an_invite_counts_by_its_size(
     await human.wait_for(reply_to(mentioned, bot_id))
     assert not any(reply_to(unaddressed, bot_id)(r, e) for r, e in human.events)
     await friend.close()
+
+
+def check_config(tmp_path: Path, synapse: Synapse, server: FakeOpenAIServer, user_id: str) -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[endpoints.fake]\nbase_url = "{server.base_url}"\ncontext_window = 4096\n'
+        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\n'
+        '[routing]\nmode = "off"\n'
+        f'[matrix]\nenabled = true\nhomeserver = "{synapse.url}"\nuser_id = "{user_id}"\n'
+    )
+    return config
+
+
+async def test_check_logs_in_to_matrix_and_names_what_fails(
+    synapse: Synapse,
+    fake_server: FakeOpenAIServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Item 6: `mombot check` reaches the homeserver, logs in and reports encryption; a
+    wrong password or an unreachable homeserver is one clear line and a failing exit."""
+    bot_id = synapse.register(f"mombot{new_id()}")
+    config = check_config(tmp_path, synapse, fake_server, bot_id)
+    monkeypatch.setenv("MOMBOT_MATRIX_PASSWORD", "wrong")
+    assert await asyncio.to_thread(main, ["check", "--config", str(config)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "FAILED" in line] == [
+        f"matrix ({synapse.url}): FAILED — login failed: M_FORBIDDEN Invalid username or password. "
+        "Fix: check matrix.user_id and MOMBOT_MATRIX_PASSWORD or MOMBOT_MATRIX_ACCESS_TOKEN"
+    ]
+    monkeypatch.setenv("MOMBOT_MATRIX_PASSWORD", "password")
+    assert await asyncio.to_thread(main, ["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"matrix ({synapse.url}): ok — logged in as {bot_id} (device " in out
+    assert "  encryption available" in out and out.endswith("check: all good\n")
+
+    unreachable = check_config(tmp_path, synapse, fake_server, bot_id)
+    unreachable.write_text(unreachable.read_text().replace(synapse.url, "http://127.0.0.1:9"))
+    assert await asyncio.to_thread(main, ["check", "--config", str(unreachable)]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and failed[0].startswith(
+        "matrix (http://127.0.0.1:9): FAILED — cannot reach the homeserver ("
+    )
+
+
+def test_run_keeps_stderr_to_warnings_and_the_log_file_has_everything(
+    synapse: Synapse, fake_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """Item 7: under `mombot run`, matrix-nio's line per event stays in the log file."""
+    bot_id = synapse.register(f"mombot{new_id()}")
+    config = check_config(tmp_path, synapse, fake_server, bot_id)
+    log = tmp_path / "data" / "mombot.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(config), "run"],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "MOMBOT_MATRIX_PASSWORD": "password"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while "answering from now on" not in (log.read_text() if log.exists() else ""):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.2)  # polling the log file for a line, not waiting for time to pass
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert " INFO " in log.read_text()
+    assert "INFO" not in err and f"mombot: running on Matrix; the full log is {log}" in err
 
 
 async def test_notices_emotes_stickers_locations_and_reactions_get_no_reply(world: World) -> None:
