@@ -2,7 +2,8 @@
 
 `DiscordOutbox` implements the brain's outbox on messages and replies, `InteractionOutbox`
 on a slash command's follow-ups; `ConfirmView` and `EditPromptModal` are the buttons and
-form under an image prompt a character proposed. Nothing sent can ping anyone.
+form under an image prompt a character proposed, `DrawOrAnswerView` the two buttons of the
+router's "should I draw that?". Nothing sent can ping anyone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ NO_PINGS = discord.AllowedMentions.none()
 DISCORD_LIMIT = 2000
 REASONING_SPOILER_CHARS = 1500  # longer reasoning goes into a file
 MODAL_TEXT_LIMIT = 4000  # Discord's longest text input
-NOT_YOUR_PROPOSAL = "Only the person this image was proposed to can answer it."
+NOT_YOUR_PROPOSAL = "Only the person this was asked of can answer it."
 
 
 class DiscordOutbox:
@@ -93,6 +94,13 @@ class DiscordOutbox:
         view = ConfirmView(self._client, ref, prompt, int(user_id), timeout_s)
         await ref.edit(content=text, view=view, allowed_mentions=NO_PINGS)
 
+    async def ask_draw_or_answer(self, text: str, user_id: str, timeout_s: float) -> MessageRef:
+        """The router's question with Draw it / Just answer buttons (see `DrawOrAnswerView`)."""
+        ref = await self.send(text)
+        view = DrawOrAnswerView(self._client, ref, int(user_id), timeout_s)
+        await ref.edit(content=text, view=view, allowed_mentions=NO_PINGS)
+        return ref
+
 
 class InteractionOutbox(DiscordOutbox):
     """Answers a deferred interaction: the first follow-up replaces "thinking…"."""
@@ -114,21 +122,17 @@ class InteractionOutbox(DiscordOutbox):
         return None  # the deferred interaction already shows "thinking…"
 
 
-class ConfirmView(discord.ui.View):
-    """Buttons under an image prompt a character wrote: draw it, edit it, or cancel.
-
-    Only the user the prompt was written for may press them. A press is that user's answer
-    to the proposal ("yes", "no", or the edited prompt), given to the image service directly,
-    never to the command parser; the buttons go away once one is used, or when it expires.
-    """
+class OneUserButtons(discord.ui.View):
+    """Buttons only one user may press; a press is that user's typed answer, given to the
+    brain directly (never to the command parser). They go away once one is used, or when
+    they expire."""
 
     def __init__(
-        self, client: MombotDiscordClient, message: Any, prompt: str, user_id: int, timeout_s: float
+        self, client: MombotDiscordClient, message: Any, user_id: int, timeout_s: float
     ) -> None:
         super().__init__(timeout=timeout_s)
         self.client = client
         self.message = message
-        self.prompt = prompt
         self.user_id = user_id
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
@@ -151,6 +155,33 @@ class ConfirmView(discord.ui.View):
             await self.message.edit(view=None)
         except discord.HTTPException as exc:  # deleted meanwhile: nothing to tidy
             log.debug("could not remove expired buttons: %s", exc)
+
+
+class DrawOrAnswerView(OneUserButtons):
+    """The router was unsure: draw the message, or answer it in words ("yes" / "no")."""
+
+    @discord.ui.button(label="Draw it", style=discord.ButtonStyle.success)
+    async def draw(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        await self.choose(interaction, "yes")
+
+    @discord.ui.button(label="Just answer", style=discord.ButtonStyle.secondary)
+    async def just_answer(
+        self, interaction: discord.Interaction, button: discord.ui.Button[Any]
+    ) -> None:
+        await self.choose(interaction, "no")
+
+
+class ConfirmView(OneUserButtons):
+    """Buttons under an image prompt a character wrote: draw it, edit it, or cancel.
+
+    A press is the user's answer to the proposal ("yes", "no", or the edited prompt).
+    """
+
+    def __init__(
+        self, client: MombotDiscordClient, message: Any, prompt: str, user_id: int, timeout_s: float
+    ) -> None:
+        super().__init__(client, message, user_id, timeout_s)
+        self.prompt = prompt
 
     @discord.ui.button(label="Draw it", style=discord.ButtonStyle.success)
     async def draw(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:

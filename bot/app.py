@@ -28,11 +28,12 @@ from brain.imaging.queue import BatchBackend, ImageQueue
 from brain.imaging.remote import A1111Backend
 from brain.llm import ModelClient
 from brain.redaction import register_secret
+from brain.router_model import EmbeddingClassifier
 from brain.routing import (
     Classifier,
-    EmbeddingClassifier,
     HybridClassifier,
     LLMClassifier,
+    NeverAsk,
     TextOnly,
     bundled_embedding_model,
     load_examples,
@@ -169,6 +170,10 @@ class App:
             return instance
 
     async def _classifier(self, clients: dict[str, ModelClient]) -> Classifier:
+        classifier = await self._router(clients)
+        return classifier if self.config.routing.ask else NeverAsk(classifier)
+
+    async def _router(self, clients: dict[str, ModelClient]) -> Classifier:
         routing = self.config.routing
         if routing.mode == "off" or self.config.images.backend == "none":
             return TextOnly()  # without an image generator every message is text: no router to load
@@ -189,13 +194,15 @@ class App:
                 "using the LLM classifier alone"
             )
             return llm or TextOnly()
-        embedding = EmbeddingClassifier(folder, load_examples(), neighbours=routing.neighbours)
+        embedding = EmbeddingClassifier(
+            folder, load_examples(), sure_image=routing.sure_image, sure_text=routing.sure_text
+        )
         if self._progress:
             self._progress("Loading the message router...")
         await embedding.load()
         if llm is None:
             return embedding
-        return HybridClassifier(embedding, llm, routing.confidence)
+        return HybridClassifier(embedding, llm)
 
     async def close(self) -> None:
         """Close everything that is open, newest first; safe after a start that failed."""

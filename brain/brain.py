@@ -47,7 +47,7 @@ CANCEL_RETRY_S = 2.0  # shutdown: cancel again after this long
 GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the bot's log."
 SHUTTING_DOWN = "I'm restarting right now; please ask again in a minute."
 STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask again in a minute."
-PROPOSAL_GONE = "That image proposal has expired; ask for the picture again."
+PROPOSAL_GONE = "That question has expired; ask again."
 
 
 def split_roles(characters: list[CharacterConfig]) -> tuple[list[CharacterConfig], CharacterConfig]:
@@ -161,20 +161,27 @@ class Brain:
         await self._guarded(message, outbox, kind, self._dispatch)
 
     async def answer_proposal(self, message: Inbound, outbox: Outbox) -> None:
-        """A platform's button or form answering an image proposal: `message.text` is the answer.
+        """A platform's button or form answering an image proposal or a "should I draw
+        that?" question: `message.text` is the answer.
 
-        It goes to the image service only, never to the command parser, so an edited prompt
-        that starts with `/word` is a prompt, not a command.
+        It goes to those two only, never to the command parser, so an edited prompt that
+        starts with `/word` is a prompt, not a command.
         """
 
         async def answer(message: Inbound, outbox: Outbox) -> None:
-            if not await self.images.answer_proposal(message, outbox):
+            if not await self._answers_a_question(message, outbox):
                 raise BadCommand(PROPOSAL_GONE)
 
         await self._guarded(message, outbox, "proposal", answer)
 
+    async def _answers_a_question(self, message: Inbound, outbox: Outbox) -> bool:
+        """Whether the message answered an open image proposal or route question."""
+        return await self.images.answer_proposal(
+            message, outbox
+        ) or await self.chat.answer_route_question(message, outbox)
+
     async def _dispatch(self, message: Inbound, outbox: Outbox) -> None:
-        if message.command is None and await self.images.answer_proposal(message, outbox):
+        if message.command is None and await self._answers_a_question(message, outbox):
             return
         if message.command is not None:
             command: CommandCall | None = self.commands.check(message.command)

@@ -1,7 +1,8 @@
 """The chat pipeline: one plain message, from its text to the reply shown and stored.
 
 Hooks, clean-up, attachments, storing the user's turn, the vision character, routing
-(an image request goes to the image service), cool-down, the mixture, and the ending
+(an image request goes to the image service; a message the router cannot call is asked
+about first, `brain.route_question`), cool-down, the mixture, and the ending
 every reply shares (`store`): extensions' post_process hooks run before the last edit,
 so what is shown is what is stored, under the name of the character who spoke it.
 """
@@ -22,7 +23,8 @@ from brain.image_service import ImageService
 from brain.messages import Inbound
 from brain.mixture import Mixture, Proposal
 from brain.outbox import Outbox
-from brain.routing import Classifier, Route
+from brain.route_question import RouteQuestions
+from brain.routing import Classifier, Route, RouteDecision
 from brain.runner import CharacterRunner, Turn
 from brain.streaming import ReplyStreamer, split_text
 from brain.text import clean_text
@@ -68,6 +70,8 @@ class ChatPipeline:
         self.attachments_config = attachments_config
         self.mixture_config = mixture_config
         self.debug: BoundedDict[str, bool] = BoundedDict(DEBUG_CHANNELS)
+        timeout = images.config.confirm_timeout_s if images is not None else 0.0
+        self.questions = RouteQuestions(timeout)  # "should I draw that?", when unsure
 
     async def answer(self, message: Inbound, outbox: Outbox) -> None:
         channel = message.channel_key
@@ -91,15 +95,44 @@ class ChatPipeline:
         if files.notes:
             await outbox.send("\n".join(files.notes))
         await outbox.typing()
-        usages: list[Usage] = []
+        usages: list[Usage] = []  # for /debug: the vision and routing calls count too
         current_usages.set(usages)
         if files.images:
             stored = await self._describe_images(text, stored, files, channel, turn_id, outbox)
-        elif self.images is not None and await self._wants_image(text, channel):
-            await self.images.from_chat(message, outbox, Turn(channel, stored, turn_id))
-            return
-        await self.cool_down(outbox)
+        elif self.images is not None:
+            decision = await self._route(text, channel)
+            turn = Turn(channel, stored, turn_id)
+            if decision.unsure:  # too close to call: ask, and answer nothing yet
+                await self.questions.ask(message, outbox, turn)
+                return
+            if decision.route is Route.IMAGE:
+                await self.images.from_chat(message, outbox, turn)
+                return
         turn = Turn(channel, stored, turn_id, prefetched=tuple(page), prefetch_size=page_size)
+        await self._reply_in_words(outbox, turn, usages)
+
+    async def answer_route_question(self, message: Inbound, outbox: Outbox) -> bool:
+        """The user's answer to "should I draw that?": draw, or answer in words.
+
+        Returns False when the message answers no open question (it is answered as usual).
+        """
+        taken = self.questions.take(message)
+        if taken is None or self.images is None:
+            return False
+        question, route = taken
+        if route is Route.IMAGE:
+            await self.images.from_chat(question.message, outbox, question.turn)
+        else:
+            usages: list[Usage] = []
+            current_usages.set(usages)
+            await self._reply_in_words(outbox, question.turn, usages)
+        return True
+
+    async def _reply_in_words(self, outbox: Outbox, turn: Turn, usages: list[Usage]) -> None:
+        """The mixture answers the stored turn, streamed, then stored; with /debug on, the
+        proposals and every model call (`usages`, collected since the message came)."""
+        channel = turn.channel
+        await self.cool_down(outbox)
         debug = self.debug.get(channel, self.mixture_config.debug)
 
         async def show_proposals(proposals: list[Proposal]) -> None:
@@ -127,7 +160,7 @@ class ChatPipeline:
             return
         await self.history.add(channel, "assistant", reply, author)
 
-    async def _wants_image(self, text: str, channel: str) -> bool:
+    async def _route(self, text: str, channel: str) -> RouteDecision:
         """Ask the classifier; any failure of it means text."""
         # images drawn here count: "make it bluer" follows one
         turns = await self.history.recent(channel, limit=5, include_images=True)
@@ -136,15 +169,16 @@ class ChatPipeline:
             decision = await self.classifier.classify(text, recent)
         except Exception:
             log.exception("classifier failed; answering as text")
-            return False
+            return RouteDecision(Route.TEXT, 0.0, "fallback")
         log.info(
-            "%s: route %s by %s (%.2f)",
+            "%s: route %s by %s (%.2f%s)",
             channel,
             decision.route.value,
             decision.source,
             decision.confidence,
+            ", unsure: asking" if decision.unsure else "",
         )
-        return decision.route is Route.IMAGE
+        return decision
 
     async def _describe_images(
         self,

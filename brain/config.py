@@ -129,10 +129,11 @@ class MixtureConfig(StrictModel):
 class RoutingConfig(StrictModel):
     """Deciding whether a message asks for text or for an image."""
 
-    mode: Literal["hybrid", "embedding", "llm", "off"] = Field(
-        "hybrid",
-        description="hybrid: the embedding router decides when confident, else the LLM; "
-        "off: everything is text.",
+    mode: Literal["embedding", "hybrid", "llm", "off"] = Field(
+        "embedding",
+        description="embedding: the trained router, which asks the user when unsure; hybrid: "
+        "the LLM decides where the router is unsure; llm: the LLM alone; off: everything is "
+        "text.",
     )
     endpoint: str = Field(
         "", description="Endpoint of the small classifier; empty: the first member's."
@@ -142,10 +143,25 @@ class RoutingConfig(StrictModel):
         "",
         description="Folder of a sentence-transformers model; empty: the bundled all-MiniLM-L6-v2.",
     )
-    confidence: float = Field(
-        0.1, ge=0, le=1, description="Embedding router decides alone above this score margin."
+    sure_image: float = Field(
+        0.7,
+        ge=0.5,
+        le=1,
+        description="At or above this probability of an image request the router draws without "
+        "asking.",
     )
-    neighbours: int = Field(3, ge=1, le=50, description="Nearest labelled examples per route.")
+    sure_text: float = Field(
+        0.3,
+        ge=0,
+        le=0.5,
+        description="At or below this probability of an image request it answers in words; "
+        "between the two it is unsure.",
+    )
+    ask: bool = Field(
+        True,
+        description="When unsure, ask the user (Draw it / Just answer); false: take the likelier "
+        "route.",
+    )
     history_turns: int = Field(4, ge=0, le=20, description="Recent turns the LLM classifier sees.")
 
 

@@ -32,6 +32,7 @@ from brain.images import (
 )
 from brain.messages import CommandCall, Inbound
 from brain.outbox import ConfirmingOutbox, Outbox
+from brain.routing import IMAGE_TURN_PREFIX
 from brain.runner import Turn
 from brain.text import clean_text
 
@@ -228,7 +229,7 @@ class ImageService:
             await self.history.add(
                 channel,
                 "assistant",
-                f"[image: {result.prompt} (seed {result.seed})]",
+                f"{IMAGE_TURN_PREFIX}{result.prompt} (seed {result.seed})]",
                 self.artist.name,
                 kind=IMAGE,
                 image=result.png,

@@ -1,26 +1,23 @@
 """Routing: does a message ask for a text answer or for an image?
 
-Two classifiers behind one interface. The embedding router compares the message
-with labelled examples (all-MiniLM-L6-v2, fast, local); the LLM classifier asks a
-small model under a JSON schema whose only field is an enum of routes, and sees the
-last few turns so "make it bluer" after an image still routes to image. The hybrid
-lets the embedding router decide when it is confident and asks the LLM otherwise.
-A failing classifier never fails the message: the route falls back to text.
+Classifiers behind one interface. The embedding router (`brain.router_model`) is a
+trained head on sentence embeddings and word features, with a calibrated probability;
+between its two "sure" thresholds it says it is unsure, and the chat asks the user.
+The LLM classifier asks a small model under a JSON schema whose only field is an enum
+of routes. The hybrid lets the embedding router decide when it is sure and asks the LLM
+otherwise. A failing classifier never fails the message: the route falls back to text.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import importlib.util
 import json
 import logging
-import os
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -30,6 +27,7 @@ from brain.llm import ModelClient
 log = logging.getLogger(__name__)
 
 EXAMPLES_PATH = Path(__file__).parent / "data" / "route_examples.jsonl"
+IMAGE_TURN_PREFIX = "[image: "  # how a drawn image is stored in a channel's history
 
 
 class Route(str, enum.Enum):  # noqa: UP042 (StrEnum would change str(route))
@@ -43,6 +41,12 @@ class RouteDecision:
     confidence: float  # 0..1, how sure the deciding classifier was
     source: str  # which classifier decided ("embedding", "llm", "fallback", "off")
     seconds: float = 0.0
+    unsure: bool = False  # too close to call: the user is asked (route is the likelier one)
+
+
+def after_image(recent: list[str]) -> bool:
+    """Whether the newest earlier turn is an image the bot drew ("make it bluer" follows)."""
+    return bool(recent) and recent[-1].startswith(IMAGE_TURN_PREFIX)
 
 
 class Classifier(Protocol):
@@ -112,94 +116,32 @@ def bundled_embedding_model() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def load_examples(path: Path = EXAMPLES_PATH) -> list[tuple[str, Route]]:
+@dataclass(frozen=True)
+class Example:
+    """A labelled message: its route, and whether it came right after a drawn image."""
+
+    text: str
+    route: Route
+    after_image: bool = False
+
+
+def load_examples(path: Path = EXAMPLES_PATH) -> list[Example]:
+    """Labelled messages, one JSON object a line: text, route, and "after": "image" for a
+    follow-up to a picture the bot just drew."""
     examples = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            examples.append((row["text"], Route(row["route"])))
+            examples.append(Example(row["text"], Route(row["route"]), row.get("after") == "image"))
     return examples
 
 
-class EmbeddingClassifier:
-    """Nearest labelled examples by cosine similarity of sentence embeddings."""
-
-    def __init__(
-        self,
-        model_path: Path,
-        examples: list[tuple[str, Route]],
-        *,
-        neighbours: int = 3,
-    ) -> None:
-        self._model_path = model_path
-        self._examples = examples
-        self._neighbours = neighbours
-        self._model: Any = None
-        self._matrix: Any = None
-        self._load_lock = asyncio.Lock()
-        # A fast tokenizer is not safe to share between threads ("Already borrowed"), and
-        # classifications run in worker threads: one encodes at a time.
-        self._encode_lock = threading.Lock()
-
-    async def load(self) -> None:
-        """Load the model and embed the examples (in a worker thread: torch blocks)."""
-        async with self._load_lock:
-            if self._model is None:
-                started = time.monotonic()
-                self._model, self._matrix = await asyncio.to_thread(self._load_blocking)
-                log.info("embedding router ready in %.1f s", time.monotonic() - started)
-
-    def _load_blocking(self) -> tuple[Any, Any]:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the hub
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        from sentence_transformers import SentenceTransformer  # heavy: imported only when used
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        model = SentenceTransformer(str(self._model_path), device="cpu", local_files_only=True)
-        matrix = model.encode(
-            [text for text, _ in self._examples],
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return model, matrix
-
-    async def classify(self, text: str, recent: list[str]) -> RouteDecision:
-        started = time.monotonic()
-        await self.load()
-        route, margin = await asyncio.to_thread(self._nearest, text)
-        return RouteDecision(route, margin, "embedding", time.monotonic() - started)
-
-    def _nearest(self, text: str) -> tuple[Route, float]:
-        import numpy as np
-
-        with self._encode_lock:
-            vector = self._model.encode(
-                [text[:2000]],
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )[0]
-        scores = self._matrix @ vector
-        best: dict[Route, float] = {}
-        for route in Route:
-            mask = np.array([r == route for _, r in self._examples])
-            top = np.sort(scores[mask])[-self._neighbours :]
-            best[route] = float(top.mean()) if len(top) else -1.0
-        ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)
-        return ranked[0][0], ranked[0][1] - ranked[1][1]
-
-
 class HybridClassifier:
-    """Embedding router when its margin is above `confidence`, the LLM classifier otherwise."""
+    """The embedding router when it is sure; the LLM classifier in its unsure band."""
 
-    def __init__(
-        self, embedding: EmbeddingClassifier, llm: LLMClassifier, confidence: float
-    ) -> None:
+    def __init__(self, embedding: Classifier, llm: LLMClassifier) -> None:
         self._embedding = embedding
         self._llm = llm
-        self._confidence = confidence
 
     async def classify(self, text: str, recent: list[str]) -> RouteDecision:
         try:
@@ -207,13 +149,11 @@ class HybridClassifier:
         except Exception:
             log.exception("embedding router failed; asking the LLM classifier")
             return await self._llm.classify(text, recent)
-        if fast.confidence >= self._confidence:
+        if not fast.unsure:
             return fast
         slow = await self._llm.classify(text, recent)
-        if slow.source == "fallback":  # LLM failed: the embedding router's guess beats nothing
-            return RouteDecision(
-                fast.route, fast.confidence, "embedding", fast.seconds + slow.seconds
-            )
+        if slow.source == "fallback":  # LLM failed: still unsure, so the user is asked
+            return replace(fast, seconds=fast.seconds + slow.seconds)
         return RouteDecision(slow.route, slow.confidence, "llm", fast.seconds + slow.seconds)
 
 
@@ -222,3 +162,13 @@ class TextOnly:
 
     async def classify(self, text: str, recent: list[str]) -> RouteDecision:
         return RouteDecision(Route.TEXT, 1.0, "off")
+
+
+class NeverAsk:
+    """`routing.ask = false`: an unsure decision takes the likelier route instead of asking."""
+
+    def __init__(self, inner: Classifier) -> None:
+        self._inner = inner
+
+    async def classify(self, text: str, recent: list[str]) -> RouteDecision:
+        return replace(await self._inner.classify(text, recent), unsure=False)

@@ -12,6 +12,7 @@ from typing import Any
 from brain.images import GeneratedImage, ImageRequest, ProgressFn
 from brain.imaging.queue import StepFn
 from brain.outbox import Capabilities, MessageRef
+from brain.routing import Route, RouteDecision
 
 
 @dataclass
@@ -176,3 +177,17 @@ def smollm2_mixture(
     characters.append(character("mom", synthesizer_tokens, "synthesizer"))
     clients = {"local": ModelClient("local", endpoint)}
     return Brain(characters=characters, clients=clients, history=history, **brain_options)
+
+
+class Scripted:
+    """A router unsure about the messages it lists, sure of text for all others."""
+
+    def __init__(self, *unsure: str) -> None:
+        self.unsure = set(unsure)
+        self.asked: list[str] = []
+
+    async def classify(self, text: str, recent: list[str]) -> RouteDecision:
+        self.asked.append(text)
+        if text in self.unsure:
+            return RouteDecision(Route.IMAGE, 0.55, "test", unsure=True)
+        return RouteDecision(Route.TEXT, 0.99, "test")

@@ -16,12 +16,15 @@ import pytest
 from adapters.config import ConsoleConfig
 from adapters.console import ConsoleAdapter, ConsoleOutbox
 from brain.brain import Brain
-from brain.config import CharacterConfig, EndpointConfig
+from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
+from brain.route_question import ASK
 from tests.conftest import MODEL
-from tests.helpers import close_brain
+from tests.fake_openai import FakeOpenAIServer
+from tests.helpers import RecordingGenerator, Scripted, close_brain
+from tests.load import fake_brain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,3 +208,30 @@ async def test_a_failed_answer_is_logged_and_the_chat_goes_on(
     assert "answer to second" in stdout.getvalue()
     failure = next(r for r in caplog.records if r.name == "adapters.console")
     assert "could not answer" in failure.getMessage() and "a bug in the brain" in caplog.text
+
+
+async def test_unsure_the_console_asks_and_the_next_line_decides(
+    fake_server: FakeOpenAIServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Issue 19 in the terminal: the question, then "yes" draws (a file) and "no" answers."""
+    fake_server.behaviour.reply = "a cat on a red roof"
+    generator = RecordingGenerator()
+    brain = fake_brain(
+        fake_server,
+        sqlite_url,
+        classifier=Scripted("a cat on a roof"),
+        image_generator=generator,
+        images_config=ImagesConfig(default_size="64x64"),
+    )
+    stdin = io.StringIO("a cat on a roof\nyes\na cat on a roof\nno\n")
+    stdout = io.StringIO()
+    adapter = ConsoleAdapter(
+        brain, ConsoleConfig(), stdin=stdin, stdout=stdout, images_dir=tmp_path / "img"
+    )
+    await adapter.run()
+    replies = [r for r in stdout.getvalue().split("\n\n") if r.strip()]
+    assert replies[0] == ASK and replies[2] == ASK
+    assert [r.prompt for r in generator.requests] == ["a cat on a red roof"]
+    assert len(list((tmp_path / "img").iterdir())) == 1
+    assert replies[-1] == "a cat on a red roof"  # "no": the mixture's answer in words
+    await close_brain(brain)

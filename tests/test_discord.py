@@ -30,9 +30,10 @@ from brain.brain import STOPPED_MID_REPLY, Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
+from brain.route_question import ASK_WITH_BUTTONS
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
-from tests.helpers import RecordingGenerator, close_brain, smollm2_mixture
+from tests.helpers import RecordingGenerator, Scripted, close_brain, smollm2_mixture
 
 
 def real_brain(endpoint: EndpointConfig, sqlite_url: str, **kwargs: Any) -> Brain:
@@ -683,3 +684,43 @@ async def test_check_reports_the_login_and_a_missing_message_content_intent(
         f"discord: ok — logged in as {client.user.name} (application "
     )
     assert findings[1].line.startswith("discord: FAILED — the Message Content intent is off")
+
+
+async def test_unsure_the_bot_asks_with_two_buttons_for_the_asking_user_only(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 19: Draw it / Just answer, for the user who asked; one press, never both."""
+    fake_server.behaviour.reply = "a cat on a red roof"
+    generator = RecordingGenerator()
+    router = Scripted("a cat on a roof", "a dog in the rain")
+    brain = fake_server_brain(
+        fake_server,
+        sqlite_url,
+        classifier=router,
+        image_generator=generator,
+        images_config=ImagesConfig(default_size="64x64"),
+    )
+    async with discord_world(brain) as (env, client):
+        guild = env.create_guild()
+        channel = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        bob = guild.add_member(env.create_user("bob"))
+        question = await ann.send(channel, f"{client.user.mention} a cat on a roof")
+        (asked,) = replies_to(channel, client, question)
+        assert asked == ASK_WITH_BUTTONS
+        buttons = bot_messages(channel, client)[-1]
+        assert button_labels(buttons) == ["Draw it", "Just answer"]
+        intruder = await bob.click(buttons, label="Draw it")
+        assert intruder.ephemeral and intruder.response.content == NOT_YOUR_PROPOSAL
+        drawn = await ann.click(buttons, label="Draw it")
+        assert [r.prompt for r in generator.requests] == ["a cat on a red roof"]
+        assert drawn.followups[-1].attachments[0].filename.endswith(".png")
+        now = env.backend.get_message(channel.id, buttons.id)
+        assert button_labels(now) == []  # answered: the buttons are gone
+
+        fake_server.behaviour.reply = "Dogs love puddles."
+        await ann.send(channel, f"{client.user.mention} a dog in the rain")
+        second = bot_messages(channel, client)[-1]
+        answered = await ann.click(second, label="Just answer")
+        assert answered.response.content == "Dogs love puddles."
+        assert len(generator.requests) == 1

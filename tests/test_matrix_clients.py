@@ -21,11 +21,12 @@ import pytest_asyncio
 
 from bot.cli import main
 from brain.brain import STOPPED_MID_REPLY, Brain
-from brain.config import CharacterConfig, EndpointConfig
+from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
+from brain.route_question import ASK
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
-from tests.helpers import close_brain
+from tests.helpers import RecordingGenerator, Scripted, close_brain
 from tests.load import fake_brain
 from tests.matrix_world import Bot, Human, joined, new_id, png, reply_to
 from tests.synapse import Synapse
@@ -339,3 +340,39 @@ async def test_notices_emotes_stickers_locations_and_reactions_get_no_reply(worl
         reply_to(event_id, bot_id)(r, e) for event_id in ignored for r, e in human.events
     )
     assert len(server.requests) == 1
+
+
+async def test_unsure_the_bot_asks_and_a_reply_decides(
+    synapse: Synapse, fake_server: FakeOpenAIServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Issue 19 on Matrix: a plain question, answered by the user's next message."""
+    fake_server.behaviour.reply = "a cat on a red roof"
+    generator = RecordingGenerator()
+    brain = fake_brain(
+        fake_server,
+        sqlite_url,
+        classifier=Scripted("a cat on a roof", "a dog in the rain"),
+        image_generator=generator,
+        images_config=ImagesConfig(default_size="64x64"),
+    )
+    human, bot = await Bot.with_human(synapse, brain, tmp_path)
+    bot_id = bot.config.user_id
+    room = await direct_room(human, bot)
+    sent = await human.say(room, "a cat on a roof")
+    asked = await human.wait_for(reply_to(sent, bot_id))
+    assert asked.body == ASK
+    yes = await human.say(room, "yes")
+    image = await human.wait_for(
+        lambda _, e: isinstance(e, nio.RoomMessageImage) and e.sender == bot_id
+    )
+    assert image.source["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == yes
+    assert [r.prompt for r in generator.requests] == ["a cat on a red roof"]
+
+    fake_server.behaviour.reply = "Dogs love puddles."
+    await human.say(room, "a dog in the rain")
+    no = await human.say(room, "no")
+    answer = await human.wait_for(reply_to(no, bot_id))
+    assert answer.body == "Dogs love puddles." and len(generator.requests) == 1
+    await bot.stop()
+    await human.close()
+    await close_brain(brain)

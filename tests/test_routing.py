@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.embedded import free_port
@@ -14,10 +15,14 @@ from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
+from brain.route_question import ASK
+from brain.router_model import EMBEDDINGS_PATH, EmbeddingClassifier, examples_key
 from brain.routing import (
-    EmbeddingClassifier,
+    IMAGE_TURN_PREFIX,
+    Example,
     HybridClassifier,
     LLMClassifier,
+    NeverAsk,
     Route,
     RouteDecision,
     bundled_embedding_model,
@@ -25,14 +30,20 @@ from brain.routing import (
 )
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import RecordingGenerator, RecordingOutbox, close_brain
+from tests.helpers import RecordingGenerator, RecordingOutbox, Scripted, close_brain
 
 LABELLED = Path(__file__).parent / "data" / "routes.jsonl"
 
 
-def labelled() -> list[tuple[str, Route]]:
-    rows = [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
-    return [(row["text"], Route(row["route"])) for row in rows]
+AFTER_AN_IMAGE = [f"{IMAGE_TURN_PREFIX}a red fox in the snow (seed 7)]"]
+
+
+def labelled() -> list[Example]:
+    return load_examples(LABELLED)
+
+
+def context(example: Example) -> list[str]:
+    return AFTER_AN_IMAGE if example.after_image else []
 
 
 @pytest.fixture(scope="module")
@@ -42,28 +53,95 @@ def embedding() -> EmbeddingClassifier:
     return EmbeddingClassifier(folder, load_examples())
 
 
-def test_labelled_set_is_large_varied_and_separate_from_the_examples() -> None:
-    data = labelled()
-    assert len(data) >= 80
-    assert {route for _, route in data} == {Route.TEXT, Route.IMAGE}
-    texts = {text for text, _ in data}
+def words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def test_the_evaluation_set_is_varied_and_never_trained_on() -> None:
+    """tests/data/routes.jsonl is for measuring only: no message of it, nor one nearly the
+    same (80 % of the words shared), is among the training examples."""
+    data, examples = labelled(), load_examples()
+    assert len(data) >= 200 and len(examples) >= 600
+    for route in Route:
+        assert sum(e.route is route for e in data) >= 80
+        assert sum(e.route is route and e.after_image for e in data) >= 5  # context cases
+    texts = {e.text for e in data}
     for tricky in (
         "can you describe this image?",
         "draw conclusions from the survey results above",
     ):
         assert tricky in texts
-    assert any(t.startswith("picture this:") for t in texts)
-    assert not texts & {text for text, _ in load_examples()}  # evaluated on unseen messages
+    trained = [words(e.text) for e in examples]
+    for example in data:
+        mine = words(example.text)
+        near = [t for t in trained if len(mine & t) / max(1, len(mine | t)) >= 0.8]
+        assert not near, (example.text, near)
 
 
-async def test_embedding_router_is_offline_and_mostly_right(embedding: EmbeddingClassifier) -> None:
+def test_the_shipped_example_embeddings_are_those_of_the_examples() -> None:
+    """Editing route_examples.jsonl needs `python -m brain.router_model` (or starts slower)."""
+    folder = bundled_embedding_model()
+    assert folder is not None
+    with np.load(EMBEDDINGS_PATH) as shipped:
+        assert str(shipped["key"]) == examples_key(folder, load_examples())
+        assert shipped["embeddings"].shape == (len(load_examples()), 384)
+
+
+async def test_without_matching_embeddings_the_router_computes_them(tmp_path: Path) -> None:
+    folder = bundled_embedding_model()
+    assert folder is not None
+    examples = [Example(f"draw a {thing}", Route.IMAGE) for thing in ("cat", "dog", "ship")]
+    examples += [
+        Example(f"tell me about {thing}", Route.TEXT) for thing in ("cats", "dogs", "ships")
+    ]
+    router = EmbeddingClassifier(folder, examples, embeddings_path=tmp_path / "none.npz")
+    assert (await router.classify("draw a horse", [])).route is Route.IMAGE
+    assert (await router.classify("tell me about horses", [])).route is Route.TEXT
+
+
+async def test_the_router_on_a_fixed_set(embedding: EmbeddingClassifier) -> None:
+    """Clear requests, the hard negatives the issue names, and follow-ups to an image."""
+    images = [
+        ("paint a lighthouse on a cliff at dawn", []),
+        ("could you make me a picture of a sleepy fox", []),
+        ("design a logo for my bike repair shop", []),
+        ("zeichne mir ein segelboot", []),
+        ("a cozy cottage in a snowy forest, watercolor, highly detailed", []),
+        ("make it more purple", AFTER_AN_IMAGE),
+        ("another one please", AFTER_AN_IMAGE),
+        ("now with a top hat", AFTER_AN_IMAGE),
+    ]
+    texts = [
+        ("who painted the night watch?", []),
+        ("how do I get better at drawing noses", []),
+        ("what's the difference between a tiff and a png file", []),
+        ("draw conclusions from this quarter's sales please", []),
+        ("picture this: you're a sailor in 1700, what do you eat?", []),
+        ("render this list as a markdown table", []),
+        ("describe a thunderstorm in words", []),
+        ("write a story about a knight and a dragon", []),
+        ("thanks, it's lovely!", AFTER_AN_IMAGE),
+        ("what style is it painted in?", AFTER_AN_IMAGE),
+    ]
+    for (text, recent), route in [*((x, Route.IMAGE) for x in images),
+                                  *((x, Route.TEXT) for x in texts)]:  # fmt: skip
+        decision = await embedding.classify(text, recent)
+        assert decision.route is route and not decision.unsure, (text, decision)
+        assert decision.source == "embedding" and 0.5 <= decision.confidence <= 1
+
+
+async def test_the_router_on_the_evaluation_set(embedding: EmbeddingClassifier) -> None:
+    """Measured: nothing wrong, 3.5 % asked (bench/bench_routing.py); a regression shows here."""
     data = labelled()
-    decisions = [await embedding.classify(text, []) for text, _ in data]
-    correct = sum(d.route is route for d, (_, route) in zip(decisions, data, strict=True))
-    assert correct / len(data) >= 0.75  # measured 0.82; docs/BENCHMARKS.md has the details
-    confident = [(d, r) for d, (_, r) in zip(decisions, data, strict=True) if d.confidence >= 0.1]
-    assert sum(d.route is r for d, r in confident) / len(confident) >= 0.85
-    assert all(d.source == "embedding" for d in decisions)
+    decisions = [await embedding.classify(e.text, context(e)) for e in data]
+    wrong = [
+        e.text
+        for e, d in zip(data, decisions, strict=True)
+        if not d.unsure and d.route is not e.route
+    ]
+    asked = sum(d.unsure for d in decisions)
+    assert len(wrong) <= 0.03 * len(data), wrong
+    assert asked <= 0.05 * len(data)
 
 
 async def test_fifty_concurrent_classifications_agree_with_one_at_a_time(
@@ -71,7 +149,7 @@ async def test_fifty_concurrent_classifications_agree_with_one_at_a_time(
 ) -> None:
     """Issue 17 item 9: worker threads sharing one fast tokenizer raised "Already borrowed",
     and a hybrid router silently routed those messages as text."""
-    texts = [text for text, _ in labelled()][:50]
+    texts = [e.text for e in labelled()][:50]
     alone = [(await embedding.classify(text, [])).route for text in texts]
     together = await asyncio.gather(*(embedding.classify(text, []) for text in texts))
     assert [d.route for d in together] == alone
@@ -110,19 +188,29 @@ async def test_llm_classifier_sees_recent_turns(fake_server: FakeOpenAIServer) -
     await client.aclose()
 
 
+class Unsure:
+    """A router that cannot call anything (the image route the likelier)."""
+
+    async def classify(self, text: str, recent: list[str]) -> RouteDecision:
+        return RouteDecision(Route.IMAGE, 0.55, "test", unsure=True)
+
+
 async def test_hybrid_asks_the_llm_only_when_unsure(
     embedding: EmbeddingClassifier, fake_server: FakeOpenAIServer
 ) -> None:
     fake_server.behaviour.json_reply = '{"route": "text"}'
-    client = ModelClient("fake", EndpointConfig(base_url=fake_server.base_url))
-    hybrid = HybridClassifier(embedding, LLMClassifier(client, "fake"), confidence=0.1)
+    client = ModelClient("fake", EndpointConfig(base_url=fake_server.base_url, max_retries=0))
+    hybrid = HybridClassifier(embedding, LLMClassifier(client, "fake"))
     sure = await hybrid.classify("generate an image of a castle on a hill at sunset", [])
     assert sure.source == "embedding" and sure.route is Route.IMAGE
     assert fake_server.requests == []
-    always_ask = HybridClassifier(embedding, LLMClassifier(client, "fake"), confidence=1.0)
-    unsure = await always_ask.classify("generate an image of a castle on a hill at sunset", [])
-    assert unsure.source == "llm" and unsure.route is Route.TEXT
+    unsure = await HybridClassifier(Unsure(), LLMClassifier(client, "fake")).classify("hmm", [])
+    assert unsure.source == "llm" and unsure.route is Route.TEXT and not unsure.unsure
     assert len(fake_server.requests) == 1
+    fake_server.behaviour.json_reply = '{"route": "painting"}'  # the LLM fails: still unsure
+    failed = await HybridClassifier(Unsure(), LLMClassifier(client, "fake")).classify("hmm", [])
+    assert failed.unsure and failed.route is Route.IMAGE
+    assert not (await NeverAsk(Unsure()).classify("hmm", [])).unsure  # routing.ask = false
     await client.aclose()
 
 
@@ -207,4 +295,74 @@ async def test_without_a_generator_chat_answers_in_text_and_sd_says_why(
     assert outbox.errors == [
         "I can't make images here: no image generator is set up (images.backend)."
     ]
+    await close_brain(brain)
+
+
+def asking_brain(server: FakeOpenAIServer, history: HistoryStore, router: Scripted) -> Brain:
+    client = ModelClient("fake", EndpointConfig(base_url=server.base_url, context_window=4096))
+    return Brain(
+        characters=[CharacterConfig(name="mom", endpoint="fake", model="fake")],
+        clients={"fake": client},
+        history=history,
+        classifier=router,
+        image_generator=RecordingGenerator(),  # type: ignore[arg-type]
+        images_config=ImagesConfig(default_size="64x64"),
+    )
+
+
+def said(user: str, text: str) -> Inbound:
+    return Inbound("test", "c", user, user, text)
+
+
+async def test_unsure_the_bot_asks_and_yes_draws_no_answers_and_carrying_on_drops_it(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 19: between "surely text" and "surely image" the bot asks; it never does both."""
+    fake_server.behaviour.reply = "Prompt: a cat on a red roof"
+    history = HistoryStore(sqlite_url)
+    router = Scripted("a cat on a roof", "a dog in the rain")
+    brain = asking_brain(fake_server, history, router)
+    generator = brain.images.generator
+    asked = RecordingOutbox()
+    await brain.handle(said("ann", "a cat on a roof"), asked)
+    assert asked.messages == [ASK] and fake_server.requests == [] and generator.requests == []
+    other = RecordingOutbox()
+    await brain.handle(said("bob", "yes"), other)  # not bob's question: an ordinary message
+    assert generator.requests == [] and other.text == "Prompt: a cat on a red roof"
+    drawn = RecordingOutbox()
+    await brain.handle(said("ann", "Yes!"), drawn)
+    assert [r.prompt for r in generator.requests] == ["a cat on a red roof"]
+    assert "a cat on a roof" in fake_server.requests[-1].body["messages"][-1]["content"]
+    again = RecordingOutbox()
+    await brain.handle(said("ann", "yes"), again)  # answered once: never drawn twice
+    assert len(generator.requests) == 1 and again.images == []
+
+    fake_server.behaviour.reply = "Dogs love puddles."
+    await brain.handle(said("ann", "a dog in the rain"), RecordingOutbox())
+    words = RecordingOutbox()
+    await brain.handle(said("ann", "no"), words)
+    assert words.text == "Dogs love puddles." and len(generator.requests) == 1
+    await brain.handle(said("ann", "a dog in the rain"), RecordingOutbox())
+    moved_on = RecordingOutbox()
+    await brain.handle(said("ann", "what's for dinner?"), moved_on)  # carried on
+    assert moved_on.text == "Dogs love puddles." and router.asked[-1] == "what's for dinner?"
+    turns = [t.content for t in reversed(await history.recent("test:c", limit=50))]
+    # bob's "yes" and ann's second one were ordinary messages; her answers are not stored
+    assert turns.count("yes") == 2 and "no" not in turns
+    await close_brain(brain)
+
+
+async def test_a_button_for_a_question_no_longer_open_says_it_expired(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    brain = asking_brain(fake_server, HistoryStore(sqlite_url), Scripted("a cat on a roof"))
+    late = RecordingOutbox()
+    await brain.answer_proposal(said("ann", "yes"), late)
+    assert late.errors == ["That question has expired; ask again."]
+    brain.chat.questions.timeout_s = -1  # every question expires at once
+    await brain.handle(said("ann", "a cat on a roof"), RecordingOutbox())
+    expired = RecordingOutbox()
+    await brain.answer_proposal(said("ann", "yes"), expired)
+    assert expired.errors == ["That question has expired; ask again."]
+    assert brain.images.generator.requests == []
     await close_brain(brain)
