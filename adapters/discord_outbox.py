@@ -157,12 +157,16 @@ class OneUserButtons(discord.ui.View):
             log.debug("could not remove expired buttons: %s", exc)
 
 
-class DrawOrAnswerView(OneUserButtons):
-    """The router was unsure: draw the message, or answer it in words ("yes" / "no")."""
+class DrawItButtons(OneUserButtons):
+    """A first button, "Draw it": the user's "yes"."""
 
     @discord.ui.button(label="Draw it", style=discord.ButtonStyle.success)
     async def draw(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
         await self.choose(interaction, "yes")
+
+
+class DrawOrAnswerView(DrawItButtons):
+    """The router was unsure: draw the message, or answer it in words ("yes" / "no")."""
 
     @discord.ui.button(label="Just answer", style=discord.ButtonStyle.secondary)
     async def just_answer(
@@ -171,7 +175,7 @@ class DrawOrAnswerView(OneUserButtons):
         await self.choose(interaction, "no")
 
 
-class ConfirmView(OneUserButtons):
+class ConfirmView(DrawItButtons):
     """Buttons under an image prompt a character wrote: draw it, edit it, or cancel.
 
     A press is the user's answer to the proposal ("yes", "no", or the edited prompt).
@@ -182,10 +186,6 @@ class ConfirmView(OneUserButtons):
     ) -> None:
         super().__init__(client, message, user_id, timeout_s)
         self.prompt = prompt
-
-    @discord.ui.button(label="Draw it", style=discord.ButtonStyle.success)
-    async def draw(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
-        await self.choose(interaction, "yes")
 
     @discord.ui.button(label="Edit prompt", style=discord.ButtonStyle.primary)
     async def edit_prompt(

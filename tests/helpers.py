@@ -191,3 +191,22 @@ class Scripted:
         if text in self.unsure:
             return RouteDecision(Route.IMAGE, 0.55, "test", unsure=True)
         return RouteDecision(Route.TEXT, 0.99, "test")
+
+
+UNSURE_ABOUT = ("a cat on a roof", "a dog in the rain")
+
+
+def asking_brain(server: Any, history_url: str) -> Any:
+    """One character on a fake model server, an image generator, and a router unsure about
+    the messages in UNSURE_ABOUT (sure of text for all others): for the ask-when-unsure
+    flow on every platform. Its parts: `brain.chat.classifier`, `brain.images.generator`."""
+    from brain.config import ImagesConfig
+    from tests.load import fake_brain
+
+    return fake_brain(
+        server,
+        history_url,
+        classifier=Scripted(*UNSURE_ABOUT),
+        image_generator=RecordingGenerator(),
+        images_config=ImagesConfig(default_size="64x64"),
+    )

@@ -16,15 +16,14 @@ import pytest
 from adapters.config import ConsoleConfig
 from adapters.console import ConsoleAdapter, ConsoleOutbox
 from brain.brain import Brain
-from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
+from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from brain.route_question import ASK
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import RecordingGenerator, Scripted, close_brain
-from tests.load import fake_brain
+from tests.helpers import asking_brain, close_brain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,14 +214,8 @@ async def test_unsure_the_console_asks_and_the_next_line_decides(
 ) -> None:
     """Issue 19 in the terminal: the question, then "yes" draws (a file) and "no" answers."""
     fake_server.behaviour.reply = "a cat on a red roof"
-    generator = RecordingGenerator()
-    brain = fake_brain(
-        fake_server,
-        sqlite_url,
-        classifier=Scripted("a cat on a roof"),
-        image_generator=generator,
-        images_config=ImagesConfig(default_size="64x64"),
-    )
+    brain = asking_brain(fake_server, sqlite_url)
+    generator = brain.images.generator
     stdin = io.StringIO("a cat on a roof\nyes\na cat on a roof\nno\n")
     stdout = io.StringIO()
     adapter = ConsoleAdapter(

@@ -33,7 +33,7 @@ from brain.llm import ModelClient
 from brain.route_question import ASK_WITH_BUTTONS
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
-from tests.helpers import RecordingGenerator, Scripted, close_brain, smollm2_mixture
+from tests.helpers import RecordingGenerator, asking_brain, close_brain, smollm2_mixture
 
 
 def real_brain(endpoint: EndpointConfig, sqlite_url: str, **kwargs: Any) -> Brain:
@@ -691,15 +691,8 @@ async def test_unsure_the_bot_asks_with_two_buttons_for_the_asking_user_only(
 ) -> None:
     """Issue 19: Draw it / Just answer, for the user who asked; one press, never both."""
     fake_server.behaviour.reply = "a cat on a red roof"
-    generator = RecordingGenerator()
-    router = Scripted("a cat on a roof", "a dog in the rain")
-    brain = fake_server_brain(
-        fake_server,
-        sqlite_url,
-        classifier=router,
-        image_generator=generator,
-        images_config=ImagesConfig(default_size="64x64"),
-    )
+    brain = asking_brain(fake_server, sqlite_url)
+    generator = brain.images.generator
     async with discord_world(brain) as (env, client):
         guild = env.create_guild()
         channel = guild.create_text_channel("general")

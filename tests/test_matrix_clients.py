@@ -21,12 +21,12 @@ import pytest_asyncio
 
 from bot.cli import main
 from brain.brain import STOPPED_MID_REPLY, Brain
-from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
+from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.route_question import ASK
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
-from tests.helpers import RecordingGenerator, Scripted, close_brain
+from tests.helpers import asking_brain, close_brain
 from tests.load import fake_brain
 from tests.matrix_world import Bot, Human, joined, new_id, png, reply_to
 from tests.synapse import Synapse
@@ -347,14 +347,8 @@ async def test_unsure_the_bot_asks_and_a_reply_decides(
 ) -> None:
     """Issue 19 on Matrix: a plain question, answered by the user's next message."""
     fake_server.behaviour.reply = "a cat on a red roof"
-    generator = RecordingGenerator()
-    brain = fake_brain(
-        fake_server,
-        sqlite_url,
-        classifier=Scripted("a cat on a roof", "a dog in the rain"),
-        image_generator=generator,
-        images_config=ImagesConfig(default_size="64x64"),
-    )
+    brain = asking_brain(fake_server, sqlite_url)
+    generator = brain.images.generator
     human, bot = await Bot.with_human(synapse, brain, tmp_path)
     bot_id = bot.config.user_id
     room = await direct_room(human, bot)

@@ -30,7 +30,7 @@ from brain.routing import (
 )
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import RecordingGenerator, RecordingOutbox, Scripted, close_brain
+from tests.helpers import RecordingGenerator, RecordingOutbox, asking_brain, close_brain
 
 LABELLED = Path(__file__).parent / "data" / "routes.jsonl"
 
@@ -298,18 +298,6 @@ async def test_without_a_generator_chat_answers_in_text_and_sd_says_why(
     await close_brain(brain)
 
 
-def asking_brain(server: FakeOpenAIServer, history: HistoryStore, router: Scripted) -> Brain:
-    client = ModelClient("fake", EndpointConfig(base_url=server.base_url, context_window=4096))
-    return Brain(
-        characters=[CharacterConfig(name="mom", endpoint="fake", model="fake")],
-        clients={"fake": client},
-        history=history,
-        classifier=router,
-        image_generator=RecordingGenerator(),  # type: ignore[arg-type]
-        images_config=ImagesConfig(default_size="64x64"),
-    )
-
-
 def said(user: str, text: str) -> Inbound:
     return Inbound("test", "c", user, user, text)
 
@@ -319,10 +307,8 @@ async def test_unsure_the_bot_asks_and_yes_draws_no_answers_and_carrying_on_drop
 ) -> None:
     """Issue 19: between "surely text" and "surely image" the bot asks; it never does both."""
     fake_server.behaviour.reply = "Prompt: a cat on a red roof"
-    history = HistoryStore(sqlite_url)
-    router = Scripted("a cat on a roof", "a dog in the rain")
-    brain = asking_brain(fake_server, history, router)
-    generator = brain.images.generator
+    brain = asking_brain(fake_server, sqlite_url)
+    history, router, generator = brain.history, brain.chat.classifier, brain.images.generator
     asked = RecordingOutbox()
     await brain.handle(said("ann", "a cat on a roof"), asked)
     assert asked.messages == [ASK] and fake_server.requests == [] and generator.requests == []
@@ -355,7 +341,7 @@ async def test_unsure_the_bot_asks_and_yes_draws_no_answers_and_carrying_on_drop
 async def test_a_button_for_a_question_no_longer_open_says_it_expired(
     fake_server: FakeOpenAIServer, sqlite_url: str
 ) -> None:
-    brain = asking_brain(fake_server, HistoryStore(sqlite_url), Scripted("a cat on a roof"))
+    brain = asking_brain(fake_server, sqlite_url)
     late = RecordingOutbox()
     await brain.answer_proposal(said("ann", "yes"), late)
     assert late.errors == ["That question has expired; ask again."]
