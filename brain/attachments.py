@@ -39,7 +39,7 @@ class PreparedAttachments:
 
 
 def readable_kind(filename: str, content_type: str) -> str | None:
-    """ "image" or "text" for a file the bot can use, None for anything else (by type or name).
+    """The kind of a file the bot can use ("image" or "text", by type or name), else None.
 
     Adapters ask before downloading, so a file that would only be refused is never fetched.
     """

@@ -10,6 +10,7 @@ answered as usual). A question is answered once, so the bot never both draws and
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from brain.runner import Turn
 
 ASK = "🎨 Should I draw that? Say **yes** and I'll draw it, or **no** and I'll answer in words."
 ASK_WITH_BUTTONS = "🎨 Should I draw that, or just answer in words?"
-DRAW_WORDS = {"yes", "y", "yeah", "yep", "ok", "okay", "sure", "draw", "draw it", "please"}
-ANSWER_WORDS = {"no", "n", "nope", "nah", "just answer", "answer", "words", "in words", "text"}
+# A short reply (a few words) that holds one of these answers the question.
+ANSWER_WORDS = {"no", "n", "nope", "nah", "not", "don't", "dont", "answer", "words", "text"}
+DRAW_WORDS = {"yes", "y", "yeah", "yep", "yup", "ok", "okay", "sure", "please", "draw", "go"}
+MOST_WORDS = 5  # longer replies are new messages: the user carried on
 QUESTIONS_KEPT = 10_000  # open questions, all channels and users together
 
 
@@ -73,9 +76,18 @@ class RouteQuestions:
         question = self._open.pop((message.channel_key, message.author_id), None)
         if question is None or question.expires < self._clock() or message.attachments:
             return None
-        answer = " ".join(message.text.lower().strip(" !.?").split())
-        if answer in DRAW_WORDS:
-            return question, Route.IMAGE
-        if answer in ANSWER_WORDS:
-            return question, Route.TEXT
+        route = choice(message.text)
+        return None if route is None else (question, route)
+
+
+def choice(reply: str) -> Route | None:
+    """What a short reply chose: "no thanks", "nah, just answer" → text; "yes please",
+    "sure, draw it" → image; None for anything longer or neither (the user carried on)."""
+    words = re.findall(r"[a-z']+", reply.lower())
+    if not words or len(words) > MOST_WORDS:
         return None
+    if ANSWER_WORDS.intersection(words):
+        return Route.TEXT
+    if words[0] in DRAW_WORDS or "draw" in words:
+        return Route.IMAGE
+    return None

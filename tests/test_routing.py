@@ -15,7 +15,7 @@ from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
-from brain.route_question import ASK
+from brain.route_question import ASK, choice
 from brain.router_model import EMBEDDINGS_PATH, EmbeddingClassifier, examples_key
 from brain.routing import (
     IMAGE_TURN_PREFIX,
@@ -316,7 +316,7 @@ async def test_unsure_the_bot_asks_and_yes_draws_no_answers_and_carrying_on_drop
     await brain.handle(said("bob", "yes"), other)  # not bob's question: an ordinary message
     assert generator.requests == [] and other.text == "Prompt: a cat on a red roof"
     drawn = RecordingOutbox()
-    await brain.handle(said("ann", "Yes!"), drawn)
+    await brain.handle(said("ann", "Yes please!"), drawn)
     assert [r.prompt for r in generator.requests] == ["a cat on a red roof"]
     assert "a cat on a roof" in fake_server.requests[-1].body["messages"][-1]["content"]
     again = RecordingOutbox()
@@ -326,7 +326,7 @@ async def test_unsure_the_bot_asks_and_yes_draws_no_answers_and_carrying_on_drop
     fake_server.behaviour.reply = "Dogs love puddles."
     await brain.handle(said("ann", "a dog in the rain"), RecordingOutbox())
     words = RecordingOutbox()
-    await brain.handle(said("ann", "no"), words)
+    await brain.handle(said("ann", "nah, just answer"), words)
     assert words.text == "Dogs love puddles." and len(generator.requests) == 1
     await brain.handle(said("ann", "a dog in the rain"), RecordingOutbox())
     moved_on = RecordingOutbox()
@@ -334,8 +334,19 @@ async def test_unsure_the_bot_asks_and_yes_draws_no_answers_and_carrying_on_drop
     assert moved_on.text == "Dogs love puddles." and router.asked[-1] == "what's for dinner?"
     turns = [t.content for t in reversed(await history.recent("test:c", limit=50))]
     # bob's "yes" and ann's second one were ordinary messages; her answers are not stored
-    assert turns.count("yes") == 2 and "no" not in turns
+    assert turns.count("yes") == 2 and "nah, just answer" not in turns
     await close_brain(brain)
+
+
+def test_short_replies_choose_and_longer_ones_carry_on() -> None:
+    assert [choice(reply) for reply in ("yes", "Sure, draw it!", "ok go", "please")] == [
+        Route.IMAGE
+    ] * 4
+    assert [choice(reply) for reply in ("no", "No thanks.", "please don't", "just answer")] == [
+        Route.TEXT
+    ] * 4
+    assert choice("what's the weather like tomorrow in Paris?") is None
+    assert choice("a dog in the rain") is None
 
 
 async def test_a_button_for_a_question_no_longer_open_says_it_expired(
