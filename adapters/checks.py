@@ -77,6 +77,9 @@ async def check_matrix(
             str(exc),
             "check matrix.user_id and MOMBOT_MATRIX_PASSWORD or MOMBOT_MATRIX_ACCESS_TOKEN",
         )
+    except (aiohttp.ClientError, TimeoutError) as exc:  # the server went away mid-login
+        reason = str(exc) or type(exc).__name__
+        return failed(f"the login did not finish ({reason})", "try again; check the homeserver")
     finally:
         if client is not None:
             await client.close()
@@ -98,6 +101,8 @@ async def check_matrix(
 def discord_token_problem(token: str) -> str | None:
     """What is wrong with the token's form (three dot-separated parts, the first the bot's
     id in base64), or None. Catches a token pasted with quotes, spaces or a part missing."""
+    if token.lower().startswith("bot "):
+        return "the token starts with 'Bot ': set MOMBOT_DISCORD_TOKEN to the token alone"
     match = TOKEN_SHAPE.match(token)
     if match is None:
         return "the token is not three parts separated by dots"

@@ -669,7 +669,8 @@ def test_check_names_a_malformed_token_without_going_online(
     assert main(["check", "--config", str(config)]) == 1
     failed = [line for line in capsys.readouterr().out.splitlines() if "FAILED" in line]
     assert failed == [
-        f"discord: FAILED — the token is not three parts separated by dots. {TOKEN_FIX}"
+        "discord: FAILED — the token starts with 'Bot ': set MOMBOT_DISCORD_TOKEN to the token "
+        f"alone. {TOKEN_FIX}"
     ]
 
 
