@@ -72,6 +72,23 @@ def _invited_as_direct(sync: nio.SyncResponse, room_id: str, own_id: str) -> boo
     )
 
 
+def addressed(
+    own: str, room: nio.MatrixRoom, content: dict[str, Any], replied: nio.Event | None
+) -> bool:
+    """Whether a message in a shared room is for the bot (user id `own`): an intentional
+    mention, its id or display name in the text, a pill, or a reply to one of its messages."""
+    mentions = content.get("m.mentions")
+    if isinstance(mentions, dict) and own in mentions.get("user_ids", []):
+        return True
+    body = content.get("body", "") if isinstance(content.get("body"), str) else ""
+    name = room.user_name(own) or ""
+    if own in body or (name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", body, re.IGNORECASE)):
+        return True
+    if f"matrix.to/#/{own}" in str(content.get("formatted_body", "")):
+        return True
+    return replied is not None and replied.sender == own
+
+
 class MatrixAdapter:
     """Logs in, keeps syncing, and hands addressed messages to the brain."""
 
@@ -216,7 +233,9 @@ class MatrixAdapter:
             await self._undecryptable(room, event, outbox)
             return
         replied = await self._replied_event(room, relation)
-        if not self._addressed(room, content, replied):
+        direct = self._is_direct(room)
+        always = direct or room.room_id in self.config.answer_rooms
+        if not always and not addressed(self.client.user_id, room, content, replied):
             return
         media = remote_file(self.client, event, content)
         body = content.get("body") if isinstance(content.get("body"), str) else ""
@@ -227,7 +246,7 @@ class MatrixAdapter:
             author_id=event.sender,
             author_name=room.user_name(event.sender) or event.sender,
             text=strip_mention(words, self._own_names(room)),
-            direct=self._is_direct(room),
+            direct=direct,
             author_groups=frozenset({home_server(event.sender)}),
             files=(media,) if media else (),
             replied_files=(remote_file(self.client, replied, replied.source.get("content", {})),)
@@ -244,27 +263,6 @@ class MatrixAdapter:
     def _is_direct(self, room: nio.MatrixRoom) -> bool:
         """The room's DM status (see adapters.matrix_direct for the rule)."""
         return self.direct_rooms.is_direct(room.room_id, room.member_count)
-
-    def _addressed(
-        self, room: nio.MatrixRoom, content: dict[str, Any], replied: nio.Event | None
-    ) -> bool:
-        """A direct room, an answer-every-message room, a mention, or a reply to the bot."""
-        assert self.client is not None
-        own = self.client.user_id
-        if self._is_direct(room) or room.room_id in self.config.answer_rooms:
-            return True
-        mentions = content.get("m.mentions")
-        if isinstance(mentions, dict) and own in mentions.get("user_ids", []):
-            return True
-        body = content.get("body", "") if isinstance(content.get("body"), str) else ""
-        name = room.user_name(own) or ""
-        if own in body or (
-            name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", body, re.IGNORECASE)
-        ):
-            return True
-        if f"matrix.to/#/{own}" in str(content.get("formatted_body", "")):
-            return True
-        return replied is not None and replied.sender == own
 
     async def _undecryptable(
         self, room: nio.MatrixRoom, event: nio.MegolmEvent, outbox: MatrixOutbox
