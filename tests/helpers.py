@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -210,3 +211,11 @@ def asking_brain(server: Any, history_url: str) -> Any:
         image_generator=RecordingGenerator(),
         images_config=ImagesConfig(default_size="64x64"),
     )
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll `condition` every 10 ms until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for a condition"
+        await asyncio.sleep(0.01)

@@ -33,7 +33,7 @@ from brain.llm import ModelClient
 from brain.route_question import ASK_WITH_BUTTONS
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
-from tests.helpers import RecordingGenerator, asking_brain, close_brain, smollm2_mixture
+from tests.helpers import RecordingGenerator, asking_brain, close_brain, eventually, smollm2_mixture
 
 
 def real_brain(endpoint: EndpointConfig, sqlite_url: str, **kwargs: Any) -> Brain:
@@ -634,8 +634,7 @@ async def test_a_stopped_think_says_so_and_the_notice_replies(
         sending = asyncio.create_task(
             ann.send(general, f"{client.user.mention} /think Tea or coffee? --rounds 2")
         )
-        while not fake_server.requests:  # round 1 is under way
-            await asyncio.sleep(0.01)
+        await eventually(lambda: bool(fake_server.requests))  # round 1 is under way
         await brain.shutdown(grace_s=0)
         question = await sending
         assert replies_to(general, client, question) == [

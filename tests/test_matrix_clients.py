@@ -26,7 +26,7 @@ from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.route_question import ASK
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
-from tests.helpers import asking_brain, close_brain
+from tests.helpers import asking_brain, close_brain, eventually
 from tests.load import fake_brain
 from tests.matrix_world import Bot, Human, joined, new_id, png, reply_to
 from tests.synapse import Synapse
@@ -144,8 +144,7 @@ async def test_a_stopped_think_says_so_in_its_status_and_the_notice_replies(
     asked = await human.say(room, "/think Tea or coffee? --rounds 2")
     status = await human.wait_for(reply_to(asked, bot_id))
     assert status.body == "🤔 Thinking about it: round 1/2…"
-    while not fake_server.requests:  # round 1 is under way
-        await asyncio.sleep(0.01)
+    await eventually(lambda: bool(fake_server.requests))  # round 1 is under way
     await brain.shutdown(grace_s=0)
     edit = await human.wait_for(
         lambda _, e: (

@@ -18,7 +18,7 @@ from brain.llm import ModelClient
 from brain.messages import Inbound
 from brain.thinking import Ballot, RoundResult, vote_schema
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply, system_of
-from tests.helpers import RecordingOutbox, close_brain, smollm2_mixture
+from tests.helpers import RecordingOutbox, close_brain, eventually, smollm2_mixture
 
 NAMES = ["logic", "creativity", "empathy", "knowledge"]
 
@@ -255,8 +255,7 @@ async def test_a_think_cut_off_by_shutdown_says_so_in_its_status(
     brain = make_brain(fleet, history)
     outbox = RecordingOutbox()
     thinking = asyncio.create_task(brain.handle(inbound("/think why? --rounds 2"), outbox))
-    while not fleet["creativity"].requests:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: bool(fleet["creativity"].requests))
     await brain.shutdown(grace_s=0)
     assert thinking.cancelled()
     assert outbox.messages == ["🤔 Cut off in round 1/2: I was stopped before I could finish."]
