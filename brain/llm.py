@@ -28,8 +28,9 @@ from brain.model_errors import bad_answer, translate
 from brain.reasoning import HOLD_CHARS, ReasoningSplitter, split_reasoning
 from brain.redaction import register_secret
 from brain.server_facts import ServerFacts
+from brain.slots import SlotPins
 from brain.transport import Transport, remaining
-from brain.usage import Usage, UsageSink, token_counts
+from brain.usage import Usage, UsageSink, cached_tokens, token_counts
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class ModelClient:
         self.dialect = dialect_for(config.kind)
         self._gate = asyncio.Semaphore(config.max_parallel or self.dialect.parallel)
         self.facts = ServerFacts(name, config, self.transport.http, self.dialect)
+        self._pins = SlotPins()
         # (model, reasoning setting) → whether its chat template opens the <think> block
         self._template_opens_reasoning: BoundedDict[tuple[str, str], bool] = BoundedDict(256)
 
@@ -78,6 +80,7 @@ class ModelClient:
         on_retract: Callable[[], Awaitable[None]] | None = None,
         on_finish: Callable[[str], None] | None = None,
         reasoning: str = "default",
+        cache_key: str | None = None,
     ) -> AsyncIterator[str]:
         """Yield the reply's text as it arrives; the whole answer must come within the timeout.
 
@@ -86,7 +89,8 @@ class ModelClient:
         lone `</think>` from a model not yet known to open the block in its template),
         `on_retract` is awaited and yielding starts again with the answer. `on_finish` gets
         the server's finish reason ("stop", "length"). `prompt_tokens` (our own count) is
-        recorded when the server sends no usage.
+        recorded when the server sends no usage. Requests with the same `cache_key` (a
+        character's name) go to the same server slot, where the server has slots.
         """
         template_key = (model, reasoning)
         opens = self._template_opens_reasoning.get(template_key)
@@ -100,7 +104,10 @@ class ModelClient:
             usage: Any = None
             finish_reason: str | None = None
             try:
-                options = self.dialect.reasoning_options(reasoning)
+                options = {
+                    **self.dialect.reasoning_options(reasoning),
+                    **await self._pin_options(model, cache_key),
+                }
                 async with self.transport.open_stream(
                     model,
                     messages,
@@ -160,7 +167,17 @@ class ModelClient:
                 on_finish(finish_reason)
             seconds = time.monotonic() - started
             counts = token_counts(usage, pieces, messages, prompt_tokens)
-            self._record(Usage(self.name, model, stage, *counts, seconds, first_token_s))
+            self._record(
+                Usage(
+                    self.name,
+                    model,
+                    stage,
+                    *counts,
+                    seconds,
+                    first_token_s,
+                    cached_tokens=cached_tokens(usage),
+                )
+            )
 
     async def chat(
         self,
@@ -172,6 +189,7 @@ class ModelClient:
         timeout_s: float | None = None,
         stage: str = "chat",
         reasoning: str = "default",
+        cache_key: str | None = None,
     ) -> str:
         """The whole reply as one string, without streaming (and without its reasoning)."""
         content, _ = await self._complete(
@@ -181,7 +199,10 @@ class ModelClient:
             temperature=temperature,
             max_tokens=max_tokens,
             timeout_s=timeout_s,
-            extra=self.dialect.reasoning_options(reasoning),
+            extra={
+                **self.dialect.reasoning_options(reasoning),
+                **await self._pin_options(model, cache_key),
+            },
         )
         answer, _ = split_reasoning(content)
         return answer
@@ -219,7 +240,10 @@ class ModelClient:
             except Exception as exc:
                 raise translate(self.name, exc) from exc
         counts = token_counts(usage, 0, messages)
-        self._record(Usage(self.name, model, stage, *counts, time.monotonic() - started))
+        seconds = time.monotonic() - started
+        self._record(
+            Usage(self.name, model, stage, *counts, seconds, cached_tokens=cached_tokens(usage))
+        )
         return content, finish_reason
 
     async def chat_json(
@@ -233,7 +257,10 @@ class ModelClient:
         stage: str = "json",
     ) -> T:
         """Ask for an answer constrained to `schema` and return it validated."""
-        extra = self.dialect.structured(schema, schema.model_json_schema())
+        extra = {
+            **self.dialect.structured(schema, schema.model_json_schema()),
+            **await self._pin_options(model, None),  # the spare slot: no character's cache
+        }
         content, finish_reason = await self._complete(
             model,
             messages,
@@ -277,6 +304,12 @@ class ModelClient:
     def _record(self, usage: Usage) -> None:
         for sink in self.usage_sinks:
             sink(usage)
+
+    async def _pin_options(self, model: str, cache_key: str | None) -> dict[str, Any]:
+        """The fields that send a request to its cache key's slot (`brain.slots`), if any."""
+        slots = (await self.model_info(model)).slots
+        slot = self._pins.slot_for(cache_key, slots or 1)
+        return {} if slot is None else self.dialect.pin_options(slot)
 
     async def _native_window(self, model: str) -> int | None:
         """The window sent with each request where the server's own protocol takes one."""

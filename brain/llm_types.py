@@ -14,6 +14,7 @@ class ModelInfo:
     source: str
     vision: bool | None = None  # None: the server does not say
     trained_context: int | None = None  # the model's own maximum, where it differs
+    slots: int | None = None  # requests the server decodes at once, each with its own cache
 
 
 class StreamPiece(NamedTuple):

@@ -1,10 +1,11 @@
 """The character mixture: members answer concurrently, a synthesizer merges them, streamed.
 
 Mixture-of-Agents shape: proposers in parallel, each within its own context window
-and timeout; the final model gets the proposals numbered inside its system message
-after an aggregate-and-synthesize instruction, the user turn unchanged, and only it
-streams. A member that fails is left out and named in a footer; if all fail, the
-user gets one clear error.
+and timeout; the final model keeps its own persona as its system message and reads the
+numbered proposals, then an aggregate-and-synthesize instruction, after the user's
+message (last, so that the persona and history ahead of them stay in the server's prompt
+cache from one message to the next), and only it streams. A member that fails is left
+out and named in a footer; if all fail, the user gets one clear error.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from dataclasses import dataclass, field
 
 from brain.config import CharacterConfig, MixtureConfig
 from brain.errors import ModelUnavailable, MombotError
+from brain.outbox import Reporter, answered_line
 from brain.runner import CharacterRunner, Turn
 from brain.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
 
 AGGREGATE_INSTRUCTION = (
-    "Several advisors have answered the user's latest message; their answers are below. "
+    "Several advisors have answered the message above; their answers are listed here. "
     "Weigh them critically: some may be wrong, biased or incomplete. Do not copy them, "
     "do not mention the advisors, and do not list their answers. Write one refined, "
     "accurate reply to the user in your own voice, as a single assistant."
@@ -54,15 +56,14 @@ class Proposal:
         return self.text is not None and bool(self.text.strip())
 
 
-def synthesis_prompt(
-    persona: str, proposals: list[Proposal], instruction: str = AGGREGATE_INSTRUCTION
-) -> str:
-    """The synthesizer's system message: its persona, the instruction, numbered proposals."""
+def synthesis_note(proposals: list[Proposal], instruction: str = AGGREGATE_INSTRUCTION) -> str:
+    """What the synthesizer reads after the user's message: numbered proposals, then the
+    instruction (nearest to where it starts writing)."""
     numbered = "\n\n".join(
         f"{i}. {p.text[:MAX_PROPOSAL_CHARS].strip()}"  # type: ignore[index]
         for i, p in enumerate((p for p in proposals if p.ok), start=1)
     )
-    return f"{persona}\n\n{instruction}\n\nAdvisors' answers:\n\n{numbered}"
+    return f"[Advisors' answers]\n\n{numbered}\n\n[{instruction}]"
 
 
 class Mixture:
@@ -81,11 +82,29 @@ class Mixture:
         self.config = config
 
     async def propose(
-        self, turn: Turn, members: list[CharacterConfig] | None = None
+        self,
+        turn: Turn,
+        members: list[CharacterConfig] | None = None,
+        report: Reporter | None = None,
     ) -> list[Proposal]:
-        """All members answer at once; failures become proposals without text."""
+        """All members answer at once; failures become proposals without text.
+
+        `report` hears who has answered so far, before the first answer and after each.
+        """
         members = members if members is not None else self.members
-        return list(await asyncio.gather(*(self._propose_one(c, turn) for c in members)))
+        names = [c.name for c in members]
+        done: set[str] = set()
+
+        async def one(character: CharacterConfig) -> Proposal:
+            proposal = await self._propose_one(character, turn)
+            done.add(character.name)
+            if report is not None:
+                await report(answered_line("", names, done))
+            return proposal
+
+        if report is not None:
+            await report(answered_line("", names, done))
+        return list(await asyncio.gather(*(one(c) for c in members)))
 
     async def _propose_one(self, character: CharacterConfig, turn: Turn) -> Proposal:
         started = time.monotonic()
@@ -105,8 +124,12 @@ class Mixture:
         streamer: ReplyStreamer,
         *,
         on_proposals: Callable[[list[Proposal]], Awaitable[None]] | None = None,
+        report: Reporter | None = None,
     ) -> MixtureReply:
-        """Answer a turn with the whole mixture: the reply, who spoke it, and the proposals."""
+        """Answer a turn with the whole mixture: the reply, who spoke it, and the proposals.
+
+        `report` hears its progress (see `brain.outbox.ProgressOutbox`).
+        """
         if len(self.members) == 1:
             speaker = self.members[0]
             return MixtureReply(await self.runner.stream(speaker, turn, streamer), speaker.name)
@@ -114,9 +137,19 @@ class Mixture:
         if len(turn.text.split()) <= self.config.fast_path_max_words and not turn.images:
             reply = await self.runner.stream(synthesizer, turn, streamer, stage="fast path")
             return MixtureReply(reply, synthesizer.name)
-        proposals = await self.propose(turn)
+        proposals = await self.propose(turn, report=report)
+        if report is not None:
+            await report(f"{synthesizer.name} is writing the reply")
         if on_proposals is not None:
             await on_proposals(proposals)
+        reply = await self.synthesize(turn, proposals, streamer)
+        return MixtureReply(reply, synthesizer.name, proposals)
+
+    async def synthesize(
+        self, turn: Turn, proposals: list[Proposal], streamer: ReplyStreamer
+    ) -> str:
+        """The synthesizer's reply from the members' proposals (failed ones named in a
+        footer); `mombot eval` calls it with some proposals left out."""
         good = [p for p in proposals if p.ok]
         failed = [p for p in proposals if not p.ok]
         if not good:
@@ -126,11 +159,14 @@ class Mixture:
         if failed and self.config.name_failures:
             names = ", ".join(f"{p.character} ({p.error or 'empty answer'})" for p in failed)
             footer = f"_(without {names})_"
-        system = synthesis_prompt(synthesizer.persona, good)
-        reply = await self.runner.stream(
-            synthesizer, turn, streamer, system=system, stage="synthesis", footer=footer
+        return await self.runner.stream(
+            self.synthesizer,
+            turn,
+            streamer,
+            after=synthesis_note(good),
+            stage="synthesis",
+            footer=footer,
         )
-        return MixtureReply(reply, synthesizer.name, proposals)
 
 
 def _short_reason(exc: MombotError) -> str:

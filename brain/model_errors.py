@@ -28,7 +28,12 @@ def bad_answer(name: str) -> str:
 
 def status_error(name: str, status: int, body: str) -> MombotError:
     """An HTTP error answer from the server, in words for the chat."""
-    if "context_length_exceeded" in body or "context length" in body.lower():
+    # OpenAI, vLLM: context_length_exceeded / "context length"; llama-server:
+    # exceed_context_size_error / "exceeds the available context size"
+    lowered = body.lower()
+    if any(
+        sign in lowered for sign in ("context_length_exceeded", "context length", "context size")
+    ):
         text = "That conversation is too long for the model's context window."
         return ContextTooLong(text, detail=body)
     if status == 404:

@@ -7,6 +7,7 @@ out as written: each outbox renders it the way its platform shows formatted text
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -62,3 +63,35 @@ class ConfirmingOutbox(Protocol):
         self, ref: MessageRef, text: str, prompt: str, user_id: str, timeout_s: float
     ) -> None:
         """Replace message `ref` with `text` and the controls; `prompt` fills the edit form."""
+
+
+@runtime_checkable
+class ProgressOutbox(Protocol):
+    """An outbox that shows a passing status line while the bot works (the console in a
+    terminal): which characters have answered, the /think round. The next message it
+    sends replaces the line. Outboxes without it show nothing extra (chat platforms have
+    their typing indicator; the /think status message is edited everywhere)."""
+
+    async def progress(self, text: str) -> None:
+        """Show `text` as the current status, replacing the previous one."""
+
+
+Reporter = Callable[[str], Awaitable[None]]
+"""Where the brain reports what it is doing (see `reporter`)."""
+
+
+def reporter(outbox: Outbox) -> Reporter:
+    """The outbox's status line where it has one, else a reporter that shows nothing."""
+    if isinstance(outbox, ProgressOutbox):
+        return outbox.progress
+
+    async def nothing(text: str) -> None:
+        return None
+
+    return nothing
+
+
+def answered_line(prefix: str, names: list[str], done: set[str]) -> str:
+    """'round 2/3: logic ✓  critic …': who has answered so far."""
+    marks = "  ".join(f"{name} {'✓' if name in done else '…'}" for name in names)
+    return f"{prefix}{marks}"

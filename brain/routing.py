@@ -98,7 +98,7 @@ class LLMClassifier:
                     {"role": "user", "content": prompt},
                 ],
                 RouteAnswer,
-                max_tokens=16,
+                max_tokens=32,  # llama-server's grammar lets it write `{\n  "route": "image"\n}`
                 stage="classify",
             )
         except MombotError as exc:

@@ -12,6 +12,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from brain.bounded import BoundedDict
 from brain.config import CharacterConfig
 from brain.context import (
     FIRST_HISTORY_PAGE,
@@ -77,6 +78,8 @@ class CharacterRunner:
         self.clients = clients
         # channel → (turn id, most turns a prompt for that turn kept)
         self._kept: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # (channel, character) → the oldest turn its last prompt kept (`build_prompt`'s floor)
+        self._floors: BoundedDict[tuple[str, str], int] = BoundedDict(PAGE_HINTS * 8)
 
     def history_page_size(self, channel: str) -> int:
         """How many turns to read with a new turn: what the channel's last prompt kept, plus room.
@@ -88,9 +91,19 @@ class CharacterRunner:
         return FIRST_HISTORY_PAGE if last is None else min(MAX_HISTORY_PAGE, last[1] + 8)
 
     async def answer(
-        self, character: CharacterConfig, turn: Turn, *, system: str | None = None, stage: str = ""
+        self,
+        character: CharacterConfig,
+        turn: Turn,
+        *,
+        system: str | None = None,
+        after: str = "",
+        stage: str = "",
     ) -> str:
-        """The character's whole answer (not streamed): for proposals and think rounds."""
+        """The character's whole answer (not streamed): for proposals and think rounds.
+
+        `system` replaces the persona; `after` follows the user's message (see
+        `brain.context`: what changes per message goes last, so caches stay warm).
+        """
         client = self.clients[character.endpoint]
 
         async def call(plan: PromptPlan, max_tokens: int) -> str:
@@ -102,9 +115,12 @@ class CharacterRunner:
                 timeout_s=character.timeout_s,
                 stage=stage or character.name,
                 reasoning=character.reasoning,
+                cache_key=character.name,
             )
 
-        text, _ = await self._with_retry(character, turn, system, call, can_retry=lambda: True)
+        text, _ = await self._with_retry(
+            character, turn, system, after, call, can_retry=lambda: True
+        )
         return text
 
     async def stream(
@@ -114,6 +130,7 @@ class CharacterRunner:
         streamer: ReplyStreamer,
         *,
         system: str | None = None,
+        after: str = "",
         stage: str = "",
         footer: str = "",
     ) -> str:
@@ -136,6 +153,7 @@ class CharacterRunner:
                 on_retract=streamer.retract,
                 on_finish=finish_reasons.append,
                 reasoning=character.reasoning,
+                cache_key=character.name,
             )
             async with contextlib.aclosing(stream):
                 async for piece in stream:
@@ -143,7 +161,7 @@ class CharacterRunner:
             return streamer.text
 
         _, plan = await self._with_retry(
-            character, turn, system, call, can_retry=lambda: not streamer.text
+            character, turn, system, after, call, can_retry=lambda: not streamer.text
         )
         cut_short = finish_reasons[-1:] == ["length"]
         if cut_short:
@@ -166,7 +184,13 @@ class CharacterRunner:
         return reply
 
     async def plan(
-        self, character: CharacterConfig, turn: Turn, *, system: str | None = None, slack: int = 0
+        self,
+        character: CharacterConfig,
+        turn: Turn,
+        *,
+        system: str | None = None,
+        after: str = "",
+        slack: int = 0,
     ) -> tuple[PromptPlan, int]:
         """The trimmed prompt for this character and the reply reserve it leaves."""
         client = self.clients[character.endpoint]
@@ -182,7 +206,11 @@ class CharacterRunner:
             older_turns=lambda before, limit: self._older_turns(turn, before, limit),
             before_id=turn.turn_id,
             first_page_size=turn.prefetch_size if self._has_prefetch(turn) else FIRST_HISTORY_PAGE,
+            after=after,
+            floor=self._floors.touch((turn.channel, character.name)),
         )
+        if plan.oldest_kept is not None:
+            self._floors[(turn.channel, character.name)] = plan.oldest_kept
         self._remember_kept(turn.channel, turn.turn_id, plan.kept_turns)
         if turn.images and await self.can_see(character):
             plan.messages[-1] = _with_images(plan.messages[-1], turn.images)
@@ -215,11 +243,13 @@ class CharacterRunner:
         info = await self.clients[character.endpoint].model_info(character.model)
         return info.vision is True
 
-    async def _with_retry(self, character, turn, system, call, can_retry):
+    async def _with_retry(self, character, turn, system, after, call, can_retry):
         """Run `call`; if the server counts more tokens than we did, retry once with more slack."""
         window = await self.clients[character.endpoint].context_window(character.model)
         for slack in (0, window // 4):
-            plan, reserve = await self.plan(character, turn, system=system, slack=slack)
+            plan, reserve = await self.plan(
+                character, turn, system=system, after=after, slack=slack
+            )
             log.debug(
                 "%s: prompt ~%d tokens, %d history turns (window %d, reserve %d)",
                 character.name,

@@ -26,13 +26,13 @@ from brain.errors import BadCommand, MombotError
 from brain.extensions import Extension
 from brain.llm import ModelClient
 from brain.messages import CommandCall, Inbound
-from brain.outbox import MessageRef, Outbox
+from brain.outbox import MessageRef, Outbox, Reporter, answered_line, reporter
 from brain.runner import Turn
 
 log = logging.getLogger(__name__)
 
 REVISE_INSTRUCTION = (
-    "Other thinkers answered the same question; their answers are below. Consider them "
+    "Other thinkers answered the same question; their answers are listed here. Consider them "
     "critically, keep what is right, fix what is wrong, and give your own best answer "
     "to the question. Answer directly."
 )
@@ -42,7 +42,7 @@ VOTE_INSTRUCTION = (
     "one-sentence reason."
 )
 PRESENT_INSTRUCTION = (
-    "After careful deliberation, the answer below won. Present it to the user in your own "
+    "After careful deliberation, the answer above won. Present it to the user in your own "
     "voice as one clear reply; do not mention voting or other thinkers."
 )
 
@@ -154,7 +154,9 @@ class DeepThinking(Extension):
         for number in range(1, rounds + 1):
             progress.stage = f"in round {number}/{rounds}"
             await self.context.cool_down(outbox)
-            answers = await self._answers(members, turn, previous, number)
+            answers = await self._answers(
+                members, turn, previous, number, report=reporter(outbox), rounds=rounds
+            )
             if not answers:
                 raise MombotError("None of my characters could answer; try again later.")
             result = RoundResult(number, answers)
@@ -177,33 +179,48 @@ class DeepThinking(Extension):
         shares = result.shares({c.name: c.weight for c in self.context.members})
         winner = max(shares, key=shares.__getitem__)
         synthesizer = self.context.synthesizer
-        system = (
-            f"{synthesizer.persona}\n\n{PRESENT_INSTRUCTION}\n\n"
-            f"The winning answer:\n{result.answers[winner][:4000]}"
-        )
+        # After the question, not in the system prompt: the persona and history stay cached.
+        after = f"[The winning answer]\n{result.answers[winner][:4000]}\n\n[{PRESENT_INSTRUCTION}]"
         await self.context.cool_down(outbox)
         replies = self.context.replies
         reply = await self.context.runner.stream(
             synthesizer,
             turn,
             replies.streamer(outbox, turn.channel),
-            system=system,
+            after=after,
             stage="think · final",
         )
         await replies.store(turn.channel, reply, synthesizer.name, outbox)
 
     async def _answers(
-        self, members: list[CharacterConfig], turn: Turn, previous: dict[str, str], number: int
+        self,
+        members: list[CharacterConfig],
+        turn: Turn,
+        previous: dict[str, str],
+        number: int,
+        *,
+        report: Reporter,
+        rounds: int,
     ) -> dict[str, str]:
+        names = [c.name for c in members]
+        done: set[str] = set()
+        prefix = f"round {number}/{rounds}: "
+
         async def one(character: CharacterConfig) -> tuple[str, str | None]:
-            system = character.persona
+            result = await answer(character)
+            done.add(character.name)
+            await report(answered_line(prefix, names, done))
+            return result
+
+        async def answer(character: CharacterConfig) -> tuple[str, str | None]:
+            after = ""
             others = [text for name, text in previous.items() if name != character.name]
             if others:
                 listed = "\n\n".join(f"- {text[:1500]}" for text in others)
-                system = f"{character.persona}\n\n{REVISE_INSTRUCTION}\n\n{listed}"
+                after = f"[Other answers]\n\n{listed}\n\n[{REVISE_INSTRUCTION}]"
             try:
                 text = await self.context.runner.answer(
-                    character, turn, system=system, stage=f"think r{number} · {character.name}"
+                    character, turn, after=after, stage=f"think r{number} · {character.name}"
                 )
             except MombotError as exc:
                 log.warning("think round %d: %s failed: %s", number, character.name, exc)
@@ -213,7 +230,9 @@ class DeepThinking(Extension):
                 return character.name, None
             return character.name, text.strip() or None
 
+        await report(answered_line(prefix, names, done))
         pairs = await asyncio.gather(*(one(c) for c in members))
+        await report(f"round {number}/{rounds}: voting")
         return {name: text for name, text in pairs if text}
 
     async def _votes(

@@ -30,6 +30,12 @@ class Usage:
     completion_tokens: int
     seconds: float
     first_token_s: float | None = None
+    cached_tokens: int | None = None  # prompt tokens the server took from its cache, if it says
+
+    @property
+    def processed_tokens(self) -> int:
+        """Prompt tokens the server actually read (all of them, unless it says it cached some)."""
+        return self.prompt_tokens - (self.cached_tokens or 0)
 
     @property
     def tokens_per_s(self) -> float:
@@ -51,6 +57,14 @@ def token_counts(
         return usage.prompt_tokens or 0, usage.completion_tokens or 0
     prompt = prompt_tokens or sum(estimate_tokens(_text_of(m)) for m in messages)
     return prompt, pieces
+
+
+def cached_tokens(usage: Any) -> int | None:
+    """Prompt tokens served from the server's prompt cache, where it reports them (OpenAI's
+    `prompt_tokens_details.cached_tokens`: llama-server, vLLM, OpenAI itself)."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) else None
 
 
 def _text_of(message: dict[str, Any]) -> str:
@@ -136,8 +150,9 @@ class TokenTracker:
 def format_usages(usages: list[Usage]) -> str:
     """One line per call, for debug mode."""
     return "\n".join(
-        f"{u.stage} ({u.model}): {u.prompt_tokens} → {u.completion_tokens} tokens, "
-        f"{u.seconds:.2f} s, {u.tokens_per_s:.1f} tok/s"
+        f"{u.stage} ({u.model}): {u.prompt_tokens} → {u.completion_tokens} tokens"
+        + (f" ({u.cached_tokens} cached)" if u.cached_tokens else "")
+        + f", {u.seconds:.2f} s, {u.tokens_per_s:.1f} tok/s"
         for u in usages
     )
 

@@ -21,6 +21,7 @@ from tests.synapse import Synapse
 from tests.tiny_sd import build_tiny_lora, build_tiny_pipeline
 
 TEST_N_CTX = 512
+TEST_SLOTS = 4  # llama-server slots: characters each keep a warm cache, as in production
 MODEL = "smollm2-135m"
 
 
@@ -34,9 +35,9 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def llama_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedServer]:
-    """The real llama-cpp-python server with the bundled SmolLM2, n_ctx 512, for the session."""
+    """The real llama-server with the bundled SmolLM2, 4 slots of 512 tokens, for the session."""
     log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    server = EmbeddedServer(EmbeddedConfig(n_ctx=TEST_N_CTX), log_path)
+    server = EmbeddedServer(EmbeddedConfig(n_ctx=TEST_N_CTX, parallel=TEST_SLOTS), log_path)
     await server.start()
     yield server
     await server.stop()
@@ -46,7 +47,7 @@ async def llama_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 def llama_endpoint(llama_server: EmbeddedServer) -> EndpointConfig:
     return EndpointConfig(
         base_url=llama_server.base_url,
-        kind="llama-cpp-python",
+        kind="llama.cpp",
         context_window=TEST_N_CTX,
         timeout_s=120,
     )

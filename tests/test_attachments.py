@@ -17,7 +17,7 @@ from brain.config import AttachmentsConfig, CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Attachment, Inbound
-from tests.fake_openai import FakeOpenAIServer, last_user, system_of
+from tests.fake_openai import FakeOpenAIServer, last_user
 from tests.helpers import RecordingOutbox, close_brain
 
 CONFIG = AttachmentsConfig()
@@ -231,7 +231,7 @@ async def test_text_attachment_reaches_every_member(
     for name in ("logic", "critic"):
         text = last_user(servers[name].requests[0].body)
         assert "[file notes.md]\n```\n- buy milk\n- call mom\n```" in text
-    assert "Advisors' answers" in system_of(servers["mom"].requests[0].body)
+    assert "Advisors' answers" in last_user(servers["mom"].requests[0].body)
     await close_brain(brain)
 
 

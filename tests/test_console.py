@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import httpx
 import pytest
 
 from adapters.config import ConsoleConfig
-from adapters.console import ConsoleAdapter, ConsoleOutbox
+from adapters.console import CLEAR_LINE, DIM, NORMAL, ConsoleAdapter, ConsoleOutbox
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
@@ -69,6 +71,7 @@ def test_scripted_session_gets_real_answers(tmp_path: Path) -> None:
     assert "Commands:" in out and "/reset" in out
     assert "Model ready in" in err
     assert "Traceback" not in err
+    assert "\x1b" not in out  # piped: no status line, no terminal codes
     # both user turns and both replies were stored in the configured SQLite file
     store = HistoryStore(f"sqlite:///{tmp_path / 'data' / 'mombot.db'}")
     import asyncio
@@ -101,7 +104,7 @@ def test_check_reports_the_endpoint(tmp_path: Path) -> None:
     process = mombot(tmp_path, "check")
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
-    assert "endpoint embedded (llama-cpp-python" in out
+    assert "endpoint embedded (llama.cpp" in out
     assert "models: smollm2-135m" in out
     assert "context 512 tokens (config), 'Hello, world!' = 4 tokens" in out
     assert out.strip().endswith("check: all good")
@@ -228,3 +231,59 @@ async def test_unsure_the_console_asks_and_the_next_line_decides(
     assert len(list((tmp_path / "img").iterdir())) == 1
     assert replies[-1] == "a cat on a red roof"  # "no": the mixture's answer in words
     await close_brain(brain)
+
+
+def read_until(fd: int, marker: bytes, timeout: float) -> bytes:
+    """Bytes from a terminal until `marker` appears (or fail after `timeout`)."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while marker not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {marker!r} in {got!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            got += os.read(fd, 65536)
+    return got
+
+
+def test_a_terminal_shows_who_answered_until_the_reply_replaces_it(tmp_path: Path) -> None:
+    """In a real terminal (a pty) a status line appears at once and names the characters as
+    they answer; the reply then overwrites it. Piped output never gets one (the test above)."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n'
+        "[embedded]\nn_ctx = 512\n"
+        "[mixture]\nfast_path_max_words = 0\n"
+        '[[characters]]\nname = "logic"\ntemperature = 0\nmax_tokens = 24\n'
+        'persona = "You are Logic."\n'
+        '[[characters]]\nname = "critic"\ntemperature = 0\nmax_tokens = 24\n'
+        'persona = "You are the Critic."\n'
+        '[[characters]]\nname = "mom"\nrole = "synthesizer"\ntemperature = 0\n'
+        'max_tokens = 24\npersona = "You are mom, a kind assistant."\n'
+    )
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(config), "chat"],
+        cwd=tmp_path,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "xterm"},
+    )
+    os.close(terminal)
+    try:
+        read_until(controller, b"you> ", timeout=120)
+        os.write(controller, b"What is two plus two?\n")
+        screen = read_until(controller, b"you> ", timeout=120)
+        os.write(controller, b"/quit\n")
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+        os.close(controller)
+    status_at = screen.index(DIM.encode() + b"thinking")
+    answered_at = screen.index(b"logic \xe2\x9c\x93")  # "logic ✓"
+    writing_at = screen.index(b"mom is writing the reply")
+    reply_at = screen.rindex(CLEAR_LINE.encode())  # the last status, blanked for the reply
+    assert status_at < answered_at < writing_at < reply_at
+    assert screen[reply_at:].startswith(CLEAR_LINE.encode() + b"logic> ")  # the reply, plain
+    assert b" s" + NORMAL.encode() in screen[status_at:reply_at]  # the seconds it has taken

@@ -88,11 +88,13 @@ async def test_members_answer_concurrently_and_the_synthesizer_merges(
     assert max(r.started for r in spans) < min(r.ended for r in spans)
     synth = fleet["mom"].requests
     assert len(synth) == 1 and synth[0].body["stream"] is True
-    system = system_of(synth[0].body)
-    assert system.startswith("You are mom.\n\n" + AGGREGATE_INSTRUCTION)
+    assert system_of(synth[0].body) == "You are mom."  # its persona alone: cached as is
+    # the user's words unchanged, then the numbered proposals and the instruction
+    user = last_user(synth[0].body)
+    assert user.startswith(QUESTION + "\n\n[Advisors' answers]\n\n")
     for i, name in enumerate(NAMES, start=1):
-        assert f"{i}. {name} says: pack layers" in system
-    assert last_user(synth[0].body) == QUESTION  # the user turn reaches the synthesizer unchanged
+        assert f"{i}. {name} says: pack layers" in user
+    assert user.endswith(f"[{AGGREGATE_INSTRUCTION}]")
     assert synth[0].started >= max(r.ended for r in spans)
     assert outbox.text == "mom says: pack layers and check the weather."
     stored = await history.recent("test:c1")
@@ -114,8 +116,8 @@ async def test_failing_members_are_left_out_and_named(
     assert outbox.text.endswith(
         "_(without logic (timed out), creativity (error), empathy (unreachable))_"
     )
-    system = system_of(fleet["mom"].requests[0].body)
-    assert "knowledge says" in system and "logic says" not in system
+    synthesis_read = last_user(fleet["mom"].requests[0].body)
+    assert "knowledge says" in synthesis_read and "logic says" not in synthesis_read
     # the footer is not part of the stored reply
     assert (await history.recent("test:c1"))[
         0

@@ -17,7 +17,7 @@ from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from brain.thinking import Ballot, RoundResult, vote_schema
-from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply, system_of
+from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import RecordingOutbox, close_brain, eventually, smollm2_mixture
 
 NAMES = ["logic", "creativity", "empathy", "knowledge"]
@@ -97,7 +97,7 @@ async def test_consensus_stops_early_and_the_winner_is_presented(
     assert status.startswith("🤔 Round 1/5: leading logic (")
     assert "votes: logic 3, " in status and "consensus ✅" in status
     final = fleet["mom"].requests[-1].body
-    assert "BEST answer by logic" in system_of(final)
+    assert "BEST answer by logic" in last_user(final)  # after the question: persona cached
     assert outbox.messages[-1] == "After thinking it over: the best answer."
     turns = await history.recent("test:c1")
     assert [t.content for t in turns] == [
@@ -142,8 +142,8 @@ async def test_unparseable_votes_are_abstentions_and_all_rounds_run(
     assert "votes: abstained 4" in outbox.messages[0] and "no consensus" in outbox.messages[0]
     # from round 2 on, each member saw the others' previous answers
     second = answer_requests(fleet["creativity"])[1]
-    assert "BEST answer by logic" in system_of(second)
-    assert "meh answer by creativity" not in system_of(second)
+    assert "BEST answer by logic" in last_user(second)
+    assert "meh answer by creativity" not in last_user(second)
     assert outbox.messages[-1] == "After thinking it over: the best answer."
     await close_brain(brain)
 
