@@ -1,4 +1,5 @@
-"""An outbox for benchmarks: notes when the first reply text becomes visible, keeps nothing."""
+"""An outbox for benchmarks: notes when the first status line and the first reply text
+become visible, keeps nothing."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ class FirstTextOutbox:
 
     def __init__(self) -> None:
         self.first_visible: float | None = None
+        self.first_progress: float | None = None
+
+    async def progress(self, text: str) -> None:
+        if self.first_progress is None:
+            self.first_progress = time.perf_counter()
 
     async def send(self, text: str) -> int:
         if self.first_visible is None:
