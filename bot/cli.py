@@ -20,6 +20,8 @@ from bot import __version__
 from bot.app import App
 from bot.config import ConfigError, MombotConfig, Secrets, load_config
 from bot.embedded import EmbeddedServerError
+from bot.evaluate import add_arguments as add_eval_arguments
+from bot.evaluate import run_eval
 from brain.brain import Brain
 from brain.errors import MombotError
 from brain.redaction import install_redaction, redact
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A mixture-of-characters chat bot for Discord, Matrix and the terminal, "
         "on local OpenAI-compatible models.",
         epilog="examples:\n  mombot chat\n  mombot --config my.toml run\n"
-        "  mombot check --config my.toml\n"
+        "  mombot check --config my.toml\n  mombot eval --set facts --think 0\n"
         "every config key: docs/CONFIGURATION.md",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -46,10 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "run every enabled platform (Discord, Matrix) until SIGTERM or Ctrl-C"),
         ("check", "validate the config, reach every model endpoint, log in to each platform"),
         ("health", "ask the running bot's /healthz (a container health check)"),
+        ("eval", "measure whether the mixture answers better than its members"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         # --config after the command too; SUPPRESS keeps a value given before it
         command.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+        if name == "eval":
+            add_eval_arguments(command)
     return parser
 
 
@@ -94,10 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "health":
         return _health(config)
-    setup_logging(config, Path(config.bot.data_dir), quiet_console=args.command in ("chat", "run"))
-    runner = {"chat": _chat, "run": _run, "check": _check}[args.command]
+    quiet = args.command in ("chat", "run", "eval")
+    setup_logging(config, Path(config.bot.data_dir), quiet_console=quiet)
+    runners = {"chat": _chat, "run": _run, "check": _check}
+    runners["eval"] = lambda config, secrets: run_eval(config, secrets, args)
     try:
-        return asyncio.run(runner(config, secrets))
+        return asyncio.run(runners[args.command](config, secrets))
     except KeyboardInterrupt:
         print("\nbye", file=sys.stderr)
         return 130
