@@ -36,9 +36,10 @@ REVISE_INSTRUCTION = (
     "critically, keep what is right, fix what is wrong, and give your own best answer "
     "to the question. Answer directly."
 )
+CONFIDENCE_SCALE = 10  # votes say how sure they are from 0 to this
 VOTE_INSTRUCTION = (
     "You judge answers to a question. Pick the single best answer among the candidates "
-    "below (you cannot pick your own), say how confident you are from 0 to 1, and give a "
+    "below (you cannot pick your own), say how confident you are from 0 to 10, and give a "
     "one-sentence reason."
 )
 PRESENT_INSTRUCTION = (
@@ -87,9 +88,16 @@ def vote_schema(candidate_ids: list[str]) -> type[BaseModel]:
     return create_model(
         "Vote",
         choice=(choice_type, ...),
-        confidence=(float, Field(ge=0, le=1)),
+        # An integer: llama.cpp's grammars (and Ollama's) hold integers to their range but
+        # keep no bounds on floats, and a small model then writes -1 and the vote is lost.
+        confidence=(int, Field(ge=0, le=CONFIDENCE_SCALE)),
         rationale=(str, Field(max_length=400)),
     )
+
+
+def ballot_confidence(vote: BaseModel) -> float:
+    """A vote's confidence as a share, 0 to 1, from the 0-to-10 the model wrote."""
+    return vote.confidence / CONFIDENCE_SCALE  # type: ignore[attr-defined]
 
 
 class DeepThinking(Extension):
@@ -274,7 +282,7 @@ class DeepThinking(Extension):
             except Exception:
                 log.exception("vote of %s in round %d failed: an abstention", voter.name, number)
                 return Ballot(voter.name, None, 0.0)
-            return Ballot(voter.name, by_id[vote.choice], float(vote.confidence))  # type: ignore[attr-defined]
+            return Ballot(voter.name, by_id[vote.choice], ballot_confidence(vote))  # type: ignore[attr-defined]
 
         return list(await asyncio.gather(*(one(v) for v in members)))
 

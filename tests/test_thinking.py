@@ -16,7 +16,8 @@ from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
 from brain.messages import Inbound
-from brain.thinking import Ballot, RoundResult, vote_schema
+from brain.thinking import VOTE_INSTRUCTION, Ballot, RoundResult, ballot_confidence, vote_schema
+from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import RecordingOutbox, close_brain, eventually, smollm2_mixture
 
@@ -35,7 +36,7 @@ def answering(name: str, best: bool) -> Any:
             return f"{'BEST' if best else 'meh'} answer by {name}"
         candidates = re.findall(r"\[([A-Z])\] (\S+)", last_user(body))
         choice = next((cid for cid, text in candidates if text == "BEST"), candidates[0][0])
-        return json.dumps({"choice": choice, "confidence": 0.9, "rationale": "clearest"})
+        return json.dumps({"choice": choice, "confidence": 9, "rationale": "clearest"})
 
     return reply
 
@@ -176,7 +177,7 @@ def test_vote_schema_allows_only_the_candidates() -> None:
     schema = vote_schema(["A", "C"])
     assert schema.model_json_schema()["properties"]["choice"]["enum"] == ["A", "C"]
     with pytest.raises(ValueError):
-        schema.model_validate({"choice": "B", "confidence": 0.5, "rationale": ""})
+        schema.model_validate({"choice": "B", "confidence": 5, "rationale": ""})
 
 
 async def test_think_on_the_real_model(
@@ -261,3 +262,29 @@ async def test_a_think_cut_off_by_shutdown_says_so_in_its_status(
     assert outbox.messages == ["🤔 Cut off in round 1/2: I was stopped before I could finish."]
     assert outbox.errors == [STOPPED_MID_REPLY]
     await close_brain(brain)
+
+
+@pytest.mark.parametrize(
+    ("question", "first", "second"),
+    [
+        ("Is it better to walk or cycle to work?", "Walk: it is calm.", "Cycle: it is quicker."),
+        ("What is 2 + 2?", "4", "5"),
+        ("Which is a fruit?", "A carrot.", "An apple."),
+    ],
+)
+async def test_the_real_models_votes_are_valid_ballots(
+    llama_client: ModelClient, question: str, first: str, second: str
+) -> None:
+    """The vote schema is one the server's grammar can hold the model to: SmolLM2 wrote
+    confidences of -1 under a 0-to-1 float (llama.cpp's grammar keeps no float bounds),
+    and every such vote was an abstention."""
+    messages = [
+        {"role": "system", "content": f"You are logic.\n\n{VOTE_INSTRUCTION}"},
+        {
+            "role": "user",
+            "content": f"Question: {question}\n\nCandidates:\n\n[A] {first}\n\n[B] {second}",
+        },
+    ]
+    vote = await llama_client.chat_json(MODEL, messages, vote_schema(["A", "B"]), max_tokens=96)
+    assert vote.choice in ("A", "B")  # type: ignore[attr-defined]
+    assert 0 <= ballot_confidence(vote) <= 1
