@@ -75,7 +75,12 @@ class ServerFacts:
 
     async def _server_token_count(self, model: str, text: str) -> int | None:
         try:
-            count = await self.dialect.count_tokens(self._http, model, text)
+            try:
+                count = await self.dialect.count_tokens(self._http, model, text)
+            except httpx.RemoteProtocolError:
+                # The server closed a kept-alive connection just as this request went out
+                # on it (llama-server does, after a streamed reply): once more, on a new one.
+                count = await self.dialect.count_tokens(self._http, model, text)
         except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
             log.warning("endpoint %s: tokenizer call failed (%s); estimating", self.name, exc)
             return None

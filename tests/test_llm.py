@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from functools import partial
@@ -319,3 +320,36 @@ async def test_failed_probes_back_off_doubling(fake_server: FakeOpenAIServer) ->
             asked_at.append(second)
     assert asked_at == [0, 5, 15, 35]  # waits of 5, 10, 20 seconds
     await client.aclose()
+
+
+async def test_a_connection_the_server_dropped_is_tried_again_for_the_token_count() -> None:
+    """Seen under `mombot eval`: llama-server closed a kept-alive connection as the next
+    /tokenize went out on it ("Server disconnected without sending a response"), and the
+    prompt was planned on the estimate. A dropped connection is retried once."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        if connections > 1:
+            body = b'{"tokens": [1, 2, 3, 4, 5, 6, 7]}'
+            head = (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+        writer.close()  # the first connection: closed with no answer
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    endpoint = EndpointConfig(base_url=f"http://127.0.0.1:{port}/v1", kind="llama.cpp")
+    client = ModelClient("dropping", endpoint)
+    try:
+        assert await client.count_tokens(MODEL, "Hello world") == 7
+        assert connections == 2
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
