@@ -36,7 +36,13 @@ from brain.errors import MombotError
 from brain.messages import CommandCall, Inbound
 from brain.mixture import Mixture, Proposal
 from brain.outbox import Capabilities
-from brain.question_sets import ARITHMETIC_DEFAULT, Question, QuestionSetError, load
+from brain.question_sets import (
+    ARITHMETIC_DEFAULT,
+    BUNDLED,
+    Question,
+    QuestionSetError,
+    load,
+)
 from brain.runner import Turn
 from brain.streaming import ReplyStreamer
 from brain.usage import Usage, current_usages
@@ -60,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--think", type=int, default=2, metavar="N", help="/think rounds (0: leave /think out)"
     )
-    parser.add_argument("--limit", type=int, default=0, help="at most N questions of each set")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="ask only the first N questions of each set"
+    )
     parser.add_argument(
         "--size", type=int, default=ARITHMETIC_DEFAULT, help="arithmetic problems generated"
     )
@@ -72,17 +80,13 @@ def questions_for(args: argparse.Namespace) -> list[Question]:
     """The questions to ask; raises QuestionSetError naming what is wrong."""
     if args.think and not 2 <= args.think <= 20:
         raise QuestionSetError("--think takes 2 to 20 rounds, or 0 to leave /think out")
-    questions = load(args.set, size=args.size, seed=args.seed)
-    if args.limit > 0:
-        by_tag: dict[str, int] = {}
-        kept = []
-        for question in questions:
-            group = question.tag if args.set == "all" else ""
-            if by_tag.get(group, 0) < args.limit:
-                by_tag[group] = by_tag.get(group, 0) + 1
-                kept.append(question)
-        questions = kept
-    return questions
+    specs = BUNDLED if args.set == "all" else (args.set,)
+    limit = args.limit if args.limit > 0 else None
+    return [
+        question
+        for spec in specs
+        for question in load(spec, size=args.size, seed=args.seed)[:limit]
+    ]
 
 
 def scratch_config(config: MombotConfig, secrets: Secrets, scratch: Path) -> tuple[Any, Any]:
