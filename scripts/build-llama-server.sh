@@ -21,19 +21,22 @@ recipe="$pin GGML_NATIVE=OFF"  # what the stamp records: a change here rebuilds
 if [[ -x "$server" && "$(cat "$stamp" 2>/dev/null)" == "$recipe" ]]; then
     exit 0
 fi
-for tool in cmake c++; do
-    command -v "$tool" >/dev/null || {
-        echo "build-llama-server.sh: $tool is needed (Debian/Ubuntu: apt install build-essential cmake)" >&2
-        exit 1
-    }
-done
+command -v c++ >/dev/null || {
+    echo "build-llama-server.sh: a C++ compiler is needed (Debian/Ubuntu: apt install build-essential)" >&2
+    exit 1
+}
+cmake=cmake
+if ! command -v cmake >/dev/null; then  # PyPI's cmake wheel, into the virtual environment
+    .venv/bin/python -m pip install --quiet "cmake>=3.25"
+    cmake=.venv/bin/cmake
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "Building llama-server from $pin (a few minutes on 2 cores; once)..." >&2
 .venv/bin/python -m pip download --quiet --no-deps --no-binary :all: "$pin" -d "$work"
 tar -xzf "$work"/*.tar.gz -C "$work"
 source_dir=$(echo "$work"/llama_cpp_python-*/vendor/llama.cpp)
-cmake -S "$source_dir" -B "$work/build" \
+"$cmake" -S "$source_dir" -B "$work/build" \
     -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=OFF \
     -DBUILD_SHARED_LIBS=OFF \
@@ -45,7 +48,7 @@ cmake -S "$source_dir" -B "$work/build" \
     -DLLAMA_OPENSSL=OFF \
     -DGGML_CCACHE=OFF \
     >"$work/configure.log" || { cat "$work/configure.log" >&2; exit 1; }
-cmake --build "$work/build" --target llama-server -j "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+"$cmake" --build "$work/build" --target llama-server -j "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
     >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; exit 1; }
 install -m 755 "$work/build/bin/llama-server" "$server"
 echo "$recipe" >"$stamp"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install mombot into ./.venv: the one install path shared by the README, .ci/run and the Dockerfile.
-# Needs python3 (3.11+), a C++ compiler and cmake (llama-server is built from source once).
+# Needs python3 (3.11+) and a C++ compiler: llama-server is built from source once (with the
+# system's cmake, else PyPI's).
 #   scripts/install.sh               the bot and its bundled model
 #   scripts/install.sh --dev         plus the test tools
 #   scripts/install.sh --torch cpu   PyTorch's CPU-only build (small; the Docker image's default)
