@@ -107,18 +107,49 @@ async def run_eval(config: MombotConfig, secrets: Secrets, args: argparse.Namesp
     except QuestionSetError as exc:
         print(f"mombot eval: {exc}", file=sys.stderr)
         return 2
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    names = configuration_names(config, args.think)
+    if only - set(names):
+        unknown = ", ".join(sorted(only - set(names)))
+        there_are = ", ".join(names)
+        print(
+            f"mombot eval: --only: no configuration {unknown} (there are: {there_are})",
+            file=sys.stderr,
+        )
+        return 2
     with tempfile.TemporaryDirectory(prefix="mombot-eval-") as scratch:
         config, secrets = scratch_config(config, secrets, Path(scratch))
         async with App(config, secrets, serve_status=False, progress=_say) as app:
             evaluation = Evaluation(app, think_rounds=args.think)
             outcomes = await evaluation.run(questions)
-    only = {name.strip() for name in args.only.split(",") if name.strip()}
-    rows = summarize(outcomes, evaluation.order, only)
+    rows = summarize(outcomes, names, only)
     if args.json:
         print(report_json(rows, outcomes, only))
     else:
         print(report_table(rows, len(questions)))
     return 0
+
+
+def roles(config: MombotConfig, think_rounds: int) -> tuple[list[Any], Any, int]:
+    """(members, synthesizer, /think rounds) as the bot would answer: no members when the
+    synthesizer is the only character, no /think without its extension or two members."""
+    members, synthesizer = split_roles(config.characters)
+    think_on = THINK_EXTENSION in config.extensions.enabled and len(members) >= 2
+    if synthesizer in members:
+        members = []
+    return members, synthesizer, think_rounds if think_on else 0
+
+
+def configuration_names(config: MombotConfig, think_rounds: int) -> list[str]:
+    """What `mombot eval` compares, in the order it reports them."""
+    members, synthesizer, think_rounds = roles(config, think_rounds)
+    return [
+        *(m.name for m in members),
+        synthesizer.name,
+        *(["mixture"] if len(members) >= 2 else []),
+        *(f"mixture - {m.name}" for m in members if len(members) >= 3),
+        *(["think"] if think_rounds else []),
+    ]
 
 
 def _say(text: str) -> None:
@@ -133,19 +164,9 @@ class Evaluation:
         self.app = app
         self.brain = app.brain
         self.history = app.history
-        members, self.synthesizer = split_roles(app.config.characters)
-        self.members = members if self.synthesizer not in members else []
-        think_on = THINK_EXTENSION in app.config.extensions.enabled and len(members) >= 2
-        self.think_rounds = think_rounds if think_on else 0
+        self.members, self.synthesizer, self.think_rounds = roles(app.config, think_rounds)
         mixture_config = app.config.mixture.model_copy(update={"fast_path_max_words": 0})
         self.mixture = Mixture(self.members, self.synthesizer, self.brain.runner, mixture_config)
-        self.order = [
-            *(m.name for m in self.members),
-            self.synthesizer.name,
-            *(["mixture"] if len(self.members) >= 2 else []),
-            *(f"mixture - {m.name}" for m in self.members if len(self.members) >= 3),
-            *(["think"] if self.think_rounds else []),
-        ]
 
     async def run(self, questions: list[Question]) -> list[Outcome]:
         outcomes: list[Outcome] = []

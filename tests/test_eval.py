@@ -212,3 +212,19 @@ def test_eval_on_the_real_model_reports_every_configuration(tmp_path: Path) -> N
         assert cost["mixture - logic"] < cost["mixture"]
     assert "mombot eval" in result.stderr  # the progress bar
     assert not (data / "mombot.db").exists()  # the user's history was never touched
+
+
+def test_only_names_a_configuration_that_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n'
+        '[[characters]]\nname = "logic"\n[[characters]]\nname = "critic"\n'
+        '[[characters]]\nname = "mom"\nrole = "synthesizer"\n'
+    )
+    code = main(["--config", str(config), "eval", "--set", "facts", "--only", "mom,logc"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "mombot eval: --only: no configuration logc (there are: logic, critic, mom, mixture, think)"
+    )
