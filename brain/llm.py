@@ -28,9 +28,8 @@ from brain.model_errors import bad_answer, translate
 from brain.reasoning import HOLD_CHARS, ReasoningSplitter, split_reasoning
 from brain.redaction import register_secret
 from brain.server_facts import ServerFacts
-from brain.slots import SlotPins
 from brain.transport import Transport, remaining
-from brain.usage import Usage, UsageSink, cached_tokens, token_counts
+from brain.usage import Usage, UsageSink, usage_record
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,6 @@ class ModelClient:
         self.dialect = dialect_for(config.kind)
         self._gate = asyncio.Semaphore(config.max_parallel or self.dialect.parallel)
         self.facts = ServerFacts(name, config, self.transport.http, self.dialect)
-        self._pins = SlotPins()
         # (model, reasoning setting) → whether its chat template opens the <think> block
         self._template_opens_reasoning: BoundedDict[tuple[str, str], bool] = BoundedDict(256)
 
@@ -104,10 +102,7 @@ class ModelClient:
             usage: Any = None
             finish_reason: str | None = None
             try:
-                options = {
-                    **self.dialect.reasoning_options(reasoning),
-                    **await self._pin_options(model, cache_key),
-                }
+                options = await self._options(model, reasoning, cache_key)
                 async with self.transport.open_stream(
                     model,
                     messages,
@@ -165,17 +160,17 @@ class ModelClient:
                 )
             if on_finish is not None:
                 on_finish(finish_reason)
-            seconds = time.monotonic() - started
-            counts = token_counts(usage, pieces, messages, prompt_tokens)
             self._record(
-                Usage(
+                usage_record(
                     self.name,
                     model,
                     stage,
-                    *counts,
-                    seconds,
-                    first_token_s,
-                    cached_tokens=cached_tokens(usage),
+                    usage,
+                    time.monotonic() - started,
+                    pieces=pieces,
+                    messages=messages,
+                    prompt_tokens=prompt_tokens,
+                    first_token_s=first_token_s,
                 )
             )
 
@@ -199,10 +194,7 @@ class ModelClient:
             temperature=temperature,
             max_tokens=max_tokens,
             timeout_s=timeout_s,
-            extra={
-                **self.dialect.reasoning_options(reasoning),
-                **await self._pin_options(model, cache_key),
-            },
+            extra=await self._options(model, reasoning, cache_key),
         )
         answer, _ = split_reasoning(content)
         return answer
@@ -239,11 +231,8 @@ class ModelClient:
                 raise
             except Exception as exc:
                 raise translate(self.name, exc) from exc
-        counts = token_counts(usage, 0, messages)
         seconds = time.monotonic() - started
-        self._record(
-            Usage(self.name, model, stage, *counts, seconds, cached_tokens=cached_tokens(usage))
-        )
+        self._record(usage_record(self.name, model, stage, usage, seconds, messages=messages))
         return content, finish_reason
 
     async def chat_json(
@@ -259,7 +248,7 @@ class ModelClient:
         """Ask for an answer constrained to `schema` and return it validated."""
         extra = {
             **self.dialect.structured(schema, schema.model_json_schema()),
-            **await self._pin_options(model, None),  # the spare slot: no character's cache
+            **await self.facts.pin_options(model, None),  # the spare slot
         }
         content, finish_reason = await self._complete(
             model,
@@ -305,11 +294,13 @@ class ModelClient:
         for sink in self.usage_sinks:
             sink(usage)
 
-    async def _pin_options(self, model: str, cache_key: str | None) -> dict[str, Any]:
-        """The fields that send a request to its cache key's slot (`brain.slots`), if any."""
-        slots = (await self.model_info(model)).slots
-        slot = self._pins.slot_for(cache_key, slots or 1)
-        return {} if slot is None else self.dialect.pin_options(slot)
+    async def _options(self, model: str, reasoning: str, cache_key: str | None) -> dict[str, Any]:
+        """A chat request's extra fields: the reasoning switch, and its slot where the
+        server has slots (requests with the same `cache_key` share one)."""
+        return {
+            **self.dialect.reasoning_options(reasoning),
+            **await self.facts.pin_options(model, cache_key),
+        }
 
     async def _native_window(self, model: str) -> int | None:
         """The window sent with each request where the server's own protocol takes one."""

@@ -1,4 +1,5 @@
-"""What a model server says about its models: token counts and context size, vision.
+"""What a model server says about its models: token counts and context size, vision,
+and its slots (each character is pinned to one, `brain.slots`).
 
 Counts come from the server's own tokenizer where it has one (cached per model and text,
 within a budget of characters), else from a safe estimate. The context window comes from
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import httpx
 
@@ -20,6 +22,7 @@ from brain.bounded import BoundedDict
 from brain.config import EndpointConfig
 from brain.dialects import Dialect
 from brain.llm_types import ModelInfo
+from brain.slots import SlotPins
 from brain.tokens import ESTIMATE_BYTES_PER_TOKEN, TokenCache, estimate_tokens
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class ServerFacts:
         self._probe_retries: BoundedDict[str, tuple[float, float]] = BoundedDict(MODELS_KEPT)
         self.clock: Callable[[], float] = time.monotonic  # for the probes' back-off
         self._warned_estimate = False
+        self._pins = SlotPins()
 
     def known_token_counter(self, model: str) -> Callable[[str], int | None]:
         """A function giving a text's count if it needs no server call, else None.
@@ -94,6 +98,13 @@ class ServerFacts:
                 ESTIMATE_BYTES_PER_TOKEN,
             )
         return count
+
+    async def pin_options(self, model: str, cache_key: str | None) -> dict[str, Any]:
+        """The request fields that send a request to its cache key's slot, if the server
+        tells its slots; None as the key: the spare slot, no character's cache."""
+        slots = (await self.model_info(model)).slots
+        slot = self._pins.slot_for(cache_key, slots or 1)
+        return {} if slot is None else self.dialect.pin_options(slot)
 
     async def context_window(self, model: str) -> int:
         """The model's context size: config, else the server's own figure, else a safe default."""

@@ -59,6 +59,33 @@ def token_counts(
     return prompt, pieces
 
 
+def usage_record(
+    endpoint: str,
+    model: str,
+    stage: str,
+    usage: Any,
+    seconds: float,
+    *,
+    pieces: int = 0,
+    messages: list[dict[str, Any]],
+    prompt_tokens: int | None = None,
+    first_token_s: float | None = None,
+) -> Usage:
+    """What one call cost, from the server's usage where it sent one (`token_counts`,
+    `cached_tokens`)."""
+    prompt, completion = token_counts(usage, pieces, messages, prompt_tokens)
+    return Usage(
+        endpoint,
+        model,
+        stage,
+        prompt,
+        completion,
+        seconds,
+        first_token_s,
+        cached_tokens=cached_tokens(usage),
+    )
+
+
 def cached_tokens(usage: Any) -> int | None:
     """Prompt tokens served from the server's prompt cache, where it reports them (OpenAI's
     `prompt_tokens_details.cached_tokens`: llama-server, vLLM, OpenAI itself)."""
