@@ -136,6 +136,7 @@ class MombotDiscordClient(discord.Client):
             realm=str(message.guild.id) if message.guild is not None else None,
             files=tuple(_remote(item) for item in message.attachments),
             replied_files=tuple(_remote(item) for item in _images_of(replied)),
+            message_id=str(message.id),
         )
         outbox = DiscordOutbox(self, message.channel, message)
         if not await self.intake.admit(arrival, outbox):
@@ -151,6 +152,23 @@ class MombotDiscordClient(discord.Client):
             arrival = replace(arrival, channel_id=str(thread.id))
             outbox = DiscordOutbox(self, thread, None)
         await self.intake.deliver(arrival, outbox)
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """An edited message: a stored turn of it takes the new text (raw: cached or not)."""
+        author = payload.data.get("author") or {}
+        content = payload.data.get("content")
+        if self.user is None or str(author.get("id")) == str(self.user.id):
+            return  # its own streamed edits
+        if isinstance(content, str):
+            await self.intake.changed(str(payload.message_id), self._strip_mentions(content))
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        """A deleted message is forgotten: its stored turn and its memory."""
+        await self.intake.changed(str(payload.message_id), None)
+
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        for message_id in payload.message_ids:
+            await self.intake.changed(str(message_id), None)
 
     def _addressed(self, message: discord.Message, replied: discord.Message | None) -> bool:
         """Mentioned, a DM, an answer-every-message channel, its own thread, or a reply to it."""

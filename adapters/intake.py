@@ -57,6 +57,7 @@ class Arrival:
     files: tuple[RemoteFile, ...] = ()
     replied_files: tuple[RemoteFile, ...] = ()  # the pictures of the message it replies to
     command: CommandCall | None = None
+    message_id: str = ""  # the platform's id of the message (edits and deletions name it)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,12 @@ class Intake:
             is_admin=self.rules.is_admin(arrival),
             attachments=tuple(attachments or ()),
             command=arrival.command,
+            message_id=arrival.message_id,
         )
+
+    async def changed(self, message_id: str, text: str | None) -> None:
+        """A message was edited to `text`, or deleted (None), on the platform."""
+        await self.brain.message_changed(f"{self.platform}:{message_id}", text)
 
     async def report_lost_jobs(self, notify: Callable[[str, str], Awaitable[None]]) -> int:
         """Tell the users of this platform whose images an earlier run did not finish."""

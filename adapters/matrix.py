@@ -142,6 +142,7 @@ class MatrixAdapter:
             self.direct_rooms.on_account_data, nio.UnknownAccountDataEvent
         )
         client.add_event_callback(self._on_invite, nio.InviteMemberEvent)
+        client.add_event_callback(self._on_redaction, nio.RedactionEvent)
         client.add_event_callback(
             self._on_event,
             (nio.RoomMessageText, *MEDIA_EVENTS, nio.MegolmEvent),
@@ -215,6 +216,11 @@ class MatrixAdapter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _on_redaction(self, room: nio.MatrixRoom, event: nio.RedactionEvent) -> None:
+        """A redacted (deleted) message is forgotten: its stored turn and its memory."""
+        if event.redacts:
+            await self.intake.changed(event.redacts, None)
+
     async def _handle(self, room: nio.MatrixRoom, event: nio.Event) -> None:
         try:
             await self._handle_event(room, event)
@@ -225,8 +231,12 @@ class MatrixAdapter:
         assert self.client is not None
         content = event.source.get("content", {})
         relation = content.get("m.relates_to") or {}
-        if relation.get("rel_type") == "m.replace":
-            return  # edits of earlier messages are not new messages
+        if relation.get("rel_type") == "m.replace":  # an edit is not a new message...
+            new = content.get("m.new_content") or {}
+            if isinstance(new.get("body"), str) and isinstance(relation.get("event_id"), str):
+                text = strip_mention(new["body"], self._own_names(room))
+                await self.intake.changed(relation["event_id"], text)  # ...but a stored turn
+            return
         thread_root = relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
         outbox = MatrixOutbox(self, room.room_id, event.event_id, thread_root)
         if isinstance(event, nio.MegolmEvent):
@@ -252,6 +262,7 @@ class MatrixAdapter:
             replied_files=(remote_file(self.client, replied, replied.source.get("content", {})),)
             if replied is not None and is_image(replied)
             else (),
+            message_id=event.event_id,
         )
         await self.intake.handle(arrival, outbox)
         await self.client.room_typing(room.room_id, False)

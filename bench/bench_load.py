@@ -40,11 +40,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def spawn_echo_server() -> tuple[multiprocessing.process.BaseProcess, FakeOpenAIServer]:
-    """The echo server in its own process, so its work does not share our GIL."""
+def spawn_echo_server(
+    echo: bool = True,
+) -> tuple[multiprocessing.process.BaseProcess, FakeOpenAIServer]:
+    """The echo server in its own process, so its work does not share our GIL; with
+    `echo=False`, one that gives every request the same short reply."""
     spawn = multiprocessing.get_context("spawn")
     ports = spawn.Queue()
-    process = spawn.Process(target=_serve_echo, args=(ports,), daemon=True)
+    process = spawn.Process(target=_serve_echo, args=(ports, echo), daemon=True)
     process.start()
     return process, FakeOpenAIServer(port=ports.get(timeout=30))  # only its address is used
 
@@ -65,8 +68,8 @@ async def throughput(folder: Path) -> None:
     )
 
 
-def _serve_echo(port_out: Any) -> None:
-    server = echo_server()
+def _serve_echo(port_out: Any, echo: bool = True) -> None:
+    server = echo_server() if echo else FakeOpenAIServer().start()
     port_out.put(server.port)
     time.sleep(3600)
 

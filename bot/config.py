@@ -24,6 +24,7 @@ from brain.config import (
     GpuConfig,
     HistoryConfig,
     ImagesConfig,
+    MemoryConfig,
     MixtureConfig,
     RoutingConfig,
     StrictModel,
@@ -117,6 +118,7 @@ class MombotConfig(StrictModel):
 
     bot: BotConfig = BotConfig()
     history: HistoryConfig = HistoryConfig()
+    memory: MemoryConfig = MemoryConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()
     endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
     characters: list[CharacterConfig] = Field(default_factory=default_characters, min_length=1)
@@ -172,6 +174,12 @@ class MombotConfig(StrictModel):
         if self.images.prompt_character and self.images.prompt_character not in names:
             raise ValueError(
                 f"images.prompt_character: no character named '{self.images.prompt_character}'. "
+                "Fix: name one of the characters, or leave it empty for the synthesizer"
+            )
+        summary = self.memory.summary_character
+        if summary and summary not in names:
+            raise ValueError(
+                f"memory.summary_character: no character named '{summary}'. "
                 "Fix: name one of the characters, or leave it empty for the synthesizer"
             )
         if self.images.backend == "diffusers" and not self.images.diffusers.model:

@@ -25,20 +25,24 @@ from brain.config import (
     CharacterConfig,
     HistoryConfig,
     ImagesConfig,
+    MemoryConfig,
     MixtureConfig,
 )
+from brain.embedder import Embedder
 from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.extensions import Extension, ExtensionContext, Hooks, load_extensions
 from brain.history import HistoryStore
 from brain.image_service import ImageService
 from brain.images import CoolDown, ImageGenerator, ImagePromptWriter
 from brain.llm import ModelClient
+from brain.memory import open_memory
 from brain.messages import CommandCall, Inbound
 from brain.mixture import Mixture
 from brain.outbox import Outbox
 from brain.routing import Classifier, TextOnly
 from brain.runner import CharacterRunner
 from brain.telemetry import Sources, Telemetry
+from brain.text import clean_text
 from brain.usage import TokenTracker, current_channel
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,8 @@ class Brain:
         extensions: list[str] | None = None,
         extension_settings: dict[str, dict[str, Any]] | None = None,
         gpu: CoolDown | None = None,
+        memory_config: MemoryConfig | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.characters = characters
         members, synthesizer = split_roles(characters)
@@ -101,6 +107,7 @@ class Brain:
         self.images = ImageService(image_generator, images_config, history, writer, synthesizer)
         self.telemetry = Telemetry(Sources(self.tracker, self._image_queue_length))
         self.hooks = Hooks(history)
+        self.memory = open_memory(memory_config, embedder, history, clients, by_name, synthesizer)
         self.chat = ChatPipeline(
             characters=characters,
             runner=self.runner,
@@ -113,6 +120,7 @@ class Brain:
             history_config=history_config or HistoryConfig(),
             attachments_config=attachments_config or AttachmentsConfig(),
             mixture_config=self.mixture.config,
+            memory=self.memory,
         )
         self.commands = CommandRegistry()
         BuiltinCommands(
@@ -125,6 +133,7 @@ class Brain:
             tracker=self.tracker,
             gpu=gpu,
             images_config=images_config,
+            memory=self.memory,
         ).register()
         context = ExtensionContext(
             members,
@@ -173,6 +182,20 @@ class Brain:
                 raise BadCommand(PROPOSAL_GONE)
 
         await self._guarded(message, outbox, "proposal", answer)
+
+    async def message_changed(self, source: str, text: str | None) -> None:
+        """A platform message was edited (`text`) or deleted (None) there: its stored turn
+        follows, so the history and the memory never keep what its author took back."""
+        try:
+            if text is None:
+                removed = await self.history.forget_source(source)
+                if self.memory is not None:
+                    await self.memory.forget_turns(removed)
+            else:
+                limit = self.chat.history_config.max_turn_chars
+                await self.history.rewrite_source(source, clean_text(text)[:limit])
+        except Exception:
+            log.exception("could not apply an edit or deletion of %s", source)
 
     async def _answers_a_question(self, message: Inbound, outbox: Outbox) -> bool:
         """Whether the message answered an open image proposal or route question."""
@@ -274,8 +297,12 @@ class Brain:
         """
         self._closing = True
         running = self._in_flight - {asyncio.current_task()}
-        if not running:
-            return
+        if running:
+            await self._finish(running, grace_s)
+        if self.memory is not None:  # what it had not indexed yet is caught up at next start
+            await self.memory.aclose()
+
+    async def _finish(self, running: set[asyncio.Task[Any]], grace_s: float) -> None:
         log.info("shutting down: waiting up to %.0f s for %d replies", grace_s, len(running))
         _, unfinished = await asyncio.wait(running, timeout=grace_s)
         # Cancel until they end: a library that swallows one cancel must not hold the stop up.

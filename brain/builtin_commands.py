@@ -15,6 +15,7 @@ from brain.errors import BadCommand
 from brain.history import HistoryStore
 from brain.image_service import ImageService
 from brain.images import MAX_SEED, CoolDown
+from brain.memory import Memory
 from brain.messages import Attachment, CommandCall, Inbound
 from brain.outbox import Outbox
 from brain.runner import CharacterRunner
@@ -25,7 +26,8 @@ NOTHING_TO_LOOK_AT = "I have no image of this conversation to look at: draw one 
 
 
 class BuiltinCommands:
-    """Handlers of /help, /reset, /characters, /stats, /debug, /look and /sd."""
+    """Handlers of /help, /reset, /characters, /stats, /debug, /look, /sd, and with the
+    memory on, /memory and /forget."""
 
     def __init__(
         self,
@@ -39,6 +41,7 @@ class BuiltinCommands:
         tracker: TokenTracker,
         gpu: CoolDown | None,
         images_config: ImagesConfig,
+        memory: Memory | None = None,
     ) -> None:
         self.registry = registry
         self.characters = characters
@@ -49,10 +52,31 @@ class BuiltinCommands:
         self.tracker = tracker
         self.gpu = gpu
         self.images_config = images_config
+        self.memory = memory
 
     def register(self) -> None:
-        for spec, handler in self._table():
+        table = self._table()
+        if self.memory is not None:
+            table += self._memory_table()
+        for spec, handler in table:
             self.registry.register(spec, handler)
+
+    def _memory_table(self) -> list[tuple[CommandSpec, CommandHandler]]:
+        forget_args = (
+            Arg("text", "Forget every message here that contains it.", required=True, text=True),
+        )
+        return [
+            (CommandSpec("memory", "What I remember of this channel."), self.show_memory),
+            (
+                CommandSpec(
+                    "forget",
+                    "Forget what was said here about something.",
+                    forget_args,
+                    admin=True,  # shared channels: admins; a DM's own user is its admin
+                ),
+                self.forget,
+            ),
+        ]
 
     def _table(self) -> list[tuple[CommandSpec, CommandHandler]]:
         sd_args = (
@@ -99,8 +123,33 @@ class BuiltinCommands:
         await outbox.send(self.registry.help_text())
 
     async def reset(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
-        removed = await self.history.clear(message.channel_key)
+        removed = await self.history.clear(message.channel_key)  # its memory goes with it
+        if self.memory is not None:
+            self.memory.forget_channel(message.channel_key)
         await outbox.send(f"Forgot this conversation ({removed} messages).")
+
+    async def show_memory(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
+        assert self.memory is not None
+        summary, count = await self.memory.status(message.channel_key)
+        await outbox.send(
+            f"I can search {count} messages people sent in this channel (and nothing from "
+            "anywhere else).\n"
+            + (
+                f"Summary of what fell out of my window: {summary}"
+                if summary
+                else "No summary yet."
+            )
+            + "\n`/forget <text>` removes messages that contain it; `/reset` forgets everything."
+        )
+
+    async def forget(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
+        assert self.memory is not None
+        text = clean_text(call.args["text"]).strip()
+        if len(text) < 3:
+            raise BadCommand("Tell me a little more of what to forget (3 characters at least).")
+        removed, summary = await self.memory.forget(message.channel_key, text)
+        note = " I dropped the summary too, and will write it again." if summary else ""
+        await outbox.send(f"Forgot {removed} message(s) containing “{text}”.{note}")
 
     async def list_cast(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
         mixture = self.chat.mixture

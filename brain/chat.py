@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from brain.attachments import PreparedAttachments, prepare_attachments
@@ -20,9 +21,11 @@ from brain.errors import BadCommand
 from brain.extensions import Hooks
 from brain.history import HistoryStore
 from brain.image_service import ImageService
+from brain.memory import Memory
 from brain.messages import Inbound
 from brain.mixture import Mixture, Proposal
 from brain.outbox import Outbox, reporter
+from brain.recall import Recollection
 from brain.route_question import RouteQuestions
 from brain.routing import Classifier, Route, RouteDecision
 from brain.runner import CharacterRunner, Turn
@@ -38,6 +41,7 @@ VISION_INSTRUCTION = (
     "them, then answer the user's question about them if there is one."
 )
 DEBUG_CHANNELS = 4096  # channels whose /debug switch is remembered
+NO_LIMIT = 2**62  # a turn id above any stored one
 
 
 class ChatPipeline:
@@ -57,6 +61,7 @@ class ChatPipeline:
         history_config: HistoryConfig,
         attachments_config: AttachmentsConfig,
         mixture_config: MixtureConfig,
+        memory: Memory | None = None,
     ) -> None:
         self.characters = characters
         self.runner = runner
@@ -69,6 +74,7 @@ class ChatPipeline:
         self.history_config = history_config
         self.attachments_config = attachments_config
         self.mixture_config = mixture_config
+        self.memory = memory
         self.debug: BoundedDict[str, bool] = BoundedDict(DEBUG_CHANNELS)
         timeout = images.config.confirm_timeout_s if images is not None else 0.0
         self.questions = RouteQuestions(timeout)  # "should I draw that?", when unsure
@@ -90,7 +96,7 @@ class ChatPipeline:
         stored = _with_files(text, files)
         page_size = self.runner.history_page_size(channel)
         turn_id, page = await self.history.add_and_recent(
-            channel, "user", stored, message.author_name, page_size
+            channel, "user", stored, message.author_name, page_size, source=message.source
         )
         if files.notes:
             await outbox.send("\n".join(files.notes))
@@ -109,7 +115,7 @@ class ChatPipeline:
                 await self.images.from_chat(message, outbox, turn)
                 return
         turn = Turn(channel, stored, turn_id, prefetched=tuple(page), prefetch_size=page_size)
-        await self._reply_in_words(outbox, turn, usages)
+        await self._reply_in_words(outbox, await self.remembered(turn, text), usages)
 
     async def answer_route_question(self, message: Inbound, outbox: Outbox) -> bool:
         """The user's answer to "should I draw that?": draw, or answer in words.
@@ -125,7 +131,8 @@ class ChatPipeline:
         else:
             usages: list[Usage] = []
             current_usages.set(usages)
-            await self._reply_in_words(outbox, question.turn, usages)
+            turn = await self.remembered(question.turn, question.turn.text)
+            await self._reply_in_words(outbox, turn, usages)
         return True
 
     async def _reply_in_words(self, outbox: Outbox, turn: Turn, usages: list[Usage]) -> None:
@@ -147,6 +154,25 @@ class ChatPipeline:
         if debug and usages:
             await send_long(outbox, "🔍 calls:\n" + format_usages(usages))
 
+    async def remembered(self, turn: Turn, text: str) -> Turn:
+        """The turn with what the memory recalls for `text` (unchanged with memory off)."""
+        return replace(turn, recollection=await self._recall(turn.channel, text))
+
+    async def _recall(self, channel: str, text: str) -> Recollection | None:
+        """What the memory recalls for `text`; None with the memory off, or failing.
+
+        It searches before the window the channel's last prompts held, where that is known
+        (what is in the window needs no recalling; each prompt drops what it holds anyway).
+        """
+        if self.memory is None or not text:
+            return None
+        before = self.runner.window_start(channel) or NO_LIMIT
+        try:
+            return await self.memory.recall(channel, text, before)
+        except Exception:  # the memory never costs a reply
+            log.exception("%s: recall failed; answering without the memory", channel)
+            return None
+
     def streamer(self, outbox: Outbox, channel: str) -> ReplyStreamer:
         """A reply streamer whose last edit shows the reply as the hooks leave it."""
 
@@ -161,6 +187,8 @@ class ChatPipeline:
             await outbox.send(EMPTY_REPLY)
             return
         await self.history.add(channel, "assistant", reply, author)
+        if self.memory is not None:  # rewrites the summary in the background if it is due
+            self.memory.after_reply(channel, self.runner.window_start(channel))
 
     async def _route(self, text: str, channel: str) -> RouteDecision:
         """Ask the classifier; any failure of it means text."""

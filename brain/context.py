@@ -10,6 +10,10 @@ for the synthesizer, a /think round's answers) follows the user's message (`afte
 So a server that caches prompt prefixes (llama.cpp's slots, vLLM, Ollama) reads the
 persona and the history once, and only the new turns on the next message.
 
+Recalled turns (`brain.memory`) also come with the user's message, before its text, in a
+budget of their own that is kept whether or not anything is recalled, so the history's
+budget does not move from message to message.
+
 For the same reason the history's start does not creep forward one turn per message
 once the window is full: the oldest turn kept last time (`floor`) stays the start while
 everything from it on fits, and when it no longer does, the history is cut back to
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from brain.errors import ContextTooLong
 from brain.history import StoredTurn
 from brain.llm import Message, ModelClient
+from brain.recall import Recollection, fit_recollection
 
 # Chat templates wrap each message in role markers and separators (ChatML: about 5
 # tokens); the generation prompt and BOS add a few more. Counted on the safe side.
@@ -73,13 +78,14 @@ async def build_prompt(
     first_page_size: int = FIRST_HISTORY_PAGE,
     after: str = "",
     floor: int | None = None,
+    recollection: Recollection | None = None,
 ) -> PromptPlan:
     """Build [system, *history, user (+ after)] so prompt + reserve never exceeds `window`.
 
     `after` (cut to at most half of what the system prompt leaves) is appended to the
     user's message: one message, so every chat template takes it. `floor`: the oldest
     turn the last prompt of this kind kept (see the module docstring); None fills the
-    window.
+    window. `recollection`: what the memory recalled, shown when older than the history.
     """
 
     async def cost(text: str) -> int:
@@ -97,6 +103,10 @@ async def build_prompt(
         budget -= after_cost
     user_text, user_cost, truncated = await _fit_text(user_text, budget, cost, window)
     budget -= user_cost
+    recall_budget = 0
+    if recollection is not None:  # a quarter at most: the newest turns come first
+        recall_budget = max(0, min(recollection.budget, budget // 4))
+        budget -= recall_budget
 
     known_count = client.known_token_counter(model)
     history_budget = budget
@@ -131,6 +141,15 @@ async def build_prompt(
             _, turn_cost = kept.pop()
             spent -= turn_cost
             budget += turn_cost
+
+    if recollection is not None:
+        start = kept[-1][0].id if kept else before_id
+        recalled, recall_cost = "", 0
+        if start is not None:
+            recalled, recall_cost = await fit_recollection(recollection, start, recall_budget, cost)
+        budget += recall_budget - recall_cost
+        if recalled:
+            user_text = f"{recalled}\n\n{user_text}"
 
     messages: list[Message] = [{"role": "system", "content": system}]
     messages += [{"role": t.role, "content": t.content} for t, _ in reversed(kept)]

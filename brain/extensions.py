@@ -21,7 +21,7 @@ from brain.history import HistoryStore, StoredTurn
 from brain.messages import CommandCall, Inbound
 from brain.mixture import Mixture
 from brain.outbox import Outbox
-from brain.runner import CharacterRunner
+from brain.runner import CharacterRunner, Turn
 from brain.streaming import ReplyStreamer
 from brain.usage import TokenTracker
 
@@ -39,7 +39,8 @@ class ExtensionContext:
     """What the brain lends an extension.
 
     `replies` ends a reply the way every chat reply ends (hooks, storing, the empty-reply
-    note), and `cool_down` waits for a hot GPU before model work.
+    note) and recalls for a turn what the memory holds; `cool_down` waits for a hot GPU
+    before model work.
     """
 
     members: list[CharacterConfig]
@@ -53,7 +54,10 @@ class ExtensionContext:
 
 
 class ReplyEnding(Protocol):
-    """The one way a streamed reply is finalized and stored (see `brain.chat`)."""
+    """The one way a streamed reply is finalized and stored (see `brain.chat`), and the
+    one way a turn gets what the memory recalls for it."""
+
+    async def remembered(self, turn: Turn, text: str) -> Turn: ...
 
     def streamer(self, outbox: Outbox, channel: str) -> ReplyStreamer: ...
 

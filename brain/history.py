@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,9 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select
+
+from brain.image_jobs import ImageJobs
+from brain.memory_store import clear_channel, delete_vectors
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,10 @@ class TurnRow(SQLModel, table=True):
     """One stored message of a channel's conversation."""
 
     __tablename__ = "turns"
-    __table_args__ = (Index("ix_turns_channel_id", "channel", "id"),)
+    __table_args__ = (
+        Index("ix_turns_channel_id", "channel", "id"),
+        Index("ix_turns_source", "source"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     channel: str = Field(max_length=255)
@@ -49,6 +56,9 @@ class TurnRow(SQLModel, table=True):
     kind: str = Field(default=TEXT, max_length=16, sa_column_kwargs={"server_default": TEXT})
     # The PNG of an image entry, for /look; only the newest KEPT_IMAGES per channel keep it.
     image: bytes | None = Field(default=None, sa_type=LargeBinary)
+    # The platform message it came from ("discord:1234"; "" if none): edits and deletions
+    # there reach the stored turn.
+    source: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
 
 
 def _recent_query(*, before: bool, images: bool) -> Select[Any]:
@@ -76,20 +86,6 @@ _RECENT = {
 _INSERT = sa_insert(TurnRow)  # prebuilt: `insert().values(row)` per call cost three times as much
 
 
-class ImageJob(SQLModel, table=True):
-    """An image request in progress; rows left at start belong to a process that died."""
-
-    __tablename__ = "image_jobs"
-
-    id: int | None = Field(default=None, primary_key=True)
-    channel: str = Field(max_length=255)
-    user_id: str = Field(max_length=255)
-    prompt: str = Field(sa_type=Text)
-    created_at: datetime = Field(default_factory=_utcnow)
-    # The bot instance running it: two bots on one database never claim each other's jobs.
-    instance: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
-
-
 @dataclass(frozen=True)
 class StoredImage:
     """A generated image as stored with its history entry."""
@@ -97,13 +93,6 @@ class StoredImage:
     turn_id: int
     description: str  # "[image: PROMPT (seed N)]"
     png: bytes
-
-
-@dataclass(frozen=True)
-class LostImageJob:
-    channel: str
-    user_id: str
-    prompt: str
 
 
 class StoredTurn(NamedTuple):
@@ -172,7 +161,7 @@ def migrate(engine: Engine) -> None:
 class HistoryStore:
     """Stores and reads turns per channel key ("platform:channel").
 
-    `instance` names this bot among those sharing the database (see `ImageJob`). Build it
+    `instance` names this bot among those sharing the database (see `brain.image_jobs`). Build it
     with `await HistoryStore.open(...)` from async code: the constructor connects and runs
     the migrations, which block.
     """
@@ -182,7 +171,19 @@ class HistoryStore:
         self.instance = instance
         self._engine = _make_engine(url)
         migrate(self._engine)
+        self.image_jobs = ImageJobs(self._engine, instance)
+        # Told the id of each user text turn stored or rewritten (the memory indexes them).
+        self.on_user_turn: Callable[[int], None] | None = None
         log.info("history store ready (%s)", self._engine.url.get_backend_name())
+
+    @property
+    def engine(self) -> Engine:
+        """The database, for the memory's tables (`brain.memory_store`)."""
+        return self._engine
+
+    def _told(self, turn_id: int, role: str, kind: str) -> None:
+        if self.on_user_turn is not None and role == "user" and kind == TEXT:
+            self.on_user_turn(turn_id)
 
     @classmethod
     async def open(cls, url: str, *, instance: str = "local") -> HistoryStore:
@@ -202,7 +203,9 @@ class HistoryStore:
         image: bytes | None = None,
     ) -> int:
         """Append a turn and return its id; `image` is an image entry's PNG."""
-        return await asyncio.to_thread(self._add, channel, role, content, author, kind, image)
+        turn_id = await asyncio.to_thread(self._add, channel, role, content, author, kind, image)
+        self._told(turn_id, role, kind)
+        return turn_id
 
     async def add_and_recent(
         self,
@@ -211,13 +214,18 @@ class HistoryStore:
         content: str,
         author: str,
         limit: int,
+        source: str = "",
     ) -> tuple[int, list[StoredTurn]]:
         """Append a text turn and read the `limit` text turns before it, in one database trip.
 
         A message's answer needs both; one trip instead of two saved about a millisecond
         per message (bench/bench_load.py).
         """
-        return await asyncio.to_thread(self._add_and_recent, channel, role, content, author, limit)
+        turn_id, recent = await asyncio.to_thread(
+            self._add_and_recent, channel, role, content, author, limit, source
+        )
+        self._told(turn_id, role, TEXT)
+        return turn_id, recent
 
     async def latest_image(self, channel: str) -> StoredImage | None:
         """The newest image entry of the channel that still has its PNG."""
@@ -237,9 +245,24 @@ class HistoryStore:
     async def update(self, turn_id: int, content: str) -> None:
         """Replace a stored turn's text (e.g. a user turn once its image is described)."""
         await asyncio.to_thread(self._update, turn_id, content)
+        self._told(turn_id, "user", TEXT)  # the memory reads it back and keeps user turns only
+
+    async def forget_source(self, source: str) -> list[tuple[int, str]]:
+        """Delete the turns of a platform message that was deleted there (and their memory).
+
+        Returns the (id, channel) of each.
+        """
+        return await asyncio.to_thread(self._forget_source, source)
+
+    async def rewrite_source(self, source: str, content: str) -> int:
+        """Replace the text of the turns of a platform message edited there; returns how many."""
+        ids = await asyncio.to_thread(self._rewrite_source, source, content)
+        for turn_id in ids:
+            self._told(turn_id, "user", TEXT)  # the memory reads it back and keeps user turns
+        return len(ids)
 
     async def clear(self, channel: str) -> int:
-        """Forget a channel's conversation; returns how many turns were removed."""
+        """Forget a channel's conversation and its memory; returns how many turns were removed."""
         return await asyncio.to_thread(self._clear, channel)
 
     async def count(self, channel: str) -> int:
@@ -249,24 +272,20 @@ class HistoryStore:
         """Raise if the database does not answer (for the health check)."""
         await asyncio.to_thread(self._ping)
 
-    async def start_image_job(self, channel: str, user_id: str, prompt: str) -> int:
-        """Note an image job before it is queued, so a crash cannot lose it silently."""
-        return await asyncio.to_thread(self._start_image_job, channel, user_id, prompt)
-
-    async def finish_image_job(self, job_id: int) -> None:
-        """Forget a job that ended (delivered, failed or cancelled: its user was told)."""
-        await asyncio.to_thread(self._finish_image_job, job_id)
-
-    async def take_lost_image_jobs(self, platform: str) -> list[LostImageJob]:
-        """Remove and return the jobs this instance's dead process left on one platform."""
-        return await asyncio.to_thread(self._take_lost_image_jobs, platform)
-
     # The two hot paths use SQLAlchemy Core: no ORM objects to build and no re-read of the
     # inserted row, which halved their time per message (bench/bench_load.py).
     def _add(
-        self, channel: str, role: str, content: str, author: str, kind: str, image: bytes | None
+        self,
+        channel: str,
+        role: str,
+        content: str,
+        author: str,
+        kind: str,
+        image: bytes | None,
+        source: str = "",
     ) -> int:
         row = {
+            "source": source,
             "channel": channel,
             "role": role,
             "content": content,
@@ -288,8 +307,9 @@ class HistoryStore:
         content: str,
         author: str,
         limit: int,
+        source: str,
     ) -> tuple[int, list[StoredTurn]]:
-        turn_id = self._add(channel, role, content, author, TEXT, None)
+        turn_id = self._add(channel, role, content, author, TEXT, None, source)
         return turn_id, self._recent(channel, turn_id, limit, False)
 
     @staticmethod
@@ -332,36 +352,34 @@ class HistoryStore:
         with self._engine.connect() as connection:
             return [StoredTurn._make(row) for row in connection.execute(query, values)]
 
+    def _forget_source(self, source: str) -> list[tuple[int, str]]:
+        table = TurnRow.__table__.c  # type: ignore[attr-defined]
+        with self._engine.begin() as connection:
+            found = connection.execute(
+                sa_select(table.id, table.channel).where(table.source == source)
+            ).all()
+            ids = [row[0] for row in found]
+            if ids:
+                delete_vectors(connection, ids)
+                connection.execute(delete(TurnRow).where(table.id.in_(ids)))
+            return [(row[0], row[1]) for row in found]
+
+    def _rewrite_source(self, source: str, content: str) -> list[int]:
+        table = TurnRow.__table__.c  # type: ignore[attr-defined]
+        with self._engine.begin() as connection:
+            ids = [
+                row[0]
+                for row in connection.execute(sa_select(table.id).where(table.source == source))
+            ]
+            if ids:
+                connection.execute(update(TurnRow).where(table.id.in_(ids)).values(content=content))
+            return ids
+
     def _clear(self, channel: str) -> int:
-        with Session(self._engine) as session:
-            result = session.exec(delete(TurnRow).where(col(TurnRow.channel) == channel))
-            session.commit()
+        with self._engine.begin() as connection:
+            clear_channel(connection, channel)
+            result = connection.execute(delete(TurnRow).where(col(TurnRow.channel) == channel))
             return result.rowcount or 0
-
-    def _start_image_job(self, channel: str, user_id: str, prompt: str) -> int:
-        row = {
-            "channel": channel,
-            "user_id": user_id,
-            "prompt": prompt,
-            "created_at": _utcnow(),
-            "instance": self.instance,
-        }
-        with self._engine.begin() as connection:
-            return int(connection.execute(sa_insert(ImageJob).values(row)).inserted_primary_key[0])
-
-    def _finish_image_job(self, job_id: int) -> None:
-        with self._engine.begin() as connection:
-            connection.execute(delete(ImageJob).where(col(ImageJob.id) == job_id))
-
-    def _take_lost_image_jobs(self, platform: str) -> list[LostImageJob]:
-        mine = col(ImageJob.channel).startswith(f"{platform}:", autoescape=True) & col(
-            ImageJob.instance
-        ).in_([self.instance, ""])
-        with Session(self._engine) as session:
-            jobs = session.exec(select(ImageJob).where(mine).order_by(col(ImageJob.id))).all()
-            session.exec(delete(ImageJob).where(col(ImageJob.id).in_([j.id for j in jobs])))
-            session.commit()
-            return [LostImageJob(j.channel, j.user_id, j.prompt) for j in jobs]
 
     def _ping(self) -> None:
         with self._engine.connect() as connection:

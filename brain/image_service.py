@@ -164,7 +164,7 @@ class ImageService:
         `notify(channel_id, text)` sends into a channel of `platform`. Returns how many
         jobs were reported.
         """
-        jobs = await self.history.take_lost_image_jobs(platform)
+        jobs = await self.history.image_jobs.take_lost(platform)
         for job in jobs:
             channel_id = job.channel.split(":", 1)[1]
             log.info("%s: an image job of %s was lost in a restart", job.channel, job.user_id)
@@ -214,7 +214,7 @@ class ImageService:
             await outbox.edit(status, f"🎨 {text}")
 
         await progress(f"Drawing: {request.prompt}")
-        job_id = await self.history.start_image_job(channel, message.author_id, request.prompt)
+        job_id = await self.history.image_jobs.start(channel, message.author_id, request.prompt)
 
         async def deliver() -> None:
             try:
@@ -225,7 +225,7 @@ class ImageService:
                 )
                 await outbox.send_image(result.png, f"mombot-{result.seed}.png", caption)
             finally:
-                await self.history.finish_image_job(job_id)
+                await self.history.image_jobs.finish(job_id)
             await self.history.add(
                 channel,
                 "assistant",

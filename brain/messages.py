@@ -43,6 +43,12 @@ class Inbound:
     is_admin: bool = False  # the adapter decides (console: always; chats: configured admins)
     attachments: tuple[Attachment, ...] = ()
     command: CommandCall | None = None
+    message_id: str = ""  # the platform's id of the message, where it has one
+
+    @property
+    def source(self) -> str:
+        """The message's key among all platforms' ("discord:1234"); "" without an id."""
+        return f"{self.platform}:{self.message_id}" if self.message_id else ""
 
     @property
     def channel_key(self) -> str:

@@ -4,8 +4,8 @@ Measured side by side (bench/bench_routing.py, docs/BENCHMARKS.md): nearest neig
 the embeddings alone were right about 5 times in 6 on messages they had not seen; a trained
 head on the embeddings alone did little better. What the embeddings miss is the wording —
 "draw conclusions", "describe it in words", "how do I draw…", "dessine…" — so the features
-are the message's all-MiniLM-L6-v2 embedding (its linear layers in int8: `quantized`), the
-same embedding again when the newest earlier turn is a drawn image ("make it bluer",
+are the message's all-MiniLM-L6-v2 embedding (its linear layers in int8, `brain.embedder`),
+the same embedding again when the newest earlier turn is a drawn image ("make it bluer",
 "another one"), and TF-IDF word and character n-grams. The model is fitted at load on
 `brain/data/route_examples.jsonl` (about a second; the examples' embeddings ship with the
 package, `route_examples.npz`, so a start does not encode a thousand sentences).
@@ -20,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
-import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from brain.embedder import Embedder
 from brain.routing import Example, Route, RouteDecision, after_image
 
 log = logging.getLogger(__name__)
@@ -43,17 +41,6 @@ def examples_key(model_path: Path, examples: list[Example]) -> str:
     for example in examples:
         digest.update(b"\0" + example.text.encode())
     return digest.hexdigest()
-
-
-def quantized(encoder: Any) -> Any:
-    """The encoder with int8 linear layers: 1.6x faster per message on this 2-core machine,
-    and the router as accurate (bench/bench_routing.py). torch marks dynamic quantization
-    deprecated; torch is pinned, and the router would only lose speed without it."""
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class RouterModel:
@@ -99,7 +86,11 @@ class RouterModel:
 
 
 class EmbeddingClassifier:
-    """Routes with `RouterModel`; loads the sentence model and fits in a worker thread."""
+    """Routes with `RouterModel`; loads the sentence model and fits in a worker thread.
+
+    `embedder` is shared with the memory when both are on (one model in memory, and a
+    message is embedded once for both); None: one of its own from `model_path`.
+    """
 
     def __init__(
         self,
@@ -109,37 +100,27 @@ class EmbeddingClassifier:
         sure_image: float = 0.7,
         sure_text: float = 0.3,
         embeddings_path: Path = EMBEDDINGS_PATH,
+        embedder: Embedder | None = None,
     ) -> None:
         self._model_path = model_path
         self._examples = examples
         self.sure_image = sure_image
         self.sure_text = sure_text
         self._embeddings_path = embeddings_path
-        self._encoder: Any = None
+        self.embedder = embedder or Embedder(model_path)
         self._router: RouterModel | None = None
         self._load_lock = asyncio.Lock()
-        # A fast tokenizer is not safe to share between threads ("Already borrowed"), and
-        # classifications run in worker threads: one encodes at a time.
-        self._encode_lock = threading.Lock()
 
     async def load(self) -> None:
-        """Load the sentence model and fit the router (in a worker thread: torch blocks)."""
+        """Load the sentence model and fit the router (in a worker thread: fitting blocks)."""
         async with self._load_lock:
             if self._router is None:
                 started = time.monotonic()
-                await asyncio.to_thread(self._load_blocking)
+                await self.embedder.load()
+                self._router = await self.embedder.run(
+                    lambda: RouterModel(self._examples, self._example_embeddings())
+                )
                 log.info("embedding router ready in %.1f s", time.monotonic() - started)
-
-    def _load_blocking(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the hub
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        from sentence_transformers import SentenceTransformer  # heavy: imported only when used
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        encoder = SentenceTransformer(str(self._model_path), device="cpu", local_files_only=True)
-        self._encoder = quantized(encoder)
-        self._router = RouterModel(self._examples, self._example_embeddings())
 
     def _example_embeddings(self) -> np.ndarray:
         """The shipped embeddings when they match the examples and model, else computed."""
@@ -154,18 +135,10 @@ class EmbeddingClassifier:
         return self.encode([example.text for example in self._examples])
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        with self._encode_lock:
-            return self._encoder.encode(
-                [text[:2000] for text in texts],
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-                batch_size=64,
-            )
+        return self.embedder.encode(texts)
 
     def save_embeddings(self) -> None:
         """Write the examples' embeddings next to them (`python -m brain.router_model`)."""
-        assert self._encoder is not None, "load() first"
         embeddings = self.encode([example.text for example in self._examples])
         np.savez_compressed(
             self._embeddings_path,
@@ -176,11 +149,12 @@ class EmbeddingClassifier:
     async def probability(self, text: str, recent: list[str]) -> float:
         """P(the message asks for an image), given the turns before it."""
         await self.load()
-        return await asyncio.to_thread(self._probability, text, after_image(recent))
+        return await self.embedder.run(self._probability, text, after_image(recent))
 
     def _probability(self, text: str, follows_image: bool) -> float:
         assert self._router is not None
-        return self._router.image_probability(text, self.encode([text])[0], follows_image)
+        vector = self.embedder.encode_one(text)
+        return self._router.image_probability(text, vector, follows_image)
 
     async def classify(self, text: str, recent: list[str]) -> RouteDecision:
         started = time.monotonic()

@@ -24,6 +24,7 @@ from brain.context import (
 from brain.errors import ContextTooLong
 from brain.history import HistoryStore, StoredTurn
 from brain.llm import Message, ModelClient
+from brain.recall import Recollection
 from brain.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Turn:
     # for, newest first): every character's prompt starts from them without a database trip.
     prefetched: tuple[StoredTurn, ...] | None = None
     prefetch_size: int = 0
+    recollection: Recollection | None = None  # what the memory recalled for it
 
 
 PAGE_HINTS = 4096  # channels whose last history size is remembered (a hint, never a cache)
@@ -76,8 +78,8 @@ class CharacterRunner:
     def __init__(self, history: HistoryStore, clients: dict[str, ModelClient]) -> None:
         self.history = history
         self.clients = clients
-        # channel → (turn id, most turns a prompt for that turn kept)
-        self._kept: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # channel → (turn id, most turns a prompt for that turn kept, oldest turn any kept)
+        self._kept: OrderedDict[str, tuple[int, int, int | None]] = OrderedDict()
         # (channel, character) → the oldest turn its last prompt kept (`build_prompt`'s floor)
         self._floors: BoundedDict[tuple[str, str], int] = BoundedDict(PAGE_HINTS * 8)
 
@@ -208,10 +210,11 @@ class CharacterRunner:
             first_page_size=turn.prefetch_size if self._has_prefetch(turn) else FIRST_HISTORY_PAGE,
             after=after,
             floor=self._floors.touch((turn.channel, character.name)),
+            recollection=turn.recollection,
         )
         if plan.oldest_kept is not None:
             self._floors[(turn.channel, character.name)] = plan.oldest_kept
-        self._remember_kept(turn.channel, turn.turn_id, plan.kept_turns)
+        self._remember_kept(turn.channel, turn.turn_id, plan.kept_turns, plan.oldest_kept)
         if turn.images and await self.can_see(character):
             plan.messages[-1] = _with_images(plan.messages[-1], turn.images)
         return plan, reserve
@@ -227,11 +230,22 @@ class CharacterRunner:
             turn.channel, before_id=before, limit=limit, include_images=turn.history_images
         )
 
-    def _remember_kept(self, channel: str, turn_id: int, kept: int) -> None:
+    def window_start(self, channel: str) -> int | None:
+        """The oldest turn the channel's last prompts held (None: not known in this process).
+
+        Turns before it have left every character's window: the memory recalls and
+        summarizes those.
+        """
+        last = self._kept.get(channel)
+        return None if last is None else last[2]
+
+    def _remember_kept(self, channel: str, turn_id: int, kept: int, oldest: int | None) -> None:
         last = self._kept.get(channel)
         if last is not None and last[0] == turn_id:  # several characters: the largest prompt
             kept = max(kept, last[1])
-        self._kept[channel] = (turn_id, kept)
+            if oldest is None or (last[2] is not None and last[2] < oldest):
+                oldest = last[2]
+        self._kept[channel] = (turn_id, kept, oldest)
         self._kept.move_to_end(channel)
         if len(self._kept) > PAGE_HINTS:
             self._kept.popitem(last=False)

@@ -132,7 +132,7 @@ class DeepThinking(Extension):
         channel = message.channel_key
         history = self.context.history
         turn_id = await history.add(channel, "user", question, message.author_name)
-        turn = Turn(channel, question, turn_id)
+        turn = await self.context.replies.remembered(Turn(channel, question, turn_id), question)
         status = await outbox.send(f"🤔 Thinking about it: round 1/{rounds}…")
         progress = _Progress(f"in round 1/{rounds}")
         try:

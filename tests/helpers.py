@@ -139,7 +139,10 @@ class FakeNvml:
 
 
 async def close_brain(brain: Any) -> None:
-    """Close what a test built by hand and gave its brain: image generator, clients, history."""
+    """Close what a test built by hand and gave its brain: image generator, clients, history
+    (and the memory's work on it)."""
+    if brain.memory is not None:
+        await brain.memory.aclose()
     close = getattr(brain.images.generator, "aclose", None)
     if close is not None:
         await close()
@@ -219,3 +222,49 @@ async def eventually(condition: Callable[[], bool], timeout: float = 30) -> None
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for a condition"
         await asyncio.sleep(0.01)
+
+
+FORGETFUL_WINDOW = 400  # tokens: a few dozen short turns push a fact out of it
+
+
+def memory_brain(server: Any, history_url: str, embedder: Any, **memory: Any) -> Any:
+    """One character ("mom") on a fake server with a small window, and the memory on."""
+    from brain.brain import Brain
+    from brain.config import CharacterConfig, EndpointConfig, MemoryConfig
+    from brain.history import HistoryStore
+    from brain.llm import ModelClient
+
+    character = CharacterConfig(
+        name="mom", endpoint="f", model="fake", persona="You are mom.", max_tokens=32
+    )
+    endpoint = EndpointConfig(base_url=server.base_url, context_window=FORGETFUL_WINDOW)
+    return Brain(
+        characters=[character],
+        clients={"f": ModelClient("f", endpoint)},
+        history=HistoryStore(history_url),
+        memory_config=MemoryConfig(**memory),
+        embedder=embedder,
+    )
+
+
+FILLER_TOPICS = (
+    "the weather this weekend",
+    "a good pasta sauce",
+    "the football match last night",
+    "how to fix a squeaky door",
+    "which podcast to listen to",
+    "the new coffee machine at work",
+    "a board game for four players",
+    "learning to juggle",
+)
+
+
+async def chat_filler(history: Any, channel: str, turns: int) -> None:
+    """Store `turns` turns of small talk (user and assistant in turn) in a channel."""
+    for i in range(turns):
+        topic = FILLER_TOPICS[i % len(FILLER_TOPICS)]
+        if i % 2 == 0:
+            text = f"Number {i}: what do you think about {topic}?"
+            await history.add(channel, "user", text, "ann")
+        else:
+            await history.add(channel, "assistant", f"About {topic}: it depends, really.", "mom")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from brain.history import IMAGE, KEPT_IMAGES, HistoryStore, LostImageJob, resolve_database_url
+from brain.history import IMAGE, KEPT_IMAGES, HistoryStore, resolve_database_url
+from brain.image_jobs import LostImageJob
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -143,12 +144,12 @@ async def test_two_bots_on_one_database_claim_only_their_own_lost_image_jobs(
     platform = f"p{uuid.uuid4().hex[:8]}"
     first = HistoryStore(database_url, instance="bot-one")
     second = HistoryStore(database_url, instance="bot-two")
-    await first.start_image_job(f"{platform}:room", "ann", "a fox")  # first's job, still drawing
-    await second.start_image_job(f"{platform}:room", "bob", "a cat")  # then second dies
+    await first.image_jobs.start(f"{platform}:room", "ann", "a fox")  # first's job, still drawing
+    await second.image_jobs.start(f"{platform}:room", "bob", "a cat")  # then second dies
     restarted = HistoryStore(database_url, instance="bot-two")
-    lost = await restarted.take_lost_image_jobs(platform)
+    lost = await restarted.image_jobs.take_lost(platform)
     assert [(j.user_id, j.prompt) for j in lost] == [("bob", "a cat")]
-    assert await first.take_lost_image_jobs(platform) == [
+    assert await first.image_jobs.take_lost(platform) == [
         LostImageJob(f"{platform}:room", "ann", "a fox")
     ]  # first's own, as its next start would report it
     for store in (first, second, restarted):

@@ -150,7 +150,7 @@ async def test_restart_keeps_the_device_reports_lost_images_and_does_not_answer_
 
     while_away = await human.say(room, "Are you there? (sent while the bot is down)")
     # as if the bot had died while drawing an image for this room:
-    await brain.history.start_image_job(f"matrix:{room}", human.user_id, "a lighthouse at dusk")
+    await brain.history.image_jobs.start(f"matrix:{room}", human.user_id, "a lighthouse at dusk")
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
     assert bot.adapter.client.device_id == first_device  # no new device
     lost = await human.wait_for(

@@ -60,15 +60,16 @@ def state(url: str) -> tuple[set[str], str | None]:
     return tables, version
 
 
+ALL_TABLES = {"alembic_version", "turns", "image_jobs", "memory_vectors", "memory_summaries"}
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 async def test_an_empty_database_gets_every_revision(empty_database: str) -> None:
     store = HistoryStore(empty_database)
-    assert state(empty_database) == ({"alembic_version", "turns", "image_jobs"}, HEAD)
-    job = await store.start_image_job("t:c", "u", "a fox")
-    await store.finish_image_job(job)
-    assert await store.take_lost_image_jobs("t") == []
+    assert state(empty_database) == (ALL_TABLES, HEAD)
+    job = await store.image_jobs.start("t:c", "u", "a fox")
+    await store.image_jobs.finish(job)
+    assert await store.image_jobs.take_lost("t") == []
     store.close()
 
 
@@ -117,7 +118,7 @@ async def test_a_database_from_before_migrations_is_stamped_then_upgraded(
     engine.dispose()
 
     store = HistoryStore(empty_database)
-    assert state(empty_database) == ({"alembic_version", "turns", "image_jobs"}, HEAD)
+    assert state(empty_database) == (ALL_TABLES, HEAD)
     assert [t.content for t in await store.recent("t:c")] == ["from the old days"]
     store.close()
 

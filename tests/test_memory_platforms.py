@@ -1,0 +1,202 @@
+"""The memory's privacy boundary on every platform: what a DM (or a console channel) told
+the bot comes back there, far out of the window, and never in another room."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import simcord
+
+from adapters.config import ConsoleConfig, DiscordConfig
+from adapters.console import ConsoleAdapter
+from adapters.discord import MombotDiscordClient
+from brain.embedder import Embedder
+from brain.recall import HEADER
+from tests.fake_openai import FakeOpenAIServer
+from tests.helpers import chat_filler, close_brain, memory_brain
+from tests.matrix_world import Bot, joined, reply_to
+from tests.synapse import Synapse
+
+FACT = "Keep this between us: my sister Alba is moving to Valencia."
+QUESTION = "Where is my sister moving to?"
+
+
+def last_reply_prompt(server: FakeOpenAIServer) -> str:
+    """The newest reply's prompt, every message of it in one string."""
+    body = [r.body for r in server.requests if r.body.get("stream")][-1]
+    return "\n".join(m["content"] for m in body["messages"])
+
+
+async def test_console_channels_keep_their_memories_apart(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder, tmp_path: Path
+) -> None:
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+
+    async def session(channel: str, lines: str) -> None:
+        adapter = ConsoleAdapter(
+            brain,
+            ConsoleConfig(channel=channel),
+            stdin=io.StringIO(lines),
+            stdout=io.StringIO(),
+            images_dir=tmp_path / "img",
+        )
+        await adapter.run()
+
+    await session("home", FACT + "\n")
+    await chat_filler(brain.history, "console:home", 40)
+    await brain.memory.settle()  # type: ignore[union-attr]
+    await session("home", QUESTION + "\n")
+    recalled = last_reply_prompt(fake_server)
+    assert HEADER in recalled and "my sister Alba" in recalled
+    assert recalled.count("Alba") == 1  # recalled once; not in the window
+    await session("work", QUESTION + "\n")
+    assert "Alba" not in last_reply_prompt(fake_server)
+    await close_brain(brain)
+
+
+async def test_a_discord_dm_is_remembered_in_the_dm_and_nowhere_else(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
+) -> None:
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    async with simcord.run(client, settle_timeout=120) as env:
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        family = guild.create_text_channel("family")
+        ann = env.create_user("ann")
+        member = guild.add_member(ann)
+        await ann.send_dm(FACT)
+        await chat_filler(brain.history, f"discord:{ann.dm_channel.id}", 40)
+        await brain.memory.settle()  # type: ignore[union-attr]
+
+        await ann.send_dm(QUESTION)
+        recalled = last_reply_prompt(fake_server)
+        assert HEADER in recalled and "my sister Alba" in recalled
+        for channel in (general, family):  # the same person, in shared channels
+            await member.send(channel, f"{client.user.mention} {QUESTION}")
+            assert "Alba" not in last_reply_prompt(fake_server)
+    await close_brain(brain)
+
+
+async def test_a_matrix_dm_is_remembered_in_the_dm_and_not_in_a_group_room(
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
+    embedder: Embedder,
+    synapse: Synapse,
+    tmp_path: Path,
+) -> None:
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    human, bot = await Bot.with_human(synapse, brain, tmp_path)
+    bot_id = bot.config.user_id
+    try:
+        dm = await human.room_with(bot_id)
+        await human.wait_for(joined(bot_id))
+        told = await human.say(dm, FACT)
+        await human.wait_for(reply_to(told, bot_id))
+        await chat_filler(brain.history, f"matrix:{dm}", 40)
+        await brain.memory.settle()  # type: ignore[union-attr]
+        asked = await human.say(dm, QUESTION)
+        await human.wait_for(reply_to(asked, bot_id))
+        recalled = last_reply_prompt(fake_server)
+        assert HEADER in recalled and "my sister Alba" in recalled
+
+        group = await human.room_with(bot_id, direct=False)
+        await human.wait_for(lambda room, e: room == group and joined(bot_id)(room, e))
+        mention = {"m.mentions": {"user_ids": [bot_id]}}
+        asked = await human.say(group, QUESTION, **mention)
+        await human.wait_for(reply_to(asked, bot_id))
+        assert "Alba" not in last_reply_prompt(fake_server)
+    finally:
+        await bot.stop()
+        await human.close()
+        await close_brain(brain)
+
+
+LOCKER = "My locker code is 4471."
+LOCKER_EDITED = "My locker code is 9182."
+LOCKER_QUESTION = "What is my locker code?"
+
+
+async def remembered(brain: Any, channel: str) -> str:
+    """What the memory recalls about the locker in a channel, as one string."""
+    await brain.memory.settle()
+    found = await brain.memory.recall(channel, LOCKER_QUESTION, 10**12)
+    return " ".join(turn.content for turn, _ in found.turns)
+
+
+async def user_turns(brain: Any, channel: str) -> list[str]:
+    return [t.content for t in await brain.history.recent(channel) if t.role == "user"]
+
+
+async def test_a_discord_edit_rewrites_the_turn_and_a_deletion_forgets_it(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
+) -> None:
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    async with simcord.run(client, settle_timeout=120) as env:
+        ann = env.create_user("ann")
+        told = await ann.send_dm(LOCKER)
+        channel = f"discord:{ann.dm_channel.id}"
+        assert "4471" in await remembered(brain, channel)
+
+        await ann.edit(told, LOCKER_EDITED)
+        assert await user_turns(brain, channel) == [LOCKER_EDITED]
+        assert "9182" in await remembered(brain, channel)
+        assert "4471" not in await remembered(brain, channel)
+
+        await ann.delete(told)
+        assert await user_turns(brain, channel) == []
+        assert await remembered(brain, channel) == ""
+        assert await brain.memory.status(channel) == ("", 0)
+    await close_brain(brain)
+
+
+async def test_a_matrix_edit_rewrites_the_turn_and_a_redaction_forgets_it(
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
+    embedder: Embedder,
+    synapse: Synapse,
+    tmp_path: Path,
+) -> None:
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    human, bot = await Bot.with_human(synapse, brain, tmp_path)
+    bot_id = bot.config.user_id
+    try:
+        dm = await human.room_with(bot_id)
+        await human.wait_for(joined(bot_id))
+        told = await human.say(dm, LOCKER)
+        await human.wait_for(reply_to(told, bot_id))
+        channel = f"matrix:{dm}"
+        assert "4471" in await remembered(brain, channel)
+
+        edit = {
+            "msgtype": "m.text",
+            "body": f"* {LOCKER_EDITED}",
+            "m.new_content": {"msgtype": "m.text", "body": LOCKER_EDITED},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": told},
+        }
+        await human.send(dm, edit)
+        await eventually_async(lambda: user_turns(brain, channel), [LOCKER_EDITED])
+        assert "9182" in await remembered(brain, channel)
+        assert "4471" not in await remembered(brain, channel)
+
+        await human.client.room_redact(dm, told)
+        await eventually_async(lambda: user_turns(brain, channel), [])
+        assert await remembered(brain, channel) == ""
+    finally:
+        await bot.stop()
+        await human.close()
+        await close_brain(brain)
+
+
+async def eventually_async(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
+    """Read until the value is `expected` (the bot applies a Matrix event when it syncs)."""
+    deadline = time.monotonic() + 30
+    while (value := await read()) != expected:
+        assert time.monotonic() < deadline, f"still {value!r}"
+        await asyncio.sleep(0.05)
