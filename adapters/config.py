@@ -66,3 +66,19 @@ class MatrixConfig(ChatLimits):
     admin_users: list[str] = Field(default_factory=list, description="May /reset shared rooms.")
     edit_interval_s: float = Field(1.5, ge=0.2, description="Seconds between edits of a reply.")
     encryption: bool = Field(True, description="Join and answer in encrypted rooms (E2EE).")
+
+
+class WebConfig(StrictModel):
+    """`mombot web`: a chat page in the browser (token from MOMBOT_WEB_TOKEN off this machine)."""
+
+    enabled: bool = Field(False, description="Serve the page in `mombot run` too.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Listen address. Anything but this machine (127.0.0.1, ::1, localhost) "
+        "needs MOMBOT_WEB_TOKEN, which the page then asks for.",
+    )
+    port: int = Field(8765, ge=0, le=65535, description="Port; 0: any free port.")
+    user_name: str = Field("you", min_length=1, description="Your name in the stored history.")
+    max_attachment_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Larger attachments are refused."
+    )

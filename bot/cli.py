@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (
         ("chat", "chat in this terminal (reads stdin when piped)"),
-        ("run", "run every enabled platform (Discord, Matrix) until SIGTERM or Ctrl-C"),
+        ("web", "chat on a local web page (http://127.0.0.1:8765/ by default)"),
+        ("run", "run every enabled platform (Discord, Matrix, web) until SIGTERM or Ctrl-C"),
         ("check", "validate the config, reach every model endpoint, log in to each platform"),
         ("health", "ask the running bot's /healthz (a container health check)"),
         ("eval", "measure whether the mixture answers better than its members"),
@@ -99,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "health":
         return _health(config)
-    quiet = args.command in ("chat", "run", "eval")
+    quiet = args.command in ("chat", "run", "eval", "web")
     setup_logging(config, Path(config.bot.data_dir), quiet_console=quiet)
-    runners = {"chat": _chat, "run": _run, "check": _check}
+    runners = {"chat": _chat, "run": _run, "check": _check, "web": _web}
     runners["eval"] = lambda config, secrets: run_eval(config, secrets, args)
     try:
         return asyncio.run(runners[args.command](config, secrets))
@@ -187,12 +188,22 @@ async def _chat(config: MombotConfig, secrets: Secrets) -> int:
     return 0
 
 
+async def _web(config: MombotConfig, secrets: Secrets) -> int:
+    """`mombot web`: the page alone (`mombot run` serves it beside the platforms)."""
+    alone = {
+        "web": config.web.model_copy(update={"enabled": True}),
+        "discord": config.discord.model_copy(update={"enabled": False}),
+        "matrix": config.matrix.model_copy(update={"enabled": False}),
+    }
+    return await _run(config.model_copy(update=alone), secrets)
+
+
 async def _run(config: MombotConfig, secrets: Secrets) -> int:
     """Run every enabled platform until SIGTERM or Ctrl-C."""
-    if not (config.discord.enabled or config.matrix.enabled):
+    if not (config.discord.enabled or config.matrix.enabled or config.web.enabled):
         print(
-            "mombot: no platform is enabled (discord.enabled, matrix.enabled). "
-            "Use `mombot chat` for the terminal.",
+            "mombot: no platform is enabled (discord.enabled, matrix.enabled, web.enabled). "
+            "Use `mombot chat` for the terminal, `mombot web` for the page.",
             file=sys.stderr,
         )
         return 2
@@ -216,6 +227,17 @@ async def _run(config: MombotConfig, secrets: Secrets) -> int:
                     access_token=_reveal(secrets.matrix_access_token),
                 )
             )
+
+        if config.web.enabled:
+            from adapters.web import WebAdapter, WebError
+
+            try:
+                web = WebAdapter(app.brain, config.web, _reveal(secrets.web_token))
+            except WebError as exc:
+                print(f"mombot: {exc}", file=sys.stderr)
+                return 2
+            _progress(f"mombot: the chat page is at {await web.start()}")
+            adapters.append(web)
 
         async def run_all() -> None:
             await asyncio.gather(*(adapter.run() for adapter in adapters))

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from adapters.config import ConsoleConfig, DiscordConfig, MatrixConfig
+from adapters.config import ConsoleConfig, DiscordConfig, MatrixConfig, WebConfig
 from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
 from brain.config import (
     AttachmentsConfig,
@@ -132,6 +132,7 @@ class MombotConfig(StrictModel):
     console: ConsoleConfig = ConsoleConfig()
     discord: DiscordConfig = DiscordConfig()
     matrix: MatrixConfig = MatrixConfig()
+    web: WebConfig = WebConfig()
 
     @property
     def embedded_active(self) -> bool:
@@ -200,6 +201,7 @@ class Secrets(BaseModel):
     matrix_password: SecretStr | None = None
     matrix_access_token: SecretStr | None = None
     database_url: SecretStr | None = None  # MOMBOT_DATABASE_URL, over history.database_url
+    web_token: SecretStr | None = None  # MOMBOT_WEB_TOKEN: the page off this machine
     endpoint_keys: dict[str, SecretStr] = Field(default_factory=dict)
 
 
@@ -285,6 +287,7 @@ def _read_secrets(config: MombotConfig, env: Mapping[str, str], source: str) -> 
         matrix_password=secret("MOMBOT_MATRIX_PASSWORD"),
         matrix_access_token=secret("MOMBOT_MATRIX_ACCESS_TOKEN"),
         database_url=secret("MOMBOT_DATABASE_URL"),
+        web_token=secret("MOMBOT_WEB_TOKEN"),
     )
     if config.discord.enabled and secrets.discord_token is None:
         raise ConfigError(

@@ -24,7 +24,7 @@ from brain.image_service import ImageService
 from brain.memory import Memory
 from brain.messages import Inbound
 from brain.mixture import Mixture, Proposal
-from brain.outbox import Outbox, reporter
+from brain.outbox import DetailOutbox, Outbox, reporter
 from brain.recall import Recollection
 from brain.route_question import RouteQuestions
 from brain.routing import Classifier, Route, RouteDecision
@@ -142,7 +142,10 @@ class ChatPipeline:
         await self.cool_down(outbox)
         debug = self.debug.get(channel, self.mixture_config.debug)
 
+        shown: list[Proposal] = []
+
         async def show_proposals(proposals: list[Proposal]) -> None:
+            shown.extend(proposals)
             if debug:
                 await send_long(outbox, _format_proposals(proposals))
 
@@ -151,6 +154,8 @@ class ChatPipeline:
             turn, streamer, on_proposals=show_proposals, report=reporter(outbox)
         )
         await self.store(channel, answer.text, answer.author, outbox)
+        if isinstance(outbox, DetailOutbox):
+            await outbox.details(shown, usages)
         if debug and usages:
             await send_long(outbox, "🔍 calls:\n" + format_usages(usages))
 

@@ -76,6 +76,16 @@ class ProgressOutbox(Protocol):
         """Show `text` as the current status, replacing the previous one."""
 
 
+@runtime_checkable
+class DetailOutbox(Protocol):
+    """An outbox that shows how a reply was made, beside it (the web page's panel): each
+    member's proposal (`brain.mixture.Proposal`) with its time, and every model call of the
+    message (`brain.usage.Usage`) with its tokens. Others show them only with /debug on."""
+
+    async def details(self, proposals: list[Any], calls: list[Any]) -> None:
+        """Attach the proposals and calls to the reply just sent."""
+
+
 Reporter = Callable[[str], Awaitable[None]]
 """Where the brain reports what it is doing (see `reporter`)."""
 

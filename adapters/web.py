@@ -1,0 +1,350 @@
+"""The web adapter: `mombot web`, a chat page in the browser on this machine.
+
+aiohttp serves one page (static files, no build step, nothing from a CDN), the channel's
+history and the command list as JSON, and a WebSocket per tab: the tab sends messages,
+files and answers to image proposals; the bot sends events (a message, its edits as it
+streams, an image, folded reasoning, a status line, the proposals panel, an error).
+
+Every text a model wrote is turned into HTML here, by the same Markdown renderer and
+sanitizer as Matrix (`adapters.matrix_html`), and the page's Content-Security-Policy
+forbids inline scripts: a reply holding `<script>` or `<img onerror>` stays inert.
+
+Bound to this machine by default. Bound elsewhere it needs MOMBOT_WEB_TOKEN, asked for by
+the page once and then kept in an HttpOnly cookie. Either way a request must name this page
+as its host (no DNS rebinding), and a WebSocket must come from this page's origin: any other
+site the browser has open could otherwise talk to the bot and read its replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import itertools
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from adapters.config import WebConfig
+from adapters.intake import Arrival, Intake, RemoteFile
+from adapters.matrix_html import markdown_to_html
+from brain.brain import Brain
+from brain.outbox import Capabilities, MessageRef
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "web_static"
+LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
+CHANNEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+COOKIE = "mombot_token"
+HISTORY_TURNS = 200  # turns a page shows when it opens a channel
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class WebError(Exception):
+    """The page cannot be served as configured (say why at start)."""
+
+
+def html(text: str) -> str:
+    """Model text as sanitized HTML: Markdown rendered, raw HTML escaped, unsafe tags gone."""
+    return markdown_to_html(text)
+
+
+class WebOutbox:
+    """Sends one message's replies to every tab open on its channel, as JSON events."""
+
+    capabilities = Capabilities(max_message_length=100_000, edit_interval_s=0.2)
+
+    def __init__(self, adapter: WebAdapter, channel: str) -> None:
+        self._adapter = adapter
+        self._channel = channel
+
+    async def _emit(self, event: dict[str, Any]) -> None:
+        await self._adapter.broadcast(self._channel, event)
+
+    async def send(self, text: str) -> MessageRef:
+        ref = self._adapter.new_id()
+        await self._emit({"event": "message", "id": ref, "html": html(text)})
+        return ref
+
+    async def edit(self, ref: MessageRef, text: str) -> None:
+        await self._emit({"event": "edit", "id": ref, "html": html(text)})
+
+    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+        ref = self._adapter.new_id()
+        source = "data:image/png;base64," + base64.b64encode(data).decode()
+        await self._emit({"event": "image", "id": ref, "src": source, "html": html(caption)})
+        return ref
+
+    async def send_reasoning(self, text: str) -> None:
+        await self._emit({"event": "reasoning", "html": html(text)})
+
+    async def typing(self) -> None:
+        await self._emit({"event": "status", "text": "thinking"})
+
+    async def progress(self, text: str) -> None:
+        """The status line: who has answered, the /think round (`ProgressOutbox`)."""
+        await self._emit({"event": "status", "text": text})
+
+    async def error(self, text: str) -> None:
+        await self._emit({"event": "error", "html": html(text)})
+
+    async def details(self, proposals: list[Any], calls: list[Any]) -> None:
+        """The panel under the reply: each proposal, its time, and every call's tokens."""
+        await self._emit(
+            {
+                "event": "details",
+                "proposals": [
+                    {
+                        "character": p.character,
+                        "seconds": round(p.seconds, 1),
+                        "html": html(p.text) if p.ok else "",
+                        "error": "" if p.ok else (p.error or "empty answer"),
+                    }
+                    for p in proposals
+                ],
+                "calls": [
+                    {
+                        "stage": c.stage,
+                        "model": c.model,
+                        "prompt_tokens": c.prompt_tokens,
+                        "completion_tokens": c.completion_tokens,
+                        "seconds": round(c.seconds, 2),
+                    }
+                    for c in calls
+                ],
+            }
+        )
+
+    async def ask_to_confirm(
+        self, ref: MessageRef, text: str, prompt: str, user_id: str, timeout_s: float
+    ) -> None:
+        """An image proposal: Draw it / Edit / Cancel under the text (`ConfirmingOutbox`)."""
+        await self._emit({"event": "confirm", "id": ref, "html": html(text), "prompt": prompt})
+
+
+class WebAdapter:
+    """The page, its JSON and its WebSockets; one task per message, as the other adapters."""
+
+    def __init__(self, brain: Brain, config: WebConfig, token: str | None = None) -> None:
+        if config.host not in LOCAL_HOSTS and not token:
+            raise WebError(
+                f"web.host is {config.host}, which other machines can reach, and "
+                "MOMBOT_WEB_TOKEN is not set. Fix: export a long random token, or keep "
+                'web.host = "127.0.0.1"'
+            )
+        self.brain = brain
+        self.config = config
+        self._token = token
+        self.intake = Intake(brain, "web", max_attachment_bytes=config.max_attachment_bytes)
+        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.port = config.port
+
+    def new_id(self) -> int:
+        return next(self._ids)
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard])
+        app.add_routes(
+            [
+                web.get("/", self._page),
+                web.get("/api/setup", self._setup),
+                web.get("/api/history", self._history),
+                web.get("/ws", self._socket),
+                web.static("/static", STATIC),
+            ]
+        )
+        return app
+
+    async def start(self) -> str:
+        """Listen; returns the page's address."""
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        sockets = site._server.sockets if site._server is not None else []  # type: ignore[attr-defined]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        url = f"http://{host}:{self.port}/"
+        log.info("web: serving %s%s", url, " (token required)" if self._token else "")
+        return url
+
+    async def run(self) -> None:
+        """Serve until cancelled (as `mombot run` runs every adapter)."""
+        if self._runner is None:
+            await self.start()
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for socket in [s for tabs in list(self._sockets.values()) for s in tabs]:
+            await socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """This page's host and origin; the token where one is set; the
+        Content-Security-Policy and friends on every response."""
+        if not self._our_host(request):
+            raise web.HTTPForbidden(text="Unknown host.")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in (
+            f"http://{request.host}",
+            f"https://{request.host}",
+        ):
+            raise web.HTTPForbidden(text="Another site may not use this page.")
+        if self._token is not None and not self._authorized(request):
+            if request.path == "/" and "token" in request.query:
+                raise web.HTTPUnauthorized(text="Wrong token.")
+            if request.path != "/" and not request.path.startswith("/static/"):
+                raise web.HTTPUnauthorized(text="This page needs its token.")
+        response = await handler(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def _our_host(self, request: web.Request) -> bool:
+        """Bound to this machine, only this machine's names (a rebinding domain is refused)."""
+        if self.config.host not in LOCAL_HOSTS:
+            return True  # the token guards it
+        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+        return host.strip("[]") in LOCAL_HOSTS
+
+    def _authorized(self, request: web.Request) -> bool:
+        given = request.cookies.get(COOKIE) or request.query.get("token", "")
+        return bool(self._token) and hmac.compare_digest(given.encode(), self._token.encode())
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        response = web.FileResponse(STATIC / "index.html")
+        token = request.query.get("token")
+        if self._token is not None and token and self._authorized(request):
+            # kept in a cookie the page's scripts cannot read
+            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+        return response
+
+    async def _setup(self, request: web.Request) -> web.Response:
+        """What the page needs first: the commands (for completion) and the file size limit."""
+        specs = self.brain.commands.specs.values()
+        commands = [{"name": s.name, "usage": s.usage(), "help": s.help} for s in specs]
+        return web.json_response(
+            {"commands": commands, "max_attachment_bytes": self.config.max_attachment_bytes}
+        )
+
+    async def _history(self, request: web.Request) -> web.Response:
+        channel = _channel(request)
+        turns = await self.brain.history.recent(
+            f"web:{channel}", limit=HISTORY_TURNS, include_images=True
+        )
+        return web.json_response(
+            [{"role": t.role, "author": t.author, "html": html(t.content)} for t in reversed(turns)]
+        )
+
+    # -- a tab -------------------------------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        channel = _channel(request)
+        limit = self.config.max_attachment_bytes
+        socket = web.WebSocketResponse(max_msg_size=limit * 3 + 65536, heartbeat=30)
+        await socket.prepare(request)
+        self._sockets.setdefault(channel, set()).add(socket)
+        try:
+            async for frame in socket:
+                if frame.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(frame.data)
+                except ValueError:
+                    continue
+                if isinstance(data, dict):
+                    self._spawn(self._take(channel, data))
+        finally:
+            tabs = self._sockets.get(channel, set())
+            tabs.discard(socket)
+            if not tabs:
+                self._sockets.pop(channel, None)
+        return socket
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _take(self, channel: str, data: dict[str, Any]) -> None:
+        """A message (with files) or an answer to an image proposal, from a tab."""
+        outbox = WebOutbox(self, channel)
+        text = data.get("text") if isinstance(data.get("text"), str) else ""
+        arrival = Arrival(
+            platform="web",
+            channel_id=channel,
+            author_id=self.config.user_name,
+            author_name=self.config.user_name,
+            text=text,
+            direct=True,  # the person at the page runs the bot: its admin
+            files=tuple(_files(data.get("files"))),
+        )
+        try:
+            if data.get("type") == "answer":
+                await self.brain.answer_proposal(self.intake.inbound(arrival), outbox)
+            else:
+                await self.intake.deliver(arrival, outbox)
+        except Exception:
+            log.exception("web: could not answer a message")
+        finally:
+            await self.broadcast(channel, {"event": "done"})
+
+    async def broadcast(self, channel: str, event: dict[str, Any]) -> None:
+        """Send an event to every tab open on the channel (a closed tab is skipped)."""
+        for socket in list(self._sockets.get(channel, ())):
+            try:
+                await socket.send_json(event)
+            except (ConnectionError, RuntimeError):
+                continue
+
+
+def _channel(request: web.Request) -> str:
+    channel = request.query.get("channel", "main")
+    if not CHANNEL.match(channel):
+        raise web.HTTPBadRequest(text="A channel name is 1 to 64 letters, digits, - or _.")
+    return channel
+
+
+def _files(raw: Any) -> list[RemoteFile]:
+    """Files the page sent along, base64 in the message: read by the intake like any other."""
+    if not isinstance(raw, list):
+        return []
+    files = []
+    for item in raw[:10]:
+        if not isinstance(item, dict):
+            continue
+        try:
+            data = base64.b64decode(str(item.get("data", "")), validate=True)
+        except ValueError:
+            data = b""
+        name = str(item.get("name") or "file")[:200]
+        kind = str(item.get("type") or "application/octet-stream")[:100]
+        declared = item.get("size")  # the page sends a file over the limit without its bytes
+        size = declared if isinstance(declared, int) and declared > len(data) else len(data)
+
+        async def read(limit: int, data: bytes = data) -> bytes | None:
+            return data if len(data) <= limit else None
+
+        files.append(RemoteFile(name, kind, size, read))
+    return files

@@ -1,0 +1,300 @@
+// mombot's chat page. Every HTML fragment it inserts was rendered and sanitized by the
+// server (Markdown → HTML, raw HTML escaped, nh3), and the page's Content-Security-Policy
+// forbids inline scripts; text from the user is inserted as text, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { socket: null, channel: "", pending: [], commands: [], maxBytes: 0, lastReply: null };
+
+function channelFromHash() {
+  const match = /channel=([A-Za-z0-9_-]{1,64})/.exec(location.hash);
+  return match ? match[1] : "main";
+}
+
+function knownChannels() {
+  const saved = JSON.parse(localStorage.getItem("mombot-channels") || '["main"]');
+  return Array.from(new Set(saved.concat([state.channel])));
+}
+
+function showChannels() {
+  const select = $("channels");
+  select.replaceChildren();
+  for (const name of knownChannels()) {
+    const option = document.createElement("option");
+    option.value = option.textContent = name;
+    option.selected = name === state.channel;
+    select.append(option);
+  }
+  localStorage.setItem("mombot-channels", JSON.stringify(knownChannels()));
+}
+
+function bubble(kind, who) {
+  const div = document.createElement("div");
+  div.className = `msg ${kind}`;
+  if (who) {
+    const label = document.createElement("div");
+    label.className = "who";
+    label.textContent = who;
+    div.append(label);
+  }
+  const body = document.createElement("div");
+  body.className = "body";
+  div.append(body);
+  $("log").append(div);
+  $("log").scrollTop = $("log").scrollHeight;
+  return div;
+}
+
+function setHtml(div, html) {
+  div.querySelector(".body").innerHTML = html; // sanitized by the server
+  $("log").scrollTop = $("log").scrollHeight;
+}
+
+const replies = new Map(); // message id → its bubble
+
+function onEvent(event) {
+  switch (event.event) {
+    case "message": {
+      const div = bubble("bot", "");
+      div.dataset.id = event.id;
+      setHtml(div, event.html);
+      replies.set(event.id, div);
+      state.lastReply = div;
+      break;
+    }
+    case "edit": {
+      const div = replies.get(event.id);
+      if (div) setHtml(div, event.html);
+      break;
+    }
+    case "image": {
+      const div = bubble("bot image", "");
+      const img = document.createElement("img");
+      img.src = event.src; // a data: URL of the PNG the server drew
+      img.alt = "generated image";
+      setHtml(div, event.html);
+      div.append(img);
+      replies.set(event.id, div);
+      break;
+    }
+    case "reasoning": {
+      const div = state.lastReply || bubble("bot", "");
+      const details = document.createElement("details");
+      details.className = "reasoning";
+      details.innerHTML = "<summary>reasoning</summary>" + event.html;
+      div.append(details);
+      break;
+    }
+    case "status":
+      $("status").textContent = event.text;
+      break;
+    case "error":
+      setHtml(bubble("bot error", ""), event.html);
+      break;
+    case "details":
+      if (state.lastReply) state.lastReply.append(detailsPanel(event));
+      break;
+    case "confirm":
+      confirmControls(event);
+      break;
+    case "done":
+      $("status").textContent = "";
+      $("send").disabled = false;
+      break;
+  }
+}
+
+function detailsPanel(event) {
+  const details = document.createElement("details");
+  details.className = "how";
+  const summary = document.createElement("summary");
+  summary.textContent = `how this reply was made (${event.proposals.length} proposals, ${event.calls.length} calls)`;
+  details.append(summary);
+  for (const p of event.proposals) {
+    const div = document.createElement("div");
+    div.className = p.error ? "proposal failed" : "proposal";
+    const head = document.createElement("strong");
+    head.textContent = `${p.character} (${p.seconds} s)`;
+    div.append(head);
+    const body = document.createElement("div");
+    if (p.error) body.textContent = `failed: ${p.error}`;
+    else body.innerHTML = p.html; // sanitized by the server
+    div.append(body);
+    details.append(div);
+  }
+  const table = document.createElement("table");
+  const head = table.insertRow();
+  for (const title of ["call", "model", "prompt tokens", "reply tokens", "seconds"]) {
+    const th = document.createElement("th");
+    th.textContent = title;
+    head.append(th);
+  }
+  for (const c of event.calls) {
+    const row = table.insertRow();
+    for (const value of [c.stage, c.model, c.prompt_tokens, c.completion_tokens, c.seconds]) {
+      row.insertCell().textContent = String(value);
+    }
+  }
+  details.append(table);
+  return details;
+}
+
+function confirmControls(event) {
+  const div = replies.get(event.id) || bubble("bot", "");
+  setHtml(div, event.html);
+  const bar = document.createElement("div");
+  bar.className = "confirm";
+  const answer = (text) => { bar.remove(); send({ type: "answer", text }); };
+  const buttons = [
+    ["Draw it", () => answer("yes")],
+    ["Edit", () => {
+      const edited = prompt("Edit the prompt", event.prompt);
+      if (edited) answer(edited);
+    }],
+    ["Cancel", () => answer("no")],
+  ];
+  for (const [label, action] of buttons) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.addEventListener("click", action);
+    bar.append(button);
+  }
+  div.append(bar);
+}
+
+function send(payload) {
+  if (state.socket && state.socket.readyState === WebSocket.OPEN) {
+    state.socket.send(JSON.stringify(payload));
+    $("send").disabled = true;
+  }
+}
+
+async function openChannel(name) {
+  state.channel = name;
+  if (location.hash !== `#channel=${name}`) location.hash = `channel=${name}`;
+  showChannels();
+  if (state.socket) state.socket.close();
+  $("log").replaceChildren();
+  replies.clear();
+  state.lastReply = null;
+  const response = await fetch(`/api/history?channel=${encodeURIComponent(name)}`);
+  if (response.status === 401) return askForToken();
+  for (const turn of await response.json()) {
+    const div = bubble(turn.role === "user" ? "user" : "bot", turn.author);
+    setHtml(div, turn.html);
+  }
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws?channel=${encodeURIComponent(name)}`);
+  socket.addEventListener("message", (m) => onEvent(JSON.parse(m.data)));
+  socket.addEventListener("open", () => { document.body.dataset.ready = name; });
+  state.socket = socket;
+}
+
+function askForToken() {
+  $("token-form").hidden = false;
+  $("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    location.href = `/?token=${encodeURIComponent($("token").value)}${location.hash}`;
+  });
+}
+
+function readFile(file) {
+  return new Promise((resolve) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve({
+      name: file.name, type: file.type || "application/octet-stream",
+      data: String(reader.result).split(",")[1] || "",
+    });
+    reader.readAsDataURL(file);
+  });
+}
+
+async function attach(files) {
+  for (const file of files) {
+    // Over the limit: sent without its bytes, and the bot says it is too large.
+    const read = file.size > state.maxBytes
+      ? { name: file.name, type: file.type || "application/octet-stream", size: file.size, data: "" }
+      : await readFile(file);
+    state.pending.push(read);
+    const tag = document.createElement("span");
+    tag.textContent = file.name;
+    $("attached").append(tag);
+  }
+}
+
+function submit() {
+  const text = $("text").value.trim();
+  if (!text && !state.pending.length) return;
+  if (text) bubble("user", "you").querySelector(".body").textContent = text;
+  for (const file of state.pending) bubble("user", "you").querySelector(".body").textContent = `📎 ${file.name}`;
+  send({ type: "message", text, files: state.pending });
+  state.pending = [];
+  $("attached").replaceChildren();
+  $("text").value = "";
+  hideCompletions();
+}
+
+function hideCompletions() { $("completions").hidden = true; }
+
+function showCompletions() {
+  const text = $("text").value;
+  const list = $("completions");
+  if (!/^[\/!]\S*$/.test(text)) return hideCompletions();
+  const typed = text.slice(1).toLowerCase();
+  const matches = state.commands.filter((c) => c.name.startsWith(typed));
+  list.replaceChildren();
+  for (const command of matches) {
+    const item = document.createElement("li");
+    item.textContent = command.usage;
+    const help = document.createElement("span");
+    help.className = "help";
+    help.textContent = command.help;
+    item.append(help);
+    item.addEventListener("mousedown", (e) => {
+      e.preventDefault();
+      $("text").value = `/${command.name} `;
+      hideCompletions();
+      $("text").focus();
+    });
+    list.append(item);
+  }
+  list.hidden = matches.length === 0;
+}
+
+async function start() {
+  $("composer").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+  $("text").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); }
+    if (e.key === "Escape") hideCompletions();
+  });
+  $("text").addEventListener("input", showCompletions);
+  $("text").addEventListener("paste", (e) => {
+    if (e.clipboardData.files.length) { e.preventDefault(); attach(e.clipboardData.files); }
+  });
+  $("file").addEventListener("change", (e) => { attach(e.target.files); e.target.value = ""; });
+  document.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
+  document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    document.body.classList.remove("dragging");
+    attach(e.dataTransfer.files);
+  });
+  $("channels").addEventListener("change", (e) => openChannel(e.target.value));
+  $("new-channel").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("new-channel-name").value.trim();
+    if (/^[A-Za-z0-9_-]{1,64}$/.test(name)) { $("new-channel-name").value = ""; openChannel(name); }
+  });
+  window.addEventListener("hashchange", () => {
+    if (channelFromHash() !== state.channel) openChannel(channelFromHash());
+  });
+  const setup = await fetch("/api/setup");
+  if (setup.status === 401) return askForToken();
+  const { commands, max_attachment_bytes: maxBytes } = await setup.json();
+  state.commands = commands;
+  state.maxBytes = maxBytes;
+  await openChannel(channelFromHash());
+}
+
+start();

@@ -1,0 +1,353 @@
+"""`mombot web`: the chat page in a real browser (Debian's Chromium) against the real bot.
+
+Streaming, /think rounds, /sd on the tiny diffusers pipeline, attachments refused with the
+same message as elsewhere, a model's HTML rendered inert, channels kept apart, history
+after a reload, and the token a page bound beyond this machine needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from adapters.config import WebConfig
+from adapters.web import CSP, WebAdapter, WebError
+from brain.brain import Brain
+from brain.config import CharacterConfig, DiffusersConfig, EndpointConfig, ImagesConfig
+from brain.history import HistoryStore
+from brain.imaging.local import DiffusersBackend
+from brain.imaging.queue import ImageQueue, QueueConfig
+from brain.llm import ModelClient
+from tests.browser import Page, chromium
+from tests.conftest import MODEL
+from tests.fake_openai import Behaviour, FakeOpenAIServer
+from tests.helpers import RecordingGenerator, close_brain
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest_asyncio.fixture
+async def serve() -> AsyncIterator[Callable[..., Any]]:
+    """Start the page for a brain; everything started is closed after the test."""
+    started: list[tuple[WebAdapter, Brain]] = []
+
+    async def start(brain: Brain, token: str | None = None, **config: Any) -> str:
+        adapter = WebAdapter(brain, WebConfig(port=0, **config), token)
+        started.append((adapter, brain))
+        return await adapter.start()
+
+    yield start
+    for adapter, brain in started:
+        await adapter.close()
+        await close_brain(brain)
+
+
+@pytest.fixture
+def driver() -> Any:
+    browser = chromium()
+    yield browser
+    browser.quit()
+
+
+def tab(driver: Any) -> Page:
+    return Page(driver, driver.current_window_handle)
+
+
+def new_tab(driver: Any) -> Page:
+    driver.switch_to.new_window("tab")
+    return Page(driver, driver.current_window_handle)
+
+
+def mixture(endpoint: EndpointConfig, sqlite_url: str, **options: Any) -> Brain:
+    """Two members and mom on one endpoint (the real SmolLM2 server or a fake one)."""
+
+    def character(name: str, role: str = "member") -> CharacterConfig:
+        return CharacterConfig(
+            name=name,
+            endpoint="local",
+            model=MODEL,
+            persona=f"You are {name}.",
+            max_tokens=24,
+            temperature=0,
+            role=role,
+        )
+
+    return Brain(
+        characters=[character("logic"), character("critic"), character("mom", "synthesizer")],
+        clients={"local": ModelClient("local", endpoint)},
+        history=HistoryStore(sqlite_url),
+        **options,
+    )
+
+
+def fake_endpoint(server: FakeOpenAIServer) -> EndpointConfig:
+    return EndpointConfig(base_url=server.base_url, context_window=4096)
+
+
+async def test_a_reply_streams_in_with_the_proposals_beside_it(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    words = " ".join(f"word{i}" for i in range(40))
+    fake_server.behaviour = Behaviour(reply=words, token_delay_s=0.05)
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "main")
+    await page.say("What should we cook tonight?")
+    partial = await page.until(
+        "(() => { const m = document.querySelector('.msg.bot .body'); "
+        "return m && m.innerText.length > 0 && !m.innerText.includes('word39') && m.innerText; })()"
+    )
+    assert partial.startswith("word0")  # part of the reply, shown while it streams
+    await page.done(1)
+    reply = (await page.texts(".msg.bot .body"))[0]
+    assert reply.rstrip().endswith("word39")
+    panel = await page.script(
+        "const d = document.querySelector('.msg.bot details.how'); d.open = true; "
+        "return d.innerText;"
+    )
+    assert "2 proposals" in panel and "logic (" in panel and "critic (" in panel
+    assert "prompt tokens" in panel and "synthesis" in panel  # every call, with its tokens
+
+
+async def test_think_shows_its_rounds_and_sd_shows_the_image(
+    llama_endpoint: EndpointConfig, sqlite_url: str, tiny_pipeline: Path, serve: Any, driver: Any
+) -> None:
+    diffusers = DiffusersConfig(model=str(tiny_pipeline), local_files_only=True, device="cpu")
+    queue = ImageQueue(DiffusersBackend(diffusers, max_batch=2), QueueConfig())
+    brain = mixture(
+        llama_endpoint,
+        sqlite_url,
+        extensions=["deep_thinking"],
+        image_generator=queue,
+        images_config=ImagesConfig(default_size="64x64", default_steps=2),
+    )
+    url = await serve(brain)
+    page = tab(driver)
+    await page.open(url, "studio")
+    await page.script(
+        "window.seen = []; new MutationObserver(() => window.seen.push("
+        "document.getElementById('log').innerText + ' | ' + "
+        "document.getElementById('status').innerText)).observe(document.body, "
+        "{subtree: true, childList: true, characterData: true});"
+    )
+    await page.say("/think Is tea better than coffee? --rounds 2")
+    await page.done(2, timeout=300)
+    seen = "\n".join(await page.script("return window.seen;"))
+    assert "round 1/2" in seen and "Round 2/2" in seen  # the rounds, as they happened
+    assert "votes:" in seen  # ...with the leader and the votes
+
+    await page.say("/sd a lighthouse at dusk --seed 42")
+    await page.until("document.querySelector('.msg.image img')", timeout=300)
+    await page.done(3, timeout=300)
+    image = await page.script(
+        "const i = document.querySelector('.msg.image img'); "
+        "return [i.naturalWidth, i.src.slice(0, 22), i.closest('.msg').innerText];"
+    )
+    assert image[0] == 64 and image[1] == "data:image/png;base64,"
+    assert "a lighthouse at dusk" in image[2] and "seed 42" in image[2]
+    await page.say("Thanks! What colour is the lighthouse?")  # a plain reply, with its panel
+    await page.done(4, timeout=300)
+    await page.run(lambda: driver.set_window_size(1100, 1500))  # the whole story in one shot
+    await page.script(
+        "document.querySelector('details.how').open = true; "
+        "const log = document.getElementById('log'); log.scrollTop = log.scrollHeight;"
+    )
+    folder = os.environ.get("MOMBOT_SCREENSHOT_DIR")  # docs/web-page.png is made this way
+    shot = await page.run(lambda: driver.get_screenshot_as_png())
+    assert shot.startswith(b"\x89PNG")
+    if folder:
+        await asyncio.to_thread(Path(folder, "web-page.png").write_bytes, shot)
+
+
+async def test_an_image_proposal_is_drawn_with_its_button(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    fake_server.behaviour = Behaviour(reply="a lighthouse at dusk")  # the prompt it writes
+    generator = RecordingGenerator()
+    brain = mixture(
+        fake_endpoint(fake_server),
+        sqlite_url,
+        image_generator=generator,
+        images_config=ImagesConfig(default_size="64x64", confirm=True),
+    )
+    url = await serve(brain)
+    page = tab(driver)
+    await page.open(url, "art")
+    await page.say("/sd scene")
+    labels = await page.until(
+        "[...document.querySelectorAll('.confirm button')].map(b => b.textContent).join(',')"
+    )
+    assert labels == "Draw it,Edit,Cancel"
+    assert "I'd draw: a lighthouse at dusk" in (await page.texts(".msg.bot .body"))[0]
+    await page.script("document.querySelector('.confirm button').click();")
+    await page.until("document.querySelector('.msg.image img')")
+    assert generator.requests[0].prompt.endswith("a lighthouse at dusk")
+
+
+async def test_a_file_it_cannot_read_gets_the_same_clear_message(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
+) -> None:
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "files")
+    archive = tmp_path / "holiday.zip"
+    archive.write_bytes(b"PK\x03\x04 not really")
+
+    def attach() -> None:
+        from selenium.webdriver.common.by import By
+
+        driver.find_element(By.ID, "file").send_keys(str(archive))
+
+    await page.run(attach)
+    await page.until("document.getElementById('attached').innerText.includes('holiday.zip')")
+    await page.say("what is in it?")
+    await page.done(2)
+    texts = await page.texts(".msg.bot .body")
+    assert any("I can't read holiday.zip" in t and "send images" in t for t in texts)
+
+
+async def test_html_from_a_model_renders_inert(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    fake_server.behaviour = Behaviour(
+        reply='Look: <script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"> done'
+    )
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "safe")
+    await page.say("show me some html")
+    await page.done(1)
+    reply = await page.script(
+        "const b = document.querySelector('.msg.bot .body'); "
+        "return [b.innerText, b.querySelectorAll('script, img').length, "
+        "window.pwned === undefined];"
+    )
+    assert "<script>window.pwned = 1</script>" in reply[0]  # shown as text...
+    assert reply[1] == 0 and reply[2] is True  # ...never run
+
+
+async def test_two_tabs_on_two_channels_do_not_mix_and_a_reload_shows_the_history(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    brain = mixture(fake_endpoint(fake_server), sqlite_url)
+    url = await serve(brain)
+    first, second = tab(driver), new_tab(driver)
+    await first.open(url, "kitchen")
+    await second.open(url, "garden")
+    await first.say("Which spices go with lentils?")
+    await first.done(1)
+    await second.say("When do I plant tulips?")
+    await second.done(1)
+    assert "tulips" not in " ".join(await first.texts())
+    assert "lentils" not in " ".join(await second.texts())
+    assert [t.content for t in await brain.history.recent("web:garden")][-1] == (
+        "When do I plant tulips?"
+    )
+
+    await first.run(lambda: driver.refresh())
+    await first.until("document.body.dataset.ready === 'kitchen'")
+    texts = await first.texts()
+    assert texts[0].endswith("Which spices go with lentils?")
+    assert "Hello from the fake server." in texts[1]
+
+
+async def test_commands_complete_as_they_are_typed(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url, extensions=["deep_thinking"]))
+    page = tab(driver)
+    await page.open(url, "main")
+    from selenium.webdriver.common.by import By
+
+    await page.run(lambda: driver.find_element(By.ID, "text").send_keys("/th"))
+    shown = await page.until(
+        "!document.getElementById('completions').hidden && "
+        "document.getElementById('completions').innerText"
+    )
+    assert "/think <question> [--rounds N]" in shown and "/sd" not in shown
+
+
+async def test_beyond_this_machine_the_page_needs_its_token(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any
+) -> None:
+    brain = mixture(fake_endpoint(fake_server), sqlite_url)
+    with pytest.raises(WebError, match="MOMBOT_WEB_TOKEN is not set"):
+        WebAdapter(brain, WebConfig(host="0.0.0.0"))
+    url = await serve(brain, host="0.0.0.0", token="s3cret-token-for-tests")
+    local = url.replace("0.0.0.0", "127.0.0.1")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(local + "api/setup") as refused:
+            assert refused.status == 401
+        async with http.get(local + "?token=wrong") as wrong:
+            assert wrong.status == 401
+        async with http.get(local + "?token=s3cret-token-for-tests") as page:
+            assert page.status == 200
+            assert page.headers["Content-Security-Policy"] == CSP
+            assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP
+        async with http.get(local + "api/setup") as allowed:  # the cookie from the page
+            assert allowed.status == 200 and "/characters" in await allowed.text()
+
+
+def test_the_readme_shows_the_screenshot_the_tests_made() -> None:
+    assert (ROOT / "docs" / "web-page.png").read_bytes().startswith(b"\x89PNG")
+    assert "docs/web-page.png" in (ROOT / "README.md").read_text()
+
+
+def test_mombot_web_serves_the_page_until_sigterm(
+    fake_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[endpoints.fake]\nbase_url = "{fake_server.base_url}"\ncontext_window = 4096\n'
+        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\n'
+        "[web]\nport = 0\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(config), "web"],
+        cwd=tmp_path,
+        text=True,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    line = ""
+    while "the chat page is at" not in line:
+        line = process.stderr.readline()
+        assert line, "mombot web ended before serving the page"
+    url = line.split("the chat page is at ")[1].strip()
+    assert url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(url, timeout=10) as page:
+        assert b'<script src="/static/app.js" defer></script>' in page.read()
+        assert page.headers["Content-Security-Policy"] == CSP
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+async def test_other_sites_cannot_use_the_page(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any
+) -> None:
+    """A site open in the same browser may not open its WebSocket (no CORS guards those), and
+    a domain that resolves to 127.0.0.1 (DNS rebinding) is not this page."""
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url + "ws", origin=url.rstrip("/")) as same_site:
+            assert not same_site.closed
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "ws", origin="http://evil.example")
+        assert refused.value.status == 403
+        async with http.get(url + "api/setup", headers={"Host": "evil.example"}) as rebound:
+            assert rebound.status == 403
+        async with http.get(url + "api/setup") as ours:
+            assert ours.status == 200
