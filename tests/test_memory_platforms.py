@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from brain.embedder import Embedder
 from brain.recall import HEADER
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import chat_filler, close_brain, memory_brain
-from tests.matrix_world import Bot, joined, reply_to
+from tests.matrix_world import Bot, Human, joined, reply_to
 from tests.synapse import Synapse
 
 FACT = "Keep this between us: my sister Alba is moving to Valencia."
@@ -83,6 +85,40 @@ async def test_a_discord_dm_is_remembered_in_the_dm_and_nowhere_else(
     await close_brain(brain)
 
 
+@dataclass
+class MatrixDm:
+    brain: Any
+    human: Human
+    bot_id: str
+    room: str
+    told: str  # the event id of the first message, answered already
+
+
+@asynccontextmanager
+async def matrix_dm(
+    server: FakeOpenAIServer,
+    sqlite_url: str,
+    embedder: Embedder,
+    synapse: Synapse,
+    folder: Path,
+    first: str,
+) -> AsyncIterator[MatrixDm]:
+    """A bot with memory on Synapse, a person in a DM with it who said `first` (answered)."""
+    brain = memory_brain(server, sqlite_url, embedder)
+    human, bot = await Bot.with_human(synapse, brain, folder)
+    bot_id = bot.config.user_id
+    try:
+        room = await human.room_with(bot_id)
+        await human.wait_for(joined(bot_id))
+        told = await human.say(room, first)
+        await human.wait_for(reply_to(told, bot_id))
+        yield MatrixDm(brain, human, bot_id, room, told)
+    finally:
+        await bot.stop()
+        await human.close()
+        await close_brain(brain)
+
+
 async def test_a_matrix_dm_is_remembered_in_the_dm_and_not_in_a_group_room(
     fake_server: FakeOpenAIServer,
     sqlite_url: str,
@@ -90,14 +126,8 @@ async def test_a_matrix_dm_is_remembered_in_the_dm_and_not_in_a_group_room(
     synapse: Synapse,
     tmp_path: Path,
 ) -> None:
-    brain = memory_brain(fake_server, sqlite_url, embedder)
-    human, bot = await Bot.with_human(synapse, brain, tmp_path)
-    bot_id = bot.config.user_id
-    try:
-        dm = await human.room_with(bot_id)
-        await human.wait_for(joined(bot_id))
-        told = await human.say(dm, FACT)
-        await human.wait_for(reply_to(told, bot_id))
+    async with matrix_dm(fake_server, sqlite_url, embedder, synapse, tmp_path, FACT) as world:
+        brain, human, bot_id, dm = world.brain, world.human, world.bot_id, world.room
         await chat_filler(brain.history, f"matrix:{dm}", 40)
         await brain.memory.settle()  # type: ignore[union-attr]
         asked = await human.say(dm, QUESTION)
@@ -111,10 +141,6 @@ async def test_a_matrix_dm_is_remembered_in_the_dm_and_not_in_a_group_room(
         asked = await human.say(group, QUESTION, **mention)
         await human.wait_for(reply_to(asked, bot_id))
         assert "Alba" not in last_reply_prompt(fake_server)
-    finally:
-        await bot.stop()
-        await human.close()
-        await close_brain(brain)
 
 
 LOCKER = "My locker code is 4471."
@@ -163,14 +189,8 @@ async def test_a_matrix_edit_rewrites_the_turn_and_a_redaction_forgets_it(
     synapse: Synapse,
     tmp_path: Path,
 ) -> None:
-    brain = memory_brain(fake_server, sqlite_url, embedder)
-    human, bot = await Bot.with_human(synapse, brain, tmp_path)
-    bot_id = bot.config.user_id
-    try:
-        dm = await human.room_with(bot_id)
-        await human.wait_for(joined(bot_id))
-        told = await human.say(dm, LOCKER)
-        await human.wait_for(reply_to(told, bot_id))
+    async with matrix_dm(fake_server, sqlite_url, embedder, synapse, tmp_path, LOCKER) as world:
+        brain, human, told, dm = world.brain, world.human, world.told, world.room
         channel = f"matrix:{dm}"
         assert "4471" in await remembered(brain, channel)
 
@@ -188,10 +208,6 @@ async def test_a_matrix_edit_rewrites_the_turn_and_a_redaction_forgets_it(
         await human.client.room_redact(dm, told)
         await eventually_async(lambda: user_turns(brain, channel), [])
         assert await remembered(brain, channel) == ""
-    finally:
-        await bot.stop()
-        await human.close()
-        await close_brain(brain)
 
 
 async def eventually_async(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
