@@ -25,7 +25,7 @@ from brain.dialects import dialect_for
 from brain.errors import ModelBadResponse, MombotError
 from brain.llm_types import ModelInfo
 from brain.model_errors import bad_answer, translate
-from brain.reasoning import HOLD_CHARS, ReasoningSplitter, split_reasoning
+from brain.reasoning import VisibleStream, split_reasoning
 from brain.redaction import register_secret
 from brain.server_facts import ServerFacts
 from brain.transport import Transport, remaining
@@ -91,9 +91,7 @@ class ModelClient:
         character's name) go to the same server slot, where the server has slots.
         """
         template_key = (model, reasoning)
-        opens = self._template_opens_reasoning.get(template_key)
-        splitter = ReasoningSplitter(opened=opens is True, hold=HOLD_CHARS if opens is None else 0)
-        shown = False
+        text = VisibleStream(self._template_opens_reasoning.get(template_key), on_retract)
         deadline = time.monotonic() + (timeout_s or self.config.timeout_s)
         async with self._gate:
             started = time.monotonic()
@@ -110,7 +108,7 @@ class ModelClient:
                     max_tokens,
                     options,
                     deadline,
-                    num_ctx=await self._native_window(model),
+                    num_ctx=await self.facts.native_window(model),
                 ) as stream:
                     while True:
                         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
@@ -123,34 +121,21 @@ class ModelClient:
                             break
                         usage = sent_usage or usage
                         finish_reason = finished or finish_reason
-                        if thought:
-                            splitter.add_reasoning(thought)
                         if content or thought:
                             if first_token_s is None:
                                 first_token_s = time.monotonic() - started
                             pieces += 1
-                        visible = splitter.feed(content) if content else ""
-                        if splitter.retracted:
-                            splitter.retracted, shown = False, False
-                            if on_retract is not None:
-                                await on_retract()
-                        if not shown:  # no blank lines where the reasoning was
-                            visible = visible.lstrip()
-                        if visible:
-                            shown = True
+                        if visible := await text.piece(content, thought):
                             yield visible
             except MombotError:
                 raise
             except Exception as exc:  # every transport failure becomes a typed error
                 raise translate(self.name, exc) from exc
-            tail = splitter.flush()  # text held back as a possible tag start
-            if tail and not shown:
-                tail = tail.lstrip()
-            if tail:
+            if tail := text.tail():
                 yield tail
-            if splitter.reasoning and on_reasoning is not None:
-                on_reasoning(splitter.reasoning)
-            self._template_opens_reasoning[template_key] = splitter.template_opens
+            if text.splitter.reasoning and on_reasoning is not None:
+                on_reasoning(text.splitter.reasoning)
+            self._template_opens_reasoning[template_key] = text.splitter.template_opens
             if finish_reason is None:
                 # llama-cpp-python answers an over-long streamed prompt with HTTP 200 and an
                 # empty body; a dropped connection looks the same. Never pass it off as a reply.
@@ -225,7 +210,7 @@ class ModelClient:
                         temperature,
                         max_tokens,
                         extra,
-                        num_ctx=await self._native_window(model),
+                        num_ctx=await self.facts.native_window(model),
                     )
             except MombotError:
                 raise
@@ -301,10 +286,6 @@ class ModelClient:
             **self.dialect.reasoning_options(reasoning),
             **await self.facts.pin_options(model, cache_key),
         }
-
-    async def _native_window(self, model: str) -> int | None:
-        """The window sent with each request where the server's own protocol takes one."""
-        return await self.context_window(model) if self.dialect.native_chat else None
 
 
 async def stream_text(

@@ -112,7 +112,7 @@ class Memory:
             await self._index(rows)
             after, indexed = rows[-1][0], indexed + len(rows)
         if indexed:
-            log.info("memory: indexed %d turns stored while it was not running", indexed)
+            log.info("memory: indexed %d stored turns that had no vector yet", indexed)
 
     async def _index(self, rows: list[tuple[int, str, str]]) -> None:
         if not rows:

@@ -17,6 +17,8 @@ says that what was shown must be taken back (`retracted`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 OPEN, CLOSE = "<think>", "</think>"
 # Visible characters held back while it is unknown whether the template opens the block.
 HOLD_CHARS = 48
@@ -156,3 +158,42 @@ def _partial_tag_tail(text: str, tag: str) -> int:
         if tag.startswith(text[-size:]):
             return size
     return 0
+
+
+class VisibleStream:
+    """What of a streamed reply is shown, piece by piece: the reasoning split off (see
+    `ReasoningSplitter`), no blank lines where it was, and `on_retract` awaited when text
+    already shown turns out to have been reasoning (a template that opens the block).
+
+    `opens`: what earlier streams taught about the model's template (None: not known yet).
+    """
+
+    def __init__(
+        self, opens: bool | None, on_retract: Callable[[], Awaitable[None]] | None
+    ) -> None:
+        self.splitter = ReasoningSplitter(
+            opened=opens is True, hold=HOLD_CHARS if opens is None else 0
+        )
+        self._on_retract = on_retract
+        self._shown = False
+
+    async def piece(self, content: str, thought: str) -> str:
+        """The text to show for one streamed piece (possibly empty)."""
+        if thought:
+            self.splitter.add_reasoning(thought)
+        visible = self.splitter.feed(content) if content else ""
+        if self.splitter.retracted:
+            self.splitter.retracted, self._shown = False, False
+            if self._on_retract is not None:
+                await self._on_retract()
+        return self._show(visible)
+
+    def tail(self) -> str:
+        """Text held back as a possible tag start, at the end of the stream."""
+        return self._show(self.splitter.flush())
+
+    def _show(self, visible: str) -> str:
+        if not self._shown:
+            visible = visible.lstrip()
+        self._shown = self._shown or bool(visible)
+        return visible

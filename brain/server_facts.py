@@ -106,6 +106,10 @@ class ServerFacts:
         slot = self._pins.slot_for(cache_key, slots or 1)
         return {} if slot is None else self.dialect.pin_options(slot)
 
+    async def native_window(self, model: str) -> int | None:
+        """The window sent with each request where the server's own protocol takes one."""
+        return await self.context_window(model) if self.dialect.native_chat else None
+
     async def context_window(self, model: str) -> int:
         """The model's context size: config, else the server's own figure, else a safe default."""
         if self.config.context_window:  # no need to ask
