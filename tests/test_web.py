@@ -217,6 +217,35 @@ async def test_a_file_it_cannot_read_gets_the_same_clear_message(
     assert any("I can't read holiday.zip" in t and "send images" in t for t in texts)
 
 
+async def test_a_text_file_is_read_and_reasoning_is_folded_away(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
+) -> None:
+    fake_server.behaviour = Behaviour(reply="Two items.", reasoning="Count the lines first.")
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "notes")
+    notes = tmp_path / "shopping.txt"
+    await asyncio.to_thread(notes.write_text, "lentils\ncumin\n")
+
+    def attach() -> None:
+        from selenium.webdriver.common.by import By
+
+        driver.find_element(By.ID, "file").send_keys(str(notes))
+
+    await page.run(attach)
+    await page.until("document.getElementById('attached').innerText.includes('shopping.txt')")
+    await page.say("How many items are on my list?")
+    await page.done(1)
+    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    assert "[file shopping.txt]\n```\nlentils\ncumin" in asked["content"]  # the file, read
+    folded = await page.script(
+        "const d = document.querySelector('.msg.bot details.reasoning'); "
+        "return [d.open, d.textContent, document.querySelector('.msg.bot .body').innerText];"
+    )
+    assert folded[0] is False and "Count the lines first." in folded[1]
+    assert folded[2].strip() == "Two items."  # the reasoning is not in the reply
+
+
 async def test_html_from_a_model_renders_inert(
     fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
 ) -> None:
