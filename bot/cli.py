@@ -236,7 +236,9 @@ async def _run(config: MombotConfig, secrets: Secrets) -> int:
             except WebError as exc:
                 print(f"mombot: {exc}", file=sys.stderr)
                 return 2
-            _progress(f"mombot: the chat page is at {await web.start()}")
+            where = await web.start()
+            guard = " (it asks for MOMBOT_WEB_TOKEN once)" if secrets.web_token else ""
+            _progress(f"mombot: the chat page is at {where}{guard}")
             adapters.append(web)
 
         async def run_all() -> None:

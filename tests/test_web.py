@@ -380,3 +380,26 @@ async def test_other_sites_cannot_use_the_page(
             assert rebound.status == 403
         async with http.get(url + "api/setup") as ours:
             assert ours.status == 200
+
+
+def test_mombot_web_beyond_this_machine_says_it_needs_the_token(
+    fake_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[endpoints.fake]\nbase_url = "{fake_server.base_url}"\n'
+        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\n'
+        '[web]\nport = 0\nhost = "0.0.0.0"\n'
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "MOMBOT_WEB_TOKEN"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(config), "web"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+    assert refused.returncode == 2
+    assert "MOMBOT_WEB_TOKEN is not set" in refused.stderr
