@@ -34,6 +34,7 @@ from adapters.intake import Arrival, Intake, RemoteFile
 from adapters.matrix_html import markdown_to_html
 from brain.brain import Brain
 from brain.outbox import Capabilities, MessageRef
+from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class WebAdapter:
             )
         self.brain = brain
         self.config = config
+        register_secret(token)  # masked in every log line, like the other platforms' secrets
         self._token = token
         self.intake = Intake(brain, "web", max_attachment_bytes=config.max_attachment_bytes)
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
