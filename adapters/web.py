@@ -176,9 +176,7 @@ class WebAdapter:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[attr-defined]
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]  # the real one where port 0 was asked
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
         url = f"http://{host}:{self.port}/"
         log.info("web: serving %s%s", url, " (token required)" if self._token else "")

@@ -230,7 +230,11 @@ class Memory:
             return  # the next reply in this channel tries again
         task = asyncio.get_running_loop().create_task(self._summarize(channel, window_start))
         self._summarizing[channel] = task
-        task.add_done_callback(lambda _: self._summarizing.pop(channel, None))
+        task.add_done_callback(lambda done: self._summary_ended(channel, done))
+
+    def _summary_ended(self, channel: str, task: asyncio.Task[None]) -> None:
+        if self._summarizing.get(channel) is task:  # not a newer one started after a cancel
+            del self._summarizing[channel]
 
     async def summaries_written(self) -> None:
         """Wait for the summaries being written now (tests)."""

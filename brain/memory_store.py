@@ -22,7 +22,8 @@ from sqlalchemy import Index, LargeBinary, Text, delete, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-VECTOR_DTYPE = np.float16  # stored; searched as float32
+VECTOR_DTYPE = np.float16  # stored; searched as bfloat16 or float32 (brain.vectors)
+DELETE_CHUNK = 10_000
 
 
 class MemoryVectorRow(SQLModel, table=True):
@@ -183,13 +184,16 @@ class MemoryStore:
             return [row[0] for row in connection.execute(query)]
 
     def delete_turns(self, channel: str, ids: list[int]) -> None:
-        """Forget turns: the turns themselves and their vectors, in one transaction."""
+        """Forget turns: the turns themselves and their vectors, in one transaction (in
+        chunks: SQLite takes at most 32 766 values in one statement)."""
         turns = _turns()
         with self._engine.begin() as connection:
-            connection.execute(delete(MemoryVectorRow).where(VECTORS.turn_id.in_(ids)))
-            connection.execute(
-                delete(turns.id.table).where(turns.channel == channel, turns.id.in_(ids))
-            )
+            for start in range(0, len(ids), DELETE_CHUNK):
+                chunk = ids[start : start + DELETE_CHUNK]
+                connection.execute(delete(MemoryVectorRow).where(VECTORS.turn_id.in_(chunk)))
+                connection.execute(
+                    delete(turns.id.table).where(turns.channel == channel, turns.id.in_(chunk))
+                )
 
     def summary(self, channel: str) -> Summary | None:
         query = select(SUMMARIES.text, SUMMARIES.covered_until).where(SUMMARIES.channel == channel)

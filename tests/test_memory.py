@@ -4,18 +4,20 @@ up in the background, and kept across a restart (on the real SmolLM2 server too)
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import insert
 
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, MemoryConfig
 from brain.embedder import Embedder
-from brain.history import HistoryStore
+from brain.history import HistoryStore, TurnRow
 from brain.llm import Message, ModelClient
 from brain.messages import Inbound
 from brain.recall import HEADER
@@ -283,4 +285,23 @@ async def test_indexing_that_fails_catches_up_instead_of_stopping(
     await memory.settle()
     assert "indexing failed; catching up" in caplog.text
     assert await memory.status("test:room") == ("", 1)  # found again in the database
+    await close_brain(brain)
+
+
+async def test_forget_takes_any_number_of_matching_messages(
+    fake_server: FakeOpenAIServer, database_url: str, embedder: Embedder
+) -> None:
+    """More than one statement takes: PostgreSQL's protocol carries at most 65 535 values."""
+    brain = memory_brain(fake_server, database_url, embedder)
+    channel = f"test:many-{uuid.uuid4().hex}"
+    rows = [
+        {"channel": channel, "role": "user", "author": "ann", "content": f"pizza night {i}"}
+        for i in range(70_000)
+    ]
+    with brain.history.engine.begin() as connection:
+        connection.execute(insert(TurnRow), rows)
+    forgot = RecordingOutbox()
+    await brain.handle(inbound("/forget pizza", channel.removeprefix("test:")), forgot)
+    assert forgot.errors == [] and "Forgot 70000 message(s)" in forgot.text
+    assert await brain.history.count(channel) == 0
     await close_brain(brain)
