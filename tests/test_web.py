@@ -198,7 +198,7 @@ async def test_an_image_proposal_is_drawn_with_its_button(
 async def test_a_file_it_cannot_read_gets_the_same_clear_message(
     fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
 ) -> None:
-    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url), max_attachment_bytes=8192)
     page = tab(driver)
     await page.open(url, "files")
     archive = tmp_path / "holiday.zip"
@@ -216,23 +216,34 @@ async def test_a_file_it_cannot_read_gets_the_same_clear_message(
     texts = await page.texts(".msg.bot .body")
     assert any("I can't read holiday.zip" in t and "send images" in t for t in texts)
 
+    big = tmp_path / "novel.txt"  # over this page's 8 KB limit: sent without its bytes
+    await asyncio.to_thread(big.write_text, "It was a dark and stormy night. " * 1000)
 
-async def test_a_text_file_is_read_and_reasoning_is_folded_away(
-    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
+    def attach_big() -> None:
+        from selenium.webdriver.common.by import By
+
+        driver.find_element(By.ID, "file").send_keys(str(big))
+
+    await page.run(attach_big)
+    await page.until("document.getElementById('attached').innerText.includes('novel.txt')")
+    await page.say("summarise it")
+    await page.done(4)
+    texts = await page.texts(".msg.bot .body")
+    assert any("novel.txt is too large (31 KB; the limit is 8 KB)" in t for t in texts)
+
+
+async def test_a_dropped_text_file_is_read_and_reasoning_is_folded_away(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
 ) -> None:
     fake_server.behaviour = Behaviour(reply="Two items.", reasoning="Count the lines first.")
     url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
     page = tab(driver)
     await page.open(url, "notes")
-    notes = tmp_path / "shopping.txt"
-    await asyncio.to_thread(notes.write_text, "lentils\ncumin\n")
-
-    def attach() -> None:
-        from selenium.webdriver.common.by import By
-
-        driver.find_element(By.ID, "file").send_keys(str(notes))
-
-    await page.run(attach)
+    await page.script(  # dropped on the page, as from a file manager
+        "const files = new DataTransfer(); "
+        "files.items.add(new File(['lentils\\ncumin\\n'], 'shopping.txt', {type: 'text/plain'})); "
+        "document.body.dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true}));"
+    )
     await page.until("document.getElementById('attached').innerText.includes('shopping.txt')")
     await page.say("How many items are on my list?")
     await page.done(1)
