@@ -224,6 +224,7 @@ class ImageService:
                     f"{request.steps} steps)"
                 )
                 await outbox.send_image(result.png, f"mombot-{result.seed}.png", caption)
+                await progress(f"Done: {result.prompt}")  # not left at "step 1/2"
             finally:
                 await self.history.image_jobs.finish(job_id)
             await self.history.add(

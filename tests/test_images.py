@@ -456,7 +456,8 @@ async def test_sd_end_to_end_through_the_queue(
     png, name, caption = outbox.images[0]
     assert name == "mombot-3.png" and Image.open(io.BytesIO(png)).size == (64, 64)
     assert caption == "a tiny red fox\n(seed 3, 64x64, 2 steps)"
-    assert outbox.messages[0].startswith("🎨")
+    assert ("edit", (0, "🎨 Drawing: step 1/2")) in outbox.events  # progress while it renders
+    assert outbox.messages[0] == "🎨 Done: a tiny red fox"  # not left at a step once it is sent
 
 
 async def test_a1111_backend(a1111: A1111Server) -> None:
