@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,6 +82,13 @@ class Page:
             box.send_keys(Keys.ENTER)
 
         await self.run(type_it)
+
+    async def attach(self, path: Path) -> None:
+        """Choose a file with the page's file button; returns once the page lists it."""
+        from selenium.webdriver.common.by import By
+
+        await self.run(lambda: self.driver.find_element(By.ID, "file").send_keys(str(path)))
+        await self.until(f"document.getElementById('attached').innerText.includes({path.name!r})")
 
     async def until(self, condition: str, timeout: float = 120) -> Any:
         """Wait until a JavaScript expression is truthy; returns its value."""

@@ -204,13 +204,7 @@ async def test_a_file_it_cannot_read_gets_the_same_clear_message(
     archive = tmp_path / "holiday.zip"
     archive.write_bytes(b"PK\x03\x04 not really")
 
-    def attach() -> None:
-        from selenium.webdriver.common.by import By
-
-        driver.find_element(By.ID, "file").send_keys(str(archive))
-
-    await page.run(attach)
-    await page.until("document.getElementById('attached').innerText.includes('holiday.zip')")
+    await page.attach(archive)
     await page.say("what is in it?")
     await page.done(2)
     texts = await page.texts(".msg.bot .body")
@@ -219,13 +213,7 @@ async def test_a_file_it_cannot_read_gets_the_same_clear_message(
     big = tmp_path / "novel.txt"  # over this page's 8 KB limit: sent without its bytes
     await asyncio.to_thread(big.write_text, "It was a dark and stormy night. " * 1000)
 
-    def attach_big() -> None:
-        from selenium.webdriver.common.by import By
-
-        driver.find_element(By.ID, "file").send_keys(str(big))
-
-    await page.run(attach_big)
-    await page.until("document.getElementById('attached').innerText.includes('novel.txt')")
+    await page.attach(big)
     await page.say("summarise it")
     await page.done(4)
     texts = await page.texts(".msg.bot .body")
@@ -344,16 +332,22 @@ def test_the_readme_shows_the_screenshot_the_tests_made() -> None:
     assert "docs/web-page.png" in (ROOT / "README.md").read_text()
 
 
+def web_config(folder: Path, server: FakeOpenAIServer, web: str = "") -> Path:
+    """A config file for `mombot web`: one character on the fake server, any free port."""
+    config = folder / "config.toml"
+    config.write_text(
+        f'[bot]\ndata_dir = "{folder / "data"}"\n'
+        f'[endpoints.fake]\nbase_url = "{server.base_url}"\ncontext_window = 4096\n'
+        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\n'
+        f"[web]\nport = 0\n{web}"
+    )
+    return config
+
+
 def test_mombot_web_serves_the_page_until_sigterm(
     fake_server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n'
-        f'[endpoints.fake]\nbase_url = "{fake_server.base_url}"\ncontext_window = 4096\n'
-        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\n'
-        "[web]\nport = 0\n"
-    )
+    config = web_config(tmp_path, fake_server)
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "--config", str(config), "web"],
         cwd=tmp_path,
@@ -396,13 +390,7 @@ async def test_other_sites_cannot_use_the_page(
 def test_mombot_web_beyond_this_machine_says_it_needs_the_token(
     fake_server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[bot]\ndata_dir = "{tmp_path / "data"}"\n'
-        f'[endpoints.fake]\nbase_url = "{fake_server.base_url}"\n'
-        '[[characters]]\nname = "mom"\nendpoint = "fake"\nmodel = "fake"\n'
-        '[web]\nport = 0\nhost = "0.0.0.0"\n'
-    )
+    config = web_config(tmp_path, fake_server, 'host = "0.0.0.0"\n')
     environment = {k: v for k, v in os.environ.items() if k != "MOMBOT_WEB_TOKEN"}
     refused = subprocess.run(
         [sys.executable, "-m", "bot", "--config", str(config), "web"],
