@@ -61,6 +61,9 @@ class Memory:
         self._indexer: asyncio.Task[None] | None = None
         self._summaries: BoundedDict[str, Summary | None] = BoundedDict(CHANNELS)
         self._summarizing: dict[str, asyncio.Task[None]] = {}
+        # channel → (summary's last turn, window start) last found with too few turns between:
+        # the window start moves only when the history is cut back, so most replies skip the read
+        self._not_due: BoundedDict[str, tuple[int, int]] = BoundedDict(CHANNELS)
 
     # -- indexing -------------------------------------------------------------------------
 
@@ -245,11 +248,14 @@ class Memory:
         try:
             current = await self._summary(channel)
             after = current.covered_until if current else 0
+            if self._not_due.get(channel) == (after, window_start):
+                return  # no turn can have joined that range since it was counted
             every = self.config.summary_every
             turns = await asyncio.to_thread(
                 self.store.turns_between, channel, after, window_start, every * 4
             )
             if len(turns) < every:
+                self._not_due[channel] = (after, window_start)
                 return
             text, covered = await self.summarizer.write(current.text if current else "", turns)
             if text:

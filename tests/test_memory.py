@@ -305,3 +305,26 @@ async def test_forget_takes_any_number_of_matching_messages(
     assert forgot.errors == [] and "Forgot 70000 message(s)" in forgot.text
     assert await brain.history.count(channel) == 0
     await close_brain(brain)
+
+
+async def test_the_summary_is_not_counted_again_while_the_window_start_stays(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
+) -> None:
+    brain = memory_brain(fake_server, sqlite_url, embedder, summary_every=1000)
+    memory = brain.memory
+    assert memory is not None
+    reads: list[tuple[int, int]] = []
+    turns_between = memory.store.turns_between
+
+    def counted(channel: str, after: int, before: int, limit: int) -> Any:
+        reads.append((after, before))
+        return turns_between(channel, after, before, limit)
+
+    memory.store.turns_between = counted  # type: ignore[method-assign]
+    for i in range(30):
+        await brain.handle(inbound(f"Number {i}: tell me about the sea."), RecordingOutbox())
+        await memory.summaries_written()
+    assert reads  # counted when the window start moved...
+    assert len(reads) == len(set(reads))  # ...and never twice for the same range
+    assert len(reads) < 15
+    await close_brain(brain)
