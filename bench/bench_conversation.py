@@ -102,6 +102,8 @@ async def run(config_path: Path, messages: list[str]) -> list[dict[str, float | 
         model = config.embedded.model_alias
         log = data_dir / "llama-server.log"
         requests_per_reply = sum(1 for c in config.characters if c.enabled)
+        if app.brain.memory is not None:  # its sentence model loads in the background at
+            await app.brain.memory.settle()  # start: not counted in the first reply
         previous_reply_tokens = 0
         for number, text in enumerate(messages, start=1):
             before_stages = stage_totals(app)

@@ -18,7 +18,9 @@ For the same reason the history's start does not creep forward one turn per mess
 once the window is full: the oldest turn kept last time (`floor`) stays the start while
 everything from it on fits, and when it no longer does, the history is cut back to
 about half its budget (as llama.cpp's own context shift discards half). The cached
-prefix then survives the next several messages instead of none.
+prefix then survives the next several messages instead of none. (llama-server also moves
+the turns kept after a cut into place in its cache instead of reading them again:
+`n_cache_reuse`, see `brain.dialects`.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ from pydantic import BaseModel
 from brain.llm_types import ModelInfo
 from brain.ollama import ollama_model_info
 
+# llama-server: a run of at least this many prompt tokens found elsewhere in the slot's
+# cache is moved into place (a KV shift) instead of read again. Cutting old turns from the
+# history's start keeps the rest this way; 64 is well above chance repeats.
+CACHE_REUSE_MIN_TOKENS = 64
+
 
 class Dialect:
     """A plain OpenAI-compatible server (OpenAI itself, LiteLLM, LM Studio...)."""
@@ -87,7 +92,7 @@ class LlamaCpp(TemplateSwitch):
         return ModelInfo(int(n_ctx), "server: /props n_ctx", slots=int(slots) if slots else None)
 
     def pin_options(self, slot: int) -> dict[str, Any]:
-        return {"id_slot": slot, "cache_prompt": True}
+        return {"id_slot": slot, "cache_prompt": True, "n_cache_reuse": CACHE_REUSE_MIN_TOKENS}
 
 
 class LlamaCppPython(TemplateSwitch):

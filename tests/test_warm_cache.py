@@ -11,8 +11,9 @@ from adapters.console import CLEAR_LINE, ConsoleOutbox
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
 from brain.context import KEEP_ON_TRIM, build_prompt
+from brain.dialects import CACHE_REUSE_MIN_TOKENS
 from brain.history import HistoryStore, StoredTurn
-from brain.llm import ModelClient
+from brain.llm import Message, ModelClient
 from brain.messages import Inbound
 from brain.slots import SlotPins
 from brain.usage import Usage
@@ -25,6 +26,8 @@ PERSONAS = {
     "critic": "You are the Critic. Point out pitfalls, then give the answer that holds up.",
     "mom": "You are mom, a warm, practical and kind assistant. Answer clearly and briefly.",
 }
+
+TRAIL_WORDS = "path ridge creek meadow summit boulder pine valley trail marker".split()
 
 
 def inbound(text: str, channel: str = "c1") -> Inbound:
@@ -184,6 +187,30 @@ async def test_the_second_message_reads_only_what_is_new(
     assert synthesis.cached_tokens is not None
     assert synthesis.cached_tokens >= before_proposals
     await close_brain(brain)
+
+
+async def test_turns_kept_after_a_cut_are_not_read_again(llama_client: ModelClient) -> None:
+    """On the real llama-server: when the history is cut back, the turns kept come from the
+    slot's cache, moved to their new place, instead of being read again."""
+    usages: list[Usage] = []
+    llama_client.usage_sinks.append(usages.append)
+    system: Message = {"role": "system", "content": PERSONAS["mom"]}
+    turns: list[Message] = [
+        {
+            "role": "user" if n % 2 == 0 else "assistant",
+            "content": f"Note {n}: " + " ".join(f"{word}{n}" for word in TRAIL_WORDS * 3),
+        }
+        for n in range(5)
+    ]
+    kept = turns[2:]  # the window was cut: the two oldest turns are gone
+    first = [system, *turns, {"role": "user", "content": "Which note was first?"}]
+    after_cut = [system, *kept, {"role": "user", "content": "And which note was last?"}]
+    for messages in (first, after_cut):
+        await llama_client.chat(MODEL, messages, max_tokens=1, temperature=0, cache_key="mom")
+    kept_tokens = sum([await llama_client.count_tokens(MODEL, m["content"]) for m in kept])
+    assert kept_tokens >= 2 * CACHE_REUSE_MIN_TOKENS  # worth moving
+    cut = usages[-1]
+    assert cut.processed_tokens < cut.prompt_tokens - kept_tokens, cut
 
 
 async def test_a_terminal_status_line_is_replaced_by_the_reply(tmp_path: Path) -> None:
