@@ -91,9 +91,16 @@ async def compare(
 
 
 def build(
-    endpoints: dict[str, EndpointConfig], model: str, history: HistoryStore, max_tokens: int
+    endpoints: dict[str, EndpointConfig],
+    model: str,
+    history: HistoryStore,
+    max_tokens: int,
+    keys: dict[str, str | None] | None = None,
 ) -> tuple[Mixture, CharacterRunner]:
-    clients = {name: ModelClient(name, cfg) for name, cfg in endpoints.items()}
+    keys = keys or {}
+    clients = {
+        name: ModelClient(name, cfg, api_key=keys.get(name)) for name, cfg in endpoints.items()
+    }
     members = [
         CharacterConfig(
             name=n,
@@ -154,8 +161,9 @@ async def real_setup(rounds: int, folder: Path) -> None:
         for n, s in servers.items()
     }
     endpoints["mom"] = endpoints["logic"]  # the synthesizer shares the first server
+    keys = {n: s.api_key for n, s in servers.items()} | {"mom": servers["logic"].api_key}
     history = HistoryStore(f"sqlite:///{folder / 'real.db'}")
-    mixture, runner = build(endpoints, "smollm2-135m", history, 48)
+    mixture, runner = build(endpoints, "smollm2-135m", history, 48, keys)
     await compare(
         "(b) real SmolLM2-135M, one llama.cpp server (1 thread) per character, "
         "2 CPU cores, 48 tokens each",

@@ -31,8 +31,8 @@ PROMPT = "Name three colours of the rainbow."
 PERSONA = "You are mom, a kind assistant."
 
 
-async def raw_first_token(base_url: str) -> float:
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="x")
+async def raw_first_token(base_url: str, api_key: str | None) -> float:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key)
     started = time.perf_counter()
     stream = await client.chat.completions.create(
         model="smollm2-135m",
@@ -78,13 +78,13 @@ async def main(rounds: int) -> None:
     )
     brain = Brain(
         characters=[character],
-        clients={"local": ModelClient("local", endpoint)},
+        clients={"local": ModelClient("local", endpoint, api_key=server.api_key)},
         history=HistoryStore(f"sqlite:///{folder / 'bench.db'}"),
     )
-    await raw_first_token(server.base_url)  # warm-up
+    await raw_first_token(server.base_url, server.api_key)  # warm-up
     raw, ours = [], []
     for i in range(rounds):  # alternate, fresh channel each time: same prompt size for both
-        raw.append(await raw_first_token(server.base_url))
+        raw.append(await raw_first_token(server.base_url, server.api_key))
         ours.append(await mombot_first_token(brain, f"c{i}"))
     await close_brain(brain)
     await server.stop()

@@ -106,16 +106,11 @@ class App:
                 timeout_s=300,
                 max_parallel=self.embedded.slots,
             )
+        keys = {name: key.get_secret_value() for name, key in self.secrets.endpoint_keys.items()}
+        if self.embedded is not None:
+            keys["embedded"] = self.embedded.api_key
         self.clients = clients = {
-            name: ModelClient(
-                name,
-                endpoint,
-                api_key=(
-                    key.get_secret_value()
-                    if (key := self.secrets.endpoint_keys.get(name))
-                    else None
-                ),
-            )
+            name: ModelClient(name, endpoint, api_key=keys.get(name))
             for name, endpoint in self.endpoints.items()
         }
         given = self.secrets.database_url  # a URL with a password comes from the environment

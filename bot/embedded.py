@@ -13,6 +13,10 @@ prompt — its persona, then the history — is processed once and only the new 
 read on the next message. One slot per character, plus one for everything else (routing,
 /think's votes), each with the full `n_ctx`; a slot's cache of SmolLM2-135M at 2048
 tokens is about 45 MB.
+
+The server asks for a key made at each start (`api_key`): it listens on loopback, which
+every web page the user's browser opens can reach, and llama-server answers any origin. The key
+goes to the child through its environment, not its command line, which other users see.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import asyncio
 import ctypes
 import importlib.metadata
 import logging
+import os
+import secrets
 import shutil
 import signal
 import socket
@@ -149,7 +155,9 @@ class EmbeddedServer:
         *,
         slots: int = 1,
         progress: Callable[[str], None] | None = None,
+        keyed: bool = True,
     ) -> None:
+        """`keyed=False`: no key (the tests' shared server, whose clients are many)."""
         self.config = config
         self.log_path = log_path
         self.slots = config.parallel or slots
@@ -157,6 +165,8 @@ class EmbeddedServer:
         self._progress = progress or (lambda text: None)
         self._process: asyncio.subprocess.Process | None = None
         self.startup_seconds: float | None = None
+        # every request but /health carries it (see the module docstring)
+        self.api_key = secrets.token_urlsafe(24) if keyed else None
 
     @property
     def base_url(self) -> str:
@@ -195,6 +205,7 @@ class EmbeddedServer:
                 stdout=server_log,
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, **({"LLAMA_API_KEY": self.api_key} if self.api_key else {})},
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         try:
@@ -209,7 +220,8 @@ class EmbeddedServer:
 
     async def _wait_ready(self, started: float) -> None:
         deadline = started + self.config.startup_timeout_s
-        async with httpx.AsyncClient(timeout=2.0) as http:
+        auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        async with httpx.AsyncClient(timeout=2.0, headers=auth) as http:
             while True:
                 assert self._process is not None
                 if self._process.returncode is not None:

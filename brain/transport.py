@@ -44,7 +44,10 @@ class Transport:
         self.name = name
         self.config = config
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
-        self.http = httpx.AsyncClient(base_url=server_root(config.base_url), timeout=timeout)
+        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.AsyncClient(  # the key on every request: /props and /tokenize too
+            base_url=server_root(config.base_url), timeout=timeout, headers=auth
+        )
         self.openai = openai.AsyncOpenAI(
             base_url=config.base_url,
             api_key=api_key or "not-needed",
@@ -52,7 +55,6 @@ class Transport:
             http_client=self.http,  # the one transport: the SDK sends absolute URLs on it
         )
         self.chat_url = config.base_url.rstrip("/") + "/chat/completions"
-        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -167,7 +169,7 @@ class Transport:
         `max_retries` times, with a doubling pause; the caller turns a final error answer
         into words. `url` is absolute or relative to the server's root.
         """
-        request = self.http.build_request("POST", url, json=body, headers=self._auth)
+        request = self.http.build_request("POST", url, json=body)
         for attempt in range(self.config.max_retries + 1):
             last = attempt == self.config.max_retries
             try:

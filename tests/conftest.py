@@ -38,9 +38,14 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def llama_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedServer]:
-    """The real llama-server with the bundled SmolLM2, 4 slots of 512 tokens, for the session."""
+    """The real llama-server with the bundled SmolLM2, 4 slots of 512 tokens, for the session.
+
+    Without the key mombot's own asks for, so that a client is built from `llama_endpoint`
+    alone (tests/test_llm.py tests the key, and `mombot chat` in test_console runs with it).
+    """
     log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    server = EmbeddedServer(EmbeddedConfig(n_ctx=TEST_N_CTX, parallel=TEST_SLOTS), log_path)
+    config = EmbeddedConfig(n_ctx=TEST_N_CTX, parallel=TEST_SLOTS)
+    server = EmbeddedServer(config, log_path, keyed=False)
     await server.start()
     yield server
     await server.stop()

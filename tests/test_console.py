@@ -92,12 +92,14 @@ def test_ctrl_c_stops_the_embedded_server(tmp_path: Path) -> None:
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.1)
     port = server_port(tmp_path)
-    assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+    # up, and only for mombot: anything else on this machine is refused without the key
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 401
     process.send_signal(signal.SIGINT)
     process.wait(timeout=30)
     assert process.returncode == 130
     with pytest.raises(httpx.HTTPError):
-        httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
 
 
 def test_check_reports_the_endpoint(tmp_path: Path) -> None:

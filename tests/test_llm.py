@@ -8,10 +8,11 @@ import time
 from functools import partial
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import BaseModel
 
-from bot.embedded import free_port
+from bot.embedded import EmbeddedConfig, EmbeddedServer, free_port
 from brain.config import EndpointConfig
 from brain.errors import ContextTooLong, ModelBadResponse, ModelTimeout, ModelUnavailable
 from brain.llm import ModelClient, stream_text
@@ -247,6 +248,32 @@ async def test_llama_server_tells_its_window_per_slot_and_its_slots(
     assert (info.context_window, info.source) == (TEST_N_CTX, "server: /props n_ctx")
     assert info.slots == TEST_SLOTS
     await unset.aclose()
+
+
+async def test_the_embedded_server_asks_for_its_key_and_the_client_sends_it_everywhere(
+    tmp_path: Path,
+) -> None:
+    """mombot's own llama-server refuses requests without the key made at its start (any web
+    page can reach loopback); a client with the key gets the window, the slots and the
+    tokenizer from it, not stand-ins."""
+    server = EmbeddedServer(EmbeddedConfig(n_ctx=256, parallel=2), tmp_path / "server.log")
+    await server.start()
+    client = ModelClient(
+        "keyed", EndpointConfig(base_url=server.base_url, kind="llama.cpp"), api_key=server.api_key
+    )
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            assert (
+                await http.post("/chat/completions", json={"messages": HELLO})
+            ).status_code == 401
+            assert (await http.get("/models")).status_code == 401
+        info = await client.model_info(MODEL)
+        assert (info.context_window, info.slots) == (256, 2)
+        assert await client.count_tokens(MODEL, "Hello world") == 2  # an estimate says 4
+        assert await client.chat(MODEL, HELLO, max_tokens=4, temperature=0)
+    finally:
+        await client.aclose()
+        await server.stop()
 
 
 async def test_llama_cpp_python_has_no_props_so_its_window_comes_from_config(
