@@ -102,8 +102,11 @@ async def run(config_path: Path, messages: list[str]) -> list[dict[str, float | 
         model = config.embedded.model_alias
         log = data_dir / "llama-server.log"
         requests_per_reply = sum(1 for c in config.characters if c.enabled)
-        if app.brain.memory is not None:  # its sentence model loads in the background at
-            await app.brain.memory.settle()  # start: not counted in the first reply
+        # the memory's sentence model loads in the background at start: not counted in the
+        # first reply (getattr: the before tree has no memory)
+        memory = getattr(app.brain, "memory", None)
+        if memory is not None:
+            await memory.settle()
         previous_reply_tokens = 0
         for number, text in enumerate(messages, start=1):
             before_stages = stage_totals(app)

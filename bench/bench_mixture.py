@@ -157,7 +157,7 @@ async def real_setup(rounds: int, folder: Path) -> None:
         )
         await servers[name].start()
     endpoints = {
-        n: EndpointConfig(base_url=s.base_url, kind="llama-cpp-python", context_window=1024)
+        n: EndpointConfig(base_url=s.base_url, kind="llama.cpp", context_window=1024)
         for n, s in servers.items()
     }
     endpoints["mom"] = endpoints["logic"]  # the synthesizer shares the first server

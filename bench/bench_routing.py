@@ -234,7 +234,7 @@ async def with_llm(router: EmbeddingClassifier, data: list[Example]) -> None:
     await server.start()
     client = ModelClient(
         "embedded",
-        EndpointConfig(base_url=server.base_url, kind="llama-cpp-python", context_window=2048),
+        EndpointConfig(base_url=server.base_url, kind="llama.cpp", context_window=2048),
         api_key=server.api_key,
     )
     llm = LLMClassifier(client, "smollm2-135m")

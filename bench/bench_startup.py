@@ -70,9 +70,7 @@ async def main(rounds: int) -> None:
 
     server = EmbeddedServer(EmbeddedConfig(n_ctx=2048), folder / "bench.log")
     await server.start()
-    endpoint = EndpointConfig(
-        base_url=server.base_url, kind="llama-cpp-python", context_window=2048
-    )
+    endpoint = EndpointConfig(base_url=server.base_url, kind="llama.cpp", context_window=2048)
     character = CharacterConfig(
         name="mom", endpoint="local", persona=PERSONA, temperature=0, max_tokens=32
     )

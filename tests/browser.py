@@ -90,6 +90,15 @@ class Page:
         await self.run(lambda: self.driver.find_element(By.ID, "file").send_keys(str(path)))
         await self.until(f"document.getElementById('attached').innerText.includes({path.name!r})")
 
+    async def click_confirm(self, label: str) -> None:
+        """Click a button of an image proposal, as a person does (the browser's own click,
+        so a dialog it opens is left open for the test)."""
+        from selenium.webdriver.common.by import By
+
+        await self.until("document.querySelector('.confirm button')")
+        path = f"//div[@class='confirm']/button[text()={label!r}]"
+        await self.run(lambda: self.driver.find_element(By.XPATH, path).click())
+
     async def until(self, condition: str, timeout: float = 120) -> Any:
         """Wait until a JavaScript expression is truthy; returns its value."""
         deadline = time.monotonic() + timeout

@@ -182,6 +182,29 @@ async def test_a_discord_edit_rewrites_the_turn_and_a_deletion_forgets_it(
     await close_brain(brain)
 
 
+async def test_messages_a_discord_moderator_purges_at_once_are_forgotten(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
+) -> None:
+    """A bulk delete (a moderator's purge: one event for many messages) forgets each."""
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    async with simcord.run(client, settle_timeout=120) as env:
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        channel = f"discord:{general.id}"
+        told = await ann.send(general, f"{client.user.mention} {LOCKER}")
+        await ann.send(general, f"{client.user.mention} Nice weather today.")
+        also = await ann.send(general, f"{client.user.mention} And my bike lock is 5150.")
+        assert "4471" in await remembered(brain, channel)
+
+        env.backend.bulk_delete_messages(general.id, [told.id, also.id])
+        await env.settle()
+        assert await user_turns(brain, channel) == ["Nice weather today."]
+        assert "4471" not in await remembered(brain, channel)
+    await close_brain(brain)
+
+
 async def test_a_matrix_edit_rewrites_the_turn_and_a_redaction_forgets_it(
     fake_server: FakeOpenAIServer,
     sqlite_url: str,

@@ -195,6 +195,46 @@ async def test_an_image_proposal_is_drawn_with_its_button(
     assert generator.requests[0].prompt.endswith("a lighthouse at dusk")
 
 
+async def test_an_image_proposal_can_be_edited_or_cancelled_with_its_buttons(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Edit asks for the prompt in the browser's own dialog and draws that; Cancel draws
+    nothing and says so."""
+    fake_server.behaviour = Behaviour(reply="a lighthouse at dusk")
+    generator = RecordingGenerator()
+    brain = mixture(
+        fake_endpoint(fake_server),
+        sqlite_url,
+        image_generator=generator,
+        images_config=ImagesConfig(default_size="64x64", confirm=True),
+    )
+    url = await serve(brain)
+    page = tab(driver)
+    await page.open(url, "edits")
+    await page.say("/sd scene")
+    await page.click_confirm("Edit")
+
+    def edit_in_the_dialog() -> None:
+        dialog = driver.switch_to.alert
+        assert dialog.text == "Edit the prompt"
+        dialog.send_keys("a red lighthouse at dawn")
+        dialog.accept()
+
+    await page.run(edit_in_the_dialog)
+    await page.until("document.querySelector('.msg.image img')")
+    assert generator.requests[-1].prompt.endswith("a red lighthouse at dawn")
+
+    await page.until("!document.getElementById('send').disabled")
+    await page.say("/sd scene")
+    await page.click_confirm("Cancel")
+    await page.until(
+        "[...document.querySelectorAll('.msg.bot .body')]"
+        '.some(e => e.innerText.includes("All right, I won\'t draw it."))'
+    )
+    assert not await page.script("return document.querySelector('.confirm');")
+    assert len(generator.requests) == 1
+
+
 async def test_a_file_it_cannot_read_gets_the_same_clear_message(
     fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
 ) -> None:
@@ -243,6 +283,25 @@ async def test_a_dropped_text_file_is_read_and_reasoning_is_folded_away(
     )
     assert folded[0] is False and "Count the lines first." in folded[1]
     assert folded[2].strip() == "Two items."  # the reasoning is not in the reply
+
+
+async def test_a_file_pasted_into_the_message_box_is_attached(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "pasted")
+    await page.script(  # a file on the clipboard, pasted into the message box
+        "const clip = new DataTransfer(); "
+        "clip.items.add(new File(['rice\\nbeans\\n'], 'pantry.txt', {type: 'text/plain'})); "
+        "document.getElementById('text').dispatchEvent("
+        "new ClipboardEvent('paste', {clipboardData: clip, bubbles: true, cancelable: true}));"
+    )
+    await page.until("document.getElementById('attached').innerText.includes('pantry.txt')")
+    await page.say("What is in my pantry?")
+    await page.done(1)
+    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    assert "[file pantry.txt]\n```\nrice\nbeans" in asked["content"]
 
 
 async def test_html_from_a_model_renders_inert(
