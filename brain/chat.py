@@ -96,7 +96,13 @@ class ChatPipeline:
         stored = _with_files(text, files)
         page_size = self.runner.history_page_size(channel)
         turn_id, page = await self.history.add_and_recent(
-            channel, "user", stored, message.author_name, page_size, source=message.source
+            channel,
+            "user",
+            stored,
+            message.author_name,
+            page_size,
+            source=message.source,
+            text_chars=None if stored == text else len(text),  # files follow: see TurnRow
         )
         if files.notes:
             await outbox.send("\n".join(files.notes))

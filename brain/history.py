@@ -59,6 +59,9 @@ class TurnRow(SQLModel, table=True):
     # The platform message it came from ("discord:1234"; "" if none): edits and deletions
     # there reach the stored turn.
     source: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
+    # Where the message's own text ends in `content` when files or an image's description
+    # follow it (None: it is all text): an edit there replaces only the text.
+    text_chars: int | None = Field(default=None)
 
 
 def _recent_query(*, before: bool, images: bool) -> Select[Any]:
@@ -215,14 +218,15 @@ class HistoryStore:
         author: str,
         limit: int,
         source: str = "",
+        text_chars: int | None = None,
     ) -> tuple[int, list[StoredTurn]]:
         """Append a text turn and read the `limit` text turns before it, in one database trip.
 
         A message's answer needs both; one trip instead of two saved about a millisecond
-        per message (bench/bench_load.py).
+        per message (bench/bench_load.py). `text_chars`: see `TurnRow.text_chars`.
         """
         turn_id, recent = await asyncio.to_thread(
-            self._add_and_recent, channel, role, content, author, limit, source
+            self._add_and_recent, channel, role, content, author, limit, source, text_chars
         )
         self._told(turn_id, role, TEXT)
         return turn_id, recent
@@ -254,9 +258,10 @@ class HistoryStore:
         """
         return await asyncio.to_thread(self._forget_source, source)
 
-    async def rewrite_source(self, source: str, content: str) -> int:
-        """Replace the text of the turns of a platform message edited there; returns how many."""
-        ids = await asyncio.to_thread(self._rewrite_source, source, content)
+    async def rewrite_source(self, source: str, text: str) -> int:
+        """Replace the text of the turns of a platform message edited there (what came with
+        it stays); returns how many."""
+        ids = await asyncio.to_thread(self._rewrite_source, source, text)
         for turn_id in ids:
             self._told(turn_id, "user", TEXT)  # the memory reads it back and keeps user turns
         return len(ids)
@@ -283,9 +288,11 @@ class HistoryStore:
         kind: str,
         image: bytes | None,
         source: str = "",
+        text_chars: int | None = None,
     ) -> int:
         row = {
             "source": source,
+            "text_chars": text_chars,
             "channel": channel,
             "role": role,
             "content": content,
@@ -308,8 +315,9 @@ class HistoryStore:
         author: str,
         limit: int,
         source: str,
+        text_chars: int | None,
     ) -> tuple[int, list[StoredTurn]]:
-        turn_id = self._add(channel, role, content, author, TEXT, None, source)
+        turn_id = self._add(channel, role, content, author, TEXT, None, source, text_chars)
         return turn_id, self._recent(channel, turn_id, limit, False)
 
     @staticmethod
@@ -364,16 +372,23 @@ class HistoryStore:
                 connection.execute(delete(TurnRow).where(table.id.in_(ids)))
             return [(row[0], row[1]) for row in found]
 
-    def _rewrite_source(self, source: str, content: str) -> list[int]:
+    def _rewrite_source(self, source: str, text: str) -> list[int]:
         table = TurnRow.__table__.c  # type: ignore[attr-defined]
         with self._engine.begin() as connection:
-            ids = [
-                row[0]
-                for row in connection.execute(sa_select(table.id).where(table.source == source))
-            ]
-            if ids:
-                connection.execute(update(TurnRow).where(table.id.in_(ids)).values(content=content))
-            return ids
+            found = connection.execute(
+                sa_select(table.id, table.content, table.text_chars).where(table.source == source)
+            ).all()
+            for turn_id, content, text_chars in found:
+                attached = "" if text_chars is None else content[text_chars:].lstrip("\n")
+                connection.execute(
+                    update(TurnRow)
+                    .where(table.id == turn_id)
+                    .values(
+                        content="\n\n".join(part for part in (text, attached) if part),
+                        text_chars=None if text_chars is None else len(text),
+                    )
+                )
+            return [turn_id for turn_id, _, _ in found]
 
     def _clear(self, channel: str) -> int:
         with self._engine.begin() as connection:

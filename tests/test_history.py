@@ -57,6 +57,26 @@ async def test_unicode_and_long_content_round_trip(database_url: str) -> None:
     store.close()
 
 
+async def test_an_edit_replaces_a_message_text_and_keeps_what_came_with_it(
+    database_url: str,
+) -> None:
+    store = HistoryStore(database_url)
+    channel = f"test:{uuid.uuid4()}"
+    file = "[file a.txt]\n```\nrice\n```"
+    await store.add_and_recent(channel, "user", "plain", "ann", 1, source="x:1")
+    await store.add_and_recent(channel, "user", file, "ann", 1, source="x:2", text_chars=0)
+
+    async def stored() -> list[str]:
+        return [t.content for t in reversed(await store.recent(channel))]
+
+    for source, words in (("x:1", "edited"), ("x:2", "now with words")):
+        assert await store.rewrite_source(source, words) == 1
+    assert await stored() == ["edited", f"now with words\n\n{file}"]
+    await store.rewrite_source("x:2", "")  # the words taken out again: the file stays
+    assert await stored() == ["edited", file]
+    store.close()
+
+
 def test_relative_sqlite_path_goes_into_data_dir(tmp_path: Path) -> None:
     url = resolve_database_url("sqlite:///mombot.db", tmp_path / "data")
     assert url == f"sqlite:///{tmp_path / 'data' / 'mombot.db'}"

@@ -193,21 +193,24 @@ class RecordingClient(ModelClient):
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def window_1024(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """The real llama-server with SmolLM2 and a 1024-token window (the session's has 512)."""
+async def window_1024(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[EmbeddedServer]:
+    """The real llama-server with SmolLM2 and a 1024-token window (the session's has 512),
+    asking for its key as mombot's own does."""
     log_path = tmp_path_factory.mktemp("llama1024") / "server.log"
     server = EmbeddedServer(EmbeddedConfig(n_ctx=1024, parallel=2), log_path)
     await server.start()
-    yield server.base_url
+    yield server
     await server.stop()
 
 
 async def test_a_fact_told_once_is_in_the_prompt_after_150_turns_and_a_restart(
-    window_1024: str, tmp_path: Path, embedder: Embedder
+    window_1024: EmbeddedServer, tmp_path: Path, embedder: Embedder
 ) -> None:
     url = f"sqlite:///{tmp_path / 'history.db'}"
     endpoint = EndpointConfig(
-        base_url=window_1024, kind="llama.cpp", context_window=1024, timeout_s=120
+        base_url=window_1024.base_url, kind="llama.cpp", context_window=1024, timeout_s=120
     )
     mom = CharacterConfig(
         name="mom", endpoint="local", model=MODEL, persona="You are mom.", max_tokens=24
@@ -216,7 +219,7 @@ async def test_a_fact_told_once_is_in_the_prompt_after_150_turns_and_a_restart(
     def start_bot() -> Brain:
         return Brain(
             characters=[mom.model_copy(update={"temperature": 0})],
-            clients={"local": RecordingClient("local", endpoint)},
+            clients={"local": RecordingClient("local", endpoint, api_key=window_1024.api_key)},
             history=HistoryStore(url),
             memory_config=MemoryConfig(),
             embedder=Embedder(embedder.model_path),  # a new process loads its own

@@ -182,6 +182,31 @@ async def test_a_discord_edit_rewrites_the_turn_and_a_deletion_forgets_it(
     await close_brain(brain)
 
 
+async def test_an_edit_of_a_message_with_a_file_keeps_the_file(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
+) -> None:
+    """Editing a message's text on Discord replaces its text; the file it came with (read
+    into the stored turn) stays, as it stays on Discord."""
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    async with simcord.run(client, settle_timeout=120) as env:
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        told = await ann.send(
+            general,
+            f"{client.user.mention} Here is my lsit.",
+            attachments=[("shopping.txt", b"lentils\ncumin\n")],
+        )
+        channel = f"discord:{general.id}"
+        [stored] = await user_turns(brain, channel)
+        assert stored.startswith("Here is my lsit.\n\n[file shopping.txt]") and "cumin" in stored
+
+        await ann.edit(told, f"{client.user.mention} Here is my list.")
+        assert await user_turns(brain, channel) == [stored.replace("lsit", "list")]
+    await close_brain(brain)
+
+
 async def test_messages_a_discord_moderator_purges_at_once_are_forgotten(
     fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
 ) -> None:
