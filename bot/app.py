@@ -21,8 +21,9 @@ from bot.embedded import EmbeddedServer, embedded_slots
 from bot.status_server import StatusServer
 from brain.brain import Brain
 from brain.config import EndpointConfig
+from brain.database import resolve_database_url
 from brain.embedder import Embedder
-from brain.history import HistoryStore, resolve_database_url
+from brain.history import HistoryStore
 from brain.imaging.gpu import GpuMonitor
 from brain.imaging.local import DiffusersBackend
 from brain.imaging.queue import BatchBackend, ImageQueue

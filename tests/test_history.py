@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from brain.history import IMAGE, KEPT_IMAGES, HistoryStore, resolve_database_url
+from brain.database import resolve_database_url
+from brain.history import IMAGE, KEPT_IMAGES, HistoryStore
 from brain.image_jobs import LostImageJob
 
 
@@ -63,16 +64,17 @@ async def test_an_edit_replaces_a_message_text_and_keeps_what_came_with_it(
     store = HistoryStore(database_url)
     channel = f"test:{uuid.uuid4()}"
     file = "[file a.txt]\n```\nrice\n```"
-    await store.add_and_recent(channel, "user", "plain", "ann", 1, source="x:1")
-    await store.add_and_recent(channel, "user", file, "ann", 1, source="x:2", text_chars=0)
+    plain, with_file = f"x:{uuid.uuid4()}", f"x:{uuid.uuid4()}"  # platform message ids
+    await store.add_and_recent(channel, "user", "plain", "ann", 1, source=plain)
+    await store.add_and_recent(channel, "user", file, "ann", 1, source=with_file, text_chars=0)
 
     async def stored() -> list[str]:
         return [t.content for t in reversed(await store.recent(channel))]
 
-    for source, words in (("x:1", "edited"), ("x:2", "now with words")):
+    for source, words in ((plain, "edited"), (with_file, "now with words")):
         assert await store.rewrite_source(source, words) == 1
     assert await stored() == ["edited", f"now with words\n\n{file}"]
-    await store.rewrite_source("x:2", "")  # the words taken out again: the file stays
+    await store.rewrite_source(with_file, "")  # the words taken out again: the file stays
     assert await stored() == ["edited", file]
     store.close()
 
