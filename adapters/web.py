@@ -43,6 +43,7 @@ LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
 CHANNEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 COOKIE = "mombot_token"
 HISTORY_TURNS = 200  # turns a page shows when it opens a channel
+MAX_FILES = 10  # files with one message, as on Discord (the page says so past it)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -245,7 +246,11 @@ class WebAdapter:
         specs = self.brain.commands.specs.values()
         commands = [{"name": s.name, "usage": s.usage(), "help": s.help} for s in specs]
         return web.json_response(
-            {"commands": commands, "max_attachment_bytes": self.config.max_attachment_bytes}
+            {
+                "commands": commands,
+                "max_attachment_bytes": self.config.max_attachment_bytes,
+                "max_files": MAX_FILES,
+            }
         )
 
     async def _history(self, request: web.Request) -> web.Response:
@@ -261,8 +266,9 @@ class WebAdapter:
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         channel = _channel(request)
-        limit = self.config.max_attachment_bytes
-        socket = web.WebSocketResponse(max_msg_size=limit * 3 + 65536, heartbeat=30)
+        # a message carries its files in base64 (4 bytes for 3), each up to the limit
+        largest = MAX_FILES * (self.config.max_attachment_bytes * 4 // 3 + 4) + 65536
+        socket = web.WebSocketResponse(max_msg_size=largest, heartbeat=30)
         await socket.prepare(request)
         self._sockets.setdefault(channel, set()).add(socket)
         try:
@@ -331,7 +337,7 @@ def _files(raw: Any) -> list[RemoteFile]:
     if not isinstance(raw, list):
         return []
     files = []
-    for item in raw[:10]:
+    for item in raw[:MAX_FILES]:
         if not isinstance(item, dict):
             continue
         try:

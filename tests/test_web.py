@@ -260,6 +260,60 @@ async def test_a_file_it_cannot_read_gets_the_same_clear_message(
     assert any("novel.txt is too large (31 KB; the limit is 8 KB)" in t for t in texts)
 
 
+async def test_ten_files_each_under_the_limit_all_arrive_and_an_eleventh_is_refused(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
+) -> None:
+    """Ten files near the limit make one large message: it arrives whole (the connection
+    is not dropped), and the page says it keeps an eleventh back."""
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url), max_attachment_bytes=8192)
+    page = tab(driver)
+    await page.open(url, "many")
+    paths = [tmp_path / f"part{n}.txt" for n in range(1, 12)]  # 7 KB each
+    for n, path in enumerate(paths, start=1):
+        await asyncio.to_thread(path.write_text, f"Part {n}. " + "Lorem ipsum dolor. " * 360)
+    for path in paths[:10]:
+        await page.attach(path)
+    eleventh = str(paths[10])
+    await page.run(lambda: page.driver.find_element("id", "file").send_keys(eleventh))
+    await page.until(
+        "document.querySelector('.msg.error')?.innerText.includes("
+        "'At most 10 files go with one message: part11.txt was not attached.')"
+    )
+    await page.say("read them all")
+    await page.until(
+        "[...document.querySelectorAll('.msg.bot')].some(m => m.innerText.includes('part10.txt'))"
+    )
+    await page.done(2)
+    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    assert "[file part1.txt]" in asked["content"]
+
+
+async def test_a_tab_reconnects_when_the_bot_restarts(
+    fake_server: FakeOpenAIServer, sqlite_url: str, driver: Any
+) -> None:
+    """A restart drops the page's connection; the page opens it again by itself, and a
+    message typed while it was away stays in the box, not lost."""
+    brain = mixture(fake_endpoint(fake_server), sqlite_url)
+    first = WebAdapter(brain, WebConfig(port=0))
+    url = await first.start()
+    page = tab(driver)
+    await page.open(url, "restarts")
+    await first.close()
+    await page.until("document.getElementById('status').innerText.includes('reconnecting')")
+    await page.say("are you there?")
+    assert await page.script("return document.getElementById('text').value;") == "are you there?"
+    again = WebAdapter(brain, WebConfig(port=first.port))
+    try:
+        await again.start()
+        await page.until("document.body.dataset.ready === 'restarts'", timeout=60)
+        await page.script("document.getElementById('send').click();")
+        await page.done(1)
+        assert fake_server.requests and (await page.texts(".msg.user .body")) == ["are you there?"]
+    finally:
+        await again.close()
+        await close_brain(brain)
+
+
 async def test_a_dropped_text_file_is_read_and_reasoning_is_folded_away(
     fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
 ) -> None:

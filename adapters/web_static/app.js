@@ -4,7 +4,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { socket: null, channel: "", pending: [], commands: [], maxBytes: 0, lastReply: null };
+const state = {
+  socket: null, channel: "", pending: [], commands: [], maxBytes: 0, maxFiles: 10, lastReply: null,
+};
 
 function channelFromHash() {
   const match = /channel=([A-Za-z0-9_-]{1,64})/.exec(location.hash);
@@ -164,30 +166,58 @@ function confirmControls(event) {
 }
 
 function send(payload) {
-  if (state.socket && state.socket.readyState === WebSocket.OPEN) {
+  if (connected()) {
     state.socket.send(JSON.stringify(payload));
     $("send").disabled = true;
   }
+}
+
+// The connection dropped (mombot restarted, the network went away): open the channel again,
+// waiting longer after each failed try.
+function reconnectSoon(delay = 1000) {
+  $("status").textContent = "connection to mombot lost: reconnecting…";
+  $("send").disabled = false;
+  setTimeout(async () => {
+    try {
+      await openChannel(state.channel);
+    } catch {
+      reconnectSoon(Math.min(delay * 2, 10000));
+    }
+  }, delay);
 }
 
 async function openChannel(name) {
   state.channel = name;
   if (location.hash !== `#channel=${name}`) location.hash = `channel=${name}`;
   showChannels();
-  if (state.socket) state.socket.close();
+  if (state.socket) { // closed by us: its close event finds it replaced, and is ignored
+    const old = state.socket;
+    state.socket = null;
+    old.close();
+  }
   $("log").replaceChildren();
   replies.clear();
   state.lastReply = null;
   const response = await fetch(`/api/history?channel=${encodeURIComponent(name)}`);
   if (response.status === 401) return askForToken();
-  for (const turn of await response.json()) {
+  const turns = await response.json();
+  if (state.channel !== name) return; // another channel was opened meanwhile
+  for (const turn of turns) {
     const div = bubble(turn.role === "user" ? "user" : "bot", turn.author);
     setHtml(div, turn.html);
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/ws?channel=${encodeURIComponent(name)}`);
   socket.addEventListener("message", (m) => onEvent(JSON.parse(m.data)));
-  socket.addEventListener("open", () => { document.body.dataset.ready = name; });
+  socket.addEventListener("open", () => {
+    $("status").textContent = "";
+    document.body.dataset.ready = name;
+  });
+  socket.addEventListener("close", () => {
+    if (state.socket !== socket) return; // replaced by another channel's
+    delete document.body.dataset.ready;
+    reconnectSoon();
+  });
   state.socket = socket;
 }
 
@@ -210,8 +240,16 @@ function readFile(file) {
   });
 }
 
+function notice(text) {
+  bubble("bot error", "").querySelector(".body").textContent = text; // said by the page itself
+}
+
 async function attach(files) {
   for (const file of files) {
+    if (state.pending.length >= state.maxFiles) {
+      notice(`At most ${state.maxFiles} files go with one message: ${file.name} was not attached.`);
+      continue;
+    }
     // Over the limit: sent without its bytes, and the bot says it is too large.
     const read = file.size > state.maxBytes
       ? { name: file.name, type: file.type || "application/octet-stream", size: file.size, data: "" }
@@ -223,9 +261,17 @@ async function attach(files) {
   }
 }
 
+function connected() {
+  return state.socket !== null && state.socket.readyState === WebSocket.OPEN;
+}
+
 function submit() {
   const text = $("text").value.trim();
   if (!text && !state.pending.length) return;
+  if (!connected()) { // kept in the box, to be sent once the page is back
+    $("status").textContent = "not connected to mombot yet: try again in a moment";
+    return;
+  }
   if (text) bubble("user", "you").querySelector(".body").textContent = text;
   for (const file of state.pending) bubble("user", "you").querySelector(".body").textContent = `📎 ${file.name}`;
   send({ type: "message", text, files: state.pending });
@@ -291,9 +337,10 @@ async function start() {
   });
   const setup = await fetch("/api/setup");
   if (setup.status === 401) return askForToken();
-  const { commands, max_attachment_bytes: maxBytes } = await setup.json();
+  const { commands, max_attachment_bytes: maxBytes, max_files: maxFiles } = await setup.json();
   state.commands = commands;
   state.maxBytes = maxBytes;
+  state.maxFiles = maxFiles;
   await openChannel(channelFromHash());
 }
 
