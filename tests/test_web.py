@@ -314,6 +314,55 @@ async def test_a_tab_reconnects_when_the_bot_restarts(
         await close_brain(brain)
 
 
+class SlowHistory(WebAdapter):
+    """The history of channel "slow" waits for `gate`; `asked` says when it was asked."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked, self.gate, self.fast_served = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def _history(self, request: Any) -> Any:
+        if request.query.get("channel") == "slow":
+            self.asked.set()
+            await self.gate.wait()
+        response = await super()._history(request)
+        if request.query.get("channel") == "fast":
+            self.fast_served.set()
+        return response
+
+
+async def test_a_channel_opened_while_another_loads_is_the_one_shown(
+    fake_server: FakeOpenAIServer, sqlite_url: str, driver: Any
+) -> None:
+    """Picking a channel while the previous pick is still loading: the page shows and
+    talks to the last one picked, not a mix of both."""
+    brain = mixture(fake_endpoint(fake_server), sqlite_url)
+    await brain.history.add("web:slow", "user", "from the slow channel", "you")
+    adapter = SlowHistory(brain, WebConfig(port=0))
+    url = await adapter.start()
+    page = tab(driver)
+    try:
+        await page.open(url, "main")
+        both = asyncio.create_task(
+            page.run(
+                lambda: driver.execute_async_script(
+                    "const done = arguments[arguments.length - 1]; "
+                    "const slow = openChannel('slow'); openChannel('fast'); "
+                    "slow.then(() => done([state.socket.url, "
+                    "document.getElementById('log').innerText]));"
+                )
+            )
+        )
+        await adapter.asked.wait()
+        await adapter.fast_served.wait()
+        adapter.gate.set()  # the slow channel's history comes last
+        socket_url, shown = await both
+        assert socket_url.endswith("channel=fast") and "from the slow channel" not in shown
+    finally:
+        await adapter.close()
+        await close_brain(brain)
+
+
 async def test_a_dropped_text_file_is_read_and_reasoning_is_folded_away(
     fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
 ) -> None:
