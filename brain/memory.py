@@ -144,11 +144,12 @@ class Memory:
     async def recall(self, channel: str, text: str, before_id: int) -> Recollection:
         """The channel's summary and its turns before `before_id` most like `text`."""
         await self.embedder.load()
-        ids, matrix = (await self._vectors(channel)).snapshot()
+        vectors = await self._vectors(channel)
         k = self.config.recall_turns * CANDIDATES
         floor = self.config.min_similarity
 
-        def search() -> list[tuple[int, float]]:
+        def search() -> list[tuple[int, float]]:  # in the thread that also updates `vectors`
+            ids, matrix = vectors.snapshot()
             query = self.embedder.encode_one(text)
             return nearest(ids, matrix, query, k, before=before_id, floor=floor)
 

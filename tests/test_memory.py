@@ -4,6 +4,7 @@ up in the background, and kept across a restart (on the real SmolLM2 server too)
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from brain.history import HistoryStore, TurnRow
 from brain.llm import Message, ModelClient
 from brain.messages import Inbound
 from brain.recall import HEADER
+from brain.vectors import ChannelVectors
 from tests.conftest import MODEL
 from tests.fake_openai import Behaviour, FakeOpenAIServer
 from tests.helpers import RecordingOutbox, chat_filler, close_brain, memory_brain
@@ -70,6 +72,29 @@ async def test_an_old_fact_comes_back_with_its_time_and_only_in_its_channel(
 
     await brain.handle(inbound(QUESTION, other), RecordingOutbox())
     assert "Alba" not in str(last_prompt(fake_server))  # another channel: nothing
+    await close_brain(brain)
+
+
+async def test_a_channels_vectors_are_only_touched_in_the_embedders_thread(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder, monkeypatch: Any
+) -> None:
+    """Recall reads the vectors while new turns are added to them; both happen in the one
+    embedder thread, so a search never sees a half-updated buffer (ids from one state,
+    vectors from another: wrong turns, or a failed recall)."""
+    threads: set[str] = set()
+    snapshot = ChannelVectors.snapshot
+
+    def recorded(self: ChannelVectors) -> Any:
+        threads.add(threading.current_thread().name)
+        return snapshot(self)
+
+    monkeypatch.setattr(ChannelVectors, "snapshot", recorded)
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    await told_then_buried(brain, "room")
+    await brain.handle(inbound(QUESTION), RecordingOutbox())
+    assert "Alba" in last_prompt(fake_server)[-1]["content"]  # recalled
+    await brain.handle(inbound("And her new address?"), RecordingOutbox())  # a cached channel
+    assert threads and all(name.startswith("embedder") for name in threads), threads
     await close_brain(brain)
 
 
