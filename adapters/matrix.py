@@ -89,6 +89,13 @@ def addressed(
     return replied is not None and replied.sender == own
 
 
+async def authored(client: nio.AsyncClient, room_id: str, event_id: str, sender: str) -> bool:
+    """Whether `event_id` is `sender`'s own event in this room. Servers pass on an edit
+    (m.replace) of any event from anyone; the spec leaves the check to clients."""
+    response = await client.room_get_event(room_id, event_id)
+    return isinstance(response, nio.RoomGetEventResponse) and response.event.sender == sender
+
+
 class MatrixAdapter:
     """Logs in, keeps syncing, and hands addressed messages to the brain."""
 
@@ -233,9 +240,11 @@ class MatrixAdapter:
         relation = content.get("m.relates_to") or {}
         if relation.get("rel_type") == "m.replace":  # an edit is not a new message...
             new = content.get("m.new_content") or {}
-            if isinstance(new.get("body"), str) and isinstance(relation.get("event_id"), str):
-                text = strip_mention(new["body"], self._own_names(room))
-                await self.intake.changed(relation["event_id"], text)  # ...but a stored turn
+            edited = relation.get("event_id")
+            if isinstance(new.get("body"), str) and isinstance(edited, str):
+                if await authored(self.client, room.room_id, edited, event.sender):
+                    text = strip_mention(new["body"], self._own_names(room))
+                    await self.intake.changed(edited, text)  # ...but a stored turn
             return
         thread_root = relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
         outbox = MatrixOutbox(self, room.room_id, event.event_id, thread_root)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nio
 import simcord
 
 from adapters.config import ConsoleConfig, DiscordConfig
@@ -256,6 +257,56 @@ async def test_a_matrix_edit_rewrites_the_turn_and_a_redaction_forgets_it(
         await human.client.room_redact(dm, told)
         await eventually_async(lambda: user_turns(brain, channel), [])
         assert await remembered(brain, channel) == ""
+
+
+def edit_of(event_id: str, text: str) -> dict[str, Any]:
+    return {
+        "msgtype": "m.text",
+        "body": f"* {text}",
+        "m.new_content": {"msgtype": "m.text", "body": text},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+    }
+
+
+async def test_on_matrix_only_the_author_edits_and_only_the_author_or_a_moderator_deletes(
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
+    embedder: Embedder,
+    synapse: Synapse,
+    tmp_path: Path,
+) -> None:
+    """Matrix servers pass on an edit of anyone's message, from anyone: the client must
+    check that it comes from the author. Bob cannot rewrite what Ann told the bot (nor delete
+    it); Ann, who runs the room, can delete Bob's message."""
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    ann, bot = await Bot.with_human(synapse, brain, tmp_path)
+    bob = await Human(synapse, tmp_path / "bob").login()
+    bot_id = bot.config.user_id
+    mention = {"m.mentions": {"user_ids": [bot_id]}}
+    try:
+        room = await ann.room_with(bot_id, others=[bob.user_id])
+        await bob.client.join(room)
+        for person in (ann, bob):
+            await person.wait_for(lambda r, e: r == room and joined(bot_id)(r, e))
+        told = await ann.say(room, LOCKER, **mention)
+        await ann.wait_for(reply_to(told, bot_id))
+        said = await bob.say(room, "Nice weather today.", **mention)
+        await ann.wait_for(reply_to(said, bot_id))
+        channel = f"matrix:{room}"
+
+        await bob.send(room, edit_of(told, LOCKER_EDITED))
+        # a redaction is checked by the server (the spec asks it to); an edit is not
+        assert isinstance(await bob.client.room_redact(room, told), nio.RoomRedactError)
+        await ann.client.room_redact(room, said)  # the room's admin
+        await eventually_async(lambda: user_turns(brain, channel), [LOCKER])
+        asked = await ann.say(room, LOCKER_QUESTION, **mention)  # after all of the above
+        await ann.wait_for(reply_to(asked, bot_id))
+        assert await user_turns(brain, channel) == [LOCKER_QUESTION, LOCKER]  # newest first
+    finally:
+        await bot.stop()
+        await ann.close()
+        await bob.close()
+        await close_brain(brain)
 
 
 async def eventually_async(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
