@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -89,6 +89,25 @@ class Page:
 
         await self.run(lambda: self.driver.find_element(By.ID, "file").send_keys(str(path)))
         await self.until(f"document.getElementById('attached').innerText.includes({path.name!r})")
+
+    async def hand_over(self, name: str, text: str, how: Literal["drop", "paste"]) -> None:
+        """A text file dropped on the page or pasted into the message box, as a person
+        does; returns once the page lists it."""
+        event = (
+            "document.body.dispatchEvent("
+            "new DragEvent('drop', {dataTransfer: files, bubbles: true}))"
+            if how == "drop"
+            else "document.getElementById('text').dispatchEvent("
+            "new ClipboardEvent('paste', {clipboardData: files, bubbles: true, cancelable: true}))"
+        )
+        await self.script(
+            "const files = new DataTransfer(); "
+            "files.items.add(new File([arguments[0]], arguments[1], {type: 'text/plain'})); "
+            + event,
+            text,
+            name,
+        )
+        await self.until(f"document.getElementById('attached').innerText.includes({name!r})")
 
     async def click_confirm(self, label: str) -> None:
         """Click a button of an image proposal, as a person does (the browser's own click,

@@ -183,52 +183,66 @@ async def test_a_discord_edit_rewrites_the_turn_and_a_deletion_forgets_it(
     await close_brain(brain)
 
 
+@dataclass
+class DiscordRoom:
+    brain: Any
+    env: Any  # simcord's
+    general: Any  # a guild's text channel
+    ann: Any  # a member of the guild
+    mention: str  # the bot's, to address it there
+    channel: str  # the key its history is kept under
+
+
+@asynccontextmanager
+async def discord_general(
+    server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
+) -> AsyncIterator[DiscordRoom]:
+    """A bot with memory on simcord, and Ann in a guild's #general."""
+    brain = memory_brain(server, sqlite_url, embedder)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    try:
+        async with simcord.run(client, settle_timeout=120) as env:
+            guild = env.create_guild()
+            general = guild.create_text_channel("general")
+            ann = guild.add_member(env.create_user("ann"))
+            key = f"discord:{general.id}"
+            yield DiscordRoom(brain, env, general, ann, client.user.mention, key)
+    finally:
+        await close_brain(brain)
+
+
 async def test_an_edit_of_a_message_with_a_file_keeps_the_file(
     fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
 ) -> None:
     """Editing a message's text on Discord replaces its text; the file it came with (read
     into the stored turn) stays, as it stays on Discord."""
-    brain = memory_brain(fake_server, sqlite_url, embedder)
-    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
-    async with simcord.run(client, settle_timeout=120) as env:
-        guild = env.create_guild()
-        general = guild.create_text_channel("general")
-        ann = guild.add_member(env.create_user("ann"))
-        told = await ann.send(
-            general,
-            f"{client.user.mention} Here is my lsit.",
+    async with discord_general(fake_server, sqlite_url, embedder) as room:
+        told = await room.ann.send(
+            room.general,
+            f"{room.mention} Here is my lsit.",
             attachments=[("shopping.txt", b"lentils\ncumin\n")],
         )
-        channel = f"discord:{general.id}"
-        [stored] = await user_turns(brain, channel)
+        [stored] = await user_turns(room.brain, room.channel)
         assert stored.startswith("Here is my lsit.\n\n[file shopping.txt]") and "cumin" in stored
 
-        await ann.edit(told, f"{client.user.mention} Here is my list.")
-        assert await user_turns(brain, channel) == [stored.replace("lsit", "list")]
-    await close_brain(brain)
+        await room.ann.edit(told, f"{room.mention} Here is my list.")
+        assert await user_turns(room.brain, room.channel) == [stored.replace("lsit", "list")]
 
 
 async def test_messages_a_discord_moderator_purges_at_once_are_forgotten(
     fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
 ) -> None:
     """A bulk delete (a moderator's purge: one event for many messages) forgets each."""
-    brain = memory_brain(fake_server, sqlite_url, embedder)
-    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
-    async with simcord.run(client, settle_timeout=120) as env:
-        guild = env.create_guild()
-        general = guild.create_text_channel("general")
-        ann = guild.add_member(env.create_user("ann"))
-        channel = f"discord:{general.id}"
-        told = await ann.send(general, f"{client.user.mention} {LOCKER}")
-        await ann.send(general, f"{client.user.mention} Nice weather today.")
-        also = await ann.send(general, f"{client.user.mention} And my bike lock is 5150.")
-        assert "4471" in await remembered(brain, channel)
+    async with discord_general(fake_server, sqlite_url, embedder) as room:
+        told = await room.ann.send(room.general, f"{room.mention} {LOCKER}")
+        await room.ann.send(room.general, f"{room.mention} Nice weather today.")
+        also = await room.ann.send(room.general, f"{room.mention} And my bike lock is 5150.")
+        assert "4471" in await remembered(room.brain, room.channel)
 
-        env.backend.bulk_delete_messages(general.id, [told.id, also.id])
-        await env.settle()
-        assert await user_turns(brain, channel) == ["Nice weather today."]
-        assert "4471" not in await remembered(brain, channel)
-    await close_brain(brain)
+        room.env.backend.bulk_delete_messages(room.general.id, [told.id, also.id])
+        await room.env.settle()
+        assert await user_turns(room.brain, room.channel) == ["Nice weather today."]
+        assert "4471" not in await remembered(room.brain, room.channel)
 
 
 async def test_a_matrix_edit_rewrites_the_turn_and_a_redaction_forgets_it(

@@ -170,9 +170,10 @@ async def test_think_shows_its_rounds_and_sd_shows_the_image(
         await asyncio.to_thread(Path(folder, "web-page.png").write_bytes, shot)
 
 
-async def test_an_image_proposal_is_drawn_with_its_button(
-    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
-) -> None:
+async def proposing(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, channel: str
+) -> tuple[Page, RecordingGenerator]:
+    """A page on a bot that proposes its image prompts first, asked for a scene."""
     fake_server.behaviour = Behaviour(reply="a lighthouse at dusk")  # the prompt it writes
     generator = RecordingGenerator()
     brain = mixture(
@@ -183,8 +184,15 @@ async def test_an_image_proposal_is_drawn_with_its_button(
     )
     url = await serve(brain)
     page = tab(driver)
-    await page.open(url, "art")
+    await page.open(url, channel)
     await page.say("/sd scene")
+    return page, generator
+
+
+async def test_an_image_proposal_is_drawn_with_its_button(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    page, generator = await proposing(fake_server, sqlite_url, serve, driver, "art")
     labels = await page.until(
         "[...document.querySelectorAll('.confirm button')].map(b => b.textContent).join(',')"
     )
@@ -200,18 +208,7 @@ async def test_an_image_proposal_can_be_edited_or_cancelled_with_its_buttons(
 ) -> None:
     """Edit asks for the prompt in the browser's own dialog and draws that; Cancel draws
     nothing and says so."""
-    fake_server.behaviour = Behaviour(reply="a lighthouse at dusk")
-    generator = RecordingGenerator()
-    brain = mixture(
-        fake_endpoint(fake_server),
-        sqlite_url,
-        image_generator=generator,
-        images_config=ImagesConfig(default_size="64x64", confirm=True),
-    )
-    url = await serve(brain)
-    page = tab(driver)
-    await page.open(url, "edits")
-    await page.say("/sd scene")
+    page, generator = await proposing(fake_server, sqlite_url, serve, driver, "edits")
     await page.click_confirm("Edit")
 
     def edit_in_the_dialog() -> None:
@@ -370,12 +367,7 @@ async def test_a_dropped_text_file_is_read_and_reasoning_is_folded_away(
     url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
     page = tab(driver)
     await page.open(url, "notes")
-    await page.script(  # dropped on the page, as from a file manager
-        "const files = new DataTransfer(); "
-        "files.items.add(new File(['lentils\\ncumin\\n'], 'shopping.txt', {type: 'text/plain'})); "
-        "document.body.dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true}));"
-    )
-    await page.until("document.getElementById('attached').innerText.includes('shopping.txt')")
+    await page.hand_over("shopping.txt", "lentils\ncumin\n", "drop")  # as from a file manager
     await page.say("How many items are on my list?")
     await page.done(1)
     asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
@@ -394,13 +386,7 @@ async def test_a_file_pasted_into_the_message_box_is_attached(
     url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
     page = tab(driver)
     await page.open(url, "pasted")
-    await page.script(  # a file on the clipboard, pasted into the message box
-        "const clip = new DataTransfer(); "
-        "clip.items.add(new File(['rice\\nbeans\\n'], 'pantry.txt', {type: 'text/plain'})); "
-        "document.getElementById('text').dispatchEvent("
-        "new ClipboardEvent('paste', {clipboardData: clip, bubbles: true, cancelable: true}));"
-    )
-    await page.until("document.getElementById('attached').innerText.includes('pantry.txt')")
+    await page.hand_over("pantry.txt", "rice\nbeans\n", "paste")  # into the message box
     await page.say("What is in my pantry?")
     await page.done(1)
     asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
