@@ -189,11 +189,11 @@ class Brain:
         try:
             if text is None:
                 removed = await self.history.forget_source(source)
-                if self.memory is not None:
-                    await self.memory.forget_turns(removed)
-            else:
+            else:  # a turn edited down to nothing goes too
                 limit = self.chat.history_config.max_turn_chars
-                await self.history.rewrite_source(source, clean_text(text)[:limit])
+                removed = await self.history.rewrite_source(source, clean_text(text)[:limit])
+            if self.memory is not None and removed:
+                await self.memory.forget_turns(removed)
         except Exception:
             log.exception("could not apply an edit or deletion of %s", source)
 

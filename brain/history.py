@@ -206,13 +206,14 @@ class HistoryStore:
         """
         return await asyncio.to_thread(self._forget_source, source)
 
-    async def rewrite_source(self, source: str, text: str) -> int:
+    async def rewrite_source(self, source: str, text: str) -> list[tuple[int, str]]:
         """Replace the text of the turns of a platform message edited there (what came with
-        it stays); returns how many."""
-        ids = await asyncio.to_thread(self._rewrite_source, source, text)
-        for turn_id in ids:
+        it stays). A turn left with nothing is deleted, as an empty message is never stored:
+        returns the (id, channel) of those."""
+        rewritten, removed = await asyncio.to_thread(self._rewrite_source, source, text)
+        for turn_id in rewritten:
             self._told(turn_id, "user", TEXT)  # the memory reads it back and keeps user turns
-        return len(ids)
+        return removed
 
     async def clear(self, channel: str) -> int:
         """Forget a channel's conversation and its memory; returns how many turns were removed."""
@@ -320,23 +321,33 @@ class HistoryStore:
                 connection.execute(delete(TurnRow).where(table.id.in_(ids)))
             return [(row[0], row[1]) for row in found]
 
-    def _rewrite_source(self, source: str, text: str) -> list[int]:
+    def _rewrite_source(self, source: str, text: str) -> tuple[list[int], list[tuple[int, str]]]:
         table = TurnRow.__table__.c  # type: ignore[attr-defined]
+        rewritten: list[int] = []
+        emptied: list[tuple[int, str]] = []
         with self._engine.begin() as connection:
             found = connection.execute(
-                sa_select(table.id, table.content, table.text_chars).where(table.source == source)
+                sa_select(table.id, table.channel, table.content, table.text_chars).where(
+                    table.source == source
+                )
             ).all()
-            for turn_id, content, text_chars in found:
+            for turn_id, channel, content, text_chars in found:
                 attached = "" if text_chars is None else content[text_chars:].lstrip("\n")
+                new = "\n\n".join(part for part in (text, attached) if part)
+                if not new:
+                    emptied.append((turn_id, channel))
+                    continue
                 connection.execute(
                     update(TurnRow)
                     .where(table.id == turn_id)
-                    .values(
-                        content="\n\n".join(part for part in (text, attached) if part),
-                        text_chars=None if text_chars is None else len(text),
-                    )
+                    .values(content=new, text_chars=None if text_chars is None else len(text))
                 )
-            return [turn_id for turn_id, _, _ in found]
+                rewritten.append(turn_id)
+            if emptied:
+                ids = [turn_id for turn_id, _ in emptied]
+                delete_vectors(connection, ids)
+                connection.execute(delete(TurnRow).where(table.id.in_(ids)))
+            return rewritten, emptied
 
     def _clear(self, channel: str) -> int:
         with self._engine.begin() as connection:

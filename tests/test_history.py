@@ -65,17 +65,21 @@ async def test_an_edit_replaces_a_message_text_and_keeps_what_came_with_it(
     channel = f"test:{uuid.uuid4()}"
     file = "[file a.txt]\n```\nrice\n```"
     plain, with_file = f"x:{uuid.uuid4()}", f"x:{uuid.uuid4()}"  # platform message ids
-    await store.add_and_recent(channel, "user", "plain", "ann", 1, source=plain)
+    first_id, _ = await store.add_and_recent(channel, "user", "plain", "ann", 1, source=plain)
     await store.add_and_recent(channel, "user", file, "ann", 1, source=with_file, text_chars=0)
 
     async def stored() -> list[str]:
         return [t.content for t in reversed(await store.recent(channel))]
 
     for source, words in ((plain, "edited"), (with_file, "now with words")):
-        assert await store.rewrite_source(source, words) == 1
+        assert await store.rewrite_source(source, words) == []  # none left empty
     assert await stored() == ["edited", f"now with words\n\n{file}"]
     await store.rewrite_source(with_file, "")  # the words taken out again: the file stays
     assert await stored() == ["edited", file]
+    # edited down to nothing (on Discord: only the bot's mention left): gone, as a new
+    # message with nothing in it is never stored
+    assert await store.rewrite_source(plain, "") == [(first_id, channel)]
+    assert await stored() == [file]
     store.close()
 
 

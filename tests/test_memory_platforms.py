@@ -229,6 +229,18 @@ async def test_an_edit_of_a_message_with_a_file_keeps_the_file(
         assert await user_turns(room.brain, room.channel) == [stored.replace("lsit", "list")]
 
 
+async def test_a_message_edited_down_to_the_mention_is_forgotten(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
+) -> None:
+    """Nothing is left of it for the bot: like a message that came empty, it is not kept."""
+    async with discord_general(fake_server, sqlite_url, embedder) as room:
+        told = await room.ann.send(room.general, f"{room.mention} {LOCKER}")
+        assert "4471" in await remembered(room.brain, room.channel)
+        await room.ann.edit(told, room.mention)
+        assert await user_turns(room.brain, room.channel) == []
+        assert await remembered(room.brain, room.channel) == ""
+
+
 async def test_messages_a_discord_moderator_purges_at_once_are_forgotten(
     fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
 ) -> None:
