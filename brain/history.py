@@ -96,6 +96,17 @@ class StoredImage:
     png: bytes
 
 
+TurnKey = tuple[int, str]  # (turn id, channel)
+
+
+def _edited(content: str, text_chars: int | None, text: str) -> tuple[str, int | None]:
+    """A turn's content and `text_chars` once its message's own text is `text`: what came
+    with the message (see `TurnRow.text_chars`) stays."""
+    attached = "" if text_chars is None else content[text_chars:].lstrip("\n")
+    new = "\n\n".join(part for part in (text, attached) if part)
+    return new, (None if text_chars is None else len(text))
+
+
 class StoredTurn(NamedTuple):
     """A turn read back from the store, detached from any database session.
 
@@ -199,14 +210,14 @@ class HistoryStore:
         await asyncio.to_thread(self._update, turn_id, content)
         self._told(turn_id, "user", TEXT)  # the memory reads it back and keeps user turns only
 
-    async def forget_source(self, source: str) -> list[tuple[int, str]]:
+    async def forget_source(self, source: str) -> list[TurnKey]:
         """Delete the turns of a platform message that was deleted there (and their memory).
 
         Returns the (id, channel) of each.
         """
         return await asyncio.to_thread(self._forget_source, source)
 
-    async def rewrite_source(self, source: str, text: str) -> list[tuple[int, str]]:
+    async def rewrite_source(self, source: str, text: str) -> list[TurnKey]:
         """Replace the text of the turns of a platform message edited there (what came with
         it stays). A turn left with nothing is deleted, as an empty message is never stored:
         returns the (id, channel) of those."""
@@ -309,7 +320,7 @@ class HistoryStore:
         with self._engine.connect() as connection:
             return [StoredTurn._make(row) for row in connection.execute(query, values)]
 
-    def _forget_source(self, source: str) -> list[tuple[int, str]]:
+    def _forget_source(self, source: str) -> list[TurnKey]:
         table = TurnRow.__table__.c  # type: ignore[attr-defined]
         with self._engine.begin() as connection:
             found = connection.execute(
@@ -321,27 +332,20 @@ class HistoryStore:
                 connection.execute(delete(TurnRow).where(table.id.in_(ids)))
             return [(row[0], row[1]) for row in found]
 
-    def _rewrite_source(self, source: str, text: str) -> tuple[list[int], list[tuple[int, str]]]:
+    def _rewrite_source(self, source: str, text: str) -> tuple[list[int], list[TurnKey]]:
         table = TurnRow.__table__.c  # type: ignore[attr-defined]
         rewritten: list[int] = []
-        emptied: list[tuple[int, str]] = []
+        emptied: list[TurnKey] = []
         with self._engine.begin() as connection:
-            found = connection.execute(
-                sa_select(table.id, table.channel, table.content, table.text_chars).where(
-                    table.source == source
-                )
-            ).all()
+            columns = (table.id, table.channel, table.content, table.text_chars)
+            found = connection.execute(sa_select(*columns).where(table.source == source)).all()
             for turn_id, channel, content, text_chars in found:
-                attached = "" if text_chars is None else content[text_chars:].lstrip("\n")
-                new = "\n\n".join(part for part in (text, attached) if part)
+                new, chars = _edited(content, text_chars, text)
                 if not new:
                     emptied.append((turn_id, channel))
                     continue
-                connection.execute(
-                    update(TurnRow)
-                    .where(table.id == turn_id)
-                    .values(content=new, text_chars=None if text_chars is None else len(text))
-                )
+                values = {"content": new, "text_chars": chars}
+                connection.execute(update(TurnRow).where(table.id == turn_id).values(values))
                 rewritten.append(turn_id)
             if emptied:
                 ids = [turn_id for turn_id, _ in emptied]
