@@ -89,11 +89,21 @@ def addressed(
     return replied is not None and replied.sender == own
 
 
-async def authored(client: nio.AsyncClient, room_id: str, event_id: str, sender: str) -> bool:
-    """Whether `event_id` is `sender`'s own event in this room. Servers pass on an edit
-    (m.replace) of any event from anyone; the spec leaves the check to clients."""
-    response = await client.room_get_event(room_id, event_id)
-    return isinstance(response, nio.RoomGetEventResponse) and response.event.sender == sender
+async def authored_edit(
+    client: nio.AsyncClient, room_id: str, event: nio.Event
+) -> tuple[str, str] | None:
+    """(the edited event's id, its new text) when `event` edits (m.replace) its sender's own
+    message in this room. Servers pass on anyone's edit of any event; the spec leaves the
+    check to clients."""
+    content = event.source.get("content", {})
+    new = content.get("m.new_content") or {}
+    edited = (content.get("m.relates_to") or {}).get("event_id")
+    if not (isinstance(new.get("body"), str) and isinstance(edited, str)):
+        return None
+    response = await client.room_get_event(room_id, edited)
+    if isinstance(response, nio.RoomGetEventResponse) and response.event.sender == event.sender:
+        return edited, new["body"]
+    return None
 
 
 class MatrixAdapter:
@@ -239,13 +249,10 @@ class MatrixAdapter:
         content = event.source.get("content", {})
         relation = content.get("m.relates_to") or {}
         if relation.get("rel_type") == "m.replace":  # an edit is not a new message...
-            new = content.get("m.new_content") or {}
-            edited = relation.get("event_id")
-            if isinstance(new.get("body"), str) and isinstance(edited, str):
-                if await authored(self.client, room.room_id, edited, event.sender):
-                    text = strip_mention(new["body"], self._own_names(room))
-                    await self.intake.changed(edited, text)  # ...but a stored turn
-            return
+            if (edit := await authored_edit(self.client, room.room_id, event)) is not None:
+                edited, body = edit
+                await self.intake.changed(edited, strip_mention(body, self._own_names(room)))
+            return  # ...but a stored turn, changed
         thread_root = relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
         outbox = MatrixOutbox(self, room.room_id, event.event_id, thread_root)
         if isinstance(event, nio.MegolmEvent):
