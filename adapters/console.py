@@ -211,7 +211,7 @@ class ConsoleAdapter:
         )
         await outbox.progress("thinking")  # at once: the answer may take a while
         try:
-            await self._intake.deliver(arrival, outbox)
+            await self._intake.handle(arrival, outbox)
         finally:
             outbox.close()
         self._stdout.write("\n\n" if not self.interactive else "\n")

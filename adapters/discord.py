@@ -23,6 +23,8 @@ from adapters.config import DiscordConfig
 from adapters.discord_outbox import NO_PINGS, DiscordOutbox, InteractionOutbox
 from adapters.intake import AccessRules, Arrival, DownloadFailed, Intake, RemoteFile
 from brain.brain import Brain
+from brain.channels.events import ButtonAnswer, NewMessage
+from brain.channels.registry import Ticket
 from brain.commands import Arg, CommandSpec
 from brain.messages import CommandCall
 from brain.redaction import register_secret
@@ -121,37 +123,40 @@ class MombotDiscordClient(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self.user is None or message.author.id == self.user.id:
             return
-        replied = await self._replied(message)  # fetched once, for addressing and its images
-        if not self._addressed(message, replied):
-            return
-        arrival = Arrival(
-            platform="discord",
-            channel_id=str(message.channel.id),
-            author_id=str(message.author.id),
-            author_name=message.author.display_name,
-            text=self._strip_mentions(message.content),
-            direct=message.guild is None,
-            author_groups=_roles(message.author),
-            places=_places(message.channel),
-            realm=str(message.guild.id) if message.guild is not None else None,
-            files=tuple(_remote(item) for item in message.attachments),
-            replied_files=tuple(_remote(item) for item in _images_of(replied)),
-            message_id=str(message.id),
-        )
-        outbox = DiscordOutbox(self, message.channel, message)
-        if not await self.intake.admit(arrival, outbox):
-            return
-        channel = message.channel
-        if (
-            self.config.start_threads
-            and isinstance(channel, discord.TextChannel)
-            and channel.id not in self.config.answer_channels
-        ):  # a thread has its own conversation
-            title = arrival.text[:90] or "mombot"
-            thread = await message.create_thread(name=title)
-            arrival = replace(arrival, channel_id=str(thread.id))
-            outbox = DiscordOutbox(self, thread, None)
-        await self.intake.deliver(arrival, outbox)
+        # Its place in the channel's order, before anything is awaited.
+        with self.intake.arrive(str(message.channel.id), str(message.id)) as ticket:
+            replied = await self._replied(message)  # fetched once, for addressing and its images
+            if not self._addressed(message, replied):
+                return
+            arrival = Arrival(
+                platform="discord",
+                channel_id=str(message.channel.id),
+                author_id=str(message.author.id),
+                author_name=message.author.display_name,
+                text=self._strip_mentions(message.content),
+                direct=message.guild is None,
+                author_groups=_roles(message.author),
+                places=_places(message.channel),
+                realm=str(message.guild.id) if message.guild is not None else None,
+                files=tuple(_remote(item) for item in message.attachments),
+                replied_files=tuple(_remote(item) for item in _images_of(replied)),
+                message_id=str(message.id),
+            )
+            outbox = DiscordOutbox(self, message.channel, message)
+            if not await self.intake.admit(arrival, outbox):
+                return
+            channel = message.channel
+            if (
+                self.config.start_threads
+                and isinstance(channel, discord.TextChannel)
+                and channel.id not in self.config.answer_channels
+            ):  # a thread has its own conversation, new: nothing in it to keep in order with
+                ticket.drop()
+                thread = await message.create_thread(name=arrival.text[:90] or "mombot")
+                arrival = replace(arrival, channel_id=str(thread.id))
+                outbox = DiscordOutbox(self, thread, None)
+                ticket = self.intake.arrive(arrival.channel_id, arrival.message_id)
+            await self.intake.deliver(arrival, outbox, ticket)
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         """An edited message: a stored turn of it takes the new text (raw: cached or not)."""
@@ -216,13 +221,17 @@ class MombotDiscordClient(discord.Client):
         if not self.rate_limit.allow(arrival.author_id):
             await interaction.response.send_message(SLOW_DOWN, ephemeral=True)
             return
-        await interaction.response.defer(thinking=True)  # within Discord's 3-second window
-        await self.brain.handle(self.intake.inbound(arrival), InteractionOutbox(self, interaction))
+        with self.intake.arrive(arrival.channel_id) as ticket:
+            await interaction.response.defer(thinking=True)  # within Discord's 3-second window
+            outbox = InteractionOutbox(self, interaction)
+            await ticket.deliver(NewMessage(self.intake.inbound(arrival), outbox))
 
-    async def answer_proposal(self, interaction: discord.Interaction, answer: str) -> None:
+    async def answer_proposal(
+        self, interaction: discord.Interaction, answer: str, ticket: Ticket
+    ) -> None:
         """A deferred button press (or edit form): the answer goes to the proposal itself."""
         inbound = self.intake.inbound(_interaction_arrival(interaction, answer))
-        await self.brain.answer_proposal(inbound, InteractionOutbox(self, interaction))
+        await ticket.deliver(ButtonAnswer(inbound, InteractionOutbox(self, interaction)))
 
 
 def access_rules(config: DiscordConfig) -> AccessRules:

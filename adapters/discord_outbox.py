@@ -142,13 +142,15 @@ class OneUserButtons(discord.ui.View):
         return False
 
     async def choose(self, interaction: discord.Interaction, answer: str) -> None:
-        if not self.client.rate_limit.allow(str(interaction.user.id)):
-            await interaction.response.send_message(SLOW_DOWN, ephemeral=True)
-            return  # the buttons stay for a later press
-        self.stop()
-        await interaction.response.defer(thinking=True)  # within Discord's 3-second window
-        await self.message.edit(view=None)  # answered: no second press
-        await self.client.answer_proposal(interaction, answer)
+        # Its place in the channel's order, before anything is awaited.
+        with self.client.intake.arrive(str(interaction.channel_id)) as ticket:
+            if not self.client.rate_limit.allow(str(interaction.user.id)):
+                await interaction.response.send_message(SLOW_DOWN, ephemeral=True)
+                return  # the buttons stay for a later press
+            self.stop()
+            await interaction.response.defer(thinking=True)  # within Discord's 3-second window
+            await self.message.edit(view=None)  # answered: no second press
+            await self.client.answer_proposal(interaction, answer, ticket)
 
     async def on_timeout(self) -> None:
         try:

@@ -7,8 +7,13 @@ outbox. What is the same on every platform happens here, once: the access rules
 within the size limit (and the picture of a replied-to message when the message has none)
 with one wording for every note, and the neutral `Inbound` the brain answers.
 
+Order is kept here too: `arrive` stamps a message's place in its channel's order (call it in
+the platform's callback, before anything is awaited), so a picture that takes long to
+download is still answered before the quick text sent after it.
+
 Adding a platform means one new module of platform I/O: fill an `Arrival` per message,
-implement an `Outbox`, and call `admit` and `deliver` (or `handle`, which does both).
+implement an `Outbox`, and call `handle` (or `arrive` first, then `handle` with the ticket,
+when the platform must await something before the `Arrival` is known).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 from adapters.common import SLOW_DOWN, RateLimiter, could_not_download, too_large
 from brain.attachments import cannot_read, readable_kind
 from brain.brain import Brain
+from brain.channels.events import Deletion, Edit, NewMessage
+from brain.channels.registry import Ticket
 from brain.messages import Attachment, CommandCall, Inbound
 from brain.outbox import Outbox
 
@@ -119,10 +126,22 @@ class Intake:
     def rules(self) -> AccessRules:
         return self._access()
 
-    async def handle(self, arrival: Arrival, outbox: Outbox) -> None:
-        """`admit`, then `deliver`: the whole way in for one message."""
-        if await self.admit(arrival, outbox):
-            await self.deliver(arrival, outbox)
+    def arrive(self, channel_id: str, message_id: str = "") -> Ticket:
+        """Stamp a message's place in its channel's order; synchronous, so call it before
+        anything is awaited. `handle` delivers (or drops) it."""
+        source = f"{self.platform}:{message_id}" if message_id else ""
+        return self.brain.arrive(f"{self.platform}:{channel_id}", source)
+
+    def change(self, message_id: str) -> Ticket:
+        """Stamp an edit or deletion of a message, as `arrive` does (see `changed`)."""
+        return self.brain.change(f"{self.platform}:{message_id}")
+
+    async def handle(self, arrival: Arrival, outbox: Outbox, ticket: Ticket | None = None) -> None:
+        """The whole way in for one message: stamped (unless `ticket` was, earlier), let in
+        by the rules, its files read, then answered in its turn. Returns once answered."""
+        with ticket or self.arrive(arrival.channel_id, arrival.message_id) as stamped:
+            if await self.admit(arrival, outbox):
+                await self.deliver(arrival, outbox, stamped)
 
     async def admit(self, arrival: Arrival, outbox: Outbox) -> bool:
         """Whether the message goes on: allowed here, and its author within the rate limit.
@@ -138,16 +157,20 @@ class Intake:
             return False
         return True
 
-    async def deliver(self, arrival: Arrival, outbox: Outbox) -> None:
-        """Read its files (or the replied-to picture), send any notes, and ask the brain."""
-        attachments, notes = await self._read(arrival.files)
-        if not arrival.files:  # replying to a picture asks about it: the vision character sees it
-            attachments, notes = await self._read(arrival.replied_files)
-        if notes:
-            await outbox.send("\n".join(notes))
-            if not attachments and not arrival.text:
-                return  # nothing left to answer
-        await self.brain.handle(self.inbound(arrival, attachments), outbox)
+    async def deliver(self, arrival: Arrival, outbox: Outbox, ticket: Ticket) -> None:
+        """Read its files (or the replied-to picture), send any notes, and hand it on in its
+        turn (a message that comes to nothing gives its place up)."""
+        with ticket:
+            attachments, notes = await self._read(arrival.files)
+            if (
+                not arrival.files
+            ):  # a reply to a picture asks about it: the vision character sees it
+                attachments, notes = await self._read(arrival.replied_files)
+            if notes:
+                await outbox.send("\n".join(notes))
+                if not attachments and not arrival.text:
+                    return  # nothing left to answer
+            await ticket.deliver(NewMessage(self.inbound(arrival, attachments), outbox))
 
     def inbound(self, arrival: Arrival, attachments: list[Attachment] | None = None) -> Inbound:
         """The neutral message the brain answers."""
@@ -163,9 +186,14 @@ class Intake:
             message_id=arrival.message_id,
         )
 
-    async def changed(self, message_id: str, text: str | None) -> None:
-        """A message was edited to `text`, or deleted (None), on the platform."""
-        await self.brain.message_changed(f"{self.platform}:{message_id}", text)
+    async def changed(
+        self, message_id: str, text: str | None, ticket: Ticket | None = None
+    ) -> None:
+        """A message was edited to `text`, or deleted (None), on the platform: stamped at
+        once (unless `ticket` was, earlier), applied in its channel's order."""
+        with ticket or self.change(message_id) as stamped:
+            source = f"{self.platform}:{message_id}"
+            await stamped.deliver(Deletion(source) if text is None else Edit(source, text))
 
     async def report_lost_jobs(self, notify: Callable[[str, str], Awaitable[None]]) -> int:
         """Tell the users of this platform whose images an earlier run did not finish."""

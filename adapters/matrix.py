@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from adapters.matrix_outbox import NO_MENTIONS, MatrixOutbox, text_content
 from adapters.matrix_session import MatrixSession, check
 from brain.bounded import BoundedDict
 from brain.brain import Brain
+from brain.channels.registry import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,18 @@ def access_rules(config: MatrixConfig) -> AccessRules:
         allowed_groups=frozenset(config.allowed_servers),
         admin_users=frozenset(config.admin_users),
     )
+
+
+def _thread_root(relation: dict[str, Any]) -> str | None:
+    """The thread an event belongs to (its root event's id), or None."""
+    root = relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
+    return root if isinstance(root, str) else None
+
+
+def _channel_id(room_id: str, relation: dict[str, Any]) -> str:
+    """Where an event's conversation is kept: its room, or its thread there."""
+    root = _thread_root(relation)
+    return f"{room_id}/{root}" if root else room_id
 
 
 def _invited_as_direct(sync: nio.SyncResponse, room_id: str, own_id: str) -> bool:
@@ -223,41 +237,53 @@ class MatrixAdapter:
     # -- messages -------------------------------------------------------------------------
 
     async def _on_event(self, room: nio.MatrixRoom, event: nio.Event) -> None:
-        """Runs inside the sync loop: start a task and return at once."""
+        """Runs inside the sync loop: stamp the event's place in its channel's order, start a
+        task and return at once."""
         assert self.client is not None
         # Not filtered by timestamp: the first sync skipped the backlog already, and a sender's
         # server whose clock runs behind ours would have its every message dropped.
         if event.sender == self.client.user_id:
             return
-        task = asyncio.create_task(self._handle(room, event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        relation = event.source.get("content", {}).get("m.relates_to") or {}
+        if isinstance(event, nio.MegolmEvent):
+            ticket = None  # nothing to answer: said once per room (see _undecryptable)
+        elif relation.get("rel_type") == "m.replace":  # an edit: the edited message's turn
+            ticket = self.intake.change(str(relation.get("event_id")))
+        else:
+            ticket = self.intake.arrive(_channel_id(room.room_id, relation), event.event_id)
+        self._spawn(self._handle(room, event, ticket))
 
     async def _on_redaction(self, room: nio.MatrixRoom, event: nio.RedactionEvent) -> None:
         """A redacted (deleted) message is forgotten: its stored turn and its memory."""
         if event.redacts:
-            await self.intake.changed(event.redacts, None)
+            ticket = self.intake.change(event.redacts)
+            self._spawn(self.intake.changed(event.redacts, None, ticket))
 
-    async def _handle(self, room: nio.MatrixRoom, event: nio.Event) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, room: nio.MatrixRoom, event: nio.Event, ticket: Ticket | None) -> None:
         try:
-            await self._handle_event(room, event)
+            if isinstance(event, nio.MegolmEvent):
+                await self._undecryptable(room, event)
+            elif ticket is not None:
+                with ticket:
+                    await self._handle_event(room, event, ticket)
         except Exception:  # one bad event never stops the bot
             log.exception("matrix: failed to handle %s in %s", event.event_id, room.room_id)
 
-    async def _handle_event(self, room: nio.MatrixRoom, event: nio.Event) -> None:
+    async def _handle_event(self, room: nio.MatrixRoom, event: nio.Event, ticket: Ticket) -> None:
         assert self.client is not None
         content = event.source.get("content", {})
         relation = content.get("m.relates_to") or {}
         if relation.get("rel_type") == "m.replace":  # an edit is not a new message...
             if (edit := await authored_edit(self.client, room.room_id, event)) is not None:
                 edited, body = edit
-                await self.intake.changed(edited, strip_mention(body, self._own_names(room)))
-            return  # ...but a stored turn, changed
-        thread_root = relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
-        outbox = MatrixOutbox(self, room.room_id, event.event_id, thread_root)
-        if isinstance(event, nio.MegolmEvent):
-            await self._undecryptable(room, event, outbox)
-            return
+                text = strip_mention(body, self._own_names(room))
+                await self.intake.changed(edited, text, ticket)
+            return  # ...but a stored (or waiting) message, changed
         replied = await self._replied_event(room, relation)
         direct = self._is_direct(room)
         always = direct or room.room_id in self.config.answer_rooms
@@ -268,7 +294,7 @@ class MatrixAdapter:
         words = caption(content) if media else body  # a media body may be a file name
         arrival = Arrival(
             platform="matrix",
-            channel_id=f"{room.room_id}/{thread_root}" if thread_root else room.room_id,
+            channel_id=_channel_id(room.room_id, relation),
             author_id=event.sender,
             author_name=room.user_name(event.sender) or event.sender,
             text=strip_mention(words, self._own_names(room)),
@@ -280,7 +306,9 @@ class MatrixAdapter:
             else (),
             message_id=event.event_id,
         )
-        await self.intake.handle(arrival, outbox)
+        thread_root = _thread_root(relation)
+        outbox = MatrixOutbox(self, room.room_id, event.event_id, thread_root)
+        await self.intake.handle(arrival, outbox, ticket)
         await self.client.room_typing(room.room_id, False)
 
     def _own_names(self, room: nio.MatrixRoom) -> list[str]:
@@ -291,9 +319,7 @@ class MatrixAdapter:
         """The room's DM status (see adapters.matrix_direct for the rule)."""
         return self.direct_rooms.is_direct(room.room_id, room.member_count)
 
-    async def _undecryptable(
-        self, room: nio.MatrixRoom, event: nio.MegolmEvent, outbox: MatrixOutbox
-    ) -> None:
+    async def _undecryptable(self, room: nio.MatrixRoom, event: nio.MegolmEvent) -> None:
         log.warning(
             "matrix: cannot decrypt %s in %s (session %s)",
             event.event_id,
@@ -302,6 +328,8 @@ class MatrixAdapter:
         )
         if not self.encryption and room.room_id not in self._told_cant_decrypt:
             self._told_cant_decrypt[room.room_id] = True
+            relation = event.source.get("content", {}).get("m.relates_to") or {}
+            outbox = MatrixOutbox(self, room.room_id, event.event_id, _thread_root(relation))
             await outbox.send(CANT_DECRYPT)
 
     async def _replied_event(

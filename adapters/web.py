@@ -33,6 +33,8 @@ from adapters.config import WebConfig
 from adapters.intake import Arrival, Intake, RemoteFile
 from adapters.matrix_html import markdown_to_html
 from brain.brain import Brain
+from brain.channels.events import ButtonAnswer
+from brain.channels.registry import Ticket
 from brain.outbox import Capabilities, MessageRef
 from brain.redaction import register_secret
 
@@ -279,8 +281,8 @@ class WebAdapter:
                     data = json.loads(frame.data)
                 except ValueError:
                     continue
-                if isinstance(data, dict):
-                    self._spawn(self._take(channel, data))
+                if isinstance(data, dict):  # its place in the channel's order, at once
+                    self._spawn(self._take(channel, data, self.intake.arrive(channel)))
         finally:
             tabs = self._sockets.get(channel, set())
             tabs.discard(socket)
@@ -293,7 +295,7 @@ class WebAdapter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _take(self, channel: str, data: dict[str, Any]) -> None:
+    async def _take(self, channel: str, data: dict[str, Any], ticket: Ticket) -> None:
         """A message (with files) or an answer to an image proposal, from a tab."""
         outbox = WebOutbox(self, channel)
         text = data.get("text") if isinstance(data.get("text"), str) else ""
@@ -308,9 +310,10 @@ class WebAdapter:
         )
         try:
             if data.get("type") == "answer":
-                await self.brain.answer_proposal(self.intake.inbound(arrival), outbox)
+                with ticket:
+                    await ticket.deliver(ButtonAnswer(self.intake.inbound(arrival), outbox))
             else:
-                await self.intake.deliver(arrival, outbox)
+                await self.intake.handle(arrival, outbox, ticket)
         except Exception:
             log.exception("web: could not answer a message")
         finally:

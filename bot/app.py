@@ -138,6 +138,7 @@ class App:
             gpu=gpu,
             memory_config=config.memory,
             embedder=self.embedder if config.memory.enabled else None,
+            channels_config=config.channels,
         )
         if self.brain.memory is not None:  # index what was stored while it was not running
             self.brain.memory.start()

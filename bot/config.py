@@ -19,6 +19,7 @@ from adapters.config import ConsoleConfig, DiscordConfig, MatrixConfig, WebConfi
 from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
 from brain.config import (
     AttachmentsConfig,
+    ChannelsConfig,
     CharacterConfig,
     EndpointConfig,
     GpuConfig,
@@ -118,6 +119,7 @@ class MombotConfig(StrictModel):
 
     bot: BotConfig = BotConfig()
     history: HistoryConfig = HistoryConfig()
+    channels: ChannelsConfig = ChannelsConfig()
     memory: MemoryConfig = MemoryConfig()
     embedded: EmbeddedConfig = EmbeddedConfig()
     endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)

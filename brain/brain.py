@@ -1,11 +1,13 @@
-"""The brain: takes one neutral message and answers it through an outbox.
+"""The brain: takes what happens in a channel and answers through an outbox.
 
-`Brain` is the boundary and nothing more: it keeps each channel's messages in order,
-dispatches a message to the image service (an answer to a proposal), a command (one
-dispatch table for built-ins and extensions) or the chat pipeline, turns typed errors
-into chat messages (anything else is logged with its traceback and the user gets a
-short apology), and stops cleanly. What each path does lives in its own module:
-`brain.chat`, `brain.image_service`, `brain.builtin_commands`, `brain.thinking`.
+`Brain` is the boundary and nothing more: events enter through `arrive` / `change` (or
+`handle` for a message that needs no preparation), each channel's owner applies them in
+arrival order (`brain.channels`), the dispatcher picks each message's path (an open
+question's answer, a command, the chat), and the brain turns typed errors into chat
+messages (anything else is logged with its traceback and the user gets a short apology),
+forgets an edited or deleted message everywhere it was kept, and stops cleanly. What each
+path does lives in its own module: `brain.chat`, `brain.image_service`,
+`brain.builtin_commands`, `brain.thinking`.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from brain.builtin_commands import BuiltinCommands
-from brain.channel_queue import ChannelQueue
+from brain.channels.dispatcher import Dispatcher
+from brain.channels.events import Answerable, ButtonAnswer, Change, Deletion, Edit, NewMessage
+from brain.channels.questions import OpenQuestions
+from brain.channels.registry import Channels, Ticket
+from brain.channels.turn import Work, collecting_after_turn
 from brain.chat import ChatPipeline
 from brain.commands import CommandRegistry
 from brain.config import (
     AttachmentsConfig,
+    ChannelsConfig,
     CharacterConfig,
     HistoryConfig,
     ImagesConfig,
@@ -36,7 +43,7 @@ from brain.image_service import ImageService
 from brain.images import CoolDown, ImageGenerator, ImagePromptWriter
 from brain.llm import ModelClient
 from brain.memory import open_memory
-from brain.messages import CommandCall, Inbound
+from brain.messages import Inbound
 from brain.mixture import Mixture
 from brain.outbox import Outbox
 from brain.routing import Classifier, TextOnly
@@ -51,7 +58,7 @@ CANCEL_RETRY_S = 2.0  # shutdown: cancel again after this long
 GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the bot's log."
 SHUTTING_DOWN = "I'm restarting right now; please ask again in a minute."
 STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask again in a minute."
-PROPOSAL_GONE = "That question has expired; ask again."
+BUSY = "I'm busy with many messages in this channel; please try again in a moment."
 
 
 def split_roles(characters: list[CharacterConfig]) -> tuple[list[CharacterConfig], CharacterConfig]:
@@ -86,6 +93,7 @@ class Brain:
         gpu: CoolDown | None = None,
         memory_config: MemoryConfig | None = None,
         embedder: Embedder | None = None,
+        channels_config: ChannelsConfig | None = None,
     ) -> None:
         self.characters = characters
         members, synthesizer = split_roles(characters)
@@ -104,7 +112,10 @@ class Brain:
             by_name.get(images_config.prompt_character, synthesizer),
             images_config.max_prompt_chars,
         )
-        self.images = ImageService(image_generator, images_config, history, writer, synthesizer)
+        self.questions: OpenQuestions[object] = OpenQuestions()  # what users are asked
+        self.images = ImageService(
+            image_generator, images_config, history, writer, synthesizer, self.questions
+        )
         self.telemetry = Telemetry(Sources(self.tracker, self._image_queue_length))
         self.hooks = Hooks(history)
         self.memory = open_memory(memory_config, embedder, history, clients, by_name, synthesizer)
@@ -120,6 +131,7 @@ class Brain:
             history_config=history_config or HistoryConfig(),
             attachments_config=attachments_config or AttachmentsConfig(),
             mixture_config=self.mixture.config,
+            questions=self.questions,
             memory=self.memory,
         )
         self.commands = CommandRegistry()
@@ -148,9 +160,10 @@ class Brain:
         self.hooks.extensions = load_extensions(
             extensions or [], extension_settings or {}, context, self.commands
         )
-        self.channel_queue = ChannelQueue()
+        self.dispatcher = Dispatcher(self.commands, self.chat, self.images, self.questions)
+        channels_config = channels_config or ChannelsConfig()
+        self.channels = Channels(self, self._change_stored, channels_config.max_waiting)
         self._closing = False
-        self._in_flight: set[asyncio.Task[Any]] = set()
 
     @property
     def extensions(self) -> list[Extension]:
@@ -162,80 +175,93 @@ class Brain:
         """True once shutdown() began: no new messages are taken."""
         return self._closing
 
-    # -- the boundary ---------------------------------------------------------------
+    # -- the way in ---------------------------------------------------------------------
+
+    def arrive(self, channel_key: str, source: str = "") -> Ticket:
+        """Stamp a message of `channel_key` (platform message `source`) in its channel's
+        order. Call it in the platform's callback before anything is awaited, then
+        `deliver` a `NewMessage` or `ButtonAnswer` once its files are read, or drop it."""
+        return self.channels.arrive(channel_key, source)
+
+    def change(self, source: str) -> Ticket:
+        """Stamp an edit or deletion of platform message `source`, as `arrive` does."""
+        return self.channels.change(source)
 
     async def handle(self, message: Inbound, outbox: Outbox) -> None:
-        """Answer one message. Never raises: failures become a message to the user."""
-        kind = self.commands.kind_of(message.text, message.command)  # the metrics label
-        await self._guarded(message, outbox, kind, self._dispatch)
+        """Answer one message that needs no preparation; returns once it is answered.
+
+        Never raises: failures become a message to the user."""
+        with self.arrive(message.channel_key, message.source) as ticket:
+            await ticket.deliver(NewMessage(message, outbox))
 
     async def answer_proposal(self, message: Inbound, outbox: Outbox) -> None:
         """A platform's button or form answering an image proposal or a "should I draw
-        that?" question: `message.text` is the answer.
-
-        It goes to those two only, never to the command parser, so an edited prompt that
-        starts with `/word` is a prompt, not a command.
-        """
-
-        async def answer(message: Inbound, outbox: Outbox) -> None:
-            if not await self._answers_a_question(message, outbox):
-                raise BadCommand(PROPOSAL_GONE)
-
-        await self._guarded(message, outbox, "proposal", answer)
+        that?" question: `message.text` is the answer (see `brain.channels.dispatcher`)."""
+        with self.arrive(message.channel_key) as ticket:
+            await ticket.deliver(ButtonAnswer(message, outbox))
 
     async def message_changed(self, source: str, text: str | None) -> None:
-        """A platform message was edited (`text`) or deleted (None) there: its stored turn
-        follows, so the history and the memory never keep what its author took back."""
-        try:
-            if text is None:
-                removed = await self.history.forget_source(source)
-            else:  # a turn edited down to nothing goes too
-                limit = self.chat.history_config.max_turn_chars
-                removed = await self.history.rewrite_source(source, clean_text(text)[:limit])
-            if self.memory is not None and removed:
-                await self.memory.forget_turns(removed)
-        except Exception:
-            log.exception("could not apply an edit or deletion of %s", source)
+        """A platform message was edited (`text`) or deleted (None) there: a waiting
+        message takes the new text or is never answered; a stored turn follows."""
+        with self.change(source) as ticket:
+            await ticket.deliver(Deletion(source) if text is None else Edit(source, text))
 
-    async def _answers_a_question(self, message: Inbound, outbox: Outbox) -> bool:
-        """Whether the message answered an open image proposal or route question."""
-        return await self.images.answer_proposal(
-            message, outbox
-        ) or await self.chat.answer_route_question(message, outbox)
+    # -- a channel's turn (brain.channels.owner.ChannelWork) -----------------------------
 
-    async def _dispatch(self, message: Inbound, outbox: Outbox) -> None:
-        if message.command is None and await self._answers_a_question(message, outbox):
-            return
-        if message.command is not None:
-            command: CommandCall | None = self.commands.check(message.command)
-        else:
-            command = self.commands.parse_text(message.text)
-        if command is not None:
-            await self.commands.run(command, message, outbox)
-        else:
-            await self.chat.answer(message, outbox)
-
-    async def _guarded(
-        self,
-        message: Inbound,
-        outbox: Outbox,
-        kind: str,
-        work: Callable[[Inbound, Outbox], Awaitable[None]],
-    ) -> None:
-        """Run `work` in the channel's turn (then what it left for after the turn), safely."""
+    async def answer(self, event: Answerable) -> list[Work]:
+        """Answer a message or button answer in its channel's turn."""
+        message, outbox = event.message, event.outbox
         if self._closing:
             await self._tell_error(outbox, SHUTTING_DOWN, "shutdown")
-            return
+            return []
+        if isinstance(event, ButtonAnswer):
+            kind = "proposal"
+        else:  # the metrics label
+            kind = self.commands.kind_of(message.text, message.command)
         current_channel.set(message.channel_key)
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
         started = time.monotonic()
-        try:
-            async with self.channel_queue.turn(message.channel_key) as later:
-                await work(message, outbox)
-            for step in later:  # e.g. an image rendering: the channel's chat goes on meanwhile
+        with collecting_after_turn() as later:
+            await self._guarded(message, outbox, lambda: self.dispatcher.dispatch(event))
+        self.telemetry.observe_reply(kind, time.monotonic() - started)
+        return later
+
+    async def after_turn(self, event: Answerable, work: list[Work]) -> None:
+        """What an answer left for after its turn (an image rendering), in order."""
+
+        async def steps() -> None:
+            for step in work:
                 await step()
+
+        await self._guarded(event.message, event.outbox, steps)
+
+    async def refuse_busy(self, event: Answerable) -> None:
+        log.info("%s: busy, a message was refused", event.message.channel_key)
+        await self._tell_error(event.outbox, BUSY, "busy")
+
+    async def cut_off(self, event: Answerable) -> None:
+        await self._tell_error(event.outbox, SHUTTING_DOWN, "shutdown")
+
+    async def _change_stored(self, change: Change) -> None:
+        """An edit or deletion of a stored message: its turn, vector and the summary built
+        from it follow, so the history and the memory never keep what its author took back."""
+        try:
+            if isinstance(change, Deletion):
+                removed, rewritten = await self.history.forget_source(change.source), []
+            else:  # a turn edited down to nothing goes too
+                limit = self.chat.history_config.max_turn_chars
+                text = clean_text(change.text)[:limit]
+                rewritten, removed = await self.history.rewrite_source(change.source, text)
+            if self.memory is not None and (removed or rewritten):
+                await self.memory.forget_turns(removed, rewritten)
+        except Exception:
+            log.exception("could not apply an edit or deletion of %s", change.source)
+
+    async def _guarded(
+        self, message: Inbound, outbox: Outbox, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run `work`, turning every failure into a message to the user."""
+        try:
+            await work()
         except (BadCommand, FeatureUnavailable) as exc:
             log.info("%s: %s: %s", message.channel_key, type(exc).__name__, exc)
             await self._tell_error(outbox, exc.user_message, type(exc).__name__)
@@ -250,9 +276,6 @@ class Brain:
                 log.info("%s: reply cancelled by shutdown", message.channel_key)
                 await self._tell_error(outbox, STOPPED_MID_REPLY, "shutdown")
             raise
-        finally:
-            self._in_flight.discard(task)  # type: ignore[arg-type]
-            self.telemetry.observe_reply(kind, time.monotonic() - started)
 
     async def _tell_error(self, outbox: Outbox, text: str, kind: str) -> None:
         self.telemetry.count_error(kind)
@@ -296,17 +319,23 @@ class Brain:
         not stored, so the history holds only complete answers.
         """
         self._closing = True
-        running = self._in_flight - {asyncio.current_task()}
-        if running:
-            await self._finish(running, grace_s)
+        await self._finish(grace_s)
         if self.memory is not None:  # what it had not indexed yet is caught up at next start
             await self.memory.aclose()
 
-    async def _finish(self, running: set[asyncio.Task[Any]], grace_s: float) -> None:
-        log.info("shutting down: waiting up to %.0f s for %d replies", grace_s, len(running))
-        _, unfinished = await asyncio.wait(running, timeout=grace_s)
+    def _running(self) -> set[asyncio.Task[Any]]:
+        """The answers (and image renderings) in progress, but not the caller."""
+        return set(self.channels.tasks) - {asyncio.current_task()}  # type: ignore[arg-type]
+
+    async def _finish(self, grace_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        if running := self._running():
+            log.info("shutting down: waiting up to %.0f s for %d replies", grace_s, len(running))
+        while (running := self._running()) and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(running, timeout=left)  # messages still waiting are answered too
         # Cancel until they end: a library that swallows one cancel must not hold the stop up.
-        while unfinished:
-            for task in unfinished:
+        while running := self._running():
+            for task in running:
                 task.cancel()
-            _, unfinished = await asyncio.wait(unfinished, timeout=CANCEL_RETRY_S)
+            await asyncio.wait(running, timeout=CANCEL_RETRY_S)

@@ -2,7 +2,8 @@
 
 Hooks, clean-up, attachments, storing the user's turn, the vision character, routing
 (an image request goes to the image service; a message the router cannot call is asked
-about first, `brain.route_question`), cool-down, the mixture, and the ending
+about first, `brain.route_question`; the answer comes back through
+`settle_route_question`), cool-down, the mixture, and the ending
 every reply shares (`store`): extensions' post_process hooks run before the last edit,
 so what is shown is what is stored, under the name of the character who spoke it.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from brain.attachments import PreparedAttachments, prepare_attachments
 from brain.bounded import BoundedDict
+from brain.channels.questions import OpenQuestions
 from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
 from brain.errors import BadCommand
 from brain.extensions import Hooks
@@ -26,7 +28,7 @@ from brain.messages import Inbound
 from brain.mixture import Mixture, Proposal
 from brain.outbox import DetailOutbox, Outbox, reporter
 from brain.recall import Recollection
-from brain.route_question import RouteQuestions
+from brain.route_question import RouteQuestion, ask
 from brain.routing import Classifier, Route, RouteDecision
 from brain.runner import CharacterRunner, Turn
 from brain.streaming import ReplyStreamer, split_text
@@ -61,6 +63,7 @@ class ChatPipeline:
         history_config: HistoryConfig,
         attachments_config: AttachmentsConfig,
         mixture_config: MixtureConfig,
+        questions: OpenQuestions[object],
         memory: Memory | None = None,
     ) -> None:
         self.characters = characters
@@ -76,8 +79,8 @@ class ChatPipeline:
         self.mixture_config = mixture_config
         self.memory = memory
         self.debug: BoundedDict[str, bool] = BoundedDict(DEBUG_CHANNELS)
-        timeout = images.config.confirm_timeout_s if images is not None else 0.0
-        self.questions = RouteQuestions(timeout)  # "should I draw that?", when unsure
+        self.questions = questions  # "should I draw that?", when unsure
+        self.question_timeout_s = images.config.confirm_timeout_s if images is not None else 0.0
 
     async def answer(self, message: Inbound, outbox: Outbox) -> None:
         channel = message.channel_key
@@ -115,7 +118,7 @@ class ChatPipeline:
             decision = await self._route(text, channel)
             turn = Turn(channel, stored, turn_id)
             if decision.unsure:  # too close to call: ask, and answer nothing yet
-                await self.questions.ask(message, outbox, turn)
+                await ask(self.questions, message, outbox, turn, self.question_timeout_s)
                 return
             if decision.route is Route.IMAGE:
                 await self.images.from_chat(message, outbox, turn)
@@ -123,23 +126,17 @@ class ChatPipeline:
         turn = Turn(channel, stored, turn_id, prefetched=tuple(page), prefetch_size=page_size)
         await self._reply_in_words(outbox, await self.remembered(turn, text), usages)
 
-    async def answer_route_question(self, message: Inbound, outbox: Outbox) -> bool:
-        """The user's answer to "should I draw that?": draw, or answer in words.
-
-        Returns False when the message answers no open question (it is answered as usual).
-        """
-        taken = self.questions.take(message)
-        if taken is None or self.images is None:
-            return False
-        question, route = taken
-        if route is Route.IMAGE:
+    async def settle_route_question(
+        self, question: RouteQuestion, draw: bool, outbox: Outbox
+    ) -> None:
+        """The user's answer to "should I draw that?": draw (yes), or answer in words."""
+        if draw and self.images is not None:
             await self.images.from_chat(question.message, outbox, question.turn)
-        else:
-            usages: list[Usage] = []
-            current_usages.set(usages)
-            turn = await self.remembered(question.turn, question.turn.text)
-            await self._reply_in_words(outbox, turn, usages)
-        return True
+            return
+        usages: list[Usage] = []
+        current_usages.set(usages)
+        turn = await self.remembered(question.turn, question.turn.text)
+        await self._reply_in_words(outbox, turn, usages)
 
     async def _reply_in_words(self, outbox: Outbox, turn: Turn, usages: list[Usage]) -> None:
         """The mixture answers the stored turn, streamed, then stored; with /debug on, the

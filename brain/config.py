@@ -114,6 +114,18 @@ class HistoryConfig(StrictModel):
     )
 
 
+class ChannelsConfig(StrictModel):
+    """How much one channel may have waiting for the bot."""
+
+    max_waiting: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Messages a channel may have waiting or being answered; past it the "
+        "sender is told the bot is busy there (nothing else is dropped or reordered).",
+    )
+
+
 class MemoryConfig(StrictModel):
     """What a channel told the bot, remembered beyond the context window (and only there)."""
 

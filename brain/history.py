@@ -217,14 +217,14 @@ class HistoryStore:
         """
         return await asyncio.to_thread(self._forget_source, source)
 
-    async def rewrite_source(self, source: str, text: str) -> list[TurnKey]:
+    async def rewrite_source(self, source: str, text: str) -> tuple[list[TurnKey], list[TurnKey]]:
         """Replace the text of the turns of a platform message edited there (what came with
-        it stays). A turn left with nothing is deleted, as an empty message is never stored:
-        returns the (id, channel) of those."""
+        it stays). A turn left with nothing is deleted, as an empty message is never stored.
+        Returns the (id, channel) of the turns rewritten, and of those deleted."""
         rewritten, removed = await asyncio.to_thread(self._rewrite_source, source, text)
-        for turn_id in rewritten:
+        for turn_id, _ in rewritten:
             self._told(turn_id, "user", TEXT)  # the memory reads it back and keeps user turns
-        return removed
+        return rewritten, removed
 
     async def clear(self, channel: str) -> int:
         """Forget a channel's conversation and its memory; returns how many turns were removed."""
@@ -332,9 +332,9 @@ class HistoryStore:
                 connection.execute(delete(TurnRow).where(table.id.in_(ids)))
             return [(row[0], row[1]) for row in found]
 
-    def _rewrite_source(self, source: str, text: str) -> tuple[list[int], list[TurnKey]]:
+    def _rewrite_source(self, source: str, text: str) -> tuple[list[TurnKey], list[TurnKey]]:
         table = TurnRow.__table__.c  # type: ignore[attr-defined]
-        rewritten: list[int] = []
+        rewritten: list[TurnKey] = []
         emptied: list[TurnKey] = []
         with self._engine.begin() as connection:
             columns = (table.id, table.channel, table.content, table.text_chars)
@@ -346,7 +346,7 @@ class HistoryStore:
                     continue
                 values = {"content": new, "text_chars": chars}
                 connection.execute(update(TurnRow).where(table.id == turn_id).values(values))
-                rewritten.append(turn_id)
+                rewritten.append((turn_id, channel))
             if emptied:
                 ids = [turn_id for turn_id, _ in emptied]
                 delete_vectors(connection, ids)

@@ -1,8 +1,9 @@
 """Images in a conversation: `/sd`, image requests in chat, proposals, journaling, delivery.
 
 A character writes the prompt for a request in chat (or `/sd you|me|scene|last`); with
-`images.confirm` the user first says yes, no, or sends their own prompt (a button press
-on platforms with buttons comes here the same way, never through the command parser).
+`images.confirm` the prompt is first proposed, as a question open in the channel
+(`brain.channels.questions`): the user says yes or no, or on platforms with buttons edits
+the prompt in a form (that answer never goes through the command parser).
 The drawing itself runs after the channel's turn: the request is queued in order within
 the turn, and the chat of that channel goes on while the image renders; the image
 arrives when done. Each job is journaled until its user has the image or was told why
@@ -12,13 +13,12 @@ not, so one that a crash cut off is reported after the restart.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from brain.bounded import BoundedDict
-from brain.channel_queue import after_turn
+from brain.channels.questions import OpenQuestions
+from brain.channels.turn import after_turn
 from brain.config import CharacterConfig, ImagesConfig
 from brain.errors import BadCommand, FeatureUnavailable
 from brain.history import IMAGE, HistoryStore
@@ -39,21 +39,17 @@ from brain.text import clean_text
 log = logging.getLogger(__name__)
 
 CONFIRM_PROMPT = (
-    "🎨 I'd draw: {prompt}\nSay **yes** to draw it, **no** to drop it, "
-    "or send the prompt you want instead."
+    "🎨 I'd draw: {prompt}\nSay **yes** to draw it or **no** to drop it "
+    "(or /sd with the prompt you want instead)."
 )
 CONFIRM_BUTTONS = (
-    "🎨 I'd draw: {prompt}\nDraw it, edit the prompt, or cancel "
-    "(or just reply yes, no, or your own prompt)."
+    "🎨 I'd draw: {prompt}\nDraw it, edit the prompt, or cancel (or just reply yes or no)."
 )
-YES_WORDS = {"yes", "y", "ok", "okay", "sure", "draw it", "go", "go ahead"}
-NO_WORDS = {"no", "n", "nope", "cancel", "stop", "don't"}
 NOT_DRAWING = "All right, I won't draw it."
 NO_GENERATOR = "I can't make images here: no image generator is set up (images.backend)."
 LOST_IMAGE = (
     "I was restarted before I could finish the image you asked for ({prompt}). Please ask again."
 )
-PROPOSALS_KEPT = 10_000  # live proposals, all channels and users together
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,6 @@ class ImageProposal:
     """An image prompt a character wrote, shown to the user, waiting for their answer."""
 
     request: ImageRequest
-    expires: float
 
 
 class ImageService:
@@ -74,21 +69,14 @@ class ImageService:
         history: HistoryStore,
         prompt_writer: ImagePromptWriter,
         artist: CharacterConfig,
-        *,
-        clock: Callable[[], float] = time.monotonic,
+        questions: OpenQuestions[object],
     ) -> None:
         self.generator = generator
         self.config = config
         self.history = history
         self.prompt_writer = prompt_writer
         self.artist = artist  # whose style goes around every prompt (the synthesizer)
-        self.clock = clock  # for proposals' expiry
-        # image prompts waiting for the user's yes, no or edit, per (channel, user)
-        self._proposals: BoundedDict[tuple[str, str], ImageProposal] = BoundedDict(PROPOSALS_KEPT)
-
-    @property
-    def proposals_waiting(self) -> int:
-        return len(self._proposals)
+        self.questions = questions  # where a proposal waits for its user's answer
 
     def request(self, message: Inbound, prompt: str, args: dict[str, Any]) -> ImageRequest:
         """The checked request; raises a user-facing error for a bad argument or no generator."""
@@ -121,40 +109,20 @@ class ImageService:
         turn = Turn(message.channel_key, instruction or prompt, turn_id)
         await self._written(message, outbox, turn, call.args)
 
-    async def answer_proposal(self, message: Inbound, outbox: Outbox) -> bool:
-        """The user's answer to an image prompt proposed to them: yes, no, or their own prompt.
-
-        Returns False when there is no live proposal, and the message is an ordinary one.
-        """
-        key = (message.channel_key, message.author_id)
-        proposal = self._proposals.pop(key, None)
-        if proposal is None or proposal.expires < self.clock() or message.attachments:
-            if proposal is not None and proposal.expires >= self.clock():
-                self._proposals[key] = proposal  # a picture sent meanwhile is no answer
-            return False
-        text = clean_text(message.text)
-        answer = text.lower().rstrip("!.")
+    async def settle_proposal(
+        self, proposal: ImageProposal, answer: bool | str, message: Inbound, outbox: Outbox
+    ) -> None:
+        """The user's answer to a proposed prompt: draw it (True), drop it (False), or draw
+        their edited prompt (a string, checked like any other: a bad one raises)."""
         request = proposal.request
-        if answer not in YES_WORDS | NO_WORDS:  # an edited prompt, checked like any other
-            try:
-                request = replace(request, prompt=self.request(message, text, {}).prompt)
-            except BadCommand:
-                self._proposals[key] = proposal  # a bad edit loses nothing: the proposal waits on
-                raise
-        await self.history.add(message.channel_key, "user", text, message.author_name)
-        if answer in NO_WORDS:
+        if isinstance(answer, str):
+            request = replace(request, prompt=self.request(message, answer, {}).prompt)
+        said = clean_text(message.text)
+        await self.history.add(message.channel_key, "user", said, message.author_name)
+        if answer is False:
             await outbox.send(NOT_DRAWING)
-            return True
+            return
         await self._draw(message, outbox, request, await outbox.send("🎨 Getting ready…"))
-        return True
-
-    def prune(self) -> int:
-        """Drop expired proposals; returns how many were dropped."""
-        now = self.clock()
-        expired = [key for key, p in self._proposals.items() if p.expires < now]
-        for key in expired:
-            del self._proposals[key]
-        return len(expired)
 
     async def report_lost_jobs(
         self, platform: str, notify: Callable[[str, str], Awaitable[None]]
@@ -191,10 +159,9 @@ class ImageService:
         if not self.config.confirm:
             await self._draw(message, outbox, request, status)
             return
-        self.prune()
         timeout = self.config.confirm_timeout_s
-        key = (message.channel_key, message.author_id)
-        self._proposals[key] = ImageProposal(request, self.clock() + timeout)
+        proposal = ImageProposal(request)
+        self.questions.open(message.channel_key, message.author_id, proposal, timeout)
         if isinstance(outbox, ConfirmingOutbox):
             text = CONFIRM_BUTTONS.format(prompt=request.prompt)
             await outbox.ask_to_confirm(status, text, request.prompt, message.author_id, timeout)

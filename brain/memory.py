@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from brain.bounded import BoundedDict
 from brain.config import CharacterConfig, MemoryConfig
@@ -187,7 +188,8 @@ class Memory:
         return (summary.text if summary else ""), count
 
     async def forget(self, channel: str, text: str) -> tuple[int, bool]:
-        """Delete the channel's turns containing `text` and drop a summary that mentions it.
+        """Delete the channel's turns containing `text`, and drop a summary that mentions it
+        or was built from any of those turns.
 
         Returns (turns forgotten, whether the summary went too).
         """
@@ -200,22 +202,37 @@ class Memory:
                 if cached is not None:
                     await self.embedder.run(cached.remove, ids)
         summary = await self._summary(channel)
-        dropped = summary is not None and text.casefold() in summary.text.casefold()
+        dropped = summary is not None and (
+            text.casefold() in summary.text.casefold()
+            or any(turn_id <= summary.covered_until for turn_id in ids)
+        )
         if dropped:
-            await asyncio.to_thread(self.store.drop_summary, channel)
-            self._summaries[channel] = None
+            await self._drop_summary(channel)
         return len(ids), dropped
 
-    async def forget_turns(self, turns: list[tuple[int, str]]) -> None:
-        """(id, channel) of turns the history deleted with their vectors: drop ours too."""
+    async def forget_turns(
+        self, removed: Sequence[tuple[int, str]], rewritten: Sequence[tuple[int, str]] = ()
+    ) -> None:
+        """(id, channel) of turns the history deleted (with their vectors) or rewrote: drop
+        our copies, and a summary that was built from any of them (the next one is written
+        from what is stored now). A rewritten turn is embedded again through the history."""
         by_channel: dict[str, list[int]] = {}
-        for turn_id, channel in turns:
+        for turn_id, channel in removed:
             by_channel.setdefault(channel, []).append(turn_id)
         async with self._lock:
             for channel, ids in by_channel.items():
                 cached = self._cache.get(channel)
                 if cached is not None:
                     await self.embedder.run(cached.remove, ids)
+        oldest: dict[str, int] = {}
+        for turn_id, channel in [*removed, *rewritten]:
+            oldest[channel] = min(turn_id, oldest.get(channel, turn_id))
+        for channel, turn_id in oldest.items():
+            self._stop_summary(channel)  # it may be reading that turn right now
+            self._not_due.pop(channel, None)
+            summary = await self._summary(channel)
+            if summary is not None and turn_id <= summary.covered_until:
+                await self._drop_summary(channel)
 
     def forget_channel(self, channel: str) -> None:
         """/reset deleted the channel's rows (in the history's transaction): drop ours."""
@@ -274,6 +291,11 @@ class Memory:
         summary = await asyncio.to_thread(self.store.summary, channel)
         self._summaries[channel] = summary
         return summary
+
+    async def _drop_summary(self, channel: str) -> None:
+        await asyncio.to_thread(self.store.drop_summary, channel)
+        self._summaries[channel] = None
+        self._not_due.pop(channel, None)
 
     def _stop_summary(self, channel: str) -> None:
         task = self._summarizing.pop(channel, None)

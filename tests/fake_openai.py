@@ -40,6 +40,8 @@ class Behaviour:
     reply_for: Callable[[dict[str, Any]], str] | None = None
     # Why the reply ended: "stop", or "length" for one cut by max_tokens.
     finish_reason: str = "stop"
+    # While not set, every chat request waits (a reply in progress for as long as a test needs).
+    hold: threading.Event | None = None
 
 
 def long_slow_reply(words: int = 400, delay_s: float = 0.05) -> Behaviour:
@@ -123,6 +125,8 @@ class FakeOpenAIServer:
         self.requests.append(record)
         if self.behaviour.mode == "hang":
             await asyncio.sleep(3600)
+        if self.behaviour.hold is not None:
+            await asyncio.to_thread(self.behaviour.hold.wait, 120)
         await asyncio.sleep(self.behaviour.request_delay_s)
         return body, record
 

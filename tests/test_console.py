@@ -18,10 +18,12 @@ import pytest
 from adapters.config import ConsoleConfig
 from adapters.console import CLEAR_LINE, DIM, NORMAL, ConsoleAdapter, ConsoleOutbox
 from brain.brain import Brain
+from brain.channels.events import Answerable, Change
+from brain.channels.registry import Channels, Ticket
+from brain.channels.turn import Work
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history import HistoryStore
 from brain.llm import ModelClient
-from brain.messages import Inbound
 from brain.route_question import ASK
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
@@ -182,15 +184,23 @@ class FailingBrain:
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.channels = Channels(self, self.change_stored, max_waiting=20)
 
     async def report_lost_image_jobs(self, platform: str, notify: object) -> int:
         return 0
 
-    async def handle(self, message: Inbound, outbox: ConsoleOutbox) -> None:
-        self.asked.append(message.text)
+    def arrive(self, channel_key: str, source: str = "") -> Ticket:
+        return self.channels.arrive(channel_key, source)
+
+    async def answer(self, event: Answerable) -> list[Work]:
+        self.asked.append(event.message.text)
         if len(self.asked) == 1:
             raise RuntimeError("a bug in the brain")
-        await outbox.send(f"answer to {message.text}")
+        await event.outbox.send(f"answer to {event.message.text}")
+        return []
+
+    async def change_stored(self, change: Change) -> None:
+        return None
 
 
 async def test_a_failed_answer_is_logged_and_the_chat_goes_on(

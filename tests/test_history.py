@@ -72,13 +72,14 @@ async def test_an_edit_replaces_a_message_text_and_keeps_what_came_with_it(
         return [t.content for t in reversed(await store.recent(channel))]
 
     for source, words in ((plain, "edited"), (with_file, "now with words")):
-        assert await store.rewrite_source(source, words) == []  # none left empty
+        rewritten, removed = await store.rewrite_source(source, words)
+        assert len(rewritten) == 1 and removed == []  # none left empty
     assert await stored() == ["edited", f"now with words\n\n{file}"]
     await store.rewrite_source(with_file, "")  # the words taken out again: the file stays
     assert await stored() == ["edited", file]
     # edited down to nothing (on Discord: only the bot's mention left): gone, as a new
     # message with nothing in it is never stored
-    assert await store.rewrite_source(plain, "") == [(first_id, channel)]
+    assert await store.rewrite_source(plain, "") == ([], [(first_id, channel)])
     assert await stored() == [file]
     store.close()
 

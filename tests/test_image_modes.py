@@ -170,24 +170,44 @@ async def test_with_confirm_a_written_prompt_waits_for_yes(asking: Any) -> None:
     assert chat.text == "Nice to meet you!" and len(generator.requests) == 1
 
 
-async def test_with_confirm_an_edit_is_drawn_no_drops_and_a_bad_edit_keeps_the_proposal(
+async def test_with_confirm_a_button_edit_is_drawn_no_drops_and_a_bad_edit_keeps_the_proposal(
     asking: Any,
 ) -> None:
     brain, _, generator = asking
     await say(brain, "/sd scene")
-    too_long = await say(brain, "x" * 2000)
+    too_long = RecordingOutbox()
+    await brain.answer_proposal(Inbound("t", "c", "u1", "ann", "x" * 2000), too_long)
     assert too_long.errors == ["That prompt is too long: at most 1000 characters."]
-    await say(brain, "a lighthouse at night")
+    edited = RecordingOutbox()
+    await brain.answer_proposal(Inbound("t", "c", "u1", "ann", "a lighthouse at night"), edited)
     assert generator.requests[-1].prompt == "watercolor, a lighthouse at night, soft light"
     await say(brain, "/sd you")
     dropped = await say(brain, "no")
     assert dropped.text == "All right, I won't draw it." and len(generator.requests) == 1
 
 
+async def test_with_a_proposal_open_a_command_runs_a_question_is_answered_and_yes_draws(
+    asking: Any,
+) -> None:
+    """Issue 32 defect 3: an open proposal swallowed the next message as its edited prompt."""
+    brain, _, generator = asking
+    await say(brain, "/sd you")
+    helped = await say(brain, "/help")
+    assert "/sd" in helped.text and generator.requests == []  # /help ran as /help
+    drawn = await say(brain, "yes")  # the proposal waited through the command
+    assert len(drawn.images) == 1 and len(generator.requests) == 1
+
+    await say(brain, "/sd me")
+    answered = await say(brain, "What is the capital of France?")
+    assert answered.text == "Nice to meet you!" and len(generator.requests) == 1
+    carried_on = await say(brain, "yes")  # the question was dropped: an ordinary message
+    assert carried_on.text == "Nice to meet you!" and len(generator.requests) == 1
+
+
 async def test_a_proposal_expires(asking: Any) -> None:
     brain, _, generator = asking
     now = [1000.0]
-    brain.images.clock = lambda: now[0]
+    brain.questions.clock = lambda: now[0]
     await say(brain, "/sd you")
     now[0] += brain.images.config.confirm_timeout_s + 1  # the proposal's time is up
     late = await say(brain, "yes")
@@ -198,13 +218,13 @@ async def test_expired_proposals_are_dropped_not_kept_forever(asking: Any) -> No
     """Issue 17 item 11: proposals nobody answered are pruned (and the map is bounded)."""
     brain, _, _ = asking
     now = [1000.0]
-    brain.images.clock = lambda: now[0]
+    brain.questions.clock = lambda: now[0]
     for user in ("u1", "u2", "u3"):
         await brain.handle(Inbound("t", "c", user, user, "/sd you"), RecordingOutbox())
-    assert brain.images.proposals_waiting == 3
+    assert len(brain.questions) == 3
     now[0] += brain.images.config.confirm_timeout_s + 1  # all three went unanswered
     await brain.handle(Inbound("t", "c", "u4", "dee", "/sd you"), RecordingOutbox())
-    assert brain.images.proposals_waiting == 1  # only the new one is kept
+    assert len(brain.questions) == 1  # only the new one is kept
 
 
 async def test_look_shows_the_last_drawn_image_to_the_vision_character_only(

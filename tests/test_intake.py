@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from adapters.common import SLOW_DOWN, RateLimiter, read_capped
 from adapters.intake import AccessRules, Arrival, DownloadFailed, Intake, RemoteFile
+from brain.channels.events import Answerable, Change
+from brain.channels.registry import Channels, Ticket
+from brain.channels.turn import Work
 from brain.messages import CommandCall, Inbound
-from tests.helpers import RecordingOutbox
+from tests.helpers import RecordingOutbox, eventually
 
 
 class RecordingBrain:
-    """Keeps what it was asked to answer (the real brain is tested on its own)."""
+    """Keeps what it was asked to answer, in the order the channels' owners hand it on (the
+    real brain is tested on its own)."""
 
     def __init__(self) -> None:
         self.asked: list[Inbound] = []
+        self.channels = Channels(self, self.change_stored, max_waiting=20)
 
-    async def handle(self, message: Inbound, outbox: RecordingOutbox) -> None:
-        self.asked.append(message)
+    def arrive(self, channel_key: str, source: str = "") -> Ticket:
+        return self.channels.arrive(channel_key, source)
+
+    async def answer(self, event: Answerable) -> list[Work]:
+        self.asked.append(event.message)
+        return []
+
+    async def change_stored(self, change: Change) -> None:
+        return None
 
     async def report_lost_image_jobs(self, platform: str, notify: object) -> int:
         return 0
@@ -32,12 +46,16 @@ class StoredFile:
         declared: int | None,
         fails: bool = False,
         content_type: str = "image/png",
+        arrives: asyncio.Event | None = None,
     ):
         self.data, self.reads, self.fails = data, 0, fails
+        self.arrives = arrives  # a slow download: its bytes come once this is set
         self.remote = RemoteFile(name, content_type, declared, self.read)
 
     async def read(self, limit: int) -> bytes | None:
         self.reads += 1
+        if self.arrives is not None:
+            await self.arrives.wait()
         if self.fails:
             raise DownloadFailed("HTTP 502")
 
@@ -176,3 +194,20 @@ async def test_a_reply_to_a_picture_brings_the_picture_unless_the_message_has_it
     )
     assert [[a.data for a in m.attachments] for m in brain.asked] == [[b"drawn"], [b"mine"]]
     assert replied.reads == 1  # the second message had a picture of its own
+
+
+async def test_a_slow_download_keeps_its_place_and_the_quick_text_after_it_waits() -> None:
+    """Issue 32 defect 4: a picture, then a quick text: answered in the order they came, however
+    long the picture takes to download."""
+    brain = RecordingBrain()
+    gate = intake(brain)
+    downloaded = asyncio.Event()
+    picture = StoredFile("bike.png", b"png", declared=3, arrives=downloaded)
+    notes = StoredFile("notes.txt", b"red", declared=3, content_type="text/plain")
+    first = arrival(text="look at my bike", files=(picture.remote,), message_id="1")
+    second = arrival(text="what colour is it?", files=(notes.remote,), message_id="2")
+    sending = [asyncio.create_task(gate.handle(m, RecordingOutbox())) for m in (first, second)]
+    await eventually(lambda: picture.reads == 1 and notes.reads == 1)  # the text is ready first
+    downloaded.set()
+    await asyncio.gather(*sending)
+    assert [m.text for m in brain.asked] == ["look at my bike", "what colour is it?"]

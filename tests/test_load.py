@@ -28,7 +28,7 @@ async def test_200_conversations_in_50_channels_lose_and_reorder_nothing(
     assert report.errors == []
     assert report.messages == 600
     assert report.most_at_once_in_a_channel == 1  # one reply at a time per channel
-    assert len(brain.channel_queue) == 0  # idle channels leave nothing behind
+    assert len(brain.channels) == 0  # idle channels leave nothing behind
     for key, sent in report.sent.items():
         turns = list(reversed(await brain.history.recent(key, limit=100)))
         # Stored in arrival order, each user turn followed by the reply to exactly that turn.

@@ -356,7 +356,7 @@ async def test_a_button_for_a_question_no_longer_open_says_it_expired(
     late = RecordingOutbox()
     await brain.answer_proposal(said("ann", "yes"), late)
     assert late.errors == ["That question has expired; ask again."]
-    brain.chat.questions.timeout_s = -1  # every question expires at once
+    brain.chat.question_timeout_s = -1  # every question expires at once
     await brain.handle(said("ann", "a cat on a roof"), RecordingOutbox())
     expired = RecordingOutbox()
     await brain.answer_proposal(said("ann", "yes"), expired)

@@ -1,0 +1,278 @@
+"""One owner per channel (issue 32) on the platforms people use: what they do while a slow
+reply is being written — delete or edit the message that waits behind it, send a picture
+and a quick question — lands where it should, on Discord (simcord) and Matrix (Synapse)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+import simcord
+from PIL import Image
+
+import adapters.matrix_media
+from adapters.config import DiscordConfig
+from adapters.discord import MombotDiscordClient
+from adapters.intake import Intake
+from brain.embedder import Embedder
+from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user
+from tests.helpers import close_brain, eventually, memory_brain
+from tests.matrix_world import Bot, Human, joined, reply_to
+from tests.synapse import Synapse
+
+LOCKER = "My locker code is 4471."
+LOCKER_QUESTION = "What is my locker code?"
+
+
+def echo(body: dict[str, Any]) -> str:
+    return f"You said: {last_user(body)}"
+
+
+def hold_replies(server: FakeOpenAIServer) -> threading.Event:
+    """Every reply waits until the returned event is set, then echoes the user's words."""
+    release = threading.Event()
+    server.behaviour = Behaviour(reply_for=echo, hold=release)
+    return release
+
+
+def png_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (20, 120, 200)).save(out, "PNG")
+    return out.getvalue()
+
+
+def finished(intake: Intake, name: str) -> list[tuple[Any, ...]]:
+    """Records the calls of the intake's `name` once each has returned."""
+    calls: list[tuple[Any, ...]] = []
+    original = getattr(intake, name)
+
+    async def recording(*args: Any) -> None:
+        await original(*args)
+        calls.append(args)
+
+    setattr(intake, name, recording)
+    return calls
+
+
+def started(intake: Intake, name: str, when: Callable[..., bool]) -> asyncio.Event:
+    """Set as soon as the intake's `name` is called with arguments that match `when`."""
+    called = asyncio.Event()
+    original = getattr(intake, name)
+
+    async def marking(*args: Any) -> None:
+        if when(*args):
+            called.set()
+        await original(*args)
+
+    setattr(intake, name, marking)
+    return called
+
+
+async def user_turns(brain: Any, channel: str) -> list[str]:
+    return [t.content for t in reversed(await brain.history.recent(channel)) if t.role == "user"]
+
+
+async def recalled(brain: Any, channel: str) -> str:
+    await brain.memory.settle()
+    found = await brain.memory.recall(channel, LOCKER_QUESTION, 10**12)
+    return " ".join(turn.content for turn, _ in found.turns)
+
+
+# -- Discord ------------------------------------------------------------------------------
+# Ann acts through simcord's backend (the fake Discord), as Discord delivers her messages,
+# edits and deletions, without waiting for the bot: simcord's own `send_dm` and `delete` wait
+# until the bot is idle, and here the bot is busy writing a reply on purpose.
+
+
+def dm(env: Any, ann: Any, content: str, files: list[tuple[str, bytes]] | None = None) -> int:
+    """Ann writes in her DM with the bot; returns the message's id."""
+    channel = ann.dm_channel.id
+    stored = env.backend.store_attachments(channel, files) if files else None
+    return int(env.backend.create_message(channel, ann.id, content, attachments=stored).id)
+
+
+def bot_replies(ann: Any, client: discord.Client) -> list[str]:
+    return [m.content for m in ann.dm_channel.history() if m.author.id == client.user.id]
+
+
+async def test_discord_a_message_deleted_while_it_waits_is_never_answered_stored_or_recalled(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
+) -> None:
+    release = hold_replies(fake_server)
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    async with simcord.run(client, settle_timeout=120) as env:
+        ann = env.create_user("ann")
+        channel = f"discord:{ann.dm_channel.id}"
+        dm(env, ann, "What is a lighthouse?")
+        await eventually(lambda: len(fake_server.requests) == 1)  # its reply is being written
+        told = dm(env, ann, LOCKER)
+        await eventually(lambda: brain.channels.holding(channel) == 2)  # it waits its turn
+        deletions = finished(client.intake, "changed")
+        env.backend.delete_message(ann.dm_channel.id, told)
+        await eventually(lambda: len(deletions) == 1)  # deleted while it waits
+        release.set()
+        await eventually(lambda: bot_replies(ann, client) != [])
+        await env.settle()
+        assert bot_replies(ann, client) == ["You said: What is a lighthouse?"]  # never answered
+        assert len(fake_server.requests) == 1  # never sent to a model
+        assert await user_turns(brain, channel) == ["What is a lighthouse?"]  # never stored
+        assert "4471" not in await recalled(brain, channel)  # never embedded or recalled
+    await close_brain(brain)
+
+
+async def test_discord_a_message_edited_while_it_waits_is_answered_with_its_new_text(
+    fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
+) -> None:
+    release = hold_replies(fake_server)
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    async with simcord.run(client, settle_timeout=120) as env:
+        ann = env.create_user("ann")
+        channel = f"discord:{ann.dm_channel.id}"
+        dm(env, ann, "What is a lighthouse?")
+        await eventually(lambda: len(fake_server.requests) == 1)
+        typo = dm(env, ann, "Whats a lighthuose?")
+        await eventually(lambda: brain.channels.holding(channel) == 2)
+        edits = finished(client.intake, "changed")
+        env.backend.edit_message(ann.dm_channel.id, typo, {"content": "What's a lightship?"})
+        await eventually(lambda: len(edits) == 1)  # the typo fixed while it waits
+        release.set()
+        await eventually(lambda: len(bot_replies(ann, client)) == 2)
+        await env.settle()
+        assert bot_replies(ann, client) == [
+            "You said: What is a lighthouse?",
+            "You said: What's a lightship?",
+        ]
+        assert await user_turns(brain, channel) == ["What is a lighthouse?", "What's a lightship?"]
+    await close_brain(brain)
+
+
+async def test_discord_a_picture_then_a_quick_text_are_answered_and_stored_in_that_order(
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
+    embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_server.behaviour = Behaviour(reply_for=echo)
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    downloaded = asyncio.Event()
+    read = discord.Attachment.read
+
+    async def slow_read(self: discord.Attachment, **kwargs: Any) -> bytes:
+        await downloaded.wait()  # a slow media server, or a large file
+        return await read(self, **kwargs)
+
+    monkeypatch.setattr(discord.Attachment, "read", slow_read)
+    text_ready = started(client.intake, "deliver", lambda arrival, *_: not arrival.files)
+    async with simcord.run(client, settle_timeout=120) as env:
+        ann = env.create_user("ann")
+        dm(env, ann, "look at my bike", [("bike.png", png_bytes())])
+        dm(env, ann, "what colour is it?")
+        await text_ready.wait()  # the text is ready to answer while the picture still downloads
+        downloaded.set()
+        await eventually(lambda: len(bot_replies(ann, client)) == 3)
+        await env.settle()
+        turns = await user_turns(brain, f"discord:{ann.dm_channel.id}")
+        assert [t.split("\n")[0] for t in turns] == ["look at my bike", "what colour is it?"]
+        replies = bot_replies(ann, client)
+        assert replies[0].startswith("I can't look at images")  # the picture's turn came first
+        assert replies[-1] == "You said: what colour is it?"  # answered last
+    await close_brain(brain)
+
+
+# -- Matrix -------------------------------------------------------------------------------
+
+
+async def matrix_dm(
+    brain: Any, synapse: Synapse, folder: Path
+) -> tuple[Human, Bot, str, Callable[[], Awaitable[None]]]:
+    """Ann in a direct chat with the bot; returns (ann, bot, room, stop)."""
+    human, bot = await Bot.with_human(synapse, brain, folder)
+    room = await human.room_with(bot.config.user_id)
+    await human.wait_for(joined(bot.config.user_id))
+
+    async def stop() -> None:
+        await bot.stop()
+        await human.close()
+        await close_brain(brain)
+
+    return human, bot, room, stop
+
+
+async def test_matrix_a_message_redacted_while_it_waits_is_never_answered_stored_or_recalled(
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
+    embedder: Embedder,
+    synapse: Synapse,
+    tmp_path: Path,
+) -> None:
+    release = hold_replies(fake_server)
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    human, bot, room, stop = await matrix_dm(brain, synapse, tmp_path)
+    try:
+        channel = f"matrix:{room}"
+        bot_id = bot.config.user_id
+        first = await human.say(room, "What is a lighthouse?")
+        await eventually(lambda: len(fake_server.requests) == 1)  # its reply is being written
+        told = await human.say(room, LOCKER)
+        await eventually(lambda: brain.channels.holding(channel) == 2)  # it waits its turn
+        redactions = finished(bot.adapter.intake, "changed")
+        await human.client.room_redact(room, told)
+        await eventually(lambda: len(redactions) == 1)  # redacted while it waits
+        release.set()
+        await human.wait_for(reply_to(first, bot_id))
+        later = await human.say(room, "Thanks!")  # answered after: nothing was left waiting
+        await human.wait_for(reply_to(later, bot_id))
+        assert [last_user(r.body) for r in fake_server.requests] == [
+            "What is a lighthouse?",
+            "Thanks!",
+        ]
+        assert await user_turns(brain, channel) == ["What is a lighthouse?", "Thanks!"]
+        assert "4471" not in await recalled(brain, channel)
+    finally:
+        await stop()
+
+
+async def test_matrix_a_picture_then_a_quick_text_are_answered_and_stored_in_that_order(
+    fake_server: FakeOpenAIServer,
+    sqlite_url: str,
+    embedder: Embedder,
+    synapse: Synapse,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_server.behaviour = Behaviour(reply_for=echo)
+    brain = memory_brain(fake_server, sqlite_url, embedder)
+    human, bot, room, stop = await matrix_dm(brain, synapse, tmp_path)
+    downloaded = asyncio.Event()
+    fetch = adapters.matrix_media.fetch_capped
+
+    async def slow_fetch(*args: Any) -> bytes | None:
+        await downloaded.wait()  # a slow media server, or a large file
+        return await fetch(*args)
+
+    monkeypatch.setattr(adapters.matrix_media, "fetch_capped", slow_fetch)
+    text_ready = started(bot.adapter.intake, "handle", lambda arrival, *_: not arrival.files)
+    try:
+        bot_id = bot.config.user_id
+        where = await human.upload(png_bytes(), "bike.png")
+        picture = await human.send(
+            room, {"msgtype": "m.image", "body": "look at my bike", "filename": "bike.png", **where}
+        )
+        text = await human.say(room, "what colour is it?")
+        await text_ready.wait()  # the text is ready to answer while the picture still downloads
+        downloaded.set()
+        await human.wait_for(reply_to(text, bot_id))
+        await human.wait_for(reply_to(picture, bot_id))
+        turns = await user_turns(brain, f"matrix:{room}")
+        assert [t.split("\n")[0] for t in turns] == ["look at my bike", "what colour is it?"]
+    finally:
+        await stop()
