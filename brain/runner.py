@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from brain.bounded import BoundedDict
 from brain.config import CharacterConfig
@@ -69,7 +68,19 @@ class Turn:
     recollection: Recollection | None = None  # what the memory recalled for it
 
 
-PAGE_HINTS = 4096  # channels whose last history size is remembered (a hint, never a cache)
+PAGE_HINTS = 4096  # channels whose window is remembered (hints, never a cache: see ChannelWindow)
+
+
+@dataclass
+class ChannelWindow:
+    """What the channel's last prompts held: hints for the next prompt, never needed for a
+    correct one (a process that lost them reads one more page, or a window that moves)."""
+
+    turn_id: int  # the turn they were built for
+    kept: int  # most turns a prompt for that turn kept: the next first page's size
+    oldest: int | None  # oldest turn any of them kept: where the memory starts recalling
+    # character → the oldest turn its last prompt kept (`build_prompt`'s floor)
+    floors: dict[str, int] = field(default_factory=dict)
 
 
 class CharacterRunner:
@@ -78,10 +89,7 @@ class CharacterRunner:
     def __init__(self, history: HistoryStore, clients: dict[str, ModelClient]) -> None:
         self.history = history
         self.clients = clients
-        # channel → (turn id, most turns a prompt for that turn kept, oldest turn any kept)
-        self._kept: OrderedDict[str, tuple[int, int, int | None]] = OrderedDict()
-        # (channel, character) → the oldest turn its last prompt kept (`build_prompt`'s floor)
-        self._floors: BoundedDict[tuple[str, str], int] = BoundedDict(PAGE_HINTS * 8)
+        self._windows: BoundedDict[str, ChannelWindow] = BoundedDict(PAGE_HINTS)
 
     def history_page_size(self, channel: str) -> int:
         """How many turns to read with a new turn: what the channel's last prompt kept, plus room.
@@ -89,8 +97,8 @@ class CharacterRunner:
         Only a hint for the first read: a wrong guess costs one more page, never a wrong
         prompt, so several processes serving one channel stay correct.
         """
-        last = self._kept.get(channel)
-        return FIRST_HISTORY_PAGE if last is None else min(MAX_HISTORY_PAGE, last[1] + 8)
+        last = self._windows.get(channel)
+        return FIRST_HISTORY_PAGE if last is None else min(MAX_HISTORY_PAGE, last.kept + 8)
 
     async def answer(
         self,
@@ -209,12 +217,10 @@ class CharacterRunner:
             before_id=turn.turn_id,
             first_page_size=turn.prefetch_size if self._has_prefetch(turn) else FIRST_HISTORY_PAGE,
             after=after,
-            floor=self._floors.touch((turn.channel, character.name)),
+            floor=self._floor(turn.channel, character.name),
             recollection=turn.recollection,
         )
-        if plan.oldest_kept is not None:
-            self._floors[(turn.channel, character.name)] = plan.oldest_kept
-        self._remember_kept(turn.channel, turn.turn_id, plan.kept_turns, plan.oldest_kept)
+        self._remember(turn, character.name, plan.kept_turns, plan.oldest_kept)
         if turn.images and await self.can_see(character):
             plan.messages[-1] = _with_images(plan.messages[-1], turn.images)
         return plan, reserve
@@ -236,19 +242,25 @@ class CharacterRunner:
         Turns before it have left every character's window: the memory recalls and
         summarizes those.
         """
-        last = self._kept.get(channel)
-        return None if last is None else last[2]
+        last = self._windows.get(channel)
+        return None if last is None else last.oldest
 
-    def _remember_kept(self, channel: str, turn_id: int, kept: int, oldest: int | None) -> None:
-        last = self._kept.get(channel)
-        if last is not None and last[0] == turn_id:  # several characters: the largest prompt
-            kept = max(kept, last[1])
-            if oldest is None or (last[2] is not None and last[2] < oldest):
-                oldest = last[2]
-        self._kept[channel] = (turn_id, kept, oldest)
-        self._kept.move_to_end(channel)
-        if len(self._kept) > PAGE_HINTS:
-            self._kept.popitem(last=False)
+    def _floor(self, channel: str, character: str) -> int | None:
+        window = self._windows.touch(channel)
+        return None if window is None else window.floors.get(character)
+
+    def _remember(self, turn: Turn, character: str, kept: int, oldest: int | None) -> None:
+        window = self._windows.get(turn.channel)
+        if window is None or window.turn_id != turn.turn_id:
+            floors = {} if window is None else window.floors
+            window = ChannelWindow(turn.turn_id, kept, oldest, floors)
+        else:  # several characters: the largest prompt, the oldest turn any kept
+            window.kept = max(kept, window.kept)
+            if oldest is not None and (window.oldest is None or oldest < window.oldest):
+                window.oldest = oldest
+        if oldest is not None:
+            window.floors[character] = oldest
+        self._windows[turn.channel] = window
 
     async def can_see(self, character: CharacterConfig) -> bool:
         """The character's `vision` setting, or, where unset, what its server says (cached)."""
