@@ -8,7 +8,10 @@ trimming, streaming to an outbox) against a fast fake OpenAI server that echoes.
   (2) overhead: 300 messages one after another through `Brain.handle`, side by side with
       the same streamed call made bare with httpx, against an echo server in its own process;
   (3) history load + trim for one prompt with 100 and with 100 000 turns stored in the
-      channel, side by side.
+      channel, side by side;
+  (4) what the bot keeps once channels go idle: one message in each of 20 000 channels, and
+      the memory still allocated (tracemalloc) after 1 000, 10 000 and 20 000 of them (what
+      outlives a message per channel is bounded: it stops growing at those bounds).
 
     python -m bench.bench_load
 """
@@ -21,6 +24,7 @@ import multiprocessing
 import statistics
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +175,35 @@ async def history_at(folder: Path, stored: int, repeats: int = 30) -> float:
     return statistics.median(times)
 
 
+async def idle_channels(
+    folder: Path, checkpoints: tuple[int, ...] = (1000, 10_000, 20_000)
+) -> None:
+    """Memory kept after one message in each of many channels, all idle again afterwards."""
+    process, server = spawn_echo_server(echo=False)
+    brain = fake_brain(server, f"sqlite:///{folder / 'idle.db'}")
+
+    async def one(n: int) -> None:
+        message = Inbound("bench", f"room{n}", "u", "ann", f"hello {n}")
+        await brain.handle(message, RecordingOutbox())
+
+    await asyncio.gather(*(one(-n) for n in range(1, 51)))  # warm-up: caches, pools, SQL
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    print("(4) memory kept once channels are idle (one message each, 50 at a time):")
+    done = 0
+    for checkpoint in checkpoints:
+        for start in range(done, checkpoint, 50):
+            await asyncio.gather(*(one(n) for n in range(start, min(start + 50, checkpoint))))
+        done = checkpoint
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - base
+        print(f"    after {done:>6} channels: {kept / 1024:8.0f} KiB ({kept / done:5.0f} B each)")
+    tracemalloc.stop()
+    await close_brain(brain)
+    process.kill()
+
+
 async def main() -> None:
     folder = Path(tempfile.mkdtemp())
     await throughput(folder)
@@ -179,6 +212,7 @@ async def main() -> None:
     small = await history_at(folder, 100)
     large = await history_at(folder, 100_000)
     print(f"    100 000 turns take {large / small:.2f}x the time of 100")
+    await idle_channels(folder)
 
 
 if __name__ == "__main__":
