@@ -17,6 +17,7 @@ from brain.messages import Inbound
 from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user
 from tests.helpers import RecordingOutbox, close_brain, eventually, memory_brain
 from tests.load import fake_brain
+from tests.test_memory import FACT, summary_or_echo
 
 CHANNEL = "test:room"
 
@@ -140,28 +141,22 @@ async def test_a_slow_reply_in_one_channel_never_delays_another(
     await close_brain(brain)
 
 
-def summary_or_echo(body: dict[str, Any]) -> str:
-    if "You keep the memory of a chat" in body["messages"][0]["content"]:
-        return "Ann's locker code is 4471. Ann likes the sea."  # the scripted summarizer
-    return "Noted."
-
-
 async def test_a_deleted_message_that_went_into_the_summary_leaves_it(
     fake_server: FakeOpenAIServer, sqlite_url: str, embedder: Embedder
 ) -> None:
-    fake_server.behaviour = Behaviour(reply_for=summary_or_echo)
+    fake_server.behaviour = Behaviour(reply_for=summary_or_echo)  # a scripted summarizer
     brain = memory_brain(fake_server, sqlite_url, embedder, summary_every=6)
     memory = brain.memory
-    await brain.handle(said("My locker code is 4471.", 0), RecordingOutbox())
+    await brain.handle(said(FACT, 0), RecordingOutbox())
     for i in range(1, 25):  # enough to push it out of the window and into a summary
         await brain.handle(said(f"Number {i}: tell me about the sea.", i), RecordingOutbox())
     await memory.summaries_written()
     shown = RecordingOutbox()
     await brain.handle(said("/memory", 99), shown)
-    assert "4471" in shown.text  # the summary was built from the message
+    assert "Alba" in shown.text  # the summary was built from the message
 
     await brain.message_changed("test:m0", None)
     shown = RecordingOutbox()
     await brain.handle(said("/memory", 100), shown)
-    assert "4471" not in shown.text  # the summary built from it went with it
+    assert "Alba" not in shown.text  # the summary built from it went with it
     await close_brain(brain)
