@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from adapters.common import SLOW_DOWN, RateLimiter, could_not_download, too_large
 from brain.attachments import cannot_read, readable_kind
 from brain.brain import Brain
-from brain.channels.events import Deletion, Edit, NewMessage
+from brain.channels.events import NewMessage
 from brain.channels.registry import Ticket
 from brain.messages import Attachment, CommandCall, Inbound
 from brain.outbox import Outbox
@@ -191,9 +191,7 @@ class Intake:
     ) -> None:
         """A message was edited to `text`, or deleted (None), on the platform: stamped at
         once (unless `ticket` was, earlier), applied in its channel's order."""
-        with ticket or self.change(message_id) as stamped:
-            source = f"{self.platform}:{message_id}"
-            await stamped.deliver(Deletion(source) if text is None else Edit(source, text))
+        await self.brain.message_changed(f"{self.platform}:{message_id}", text, ticket)
 
     async def report_lost_jobs(self, notify: Callable[[str, str], Awaitable[None]]) -> int:
         """Tell the users of this platform whose images an earlier run did not finish."""

@@ -200,11 +200,14 @@ class Brain:
         with self.arrive(message.channel_key) as ticket:
             await ticket.deliver(ButtonAnswer(message, outbox))
 
-    async def message_changed(self, source: str, text: str | None) -> None:
-        """A platform message was edited (`text`) or deleted (None) there: a waiting
-        message takes the new text or is never answered; a stored turn follows."""
-        with self.change(source) as ticket:
-            await ticket.deliver(Deletion(source) if text is None else Edit(source, text))
+    async def message_changed(
+        self, source: str, text: str | None, ticket: Ticket | None = None
+    ) -> None:
+        """Platform message `source` was edited (`text`) or deleted (None) there: a waiting
+        message takes the new text or is never answered; a stored turn follows. Stamped
+        now, unless `ticket` was stamped for it earlier (see `change`)."""
+        with ticket or self.change(source) as stamped:
+            await stamped.deliver(Deletion(source) if text is None else Edit(source, text))
 
     # -- a channel's turn (brain.channels.owner.ChannelWork) -----------------------------
 
