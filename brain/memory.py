@@ -6,7 +6,7 @@ new message the turns that already left the window are searched (`brain.vectors`
 the few that clear a measured similarity (`MemoryConfig.min_similarity`) come back into
 the prompt with their time, under their own token budget, after the newest turns have
 taken their place (`fit_recollection`). A rolling summary of the turns that fell out of
-the window is rewritten in the background (`brain.summary`).
+the window is rewritten in the background (`brain.summaries`).
 
 The boundary is the channel key ("platform:channel"; a thread is a channel of its own):
 the search only ever reads one channel's vectors, so a DM's memory never reaches a room
@@ -20,13 +20,13 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from brain.bounded import BoundedDict
 from brain.config import CharacterConfig, MemoryConfig
 from brain.embedder import Embedder
 from brain.history import HistoryStore
 from brain.llm import ModelClient
-from brain.memory_store import MemoryStore, OldTurn, Summary
+from brain.memory_store import MemoryStore, OldTurn
 from brain.recall import Recollection
+from brain.summaries import RollingSummaries
 from brain.summary import Summarizer
 from brain.vectors import WIDTH, ChannelVectors, VectorCache, nearest
 
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 64  # turns embedded per worker-thread call
 CANDIDATES = 4  # turns searched for per recall slot: each character's window drops its own
-SUMMARIES_AT_ONCE = 8  # channels whose summary is being rewritten at one time
-CHANNELS = 4096  # channels whose summary is kept in process
 RETRY_S = 5.0  # after a failed batch (the database away), wait before catching up again
 MAX_PENDING = 10_000  # ids waiting; beyond, they are found again in the database instead
 
@@ -53,18 +51,13 @@ class Memory:
         self.store = store
         self.embedder = embedder
         self.config = config
-        self.summarizer = summarizer
         self._cache = VectorCache(config.cache_vectors)
         self._lock = asyncio.Lock()  # cache loads and vector writes, one at a time
         self._pending: list[int] = []
         self._idle = asyncio.Event()
         self._catch_up = True  # at start: turns stored while the bot was away or memory off
         self._indexer: asyncio.Task[None] | None = None
-        self._summaries: BoundedDict[str, Summary | None] = BoundedDict(CHANNELS)
-        self._summarizing: dict[str, asyncio.Task[None]] = {}
-        # channel → (summary's last turn, window start) last found with too few turns between:
-        # the window start moves only when the history is cut back, so most replies skip the read
-        self._not_due: BoundedDict[str, tuple[int, int]] = BoundedDict(CHANNELS)
+        self.summaries = RollingSummaries(store, summarizer, config.summary_every)
 
     # -- indexing -------------------------------------------------------------------------
 
@@ -159,7 +152,7 @@ class Memory:
         if hits:
             found = await asyncio.to_thread(self.store.old_turns, channel, [i for i, _ in hits])
             turns = tuple((found[i], score) for i, score in hits if i in found)
-        summary = await self._summary(channel)
+        summary = await self.summaries.get(channel)
         return Recollection(
             summary.text if summary else "",
             turns,
@@ -183,7 +176,7 @@ class Memory:
 
     async def status(self, channel: str) -> tuple[str, int]:
         """(the channel's summary or "", how many of its turns are searchable)."""
-        summary = await self._summary(channel)
+        summary = await self.summaries.get(channel)
         count = await asyncio.to_thread(self.store.count, channel)
         return (summary.text if summary else ""), count
 
@@ -193,7 +186,7 @@ class Memory:
 
         Returns (turns forgotten, whether the summary went too).
         """
-        self._stop_summary(channel)
+        self.summaries.stop(channel)
         ids = await asyncio.to_thread(self.store.matching_turns, channel, text)
         async with self._lock:
             if ids:
@@ -201,13 +194,13 @@ class Memory:
                 cached = self._cache.get(channel)
                 if cached is not None:
                     await self.embedder.run(cached.remove, ids)
-        summary = await self._summary(channel)
-        dropped = summary is not None and (
-            text.casefold() in summary.text.casefold()
-            or any(turn_id <= summary.covered_until for turn_id in ids)
+        dropped = await self.summaries.drop_if(
+            channel,
+            lambda summary: (
+                text.casefold() in summary.text.casefold()
+                or any(turn_id <= summary.covered_until for turn_id in ids)
+            ),
         )
-        if dropped:
-            await self._drop_summary(channel)
         return len(ids), dropped
 
     async def forget_turns(
@@ -228,88 +221,31 @@ class Memory:
         for turn_id, channel in [*removed, *rewritten]:
             oldest[channel] = min(turn_id, oldest.get(channel, turn_id))
         for channel, turn_id in oldest.items():
-            self._stop_summary(channel)  # it may be reading that turn right now
-            self._not_due.pop(channel, None)
-            summary = await self._summary(channel)
-            if summary is not None and turn_id <= summary.covered_until:
-                await self._drop_summary(channel)
+            await self.summaries.drop_if(
+                channel, lambda summary, turn_id=turn_id: turn_id <= summary.covered_until
+            )
 
     def forget_channel(self, channel: str) -> None:
         """/reset deleted the channel's rows (in the history's transaction): drop ours."""
-        self._stop_summary(channel)
+        self.summaries.forget_channel(channel)
         self._cache.drop(channel)
-        self._summaries[channel] = None
 
     # -- the rolling summary ----------------------------------------------------------------
 
     def after_reply(self, channel: str, window_start: int | None) -> None:
-        """A reply was stored: rewrite the summary in the background if enough turns fell
-        out of the window (`window_start`: the oldest turn the prompts still hold)."""
-        if self.summarizer is None or window_start is None or channel in self._summarizing:
-            return
-        if len(self._summarizing) >= SUMMARIES_AT_ONCE:
-            return  # the next reply in this channel tries again
-        task = asyncio.get_running_loop().create_task(self._summarize(channel, window_start))
-        self._summarizing[channel] = task
-        task.add_done_callback(lambda done: self._summary_ended(channel, done))
-
-    def _summary_ended(self, channel: str, task: asyncio.Task[None]) -> None:
-        if self._summarizing.get(channel) is task:  # not a newer one started after a cancel
-            del self._summarizing[channel]
+        """A reply was stored: the summary may be due (see `RollingSummaries`)."""
+        self.summaries.after_reply(channel, window_start)
 
     async def summaries_written(self) -> None:
         """Wait for the summaries being written now (tests)."""
-        await asyncio.gather(*self._summarizing.values(), return_exceptions=True)
-
-    async def _summarize(self, channel: str, window_start: int) -> None:
-        assert self.summarizer is not None
-        try:
-            current = await self._summary(channel)
-            after = current.covered_until if current else 0
-            if self._not_due.get(channel) == (after, window_start):
-                return  # no turn can have joined that range since it was counted
-            every = self.config.summary_every
-            turns = await asyncio.to_thread(
-                self.store.turns_between, channel, after, window_start, every * 4
-            )
-            if len(turns) < every:
-                self._not_due[channel] = (after, window_start)
-                return
-            text, covered = await self.summarizer.write(current.text if current else "", turns)
-            if text:
-                await asyncio.to_thread(self.store.put_summary, channel, text, covered)
-                self._summaries[channel] = Summary(text, covered)
-                log.info("%s: memory summary rewritten (%d turns read)", channel, len(turns))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: the memory summary could not be written", channel)
-
-    async def _summary(self, channel: str) -> Summary | None:
-        if channel in self._summaries:
-            return self._summaries.touch(channel)
-        summary = await asyncio.to_thread(self.store.summary, channel)
-        self._summaries[channel] = summary
-        return summary
-
-    async def _drop_summary(self, channel: str) -> None:
-        await asyncio.to_thread(self.store.drop_summary, channel)
-        self._summaries[channel] = None
-        self._not_due.pop(channel, None)
-
-    def _stop_summary(self, channel: str) -> None:
-        task = self._summarizing.pop(channel, None)
-        if task is not None:
-            task.cancel()
+        await self.summaries.written()
 
     async def aclose(self) -> None:
         """Stop indexing and summarizing (what was not indexed yet is caught up at start)."""
-        tasks = [*self._summarizing.values()]
+        await self.summaries.aclose()
         if self._indexer is not None:
-            tasks.append(self._indexer)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            self._indexer.cancel()
+            await asyncio.gather(self._indexer, return_exceptions=True)
         self._indexer = None
 
 
