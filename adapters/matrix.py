@@ -23,6 +23,7 @@ from adapters.common import RateLimiter
 from adapters.config import MatrixConfig
 from adapters.intake import AccessRules, Arrival, Intake
 from adapters.matrix_direct import DirectRooms
+from adapters.matrix_invites import Invites
 from adapters.matrix_media import MEDIA_EVENTS, caption, is_image, remote_file, upload_image
 from adapters.matrix_outbox import NO_MENTIONS, MatrixOutbox, text_content
 from adapters.matrix_session import MatrixSession, check
@@ -72,18 +73,6 @@ def _channel_id(room_id: str, relation: dict[str, Any]) -> str:
     """Where an event's conversation is kept: its room, or its thread there."""
     root = _thread_root(relation)
     return f"{room_id}/{root}" if root else room_id
-
-
-def _invited_as_direct(sync: nio.SyncResponse, room_id: str, own_id: str) -> bool:
-    """Whether a pending invite in this sync marks the room a direct chat (`is_direct`)."""
-    invite = sync.rooms.invite.get(room_id)
-    events = invite.invite_state if invite is not None else []
-    return any(
-        isinstance(event, nio.InviteMemberEvent)
-        and event.state_key == own_id
-        and event.content.get("is_direct") is True
-        for event in events
-    )
 
 
 def addressed(
@@ -172,15 +161,14 @@ class MatrixAdapter:
         client.add_global_account_data_callback(
             self.direct_rooms.on_account_data, nio.UnknownAccountDataEvent
         )
-        client.add_event_callback(self._on_invite, nio.InviteMemberEvent)
+        invites = Invites(client, self.direct_rooms, self._may_invite)
+        client.add_event_callback(invites.on_invite, nio.InviteMemberEvent)
         client.add_event_callback(self._on_redaction, nio.RedactionEvent)
         client.add_event_callback(
             self._on_event,
             (nio.RoomMessageText, *MEDIA_EVENTS, nio.MegolmEvent),
         )
-        for room_id, room in list(client.invited_rooms.items()):  # invites from while we were away
-            direct = _invited_as_direct(first, room_id, client.user_id)
-            await self._consider_invite(room_id, room.inviter, direct)
+        await invites.catch_up(first)  # invites from while we were away
         await self.intake.report_lost_jobs(self._notify)
         self.ready.set()
         backoff = 1.0
@@ -212,27 +200,6 @@ class MatrixAdapter:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.client is not None:
             await self.client.close()
-
-    # -- invites --------------------------------------------------------------------------
-
-    async def _on_invite(self, room: nio.MatrixRoom, event: nio.InviteMemberEvent) -> None:
-        assert self.client is not None
-        if event.state_key == self.client.user_id and event.membership == "invite":
-            await self._consider_invite(
-                room.room_id, event.sender, event.content.get("is_direct") is True
-            )
-
-    async def _consider_invite(self, room_id: str, inviter: str | None, direct: bool) -> None:
-        assert self.client is not None
-        if inviter and self.intake.rules.allows_user(inviter, frozenset({home_server(inviter)})):
-            check(await self.client.join(room_id), f"join {room_id}")
-            await self.direct_rooms.remember_invite(room_id, direct)
-            if direct:
-                await self.direct_rooms.mark_direct(self.client, inviter, room_id)
-            log.info("matrix: joined %s (invited by %s)", room_id, inviter)
-        else:
-            check(await self.client.room_leave(room_id), f"decline {room_id}")
-            log.info("matrix: declined the invite to %s from %s", room_id, inviter)
 
     # -- messages -------------------------------------------------------------------------
 
@@ -310,6 +277,9 @@ class MatrixAdapter:
         outbox = MatrixOutbox(self, room.room_id, event.event_id, thread_root)
         await self.intake.handle(arrival, outbox, ticket)
         await self.client.room_typing(room.room_id, False)
+
+    def _may_invite(self, user_id: str) -> bool:
+        return self.intake.rules.allows_user(user_id, frozenset({home_server(user_id)}))
 
     def _own_names(self, room: nio.MatrixRoom) -> list[str]:
         assert self.client is not None

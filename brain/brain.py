@@ -20,9 +20,10 @@ from typing import Any
 
 from brain.builtin_commands import BuiltinCommands
 from brain.channels.dispatcher import Dispatcher
-from brain.channels.events import Answerable, ButtonAnswer, Change, Deletion, Edit, NewMessage
+from brain.channels.events import Answerable, ButtonAnswer, Deletion, Edit, NewMessage
 from brain.channels.questions import OpenQuestions
 from brain.channels.registry import Channels, Ticket
+from brain.channels.stored_changes import StoredChanges
 from brain.channels.turn import Work, collecting_after_turn
 from brain.chat import ChatPipeline
 from brain.commands import CommandRegistry
@@ -40,7 +41,7 @@ from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.extensions import Extension, ExtensionContext, Hooks, load_extensions
 from brain.history import HistoryStore
 from brain.image_service import ImageService
-from brain.images import CoolDown, ImageGenerator, ImagePromptWriter
+from brain.images import CoolDown, ImageGenerator, ImagePromptWriter, cool_down_in_chat
 from brain.llm import ModelClient
 from brain.memory import open_memory
 from brain.messages import Inbound
@@ -49,7 +50,6 @@ from brain.outbox import Outbox
 from brain.routing import Classifier, TextOnly
 from brain.runner import CharacterRunner
 from brain.telemetry import Sources, Telemetry
-from brain.text import clean_text
 from brain.usage import TokenTracker, current_channel
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,9 @@ class Brain:
         )
         self.dispatcher = Dispatcher(self.commands, self.chat, self.images, self.questions)
         channels_config = channels_config or ChannelsConfig()
-        self.channels = Channels(self, self._change_stored, channels_config.max_waiting)
+        max_turn_chars = self.chat.history_config.max_turn_chars
+        stored = StoredChanges(history, self.memory, max_turn_chars)
+        self.channels = Channels(self, stored.apply, channels_config.max_waiting)
         self._closing = False
 
     @property
@@ -244,21 +246,6 @@ class Brain:
     async def cut_off(self, event: Answerable) -> None:
         await self._tell_error(event.outbox, SHUTTING_DOWN, "shutdown")
 
-    async def _change_stored(self, change: Change) -> None:
-        """An edit or deletion of a stored message: its turn, vector and the summary built
-        from it follow, so the history and the memory never keep what its author took back."""
-        try:
-            if isinstance(change, Deletion):
-                removed, rewritten = await self.history.forget_source(change.source), []
-            else:  # a turn edited down to nothing goes too
-                limit = self.chat.history_config.max_turn_chars
-                text = clean_text(change.text)[:limit]
-                rewritten, removed = await self.history.rewrite_source(change.source, text)
-            if self.memory is not None and (removed or rewritten):
-                await self.memory.forget_turns(removed, rewritten)
-        except Exception:
-            log.exception("could not apply an edit or deletion of %s", change.source)
-
     async def _guarded(
         self, message: Inbound, outbox: Outbox, work: Callable[[], Awaitable[None]]
     ) -> None:
@@ -291,17 +278,7 @@ class Brain:
 
     async def cool_down(self, outbox: Outbox) -> None:
         """Wait for a hot GPU before a model job, telling the user in one edited message."""
-        if self.gpu is None:
-            return
-        status: list[Any] = []
-
-        async def report(text: str) -> None:
-            if status:
-                await outbox.edit(status[0], text)
-            else:
-                status.append(await outbox.send(text))
-
-        await self.gpu.cool_down(report)
+        await cool_down_in_chat(self.gpu, outbox)
 
     async def report_lost_image_jobs(
         self, platform: str, notify: Callable[[str, str], Awaitable[None]]

@@ -17,6 +17,7 @@ from brain.config import CharacterConfig, ImagesConfig, ImageStyle
 from brain.errors import BadCommand
 
 if TYPE_CHECKING:  # the generators import this module without the chat machinery
+    from brain.outbox import Outbox
     from brain.runner import CharacterRunner, Turn
 
 ProgressFn = Callable[[str], Awaitable[None]]
@@ -74,6 +75,21 @@ class CoolDown(Protocol):
     def describe(self) -> str:
         """One line per GPU (a blocking NVML read: call it off the event loop)."""
         ...
+
+
+async def cool_down_in_chat(gpu: CoolDown | None, outbox: Outbox) -> None:
+    """Wait for a hot GPU before a model job, telling the user in one edited message."""
+    if gpu is None:
+        return
+    status: list[Any] = []
+
+    async def report(text: str) -> None:
+        if status:
+            await outbox.edit(status[0], text)
+        else:
+            status.append(await outbox.send(text))
+
+    await gpu.cool_down(report)
 
 
 def parse_size(text: str) -> tuple[int, int]:
