@@ -89,7 +89,9 @@ class Embedder:
         """
         assert self._encoder is not None, "load() first"
         keys = [text[:MAX_CHARS] for text in texts]
-        missing = [key for key in dict.fromkeys(keys) if key not in self._recent]
+        # What the cache holds now, read before anything new goes in (which may evict it).
+        found = {key: self._recent[key] for key in dict.fromkeys(keys) if key in self._recent}
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing:
             fresh = self._encoder.encode(
                 missing,
@@ -98,13 +100,11 @@ class Embedder:
                 show_progress_bar=False,
                 batch_size=64,
             )
+            found.update(zip(missing, fresh, strict=True))
             if len(missing) <= RECENT_TEXTS:  # a thousand routing examples would only churn
                 for key, vector in zip(missing, fresh, strict=True):
                     self._recent[key] = vector
-            else:
-                found = dict(zip(missing, fresh, strict=True))
-                return np.stack([found.get(key, self._recent.get(key)) for key in keys])
-        return np.stack([self._recent[key] for key in keys])
+        return np.stack([found[key] for key in keys])
 
     def encode_one(self, text: str) -> np.ndarray:
         """One text's embedding (blocking, like `encode`)."""

@@ -356,3 +356,16 @@ async def test_the_summary_is_not_counted_again_while_the_window_start_stays(
     assert len(reads) == len(set(reads))  # ...and never twice for the same range
     assert len(reads) < 15
     await close_brain(brain)
+
+
+def test_a_cached_text_evicted_while_new_ones_are_encoded_is_still_returned(
+    embedder: Embedder,
+) -> None:
+    """Issue 33 defect 2: a text found in the cache when the batch began was evicted while
+    the new ones were stored, then read back (KeyError); the memory's batch failed."""
+    texts = [f"text {i} {uuid.uuid4()}" for i in range(64)]  # fill the recent-texts cache
+    for text in texts:
+        embedder.encode([text])
+    both = embedder.encode([texts[0], "a text never seen before"])
+    assert both.shape == (2, 384)
+    assert abs(float(both[0] @ embedder.encode_one(texts[0])) - 1.0) < 1e-5
