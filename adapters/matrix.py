@@ -41,9 +41,13 @@ CANT_DECRYPT = (
 )
 
 
-def strip_mention(body: str, names: list[str]) -> str:
-    """The words of a message: without the quoted fallback of a reply, nor a leading mention."""
-    body = re.sub(r"(?m)^> .*\n?", "", body).strip()
+def strip_mention(body: str, names: list[str], *, reply: bool = False) -> str:
+    """The words of a message: without a leading mention, nor, for a reply, the quoted
+    fallback older clients put before it (its leading `>` lines). Quotes people write in
+    their own words stay."""
+    if reply:
+        body = re.sub(r"\A(?:>.*(?:\n|\Z))+", "", body)
+    body = body.strip()
     for name in names:
         body = re.sub(rf"^\s*{re.escape(name)}\s*[:,]?\s*", "", body, flags=re.IGNORECASE)
     return body.strip()
@@ -264,7 +268,7 @@ class MatrixAdapter:
             channel_id=_channel_id(room.room_id, relation),
             author_id=event.sender,
             author_name=room.user_name(event.sender) or event.sender,
-            text=strip_mention(words, self._own_names(room)),
+            text=strip_mention(words, self._own_names(room), reply="m.in_reply_to" in relation),
             direct=direct,
             author_groups=frozenset({home_server(event.sender)}),
             files=(media,) if media else (),

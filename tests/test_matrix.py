@@ -18,7 +18,7 @@ from PIL import Image
 
 from adapters.common import SLOW_DOWN
 from adapters.config import MatrixConfig
-from adapters.matrix import CANT_DECRYPT, MatrixAdapter
+from adapters.matrix import CANT_DECRYPT, MatrixAdapter, strip_mention
 from adapters.matrix_html import markdown_to_html, sanitize_html
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
@@ -753,3 +753,13 @@ async def test_an_unreadable_encrypted_room_is_told_once(
     assert len(notices) == 1
     await bot.stop()
     await human.close()
+
+
+def test_quotes_people_write_are_kept_and_only_a_replys_fallback_goes() -> None:
+    """Issue 33 defect 6: every line starting with "> " was dropped, quotes people wrote too."""
+    quoted = "> Roses are red,\n> violets are blue\nWhat rhymes with blue?"
+    assert strip_mention(quoted, ["mombot"]) == quoted
+    fallback = "> <@mombot:x> Roses are red,\n> violets are blue\n\nmombot: and then?"
+    assert strip_mention(fallback, ["mombot"], reply=True) == "and then?"
+    own_quote = f"> <@mombot:x> hi\n\n{quoted}"  # a reply that quotes something of its own
+    assert strip_mention(own_quote, ["mombot"], reply=True) == quoted
