@@ -124,3 +124,18 @@ def test_the_configuration_reference_is_generated_from_the_models() -> None:
     for section in documented:  # every section of the example config has its reference
         assert f"## `[{section}]`" in committed or f"## `[[{section}]]`" in committed
     assert "| `database_url` |" in committed and "MOMBOT_DATABASE_URL" in committed
+
+
+def test_every_folder_of_the_code_is_a_declared_package() -> None:
+    """Issue 33 defect 10: a folder setuptools can import but the packages list lacks is left
+    out of a built install (and warned about at every install): declare each one."""
+    declared = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    folders = {
+        ".".join(folder.relative_to(ROOT).parts)
+        for top in ("bot", "adapters", "brain")
+        for folder in [ROOT / top, *(ROOT / top).rglob("*")]
+        if folder.is_dir() and folder.name != "__pycache__" and any(folder.iterdir())
+    }
+    assert folders == declared
