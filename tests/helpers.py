@@ -110,9 +110,13 @@ class FakeNvml:
 
     NVML_TEMPERATURE_GPU = 0
 
-    def __init__(self, temperatures: list[list[int]]) -> None:
+    class NVMLError(Exception):
+        """pynvml's error type."""
+
+    def __init__(self, temperatures: list[list[int]], *, broken: bool = False) -> None:
         self.temperatures = temperatures
         self.reads = 0
+        self.broken = broken  # every read fails, as NVML under MIG or with a GPU lost
 
     def nvmlInit(self) -> None:
         return None
@@ -127,6 +131,8 @@ class FakeNvml:
         return b"NVIDIA Test GPU"
 
     def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        if self.broken:
+            raise self.NVMLError("Not Supported")
         series = self.temperatures[handle]
         self.reads += 1
         return series.pop(0) if len(series) > 1 else series[0]

@@ -36,7 +36,7 @@ from brain.imaging.remote import A1111Backend
 from brain.llm import ModelClient
 from brain.messages import Inbound
 from tests.a1111 import A1111Server
-from tests.helpers import FakeNvml, RecordingOutbox, SlowBackend
+from tests.helpers import FakeNvml, RecordingOutbox, SlowBackend, close_brain
 from tests.ldm_checkpoint import write_ldm_checkpoint
 
 
@@ -429,6 +429,28 @@ async def test_hot_gpu_holds_the_chat_with_a_message(fake_server: Any, sqlite_ur
     assert outbox.events[1] == ("send", "The GPU is hot (90 °C); cooling down to 70 °C first…")
     assert outbox.events[2] == ("edit", (0, "The GPU is hot (72 °C); cooling down to 70 °C first…"))
     assert outbox.messages[-1] == "Hello from the fake server."
+
+
+async def test_a_gpu_monitor_that_cannot_read_is_no_reading_and_images_and_chat_go_on(
+    fake_server: Any, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 33 defect 1: an NVML error killed the image queue's worker (every waiting image
+    waited forever) and turned replies into the generic error."""
+    monitor = GpuMonitor(GpuConfig(poll_s=0.01), nvml=FakeNvml([[90]], broken=True))
+    backend = SlowBackend()
+    backend.release.set()
+    queue = ImageQueue(backend, QueueConfig(batch_window_ms=0), gpu=monitor)
+    brain = chat_brain(fake_server, sqlite_url, gpu=monitor, image_generator=queue)
+    outbox = RecordingOutbox()
+    await brain.handle(Inbound("t", "c", "u", "ann", "how are you doing today?"), outbox)
+    assert outbox.errors == [] and outbox.messages[-1] == "Hello from the fake server."
+    drawn = RecordingOutbox()
+    await asyncio.wait_for(
+        brain.handle(Inbound("t", "c", "u", "ann", "/sd a red fox --size 64x64"), drawn), 30
+    )
+    assert drawn.errors == [] and len(drawn.images) == 1
+    assert caplog.text.count("NVML could not read the GPUs") == 1  # said once
+    await close_brain(brain)
 
 
 def chat_brain(fake_server: Any, sqlite_url: str, **options: Any) -> Brain:

@@ -37,6 +37,7 @@ class GpuMonitor:
         self._nvml = nvml
         self.available = False
         self.reason = "not checked yet"
+        self._read_failed = False  # said once in the log, not at every job
         if not config.enabled:
             self.reason = "switched off (gpu.enabled = false)"
             return
@@ -58,8 +59,19 @@ class GpuMonitor:
         self.reason = ""
 
     def readings(self) -> list[GpuReading]:
+        """Every GPU's reading; none when NVML fails to read (not supported under MIG, a GPU
+        lost): that is logged once and counts as no reading, so images and chat go on."""
         if not self.available:
             return []
+        try:
+            return self._read()
+        except self._nvml.NVMLError as exc:
+            if not self._read_failed:
+                self._read_failed = True
+                log.warning("GPU monitor: NVML could not read the GPUs (%s); going on without", exc)
+            return []
+
+    def _read(self) -> list[GpuReading]:
         nvml, out = self._nvml, []
         for index in range(self.count):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
