@@ -17,14 +17,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import httpx
 from pydantic import BaseModel, ValidationError
 
 from brain.bounded import BoundedDict
 from brain.config import EndpointConfig
 from brain.dialects import dialect_for
-from brain.errors import ModelBadResponse, MombotError
+from brain.errors import ModelBadResponse, ModelUnavailable, MombotError
 from brain.llm_types import ModelInfo
-from brain.model_errors import bad_answer, translate
+from brain.model_errors import bad_answer, stopped_mid_answer, translate
 from brain.reasoning import VisibleStream, split_reasoning
 from brain.redaction import register_secret
 from brain.server_facts import ServerFacts
@@ -99,6 +100,7 @@ class ModelClient:
             pieces = 0
             usage: Any = None
             finish_reason: str | None = None
+            answering = False  # the server accepted the request and began its answer
             try:
                 options = await self._options(model, reasoning, cache_key)
                 async with self.transport.open_stream(
@@ -110,6 +112,7 @@ class ModelClient:
                     deadline,
                     num_ctx=await self.facts.native_window(model),
                 ) as stream:
+                    answering = True
                     while True:
                         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
                         # cancel that lands as a piece arrives, and a shutdown would wait out
@@ -129,6 +132,10 @@ class ModelClient:
                             yield visible
             except MombotError:
                 raise
+            except (httpx.TransportError, OSError) as exc:
+                if answering:  # reached, then dropped: not "cannot be reached"
+                    raise ModelUnavailable(stopped_mid_answer(self.name), detail=repr(exc)) from exc
+                raise translate(self.name, exc) from exc
             except Exception as exc:  # every transport failure becomes a typed error
                 raise translate(self.name, exc) from exc
             if tail := text.tail():
@@ -140,7 +147,7 @@ class ModelClient:
                 # llama-cpp-python answers an over-long streamed prompt with HTTP 200 and an
                 # empty body; a dropped connection looks the same. Never pass it off as a reply.
                 raise ModelBadResponse(
-                    f"The model server '{self.name}' stopped before finishing its answer.",
+                    stopped_mid_answer(self.name),
                     detail=f"stream ended without finish_reason after {pieces} pieces",
                 )
             if on_finish is not None:

@@ -26,6 +26,10 @@ def bad_answer(name: str) -> str:
     return f"The model server '{name}' gave an answer I could not use."
 
 
+def stopped_mid_answer(name: str) -> str:
+    return f"The model server '{name}' stopped before finishing its answer."
+
+
 def status_error(name: str, status: int, body: str) -> MombotError:
     """An HTTP error answer from the server, in words for the chat."""
     # OpenAI, vLLM: context_length_exceeded / "context length"; llama-server:

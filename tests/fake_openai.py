@@ -26,8 +26,9 @@ from bot.embedded import free_port
 
 @dataclass
 class Behaviour:
-    """How the server answers. mode: ok, hang, http500, http429, garbage, cut_stream, or
-    too_long_once (one HTTP 400 "context length exceeded", then ok)."""
+    """How the server answers. mode: ok, hang, http500, http429, garbage, cut_stream (a broken
+    event mid-stream), drop_stream (the connection dropped mid-stream), or too_long_once (one
+    HTTP 400 "context length exceeded", then ok)."""
 
     mode: str = "ok"
     reply: str = "Hello from the fake server."
@@ -243,6 +244,9 @@ class FakeOpenAIServer:
                 record.ended = time.monotonic()
                 yield "data: {broken json\n\n"
                 return
+            if self.behaviour.mode == "drop_stream" and i == len(words) // 2:
+                record.ended = time.monotonic()
+                raise ConnectionAbortedError("the server went away mid-answer")
             await asyncio.sleep(self.behaviour.token_delay_s)
             piece = word if i == 0 else " " + word
             chunk = {

@@ -19,7 +19,7 @@ from brain.llm import ModelClient, stream_text
 from brain.tokens import estimate_tokens
 from brain.usage import Usage
 from tests.conftest import MODEL, TEST_N_CTX, TEST_SLOTS
-from tests.fake_openai import FakeOpenAIServer
+from tests.fake_openai import Behaviour, FakeOpenAIServer
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 
@@ -147,6 +147,19 @@ async def test_faults_become_typed_errors(
         await call("fake", HELLO)
     await client.aclose()
     assert caught.value.user_message == text
+
+
+@pytest.mark.parametrize("kind", ["openai", "llama.cpp"])
+async def test_a_stream_dropped_mid_answer_says_so_not_that_the_server_cannot_be_reached(
+    fake_server: FakeOpenAIServer, kind: str
+) -> None:
+    """Issue 33 defect 9: the server answered, then dropped the connection mid-stream."""
+    fake_server.behaviour = Behaviour(reply="one two three four five six", mode="drop_stream")
+    client = _client(fake_server, kind=kind, context_window=4096)
+    with pytest.raises(ModelUnavailable) as caught:
+        await stream_text(client, "fake", HELLO)
+    await client.aclose()
+    assert caught.value.user_message == UNFINISHED
 
 
 async def test_invalid_json_answer_is_a_typed_error(fake_server: FakeOpenAIServer) -> None:
