@@ -66,6 +66,14 @@ class JsonLogFormatter(JsonFormatter):
         return redact(super().formatException(ei))
 
 
+class OneLineFormatter(logging.Formatter):
+    """One record per line: the line breaks of a message or a traceback are written as
+    `\\n`, so tools that read the log line by line keep each record whole."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", "\\n")
+
+
 def setup_logging(config: MombotConfig, data_dir: Path, *, quiet_console: bool) -> None:
     """The one logging setup: the full log to data_dir/mombot.log, and stderr (only
     warnings while chatting or running the platforms: a chat library logs a line per
@@ -79,9 +87,9 @@ def setup_logging(config: MombotConfig, data_dir: Path, *, quiet_console: bool) 
             handler.setFormatter(JsonLogFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     else:
         file_handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
-        stderr_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        stderr_handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
     handlers = [install_redaction(h) for h in (file_handler, stderr_handler)]
     logging.basicConfig(level=config.bot.log_level, handlers=handlers, force=True)
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):

@@ -176,6 +176,30 @@ def test_json_logs_are_one_object_per_line_with_secrets_masked(tmp_path: Path) -
     logging.basicConfig(force=True)  # leave no handler on this test's file behind
 
 
+def test_text_logs_are_one_record_per_line(tmp_path: Path) -> None:
+    """Issue 33 defect 12: a message or traceback with line breaks spanned several lines, and
+    tools that read a log line by line split the record."""
+    config = MombotConfig.model_validate({"bot": {"data_dir": str(tmp_path)}})
+    setup_logging(config, tmp_path, quiet_console=True)
+    log = logging.getLogger("mombot.test")
+    log.info("migrations:\n0001 first\n0002 second")
+    try:
+        raise RuntimeError("the server refused")
+    except RuntimeError:
+        log.exception("failed")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    mine = [
+        line for line in (tmp_path / "mombot.log").read_text().splitlines() if "mombot.test" in line
+    ]
+    assert len(mine) == 2 and mine[0].endswith(
+        "mombot.test: migrations:\\n0001 first\\n0002 second"
+    )
+    assert "failed\\nTraceback (most recent call last):" in mine[1]
+    assert mine[1].endswith("RuntimeError: the server refused")
+    logging.basicConfig(force=True)  # leave no handler on this test's file behind
+
+
 def test_the_cli_takes_config_before_or_after_the_command_and_says_its_version(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
