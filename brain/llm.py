@@ -93,8 +93,10 @@ class ModelClient:
         """
         template_key = (model, reasoning)
         text = VisibleStream(self._template_opens_reasoning.get(template_key), on_retract)
-        deadline = time.monotonic() + (timeout_s or self.config.timeout_s)
         async with self._gate:
+            # The deadline starts when the request goes out, not while it waits its turn at
+            # the gate: under load the synthesizer would time out before the server saw it.
+            deadline = time.monotonic() + (timeout_s or self.config.timeout_s)
             started = time.monotonic()
             first_token_s: float | None = None
             pieces = 0

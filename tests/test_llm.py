@@ -93,6 +93,17 @@ def _client(server: FakeOpenAIServer, **kwargs: object) -> ModelClient:
     return ModelClient("fake", config)
 
 
+async def test_a_streamed_call_s_deadline_starts_when_it_is_sent_not_while_it_waits_its_turn(
+    fake_server: FakeOpenAIServer,
+) -> None:
+    """Issue 33 defect 5: the wait for a free request slot counted against the deadline."""
+    fake_server.behaviour = Behaviour(reply="fine", request_delay_s=0.8)  # each answer: 0.8 s
+    client = _client(fake_server, max_parallel=1)  # one request at a time: the second waits
+    first, second = (stream_text(client, "fake", HELLO, timeout_s=1.2) for _ in range(2))
+    assert await asyncio.gather(first, second) == ["fine", "fine"]  # 1.6 s in all, 0.8 each
+    await client.aclose()
+
+
 async def test_hanging_server_times_out(fake_server: FakeOpenAIServer) -> None:
     fake_server.behaviour.mode = "hang"
     client = _client(fake_server)
