@@ -79,11 +79,10 @@ def _channel_id(room_id: str, relation: dict[str, Any]) -> str:
     return f"{room_id}/{root}" if root else room_id
 
 
-def addressed(
-    own: str, room: nio.MatrixRoom, content: dict[str, Any], replied: nio.Event | None
-) -> bool:
-    """Whether a message in a shared room is for the bot (user id `own`): an intentional
-    mention, its id or display name in the text, a pill, or a reply to one of its messages."""
+def addressed(own: str, room: nio.MatrixRoom, content: dict[str, Any]) -> bool:
+    """Whether a message in a shared room names the bot (user id `own`): an intentional
+    mention (clients add the sender of the message replied to), its id or display name in
+    the text (a reply's fallback quotes the sender's id), or a pill."""
     mentions = content.get("m.mentions")
     if isinstance(mentions, dict) and own in mentions.get("user_ids", []):
         return True
@@ -91,9 +90,15 @@ def addressed(
     name = room.user_name(own) or ""
     if own in body or (name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", body, re.IGNORECASE)):
         return True
-    if f"matrix.to/#/{own}" in str(content.get("formatted_body", "")):
-        return True
-    return replied is not None and replied.sender == own
+    return f"matrix.to/#/{own}" in str(content.get("formatted_body", ""))
+
+
+def may_reply_to_the_bot(content: dict[str, Any], relation: dict[str, Any]) -> bool:
+    """A reply that may be to the bot although it names nobody: only from a client without
+    intentional mentions (no `m.mentions`); one with them names the replied-to sender."""
+    return bool((relation.get("m.in_reply_to") or {}).get("event_id")) and (
+        "m.mentions" not in content
+    )
 
 
 async def authored_edit(
@@ -255,10 +260,16 @@ class MatrixAdapter:
                 text = strip_mention(body, self._own_names(room))
                 await self.intake.changed(edited, text, ticket)
             return  # ...but a stored (or waiting) message, changed
-        replied = await self._replied_event(room, relation)
+        own = self.client.user_id
         direct = self._is_direct(room)
-        always = direct or room.room_id in self.config.answer_rooms
-        if not always and not addressed(self.client.user_id, room, content, replied):
+        replied = None  # fetched only for a message the bot may answer (busy rooms: not each)
+        if direct or room.room_id in self.config.answer_rooms or addressed(own, room, content):
+            replied = await self._replied_event(room, relation)  # for its picture
+        elif may_reply_to_the_bot(content, relation):
+            replied = await self._replied_event(room, relation)
+            if replied is None or replied.sender != own:
+                return
+        else:
             return
         media = remote_file(self.client, event, content)
         body = content.get("body") if isinstance(content.get("body"), str) else ""

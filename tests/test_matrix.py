@@ -116,6 +116,41 @@ async def test_group_rooms_need_a_mention(
     await friend.close()
 
 
+async def test_in_a_group_room_the_replied_to_message_is_fetched_only_when_the_bot_may_answer(
+    world: tuple[Human, Bot], synapse: Synapse, tmp_path: Path
+) -> None:
+    """Issue 33 defect 7: every reply in a room cost the bot an HTTP call before it knew
+    whether it was addressed."""
+    human, bot = world
+    bot_id = bot.config.user_id
+    friend = await Human(synapse, tmp_path / "friends").login()
+    room = await human.room_with(bot_id, others=[friend.user_id])
+    await friend.client.join(room)
+    await friend.sync()  # the friend's client learns the room it joined
+    await human.wait_for(joined(bot_id))
+    assert bot.adapter.client is not None
+    fetched: list[str] = []
+    fetch = bot.adapter.client.room_get_event
+
+    async def counting(room_id: str, event_id: str) -> Any:
+        fetched.append(event_id)
+        return await fetch(room_id, event_id)
+
+    bot.adapter.client.room_get_event = counting  # type: ignore[method-assign]
+    said = await friend.say(room, "anyone up for lunch?")
+    mentions_friend = {"m.mentions": {"user_ids": [friend.user_id]}}
+    reply = {"m.relates_to": {"m.in_reply_to": {"event_id": said}}}
+    await human.say(room, "me!", **mentions_friend, **reply)  # a reply between people
+    asked = await human.say(room, "and you, bot?", **{"m.mentions": {"user_ids": [bot_id]}})
+    answer = await human.wait_for(reply_to(asked, bot_id))
+    assert said not in fetched  # the people's reply cost no call
+    old_client_reply = {"m.relates_to": {"m.in_reply_to": {"event_id": answer.event_id}}}
+    followed = await human.say(room, "why?", **old_client_reply)  # no m.mentions at all
+    await human.wait_for(reply_to(followed, bot_id))  # still answered: a reply to the bot
+    assert fetched == [answer.event_id]
+    await friend.close()
+
+
 async def test_uninvited_inviters_are_declined(
     synapse: Synapse, brain: Brain, tmp_path: Path
 ) -> None:
