@@ -32,6 +32,7 @@ from brain.redaction import register_secret
 log = logging.getLogger(__name__)
 
 _MENTION = re.compile(r"<@!?(\d+)>")
+NO_THREAD = "I could not start a thread for this here, so I answer in the channel."
 
 
 def required_intents() -> discord.Intents:
@@ -151,11 +152,16 @@ class MombotDiscordClient(discord.Client):
                 and isinstance(channel, discord.TextChannel)
                 and channel.id not in self.config.answer_channels
             ):  # a thread has its own conversation, new: nothing in it to keep in order with
-                ticket.drop()
-                thread = await message.create_thread(name=arrival.text[:90] or "mombot")
-                arrival = replace(arrival, channel_id=str(thread.id))
-                outbox = DiscordOutbox(self, thread, None)
-                ticket = self.intake.arrive(arrival.channel_id, arrival.message_id)
+                try:
+                    thread = await message.create_thread(name=arrival.text[:90] or "mombot")
+                except discord.HTTPException as exc:  # no permission, rate limited: stay here
+                    log.warning("discord: could not start a thread in %s: %s", channel.id, exc)
+                    await outbox.send(NO_THREAD)
+                else:
+                    ticket.drop()
+                    arrival = replace(arrival, channel_id=str(thread.id))
+                    outbox = DiscordOutbox(self, thread, None)
+                    ticket = self.intake.arrive(arrival.channel_id, arrival.message_id)
             await self.intake.deliver(arrival, outbox, ticket)
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:

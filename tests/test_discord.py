@@ -23,7 +23,7 @@ from PIL import Image
 from adapters.checks import TOKEN_FIX, describe_discord, discord_token_problem
 from adapters.common import SLOW_DOWN
 from adapters.config import DiscordConfig
-from adapters.discord import MombotDiscordClient
+from adapters.discord import NO_THREAD, MombotDiscordClient
 from adapters.discord_outbox import NOT_YOUR_PROPOSAL
 from bot.cli import main
 from brain.brain import STOPPED_MID_REPLY, Brain
@@ -159,6 +159,28 @@ async def test_answer_channels_threads_and_replies_each_keep_their_history(
         mine = await other.send(general, "a message of bob's")
         await ann.send(general, "replying to bob, not the bot", reply_to=mine)
         assert len(bot_messages(general, client)) == 2
+
+
+async def test_a_thread_that_cannot_be_started_gets_the_answer_in_the_channel_with_a_note(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 33 defect 4: a failed thread creation (no permission, 429) escaped on_message:
+    the user got nothing and their rate-limit slot was spent."""
+    brain = fake_server_brain(fake_server, sqlite_url)
+    async with discord_world(brain, start_threads=True) as (env, client):
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        ann = guild.add_member(env.create_user("ann"))
+        env.inject_error(
+            "POST", "/channels/*/messages/*/threads", status=403, code=50013, message="Forbidden"
+        )
+        question = await ann.send(general, f"{client.user.mention} Tell me about cats")
+        assert general.threads == []
+        assert replies_to(general, client, question) == [
+            NO_THREAD,
+            "Hello from the fake server.",
+        ]
+        assert await brain.history.count(f"discord:{general.id}") == 2
 
 
 async def test_slash_commands_are_typed_limited_and_synced(
