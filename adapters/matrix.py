@@ -227,18 +227,22 @@ class MatrixAdapter:
             ticket = self.intake.change(str(relation.get("event_id")))
         else:
             ticket = self.intake.arrive(_channel_id(room.room_id, relation), event.event_id)
-        self._spawn(self._handle(room, event, ticket))
+        task = self._spawn(self._handle(room, event, ticket))
+        if ticket is not None:  # a task cancelled before it ran still gives its place up
+            task.add_done_callback(lambda _: ticket.drop())
 
     async def _on_redaction(self, room: nio.MatrixRoom, event: nio.RedactionEvent) -> None:
         """A redacted (deleted) message is forgotten: its stored turn and its memory."""
         if event.redacts:
             ticket = self.intake.change(event.redacts)
-            self._spawn(self.intake.changed(event.redacts, None, ticket))
+            task = self._spawn(self.intake.changed(event.redacts, None, ticket))
+            task.add_done_callback(lambda _: ticket.drop())
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _handle(self, room: nio.MatrixRoom, event: nio.Event, ticket: Ticket | None) -> None:
         try:

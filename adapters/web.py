@@ -282,7 +282,9 @@ class WebAdapter:
                 except ValueError:
                     continue
                 if isinstance(data, dict):  # its place in the channel's order, at once
-                    self._spawn(self._take(channel, data, self.intake.arrive(channel)))
+                    ticket = self.intake.arrive(channel)
+                    task = self._spawn(self._take(channel, data, ticket))
+                    task.add_done_callback(lambda _, ticket=ticket: ticket.drop())
         finally:
             tabs = self._sockets.get(channel, set())
             tabs.discard(socket)
@@ -290,10 +292,11 @@ class WebAdapter:
                 self._sockets.pop(channel, None)
         return socket
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _take(self, channel: str, data: dict[str, Any], ticket: Ticket) -> None:
         """A message (with files) or an answer to an image proposal, from a tab."""

@@ -9,6 +9,8 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
+
 from brain.brain import BUSY, Brain
 from brain.channels.events import NewMessage
 from brain.config import ChannelsConfig
@@ -122,6 +124,28 @@ async def test_past_the_cap_the_sender_is_told_busy_and_nothing_else_is_lost_or_
         f"message {n}" for n in range(20)
     ]
     assert len(brain.channels) == 0  # idle again: the channel's owner is gone
+    await close_brain(brain)
+
+
+async def test_a_message_given_up_before_its_turn_never_holds_the_channel(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """A delivery cancelled while an earlier message was still being prepared (an adapter
+    stopping its tasks) must not leave a message nobody will answer at the head of the line."""
+    fake_server.behaviour = Behaviour(reply_for=echo)
+    brain = fake_brain(fake_server, sqlite_url)
+    first = brain.arrive(CHANNEL, "test:m1")  # still downloading
+    second = brain.arrive(CHANNEL, "test:m2")
+    delivering = second.deliver(NewMessage(said("never mind", 2), RecordingOutbox()))
+    delivering.send(None)  # runs until it waits for the first message's turn
+    with pytest.raises(asyncio.CancelledError):
+        delivering.throw(asyncio.CancelledError())
+    answered = RecordingOutbox()
+    await first.deliver(NewMessage(said("hello", 1), answered))
+    later = RecordingOutbox()
+    await asyncio.wait_for(brain.handle(said("still there?", 3), later), 30)
+    assert (answered.text, later.text) == ("You said: hello", "You said: still there?")
+    assert len(brain.channels) == 0
     await close_brain(brain)
 
 

@@ -115,7 +115,12 @@ class ChannelOwner:
     async def deliver(self, number: int, event: ChannelEvent) -> None:
         """Apply `event`, stamped `number`, in its turn; returns once it has had its whole
         effect (a message: answered, or dropped unanswered)."""
-        applied = await asyncio.shield(self._resolve(number, event))
+        resolved = self._resolve(number, event)
+        try:
+            applied = await asyncio.shield(resolved)
+        except asyncio.CancelledError:  # gone before its turn came: nobody will answer it
+            self._give_up(number, resolved)
+            raise
         if isinstance(applied, _Held):
             with self._home.in_flight():
                 await self._answer_in_turn(applied)
@@ -214,6 +219,17 @@ class ChannelOwner:
         finally:
             self._release(held.source)
             self._grant_turn()
+
+    def _give_up(self, number: int, resolved: asyncio.Future[object]) -> None:
+        """The delivering task was cancelled while stamp `number` waited for its turn."""
+        if number in self._arrived:  # not applied yet: it will count as nothing
+            self._arrived[number] = (None, resolved)
+            return
+        held = resolved.result() if resolved.done() else None
+        if isinstance(held, _Held):
+            if not held.turn.done():
+                held.turn.set_result(DELETED)
+            self._abandon(held)
 
     def _abandon(self, held: _Held) -> None:
         if held in self._waiting:
