@@ -162,9 +162,8 @@ class Intake:
         turn (a message that comes to nothing gives its place up)."""
         with ticket:
             attachments, notes = await self._read(arrival.files)
-            if (
-                not arrival.files
-            ):  # a reply to a picture asks about it: the vision character sees it
+            # A reply to a picture asks about it: the vision character sees it.
+            if not arrival.files:
                 attachments, notes = await self._read(arrival.replied_files)
             if notes:
                 await outbox.send("\n".join(notes))
