@@ -135,7 +135,8 @@ class ModelClient:
             except MombotError:
                 raise
             except (httpx.TransportError, OSError) as exc:
-                if answering:  # reached, then dropped: not "cannot be reached"
+                # Reached, then dropped: not "cannot be reached" (a timeout stays a timeout).
+                if answering and not isinstance(exc, TimeoutError | httpx.TimeoutException):
                     raise ModelUnavailable(stopped_mid_answer(self.name), detail=repr(exc)) from exc
                 raise translate(self.name, exc) from exc
             except Exception as exc:  # every transport failure becomes a typed error
