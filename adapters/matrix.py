@@ -118,6 +118,26 @@ async def authored_edit(
     return None
 
 
+async def replied_event(
+    client: nio.AsyncClient, room_id: str, relation: dict[str, Any], *, decrypt: bool
+) -> nio.Event | None:
+    """The event a message replies to (`relation`: its `m.relates_to`), decrypted where it
+    can be; None for no reply, or one the server will not give."""
+    event_id = (relation.get("m.in_reply_to") or {}).get("event_id")
+    if not event_id:
+        return None
+    response = await client.room_get_event(room_id, event_id)
+    if not isinstance(response, nio.RoomGetEventResponse):
+        return None
+    event = response.event
+    if isinstance(event, nio.MegolmEvent) and decrypt:
+        try:
+            event = client.decrypt_event(event)
+        except nio.EncryptionError as exc:
+            log.info("matrix: cannot decrypt replied-to event %s: %s", event_id, exc)
+    return event
+
+
 class MatrixAdapter:
     """Logs in, keeps syncing, and hands addressed messages to the brain."""
 
@@ -266,15 +286,13 @@ class MatrixAdapter:
             return  # ...but a stored (or waiting) message, changed
         own = self.client.user_id
         direct = self._is_direct(room)
-        replied = None  # fetched only for a message the bot may answer (busy rooms: not each)
-        if direct or room.room_id in self.config.answer_rooms or addressed(own, room, content):
-            replied = await self._replied_event(room, relation)  # for its picture
-        elif may_reply_to_the_bot(content, relation):
-            replied = await self._replied_event(room, relation)
-            if replied is None or replied.sender != own:
-                return
-        else:
+        named = direct or room.room_id in self.config.answer_rooms or addressed(own, room, content)
+        if not (named or may_reply_to_the_bot(content, relation)):
             return
+        # Fetched only for a message the bot may answer (in a busy room, not for each one).
+        replied = await replied_event(self.client, room.room_id, relation, decrypt=self.encryption)
+        if not named and (replied is None or replied.sender != own):
+            return  # a reply, but not to the bot
         media = remote_file(self.client, event, content)
         body = content.get("body") if isinstance(content.get("body"), str) else ""
         words = caption(content) if media else body  # a media body may be a file name
@@ -320,25 +338,6 @@ class MatrixAdapter:
             relation = event.source.get("content", {}).get("m.relates_to") or {}
             outbox = MatrixOutbox(self, room.room_id, event.event_id, _thread_root(relation))
             await outbox.send(CANT_DECRYPT)
-
-    async def _replied_event(
-        self, room: nio.MatrixRoom, relation: dict[str, Any]
-    ) -> nio.Event | None:
-        """The event this one replies to, decrypted where it can be; None for no reply."""
-        assert self.client is not None
-        event_id = (relation.get("m.in_reply_to") or {}).get("event_id")
-        if not event_id:
-            return None
-        response = await self.client.room_get_event(room.room_id, event_id)
-        if not isinstance(response, nio.RoomGetEventResponse):
-            return None
-        event = response.event
-        if isinstance(event, nio.MegolmEvent) and self.encryption:
-            try:
-                event = self.client.decrypt_event(event)
-            except nio.EncryptionError as exc:
-                log.info("matrix: cannot decrypt replied-to event %s: %s", event_id, exc)
-        return event
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -17,15 +17,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from brain.bounded import BoundedDict
 from brain.config import EndpointConfig
 from brain.dialects import dialect_for
-from brain.errors import ModelBadResponse, ModelUnavailable, MombotError
+from brain.errors import ModelBadResponse, MombotError
 from brain.llm_types import ModelInfo
-from brain.model_errors import bad_answer, stopped_mid_answer, translate
+from brain.model_errors import bad_answer, stopped_mid_answer, stream_failure, translate
 from brain.reasoning import VisibleStream, split_reasoning
 from brain.redaction import register_secret
 from brain.server_facts import ServerFacts
@@ -93,9 +92,7 @@ class ModelClient:
         """
         template_key = (model, reasoning)
         text = VisibleStream(self._template_opens_reasoning.get(template_key), on_retract)
-        async with self._gate:
-            # The deadline starts when the request goes out, not while it waits its turn at
-            # the gate: under load the synthesizer would time out before the server saw it.
+        async with self._gate:  # the deadline starts when the request goes out, not before
             deadline = time.monotonic() + (timeout_s or self.config.timeout_s)
             started = time.monotonic()
             first_token_s: float | None = None
@@ -104,7 +101,7 @@ class ModelClient:
             finish_reason: str | None = None
             answering = False  # the server accepted the request and began its answer
             try:
-                options = await self._options(model, reasoning, cache_key)
+                options = await self.facts.request_options(model, reasoning, cache_key)
                 async with self.transport.open_stream(
                     model,
                     messages,
@@ -134,13 +131,8 @@ class ModelClient:
                             yield visible
             except MombotError:
                 raise
-            except (httpx.TransportError, OSError) as exc:
-                # Reached, then dropped: not "cannot be reached" (a timeout stays a timeout).
-                if answering and not isinstance(exc, TimeoutError | httpx.TimeoutException):
-                    raise ModelUnavailable(stopped_mid_answer(self.name), detail=repr(exc)) from exc
-                raise translate(self.name, exc) from exc
             except Exception as exc:  # every transport failure becomes a typed error
-                raise translate(self.name, exc) from exc
+                raise stream_failure(self.name, exc, answering=answering) from exc
             if tail := text.tail():
                 yield tail
             if text.splitter.reasoning and on_reasoning is not None:
@@ -189,7 +181,7 @@ class ModelClient:
             temperature=temperature,
             max_tokens=max_tokens,
             timeout_s=timeout_s,
-            extra=await self._options(model, reasoning, cache_key),
+            extra=await self.facts.request_options(model, reasoning, cache_key),
         )
         answer, _ = split_reasoning(content)
         return answer
@@ -288,14 +280,6 @@ class ModelClient:
     def _record(self, usage: Usage) -> None:
         for sink in self.usage_sinks:
             sink(usage)
-
-    async def _options(self, model: str, reasoning: str, cache_key: str | None) -> dict[str, Any]:
-        """A chat request's extra fields: the reasoning switch, and its slot where the
-        server has slots (requests with the same `cache_key` share one)."""
-        return {
-            **self.dialect.reasoning_options(reasoning),
-            **await self.facts.pin_options(model, cache_key),
-        }
 
 
 async def stream_text(

@@ -66,6 +66,18 @@ def translate(name: str, exc: BaseException) -> MombotError:
     return ModelBadResponse(bad_answer(name), detail=repr(exc))
 
 
+def stream_failure(name: str, exc: BaseException, *, answering: bool) -> MombotError:
+    """A streamed call's failure: a connection dropped after the server began its answer
+    stopped mid-answer (it was reached, after all); a timeout stays a timeout (the builtin
+    TimeoutError is an OSError)."""
+    dropped = isinstance(exc, httpx.TransportError | OSError) and not isinstance(
+        exc, TimeoutError | httpx.TimeoutException
+    )
+    if answering and dropped:
+        return ModelUnavailable(stopped_mid_answer(name), detail=repr(exc))
+    return translate(name, exc)
+
+
 def _error_text(exc: openai.APIStatusError) -> str:
     try:
         return json.dumps(exc.body) if exc.body is not None else str(exc)

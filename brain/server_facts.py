@@ -106,6 +106,17 @@ class ServerFacts:
         slot = self._pins.slot_for(cache_key, slots or 1)
         return {} if slot is None else self.dialect.pin_options(slot)
 
+    async def request_options(
+        self, model: str, reasoning: str, cache_key: str | None
+    ) -> dict[str, Any]:
+        """A chat request's extra fields that depend on the server: the reasoning switch in
+        its dialect, and its slot where the server has slots (requests with the same
+        `cache_key` share one)."""
+        return {
+            **self.dialect.reasoning_options(reasoning),
+            **await self.pin_options(model, cache_key),
+        }
+
     async def native_window(self, model: str) -> int | None:
         """The window sent with each request where the server's own protocol takes one."""
         return await self.context_window(model) if self.dialect.native_chat else None
