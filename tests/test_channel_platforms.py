@@ -97,6 +97,19 @@ def dm(env: Any, ann: Any, content: str, files: list[tuple[str, bytes]] | None =
     return int(env.backend.create_message(channel, ann.id, content, attachments=stored).id)
 
 
+async def waiting_behind_a_reply(
+    env: Any, ann: Any, brain: Any, server: FakeOpenAIServer, text: str
+) -> int:
+    """Ann asks a first question, whose reply is then being written (held), and sends `text`,
+    which waits its turn; returns the waiting message's id."""
+    dm(env, ann, "What is a lighthouse?")
+    await eventually(lambda: len(server.requests) == 1)  # its reply is being written
+    waiting = dm(env, ann, text)
+    channel = f"discord:{ann.dm_channel.id}"
+    await eventually(lambda: brain.channels.holding(channel) == 2)  # it waits its turn
+    return waiting
+
+
 def bot_replies(ann: Any, client: discord.Client) -> list[str]:
     return [m.content for m in ann.dm_channel.history() if m.author.id == client.user.id]
 
@@ -110,10 +123,7 @@ async def test_discord_a_message_deleted_while_it_waits_is_never_answered_stored
     async with simcord.run(client, settle_timeout=120) as env:
         ann = env.create_user("ann")
         channel = f"discord:{ann.dm_channel.id}"
-        dm(env, ann, "What is a lighthouse?")
-        await eventually(lambda: len(fake_server.requests) == 1)  # its reply is being written
-        told = dm(env, ann, LOCKER)
-        await eventually(lambda: brain.channels.holding(channel) == 2)  # it waits its turn
+        told = await waiting_behind_a_reply(env, ann, brain, fake_server, LOCKER)
         deletions = finished(client.intake, "changed")
         env.backend.delete_message(ann.dm_channel.id, told)
         await eventually(lambda: len(deletions) == 1)  # deleted while it waits
@@ -136,10 +146,7 @@ async def test_discord_a_message_edited_while_it_waits_is_answered_with_its_new_
     async with simcord.run(client, settle_timeout=120) as env:
         ann = env.create_user("ann")
         channel = f"discord:{ann.dm_channel.id}"
-        dm(env, ann, "What is a lighthouse?")
-        await eventually(lambda: len(fake_server.requests) == 1)
-        typo = dm(env, ann, "Whats a lighthuose?")
-        await eventually(lambda: brain.channels.holding(channel) == 2)
+        typo = await waiting_behind_a_reply(env, ann, brain, fake_server, "Whats a lighthuose?")
         edits = finished(client.intake, "changed")
         env.backend.edit_message(ann.dm_channel.id, typo, {"content": "What's a lightship?"})
         await eventually(lambda: len(edits) == 1)  # the typo fixed while it waits
