@@ -25,7 +25,7 @@ from adapters.intake import AccessRules, Arrival, DownloadFailed, Intake, Remote
 from brain.brain import Brain
 from brain.channels.events import ButtonAnswer, NewMessage
 from brain.channels.registry import Ticket
-from brain.commands import Arg, CommandSpec
+from brain.commands.registry import Arg, CommandSpec
 from brain.messages import CommandCall
 from brain.redaction import register_secret
 

@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from adapters.common import SLOW_DOWN, RateLimiter, could_not_download, too_large
-from brain.attachments import cannot_read, readable_kind
 from brain.brain import Brain
 from brain.channels.events import NewMessage
 from brain.channels.registry import Ticket
+from brain.chat.attachments import cannot_read, readable_kind
 from brain.messages import Attachment, CommandCall, Inbound
 from brain.outbox import Outbox
 

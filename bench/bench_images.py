@@ -29,9 +29,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from brain.config import DiffusersConfig, QueueConfig
-from brain.images import ImageRequest
-from brain.imaging.local import DiffusersBackend
-from brain.imaging.queue import ImageQueue
+from brain.images.backends.local import DiffusersBackend
+from brain.images.queue import ImageQueue
+from brain.images.requests import ImageRequest
 
 STEPS, SIZE, GUIDANCE = 25, 512, 7.5
 
@@ -251,7 +251,7 @@ async def ours(
 
 def main() -> None:
     logging.basicConfig(format="  %(message)s")
-    logging.getLogger("brain.imaging.local").setLevel(logging.DEBUG)
+    logging.getLogger("brain.images.backends.local").setLevel(logging.DEBUG)
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--compile",

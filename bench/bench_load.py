@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from brain.history import TurnRow as StoredRow
+from brain.chat.runner import Turn
+from brain.history.store import TurnRow as StoredRow
 from brain.messages import Inbound
-from brain.runner import Turn
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import RecordingOutbox, close_brain
 from tests.load import drive, echo_server, fake_brain

@@ -33,11 +33,11 @@ from sqlalchemy import insert
 from bench.bench_load import spawn_echo_server
 from brain.brain import Brain
 from brain.config import MemoryConfig
-from brain.embedder import Embedder
-from brain.history import HistoryStore, TurnRow
-from brain.memory_store import MemoryStore
+from brain.history.store import HistoryStore, TurnRow
+from brain.memory.store import MemoryStore
 from brain.messages import Inbound
-from brain.routing import bundled_embedding_model
+from brain.models.embedder import Embedder
+from brain.routing.router import bundled_embedding_model
 from tests.helpers import RecordingOutbox, close_brain
 from tests.load import LoopLag, fake_brain
 

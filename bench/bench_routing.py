@@ -1,7 +1,7 @@
 """The router, side by side with what it replaced, on the labelled set tests/data/routes.jsonl.
 
 That set is never used for training: it was written separately from
-brain/data/route_examples.jsonl, and a test keeps the two apart (no message in both, none
+brain/routing/data/route_examples.jsonl, and a test keeps the two apart (no message in both, none
 nearly the same). Each message is classified alone, with "after an image" context where
 the set says so. Scoring, as the issue asks: an image request that is asked about counts
 as right (nothing wrong happens); a text message asked about counts as an ask.
@@ -12,8 +12,8 @@ Rows: nearest neighbours over the 140 examples the old router shipped with (the 
 lines of route_examples.jsonl; the old default), nearest neighbours and a logistic
 regression on the embeddings alone over all the examples (these three on the full-precision
 encoder, as before), the chosen router (int8 embeddings + word features,
-`brain.router_model`), and with --llm the bundled SmolLM2 as the LLM classifier alone and
-in the hybrid. Then the regularisation by cross-validation, the calibration table and the
+`brain.routing.embedding_router`), and with --llm the bundled SmolLM2 as the LLM classifier
+alone and in the hybrid. Then the regularisation by cross-validation, the calibration table and the
 confusion table of the chosen router.
 """
 
@@ -32,8 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from brain.router_model import EmbeddingClassifier, RouterModel
-from brain.routing import (
+from brain.routing.embedding_router import EmbeddingClassifier, RouterModel
+from brain.routing.router import (
     IMAGE_TURN_PREFIX,
     Example,
     HybridClassifier,
@@ -123,7 +123,7 @@ def cross_validate(examples: list[Example], vectors: np.ndarray) -> None:
     """5-fold accuracy of the chosen features at several regularisation strengths."""
     from sklearn.model_selection import StratifiedKFold
 
-    import brain.router_model as router_model
+    import brain.routing.embedding_router as router_model
 
     labels = np.array([e.route is Route.IMAGE for e in examples])
     print("\n| C | 5-fold accuracy on the examples |\n|---|---|")
@@ -228,7 +228,7 @@ async def main() -> None:
 async def with_llm(router: EmbeddingClassifier, data: list[Example]) -> None:
     from bot.embedded import EmbeddedConfig, EmbeddedServer
     from brain.config import EndpointConfig
-    from brain.llm import ModelClient
+    from brain.models.client import ModelClient
 
     server = EmbeddedServer(EmbeddedConfig(n_ctx=2048), Path(tempfile.mkdtemp()) / "s.log")
     await server.start()

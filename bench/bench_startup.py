@@ -22,9 +22,9 @@ from bench.timing_outbox import FirstTextOutbox
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
 from brain.messages import Inbound
+from brain.models.client import ModelClient
 from tests.helpers import close_brain
 
 PROMPT = "Name three colours of the rainbow."

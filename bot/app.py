@@ -21,17 +21,17 @@ from bot.embedded import EmbeddedServer, embedded_slots
 from bot.status_server import StatusServer
 from brain.brain import Brain
 from brain.config import EndpointConfig
-from brain.database import resolve_database_url
-from brain.embedder import Embedder
-from brain.history import HistoryStore
-from brain.imaging.gpu import GpuMonitor
-from brain.imaging.local import DiffusersBackend
-from brain.imaging.queue import BatchBackend, ImageQueue
-from brain.imaging.remote import A1111Backend
-from brain.llm import ModelClient
+from brain.history.database import resolve_database_url
+from brain.history.store import HistoryStore
+from brain.images.backends.local import DiffusersBackend
+from brain.images.backends.remote import A1111Backend
+from brain.images.gpu import GpuMonitor
+from brain.images.queue import BatchBackend, ImageQueue
+from brain.models.client import ModelClient
+from brain.models.embedder import Embedder
 from brain.redaction import register_secret
-from brain.router_model import EmbeddingClassifier
-from brain.routing import (
+from brain.routing.embedding_router import EmbeddingClassifier
+from brain.routing.router import (
     Classifier,
     HybridClassifier,
     LLMClassifier,

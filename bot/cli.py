@@ -20,8 +20,8 @@ from bot import __version__
 from bot.app import App
 from bot.config import ConfigError, MombotConfig, Secrets, load_config
 from bot.embedded import EmbeddedServerError
-from bot.evaluate import add_arguments as add_eval_arguments
-from bot.evaluate import run_eval
+from bot.eval.evaluate import add_arguments as add_eval_arguments
+from bot.eval.evaluate import run_eval
 from brain.brain import Brain
 from brain.errors import MombotError
 from brain.redaction import install_redaction, redact

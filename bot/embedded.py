@@ -8,7 +8,7 @@ behind.
 
 Why llama-server and not llama-cpp-python's server: it decodes several requests at
 once (continuous batching), and each of its slots keeps its own prompt cache. Every
-character is pinned to a slot of its own (`brain.dialects.LlamaCpp`), so a member's
+character is pinned to a slot of its own (`brain.models.dialects.LlamaCpp`), so a member's
 prompt — its persona, then the history — is processed once and only the new turns are
 read on the next message. One slot per character, plus one for everything else (routing,
 /think's votes), each with the full `n_ctx`; a slot's cache of SmolLM2-135M at 2048

@@ -6,8 +6,8 @@ arrival order (`brain.channels`), the dispatcher picks each message's path (an o
 question's answer, a command, the chat), and the brain turns typed errors into chat
 messages (anything else is logged with its traceback and the user gets a short apology),
 forgets an edited or deleted message everywhere it was kept, and stops cleanly. What each
-path does lives in its own module: `brain.chat`, `brain.image_service`,
-`brain.builtin_commands`, `brain.thinking`.
+path does lives in its own module: `brain.chat.pipeline`, `brain.images.service`,
+`brain.commands.builtin`, `brain.chat.thinking`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from brain.builtin_commands import BuiltinCommands
 from brain.channels.dispatcher import Dispatcher
 from brain.channels.events import Answerable, ButtonAnswer, Deletion, Edit, NewMessage
 from brain.channels.questions import OpenQuestions
 from brain.channels.registry import Channels, Ticket
 from brain.channels.stored_changes import StoredChanges
 from brain.channels.turn import Work, collecting_after_turn
-from brain.chat import ChatPipeline
-from brain.commands import CommandRegistry
+from brain.chat.mixture import Mixture
+from brain.chat.pipeline import ChatPipeline
+from brain.chat.runner import CharacterRunner
+from brain.commands.builtin import BuiltinCommands
+from brain.commands.registry import CommandRegistry
 from brain.config import (
     AttachmentsConfig,
     ChannelsConfig,
@@ -36,21 +38,19 @@ from brain.config import (
     MemoryConfig,
     MixtureConfig,
 )
-from brain.embedder import Embedder
 from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.extensions import Extension, ExtensionContext, Hooks, load_extensions
-from brain.history import HistoryStore
-from brain.image_service import ImageService
-from brain.images import CoolDown, ImageGenerator, ImagePromptWriter, cool_down_in_chat
-from brain.llm import ModelClient
-from brain.memory import open_memory
+from brain.history.store import HistoryStore
+from brain.images.requests import CoolDown, ImageGenerator, ImagePromptWriter, cool_down_in_chat
+from brain.images.service import ImageService
+from brain.memory.memory import open_memory
 from brain.messages import Inbound
-from brain.mixture import Mixture
+from brain.models.client import ModelClient
+from brain.models.embedder import Embedder
+from brain.models.usage import TokenTracker, current_channel
 from brain.outbox import Outbox
-from brain.routing import Classifier, TextOnly
-from brain.runner import CharacterRunner
+from brain.routing.router import Classifier, TextOnly
 from brain.telemetry import Sources, Telemetry
-from brain.usage import TokenTracker, current_channel
 
 log = logging.getLogger(__name__)
 

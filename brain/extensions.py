@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol
 
-from brain.commands import CommandRegistry, CommandSpec
+from brain.chat.mixture import Mixture
+from brain.chat.runner import CharacterRunner, Turn
+from brain.chat.streaming import ReplyStreamer
+from brain.commands.registry import CommandRegistry, CommandSpec
 from brain.config import CharacterConfig, StrictModel
 from brain.errors import FeatureUnavailable
-from brain.history import HistoryStore, StoredTurn
+from brain.history.store import HistoryStore, StoredTurn
 from brain.messages import CommandCall, Inbound
-from brain.mixture import Mixture
+from brain.models.usage import TokenTracker
 from brain.outbox import Outbox
-from brain.runner import CharacterRunner, Turn
-from brain.streaming import ReplyStreamer
-from brain.usage import TokenTracker
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ExtensionContext:
 
 
 class ReplyEnding(Protocol):
-    """The one way a streamed reply is finalized and stored (see `brain.chat`), and the
+    """The one way a streamed reply is finalized and stored (see `brain.chat.pipeline`), and the
     one way a turn gets what the memory recalls for it."""
 
     async def remembered(self, turn: Turn, text: str) -> Turn: ...

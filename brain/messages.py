@@ -25,7 +25,7 @@ class Attachment:
 
 @dataclass(frozen=True)
 class CommandCall:
-    """A parsed command: its name and validated arguments (see `brain.commands`)."""
+    """A parsed command: its name and validated arguments (see `brain.commands.registry`)."""
 
     name: str
     args: dict[str, Any] = field(default_factory=dict)

@@ -79,8 +79,8 @@ class ProgressOutbox(Protocol):
 @runtime_checkable
 class DetailOutbox(Protocol):
     """An outbox that shows how a reply was made, beside it (the web page's panel): each
-    member's proposal (`brain.mixture.Proposal`) with its time, and every model call of the
-    message (`brain.usage.Usage`) with its tokens. Others show them only with /debug on."""
+    member's proposal (`brain.chat.mixture.Proposal`) with its time, and every model call of the
+    message (`brain.models.usage.Usage`) with its tokens. Others show them only with /debug on."""
 
     async def details(self, proposals: list[Any], calls: list[Any]) -> None:
         """Attach the proposals and calls to the reply just sent."""

@@ -15,9 +15,9 @@ import pytest_asyncio
 
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.config import EndpointConfig
-from brain.embedder import Embedder
-from brain.llm import ModelClient
-from brain.routing import bundled_embedding_model
+from brain.models.client import ModelClient
+from brain.models.embedder import Embedder
+from brain.routing.router import bundled_embedding_model
 from tests.a1111 import A1111Server
 from tests.fake_openai import FakeOpenAIServer
 from tests.synapse import Synapse

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from brain.images import GeneratedImage, ImageRequest, ProgressFn
-from brain.imaging.queue import StepFn
+from brain.images.queue import StepFn
+from brain.images.requests import GeneratedImage, ImageRequest, ProgressFn
 from brain.outbox import Capabilities, MessageRef
-from brain.routing import Route, RouteDecision
+from brain.routing.router import Route, RouteDecision
 
 
 @dataclass
@@ -169,7 +169,7 @@ def smollm2_mixture(
     """Members and a synthesizer ("mom"), all on the real SmolLM2 server (greedy decoding)."""
     from brain.brain import Brain
     from brain.config import CharacterConfig
-    from brain.llm import ModelClient
+    from brain.models.client import ModelClient
     from tests.conftest import MODEL
 
     def character(name: str, tokens: int, role: str = "member") -> CharacterConfig:
@@ -237,8 +237,8 @@ def memory_brain(server: Any, history_url: str, embedder: Any, **memory: Any) ->
     """One character ("mom") on a fake server with a small window, and the memory on."""
     from brain.brain import Brain
     from brain.config import CharacterConfig, EndpointConfig, MemoryConfig
-    from brain.history import HistoryStore
-    from brain.llm import ModelClient
+    from brain.history.store import HistoryStore
+    from brain.models.client import ModelClient
 
     character = CharacterConfig(
         name="mom", endpoint="f", model="fake", persona="You are mom.", max_tokens=32

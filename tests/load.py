@@ -15,9 +15,9 @@ from typing import Any
 
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
 from brain.messages import Inbound
+from brain.models.client import ModelClient
 from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user
 from tests.helpers import RecordingOutbox
 

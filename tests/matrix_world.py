@@ -17,7 +17,7 @@ from PIL import Image
 from adapters.config import MatrixConfig
 from adapters.matrix import MatrixAdapter
 from brain.brain import Brain
-from brain.history import StoredTurn
+from brain.history.store import StoredTurn
 from tests.synapse import Synapse
 
 _ids = itertools.count()

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from brain.attachments import display_name, prepare_attachments
 from brain.brain import Brain
+from brain.chat.attachments import display_name, prepare_attachments
 from brain.config import AttachmentsConfig, CharacterConfig, EndpointConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
 from brain.messages import Attachment, Inbound
+from brain.models.client import ModelClient
 from tests.fake_openai import FakeOpenAIServer, last_user
 from tests.helpers import RecordingOutbox, close_brain
 

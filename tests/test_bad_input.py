@@ -18,9 +18,9 @@ import pytest
 
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
 from brain.messages import Attachment, Inbound
+from brain.models.client import ModelClient
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import RecordingGenerator, RecordingOutbox, close_brain
 from tests.load import echo_server

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from adapters.common import RateLimiter
 from brain.bounded import BoundedDict
 from brain.config import QueueConfig
-from brain.imaging.queue import BATCH_SIZES_KEPT, ImageQueue
-from brain.tokens import TokenCache
-from brain.usage import TokenTracker, Usage, current_channel
+from brain.images.queue import BATCH_SIZES_KEPT, ImageQueue
+from brain.models.tokens import TokenCache
+from brain.models.usage import TokenTracker, Usage, current_channel
 from tests.helpers import SlowBackend
 
 KEYS = 100_000

@@ -9,14 +9,14 @@ import pytest
 
 from bot.embedded import free_port
 from brain.brain import Brain
+from brain.chat.context import PER_MESSAGE_OVERHEAD, PROMPT_OVERHEAD, build_prompt, reply_reserve
+from brain.chat.runner import CUT_SHORT_NOTE, CharacterRunner, Turn
 from brain.config import CharacterConfig, EndpointConfig
-from brain.context import PER_MESSAGE_OVERHEAD, PROMPT_OVERHEAD, build_prompt, reply_reserve
-from brain.history import HistoryStore, StoredTurn
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore, StoredTurn
 from brain.messages import Inbound
-from brain.runner import CUT_SHORT_NOTE, CharacterRunner, Turn
+from brain.models.client import ModelClient
+from brain.models.tokens import estimate_tokens
 from brain.text import clean_text
-from brain.tokens import estimate_tokens
 from tests.conftest import MODEL, TEST_N_CTX
 from tests.fake_openai import Behaviour, FakeOpenAIServer
 from tests.helpers import RecordingOutbox, close_brain

@@ -20,7 +20,7 @@ import adapters.matrix_media
 from adapters.config import DiscordConfig
 from adapters.discord import MombotDiscordClient
 from adapters.intake import Intake
-from brain.embedder import Embedder
+from brain.models.embedder import Embedder
 from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user
 from tests.helpers import close_brain, eventually, memory_brain
 from tests.matrix_world import Bot, Human, joined, reply_to

@@ -14,8 +14,8 @@ import pytest
 from brain.brain import BUSY, Brain
 from brain.channels.events import NewMessage
 from brain.config import ChannelsConfig
-from brain.embedder import Embedder
 from brain.messages import Inbound
+from brain.models.embedder import Embedder
 from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user
 from tests.helpers import RecordingOutbox, close_brain, eventually, memory_brain
 from tests.load import fake_brain

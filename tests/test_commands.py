@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from brain.commands import Arg, CommandRegistry, CommandSpec
+from brain.commands.registry import Arg, CommandRegistry, CommandSpec
 from brain.errors import BadCommand
 
 

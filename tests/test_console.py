@@ -22,9 +22,9 @@ from brain.channels.events import Answerable, Change
 from brain.channels.registry import Channels, Ticket
 from brain.channels.turn import Work
 from brain.config import CharacterConfig, EndpointConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
-from brain.route_question import ASK
+from brain.history.store import HistoryStore
+from brain.models.client import ModelClient
+from brain.routing.question import ASK
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import asking_brain, close_brain

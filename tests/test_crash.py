@@ -13,9 +13,9 @@ from pathlib import Path
 
 from brain.brain import SHUTTING_DOWN, STOPPED_MID_REPLY
 from brain.config import A1111Config, QueueConfig
-from brain.history import HistoryStore
-from brain.imaging.queue import ImageQueue
-from brain.imaging.remote import A1111Backend
+from brain.history.store import HistoryStore
+from brain.images.backends.remote import A1111Backend
+from brain.images.queue import ImageQueue
 from brain.messages import Inbound
 from tests.a1111 import A1111Server
 from tests.fake_openai import Behaviour, FakeOpenAIServer, long_slow_reply

@@ -28,9 +28,9 @@ from adapters.discord_outbox import NOT_YOUR_PROPOSAL
 from bot.cli import main
 from brain.brain import STOPPED_MID_REPLY, Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
-from brain.route_question import ASK_WITH_BUTTONS
+from brain.history.store import HistoryStore
+from brain.models.client import ModelClient
+from brain.routing.question import ASK_WITH_BUTTONS
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import RecordingGenerator, asking_brain, close_brain, eventually, smollm2_mixture

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.eval_report import wilson
-from brain.answer_check import Expected, extracted, final_number, first_yes_no, is_right
-from brain.question_sets import BUNDLED, QuestionSetError, arithmetic, load, parse_jsonl
+from bot.eval.answer_check import Expected, extracted, final_number, first_yes_no, is_right
+from bot.eval.question_sets import BUNDLED, QuestionSetError, arithmetic, load, parse_jsonl
+from bot.eval.report import wilson
 
 NUMBER = Expected(("1250",))
 

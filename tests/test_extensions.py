@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from brain.brain import Brain
-from brain.commands import Arg, CommandSpec
+from brain.commands.registry import Arg, CommandSpec
 from brain.config import CharacterConfig, EndpointConfig, StrictModel
 from brain.extensions import Extension, available_extensions
-from brain.history import HistoryStore, StoredTurn
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore, StoredTurn
 from brain.messages import CommandCall, Inbound
+from brain.models.client import ModelClient
 from brain.outbox import Outbox
 from tests.fake_openai import FakeOpenAIServer, last_user
 from tests.helpers import RecordingOutbox, close_brain
@@ -88,7 +88,7 @@ def make_brain(
 
 
 def test_deep_thinking_is_registered_as_an_entry_point() -> None:
-    assert available_extensions()["deep_thinking"].value == "brain.thinking:DeepThinking"
+    assert available_extensions()["deep_thinking"].value == "brain.chat.thinking:DeepThinking"
 
 
 async def test_hooks_and_commands_of_an_extension(

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from brain.database import resolve_database_url
-from brain.history import IMAGE, KEPT_IMAGES, HistoryStore
-from brain.image_jobs import LostImageJob
+from brain.history.database import resolve_database_url
+from brain.history.store import IMAGE, KEPT_IMAGES, HistoryStore
+from brain.images.jobs import LostImageJob
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -147,7 +147,7 @@ async def test_opening_the_store_migrates_off_the_event_loop(
     """Issue 17 item 12: connecting and migrating (Alembic) block; the bot opens it in a thread."""
     import threading
 
-    from brain import history
+    from brain.history import store as history
 
     migrated_on: list[str] = []
     migrate = history.migrate

@@ -11,7 +11,7 @@ import time
 import psycopg
 from sqlalchemy.engine import make_url
 
-from brain.history import HistoryStore
+from brain.history.store import HistoryStore
 
 
 async def test_a_briefly_locked_sqlite_database_is_waited_for(sqlite_url: str) -> None:

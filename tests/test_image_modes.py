@@ -22,11 +22,11 @@ from brain.config import (
     ImageStyle,
     QueueConfig,
 )
-from brain.history import HistoryStore
-from brain.imaging.local import DiffusersBackend
-from brain.imaging.queue import ImageQueue
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
+from brain.images.backends.local import DiffusersBackend
+from brain.images.queue import ImageQueue
 from brain.messages import Inbound
+from brain.models.client import ModelClient
 from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user, system_of
 from tests.helpers import RecordingGenerator, RecordingOutbox, close_brain
 

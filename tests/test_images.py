@@ -27,14 +27,14 @@ from brain.config import (
     QueueConfig,
 )
 from brain.errors import Busy, ModelBadResponse, ModelTimeout, MombotError
-from brain.history import HistoryStore
-from brain.images import GeneratedImage, ImageRequest
-from brain.imaging.gpu import GpuMonitor
-from brain.imaging.local import DiffusersBackend
-from brain.imaging.queue import ImageQueue, StepFn
-from brain.imaging.remote import A1111Backend
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
+from brain.images.backends.local import DiffusersBackend
+from brain.images.backends.remote import A1111Backend
+from brain.images.gpu import GpuMonitor
+from brain.images.queue import ImageQueue, StepFn
+from brain.images.requests import GeneratedImage, ImageRequest
 from brain.messages import Inbound
+from brain.models.client import ModelClient
 from tests.a1111 import A1111Server
 from tests.helpers import FakeNvml, RecordingOutbox, SlowBackend, close_brain
 from tests.ldm_checkpoint import write_ldm_checkpoint
@@ -595,7 +595,7 @@ async def test_a1111_replies_are_decoded_off_the_event_loop(
     """Issue 17 item 12: a multi-MB JSON body with base64 is decoded in a worker thread."""
     import threading
 
-    from brain.imaging import remote
+    from brain.images.backends import remote
 
     decoded_on: list[str] = []
     decode = remote._decode_reply

@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from bot.embedded import EmbeddedConfig, EmbeddedServer, free_port
 from brain.config import EndpointConfig
 from brain.errors import ContextTooLong, ModelBadResponse, ModelTimeout, ModelUnavailable
-from brain.llm import ModelClient, stream_text
-from brain.tokens import estimate_tokens
-from brain.usage import Usage
+from brain.models.client import ModelClient, stream_text
+from brain.models.tokens import estimate_tokens
+from brain.models.usage import Usage
 from tests.conftest import MODEL, TEST_N_CTX, TEST_SLOTS
 from tests.fake_openai import Behaviour, FakeOpenAIServer
 

@@ -22,8 +22,8 @@ from adapters.matrix import CANT_DECRYPT, MatrixAdapter, strip_mention
 from adapters.matrix_html import markdown_to_html, sanitize_html
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
+from brain.models.client import ModelClient
 from brain.redaction import install_redaction
 from tests.conftest import MODEL
 from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user, long_slow_reply

@@ -22,9 +22,9 @@ import pytest_asyncio
 from bot.cli import main
 from brain.brain import STOPPED_MID_REPLY, Brain
 from brain.config import CharacterConfig, EndpointConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
-from brain.route_question import ASK
+from brain.history.store import HistoryStore
+from brain.models.client import ModelClient
+from brain.routing.question import ASK
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import asking_brain, close_brain, eventually
 from tests.load import fake_brain

@@ -17,12 +17,12 @@ from sqlalchemy import insert
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, MemoryConfig
-from brain.embedder import Embedder
-from brain.history import HistoryStore, TurnRow
-from brain.llm import Message, ModelClient
+from brain.history.store import HistoryStore, TurnRow
+from brain.memory.recall import HEADER
+from brain.memory.vectors import ChannelVectors
 from brain.messages import Inbound
-from brain.recall import HEADER
-from brain.vectors import ChannelVectors
+from brain.models.client import Message, ModelClient
+from brain.models.embedder import Embedder
 from tests.conftest import MODEL
 from tests.fake_openai import Behaviour, FakeOpenAIServer
 from tests.helpers import RecordingOutbox, chat_filler, close_brain, memory_brain
@@ -295,7 +295,7 @@ async def test_indexing_that_fails_catches_up_instead_of_stopping(
     caplog: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("brain.memory.RETRY_S", 0.01)
+    monkeypatch.setattr("brain.memory.memory.RETRY_S", 0.01)
     brain = memory_brain(fake_server, sqlite_url, embedder)
     memory = brain.memory
     assert memory is not None

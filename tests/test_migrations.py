@@ -16,8 +16,8 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from brain.database import MIGRATIONS
-from brain.history import HistoryStore
+from brain.history.database import MIGRATIONS
+from brain.history.store import HistoryStore
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

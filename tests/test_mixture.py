@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from brain.brain import Brain
+from brain.chat.mixture import AGGREGATE_INSTRUCTION
 from brain.config import CharacterConfig, EndpointConfig, MixtureConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
 from brain.messages import Inbound
-from brain.mixture import AGGREGATE_INSTRUCTION
+from brain.models.client import ModelClient
 from tests.fake_openai import FakeOpenAIServer, last_user, system_of
 from tests.helpers import RecordingOutbox, close_brain, smollm2_mixture
 

@@ -14,10 +14,10 @@ from pydantic import BaseModel
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
 from brain.errors import ModelBadResponse, ModelTimeout
-from brain.history import HistoryStore
-from brain.llm import ModelClient, stream_text
+from brain.history.store import HistoryStore
 from brain.messages import Attachment, Inbound
-from brain.usage import Usage
+from brain.models.client import ModelClient, stream_text
+from brain.models.usage import Usage
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import RecordingOutbox, close_brain
 from tests.test_attachments import png

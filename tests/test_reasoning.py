@@ -11,10 +11,10 @@ from pydantic import BaseModel
 from adapters.console import DIM, ConsoleOutbox
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
 from brain.messages import Inbound
-from brain.reasoning import ReasoningSplitter, split_reasoning
+from brain.models.client import ModelClient
+from brain.models.reasoning import ReasoningSplitter, split_reasoning
 from tests.fake_openai import Behaviour, FakeOpenAIServer
 from tests.helpers import RecordingOutbox, close_brain
 from tests.load import fake_brain

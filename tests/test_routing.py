@@ -12,12 +12,12 @@ import pytest
 from bot.embedded import free_port
 from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
 from brain.messages import Inbound
-from brain.route_question import ASK, choice
-from brain.router_model import EMBEDDINGS_PATH, EmbeddingClassifier, examples_key
-from brain.routing import (
+from brain.models.client import ModelClient
+from brain.routing.embedding_router import EMBEDDINGS_PATH, EmbeddingClassifier, examples_key
+from brain.routing.question import ASK, choice
+from brain.routing.router import (
     IMAGE_TURN_PREFIX,
     Example,
     HybridClassifier,

@@ -18,8 +18,8 @@ from bot.config import HttpConfig, MombotConfig
 from bot.status_server import StatusServer
 from brain.brain import Brain
 from brain.config import GpuConfig, QueueConfig
-from brain.imaging.gpu import GpuMonitor
-from brain.imaging.queue import ImageQueue
+from brain.images.gpu import GpuMonitor
+from brain.images.queue import ImageQueue
 from brain.messages import Inbound
 from brain.redaction import register_secret
 from tests.fake_openai import Behaviour, FakeOpenAIServer

@@ -11,12 +11,18 @@ from typing import Any
 import pytest
 
 from brain.brain import STOPPED_MID_REPLY, Brain
-from brain.chat import EMPTY_REPLY
+from brain.chat.pipeline import EMPTY_REPLY
+from brain.chat.thinking import (
+    VOTE_INSTRUCTION,
+    Ballot,
+    RoundResult,
+    ballot_confidence,
+    vote_schema,
+)
 from brain.config import CharacterConfig, EndpointConfig
-from brain.history import HistoryStore
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
 from brain.messages import Inbound
-from brain.thinking import VOTE_INSTRUCTION, Ballot, RoundResult, ballot_confidence, vote_schema
+from brain.models.client import ModelClient
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import RecordingOutbox, close_brain, eventually, smollm2_mixture

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from adapters.console import CLEAR_LINE, ConsoleOutbox
 from brain.brain import Brain
+from brain.chat.context import KEEP_ON_TRIM, build_prompt
 from brain.config import CharacterConfig, EndpointConfig
-from brain.context import KEEP_ON_TRIM, build_prompt
-from brain.dialects import CACHE_REUSE_MIN_TOKENS
-from brain.history import HistoryStore, StoredTurn
-from brain.llm import Message, ModelClient
+from brain.history.store import HistoryStore, StoredTurn
 from brain.messages import Inbound
-from brain.slots import SlotPins
-from brain.usage import Usage
+from brain.models.client import Message, ModelClient
+from brain.models.dialects import CACHE_REUSE_MIN_TOKENS
+from brain.models.slots import SlotPins
+from brain.models.usage import Usage
 from tests.conftest import MODEL
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import RecordingOutbox, close_brain

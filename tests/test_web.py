@@ -25,10 +25,10 @@ from adapters.config import WebConfig
 from adapters.web import CSP, WebAdapter, WebError
 from brain.brain import Brain
 from brain.config import CharacterConfig, DiffusersConfig, EndpointConfig, ImagesConfig
-from brain.history import HistoryStore
-from brain.imaging.local import DiffusersBackend
-from brain.imaging.queue import ImageQueue, QueueConfig
-from brain.llm import ModelClient
+from brain.history.store import HistoryStore
+from brain.images.backends.local import DiffusersBackend
+from brain.images.queue import ImageQueue, QueueConfig
+from brain.models.client import ModelClient
 from tests.browser import Page, chromium
 from tests.conftest import MODEL
 from tests.fake_openai import Behaviour, FakeOpenAIServer

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from brain.channels.events import Answerable, ButtonAnswer
 from brain.channels.questions import OpenQuestions, yes_or_no
-from brain.chat import ChatPipeline
-from brain.commands import CommandRegistry
+from brain.chat.pipeline import ChatPipeline
+from brain.commands.registry import CommandRegistry
 from brain.errors import BadCommand
-from brain.image_service import ImageProposal, ImageService
+from brain.images.service import ImageProposal, ImageService
 from brain.messages import CommandCall, Inbound
 from brain.outbox import Outbox
-from brain.route_question import RouteQuestion
+from brain.routing.question import RouteQuestion
 
 PROPOSAL_GONE = "That question has expired; ask again."
 YES_OR_NO = "Please answer yes or no."

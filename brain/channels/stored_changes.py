@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 
 from brain.channels.events import Change, Deletion
-from brain.history import HistoryStore
-from brain.memory import Memory
+from brain.history.store import HistoryStore
+from brain.memory.memory import Memory
 from brain.text import clean_text
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
-import brain.history  # noqa: F401  (registers the tables on SQLModel.metadata)
+import brain.history.store  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
 

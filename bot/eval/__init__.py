@@ -1,0 +1,1 @@
+"""`mombot eval`: question sets, answer checking, the run and its report."""

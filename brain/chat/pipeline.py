@@ -1,0 +1,271 @@
+"""The chat pipeline: one plain message, from its text to the reply shown and stored.
+
+Hooks, clean-up, attachments, storing the user's turn, the vision character, routing
+(an image request goes to the image service; a message the router cannot call is asked
+about first, `brain.routing.question`; the answer comes back through
+`settle_route_question`), cool-down, the mixture, and the ending
+every reply shares (`store`): extensions' post_process hooks run before the last edit,
+so what is shown is what is stored, under the name of the character who spoke it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from brain.bounded import BoundedDict
+from brain.channels.questions import OpenQuestions
+from brain.chat.attachments import PreparedAttachments, prepare_attachments
+from brain.chat.mixture import Mixture, Proposal
+from brain.chat.runner import CharacterRunner, Turn
+from brain.chat.streaming import ReplyStreamer, split_text
+from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
+from brain.errors import BadCommand
+from brain.extensions import Hooks
+from brain.history.store import HistoryStore
+from brain.images.service import ImageService
+from brain.memory.memory import Memory
+from brain.memory.recall import Recollection
+from brain.messages import Inbound
+from brain.models.usage import Usage, current_usages, format_usages
+from brain.outbox import DetailOutbox, Outbox, reporter
+from brain.routing.question import RouteQuestion, ask
+from brain.routing.router import Classifier, Route, RouteDecision
+from brain.text import clean_text
+
+log = logging.getLogger(__name__)
+
+EMPTY_REPLY = "_(The model returned an empty answer.)_"
+VISION_INSTRUCTION = (
+    "Describe the attached image(s) precisely and concisely for someone who cannot see "
+    "them, then answer the user's question about them if there is one."
+)
+DEBUG_CHANNELS = 4096  # channels whose /debug switch is remembered
+NO_LIMIT = 2**62  # a turn id above any stored one
+
+
+class ChatPipeline:
+    """Answers plain messages with the mixture (or hands image requests on)."""
+
+    def __init__(
+        self,
+        *,
+        characters: list[CharacterConfig],
+        runner: CharacterRunner,
+        mixture: Mixture,
+        history: HistoryStore,
+        hooks: Hooks,
+        classifier: Classifier,
+        images: ImageService | None,
+        cool_down: Callable[[Outbox], Awaitable[None]],
+        history_config: HistoryConfig,
+        attachments_config: AttachmentsConfig,
+        mixture_config: MixtureConfig,
+        questions: OpenQuestions[object],
+        memory: Memory | None = None,
+    ) -> None:
+        self.characters = characters
+        self.runner = runner
+        self.mixture = mixture
+        self.history = history
+        self.hooks = hooks
+        self.classifier = classifier
+        self.images = images
+        self.cool_down = cool_down
+        self.history_config = history_config
+        self.attachments_config = attachments_config
+        self.mixture_config = mixture_config
+        self.memory = memory
+        self.debug: BoundedDict[str, bool] = BoundedDict(DEBUG_CHANNELS)
+        self.questions = questions  # "should I draw that?", when unsure
+        self.question_timeout_s = images.config.confirm_timeout_s if images is not None else 0.0
+
+    async def answer(self, message: Inbound, outbox: Outbox) -> None:
+        channel = message.channel_key
+        message = await self.hooks.pre_process(message, channel)
+        text = clean_text(message.text)
+        limit = self.history_config.max_turn_chars
+        files = await prepare_attachments(message.attachments, self.attachments_config)
+        if len(text) > limit:
+            files.notes.append(f"Your message was very long: I kept its first {limit} characters.")
+            text = text[:limit]
+        if not (text or files.images or files.texts):
+            if files.notes:
+                await outbox.send("\n".join(files.notes))
+                return
+            raise BadCommand("Your message was empty; say something and I'll answer.")
+        stored = _with_files(text, files)
+        page_size = self.runner.history_page_size(channel)
+        turn_id, page = await self.history.add_and_recent(
+            channel,
+            "user",
+            stored,
+            message.author_name,
+            page_size,
+            source=message.source,
+            text_chars=None if stored == text else len(text),  # files follow: see TurnRow
+        )
+        if files.notes:
+            await outbox.send("\n".join(files.notes))
+        await outbox.typing()
+        usages: list[Usage] = []  # for /debug: the vision and routing calls count too
+        current_usages.set(usages)
+        if files.images:
+            stored = await self._describe_images(text, stored, files, channel, turn_id, outbox)
+        elif self.images is not None:
+            decision = await self._route(text, channel)
+            turn = Turn(channel, stored, turn_id)
+            if decision.unsure:  # too close to call: ask, and answer nothing yet
+                await ask(self.questions, message, outbox, turn, self.question_timeout_s)
+                return
+            if decision.route is Route.IMAGE:
+                await self.images.from_chat(message, outbox, turn)
+                return
+        turn = Turn(channel, stored, turn_id, prefetched=tuple(page), prefetch_size=page_size)
+        await self._reply_in_words(outbox, await self.remembered(turn, text), usages)
+
+    async def settle_route_question(
+        self, question: RouteQuestion, draw: bool, outbox: Outbox
+    ) -> None:
+        """The user's answer to "should I draw that?": draw (yes), or answer in words."""
+        if draw and self.images is not None:
+            await self.images.from_chat(question.message, outbox, question.turn)
+            return
+        usages: list[Usage] = []
+        current_usages.set(usages)
+        turn = await self.remembered(question.turn, question.turn.text)
+        await self._reply_in_words(outbox, turn, usages)
+
+    async def _reply_in_words(self, outbox: Outbox, turn: Turn, usages: list[Usage]) -> None:
+        """The mixture answers the stored turn, streamed, then stored; with /debug on, the
+        proposals and every model call (`usages`, collected since the message came)."""
+        channel = turn.channel
+        await self.cool_down(outbox)
+        debug = self.debug.get(channel, self.mixture_config.debug)
+
+        shown: list[Proposal] = []
+
+        async def show_proposals(proposals: list[Proposal]) -> None:
+            shown.extend(proposals)
+            if debug:
+                await send_long(outbox, _format_proposals(proposals))
+
+        streamer = self.streamer(outbox, channel)
+        answer = await self.mixture.answer(
+            turn, streamer, on_proposals=show_proposals, report=reporter(outbox)
+        )
+        await self.store(channel, answer.text, answer.author, outbox)
+        if isinstance(outbox, DetailOutbox):
+            await outbox.details(shown, usages)
+        if debug and usages:
+            await send_long(outbox, "🔍 calls:\n" + format_usages(usages))
+
+    async def remembered(self, turn: Turn, text: str) -> Turn:
+        """The turn with what the memory recalls for `text` (unchanged with memory off)."""
+        return replace(turn, recollection=await self._recall(turn.channel, text))
+
+    async def _recall(self, channel: str, text: str) -> Recollection | None:
+        """What the memory recalls for `text`; None with the memory off, or failing.
+
+        It searches before the window the channel's last prompts held, where that is known
+        (what is in the window needs no recalling; each prompt drops what it holds anyway).
+        """
+        if self.memory is None or not text:
+            return None
+        before = self.runner.window_start(channel) or NO_LIMIT
+        try:
+            return await self.memory.recall(channel, text, before)
+        except Exception:  # the memory never costs a reply
+            log.exception("%s: recall failed; answering without the memory", channel)
+            return None
+
+    def streamer(self, outbox: Outbox, channel: str) -> ReplyStreamer:
+        """A reply streamer whose last edit shows the reply as the hooks leave it."""
+
+        async def finalize(reply: str) -> str:
+            return await self.hooks.post_process(reply, channel)
+
+        return ReplyStreamer(outbox, finalize=finalize)
+
+    async def store(self, channel: str, reply: str, author: str, outbox: Outbox) -> None:
+        """Store a finished reply (as shown) under its speaker, or say that it was empty."""
+        if not reply.strip():
+            await outbox.send(EMPTY_REPLY)
+            return
+        await self.history.add(channel, "assistant", reply, author)
+        if self.memory is not None:  # rewrites the summary in the background if it is due
+            self.memory.after_reply(channel, self.runner.window_start(channel))
+
+    async def _route(self, text: str, channel: str) -> RouteDecision:
+        """Ask the classifier; any failure of it means text."""
+        # images drawn here count: "make it bluer" follows one
+        turns = await self.history.recent(channel, limit=5, include_images=True)
+        recent = [t.content for t in reversed(turns)][:-1]
+        try:
+            decision = await self.classifier.classify(text, recent)
+        except Exception:
+            log.exception("classifier failed; answering as text")
+            return RouteDecision(Route.TEXT, 0.0, "fallback")
+        log.info(
+            "%s: route %s by %s (%.2f%s)",
+            channel,
+            decision.route.value,
+            decision.source,
+            decision.confidence,
+            ", unsure: asking" if decision.unsure else "",
+        )
+        return decision
+
+    async def _describe_images(
+        self,
+        text: str,
+        stored: str,
+        files: PreparedAttachments,
+        channel: str,
+        turn_id: int,
+        outbox: Outbox,
+    ) -> str:
+        """The vision character looks; everyone else reads its description."""
+        vision = None
+        for character in self.characters:
+            if character.enabled and await self.runner.can_see(character):
+                vision = character
+                break
+        names = ", ".join(name for name, _ in files.images)
+        if vision is None:
+            await outbox.send(
+                f"I can't look at images ({names}): no character with vision is configured."
+            )
+            return stored
+        question = text or "What is in this image?"
+        turn = Turn(channel, question, turn_id, images=tuple(url for _, url in files.images))
+        system = f"{vision.persona}\n\n{VISION_INSTRUCTION}"
+        description = await self.runner.answer(vision, turn, system=system, stage="vision")
+        described = f"{stored}\n\n[{names}, as {vision.name} sees it: {description.strip()}]"
+        await self.history.update(turn_id, described)
+        return described
+
+
+def _with_files(text: str, files: PreparedAttachments) -> str:
+    parts = [text] if text else []
+    for name, content in files.texts:
+        parts.append(f"[file {name}]\n```\n{content}\n```")
+    for name, _ in files.images:
+        parts.append(f"[image {name}]")
+    return "\n\n".join(parts)
+
+
+def _format_proposals(proposals: list[Proposal]) -> str:
+    lines = ["🔍 proposals:"]
+    for p in proposals:
+        body = p.text.strip() if p.ok and p.text else f"(failed: {p.error or 'empty answer'})"
+        lines.append(f"**{p.character}** ({p.seconds:.1f} s): {body}")
+    return "\n\n".join(lines)
+
+
+async def send_long(outbox: Outbox, text: str) -> Any:
+    """Send a text of any length, split at the platform's limit."""
+    for part in split_text(text, outbox.capabilities.max_message_length):
+        await outbox.send(part)

@@ -1,0 +1,1 @@
+"""Commands: the registry and parser, and the built-in commands."""

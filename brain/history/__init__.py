@@ -1,0 +1,1 @@
+"""Per-channel history and the database under it."""

@@ -1,0 +1,1 @@
+"""Memory beyond the window: recall by embedding, the rolling summary, their tables."""

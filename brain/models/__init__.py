@@ -1,0 +1,1 @@
+"""Model servers: the one client every call goes through, its transport, dialects, tokens, usage."""

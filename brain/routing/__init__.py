@@ -1,0 +1,1 @@
+"""Routing: text or image, and asking when unsure."""
