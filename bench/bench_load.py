@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from brain.chat.runner import Turn
+from brain.characters.runner import Turn
 from brain.history.store import TurnRow as StoredRow
 from brain.messages import Inbound
 from tests.fake_openai import FakeOpenAIServer

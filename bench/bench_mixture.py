@@ -23,12 +23,12 @@ from pathlib import Path
 
 from bench.timing_outbox import FirstTextOutbox
 from bot.embedded import EmbeddedConfig, EmbeddedServer
+from brain.characters.runner import CharacterRunner, Turn
 from brain.chat.mixture import Mixture, Proposal, synthesis_prompt
-from brain.chat.runner import CharacterRunner, Turn
-from brain.chat.streaming import ReplyStreamer
 from brain.config import CharacterConfig, EndpointConfig, MixtureConfig
 from brain.history.store import HistoryStore
 from brain.models.client import ModelClient
+from brain.streaming import ReplyStreamer
 from tests.fake_openai import FakeOpenAIServer
 
 NAMES = ["logic", "creativity", "empathy", "knowledge"]

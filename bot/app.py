@@ -21,11 +21,12 @@ from bot.embedded import EmbeddedServer, embedded_slots
 from bot.status_server import StatusServer
 from brain.brain import Brain
 from brain.config import EndpointConfig
-from brain.history.database import resolve_database_url
+from brain.database.engine import resolve_database_url
 from brain.history.store import HistoryStore
 from brain.images.backends.local import DiffusersBackend
 from brain.images.backends.remote import A1111Backend
 from brain.images.gpu import GpuMonitor
+from brain.images.jobs import ImageJobs
 from brain.images.queue import BatchBackend, ImageQueue
 from brain.models.client import ModelClient
 from brain.models.embedder import Embedder
@@ -118,7 +119,7 @@ class App:
         url = given.get_secret_value() if given else self.config.history.database_url
         register_secret(make_url(url).password)
         url = resolve_database_url(url, self.data_dir)
-        self.history = history = await HistoryStore.open(url, instance=self._instance_id())
+        self.history = history = await HistoryStore.open(url)
         config = self.config
         gpu = GpuMonitor(config.gpu)
         self.image_generator = await self._image_generator(gpu)
@@ -139,6 +140,7 @@ class App:
             memory_config=config.memory,
             embedder=self.embedder if config.memory.enabled else None,
             channels_config=config.channels,
+            image_jobs=ImageJobs(history.engine, self._instance_id()),
         )
         if self.brain.memory is not None:  # index what was stored while it was not running
             self.brain.memory.start()

@@ -7,7 +7,7 @@ question's answer, a command, the chat), and the brain turns typed errors into c
 messages (anything else is logged with its traceback and the user gets a short apology),
 forgets an edited or deleted message everywhere it was kept, and stops cleanly. What each
 path does lives in its own module: `brain.chat.pipeline`, `brain.images.service`,
-`brain.commands.builtin`, `brain.chat.thinking`.
+`brain.commands.builtin`, `brain.commands.thinking`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from brain.after_turn import Work, collecting_after_turn
 from brain.channels.dispatcher import Dispatcher
 from brain.channels.events import Answerable, ButtonAnswer, Deletion, Edit, NewMessage
-from brain.channels.questions import OpenQuestions
 from brain.channels.registry import Channels, Ticket
 from brain.channels.stored_changes import StoredChanges
-from brain.channels.turn import Work, collecting_after_turn
+from brain.characters.runner import CharacterRunner
 from brain.chat.mixture import Mixture
 from brain.chat.pipeline import ChatPipeline
-from brain.chat.runner import CharacterRunner
 from brain.commands.builtin import BuiltinCommands
 from brain.commands.registry import CommandRegistry
 from brain.config import (
@@ -41,6 +40,7 @@ from brain.config import (
 from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.extensions import Extension, ExtensionContext, Hooks, load_extensions
 from brain.history.store import HistoryStore
+from brain.images.jobs import ImageJobs
 from brain.images.requests import CoolDown, ImageGenerator, ImagePromptWriter, cool_down_in_chat
 from brain.images.service import ImageService
 from brain.memory.memory import open_memory
@@ -49,6 +49,7 @@ from brain.models.client import ModelClient
 from brain.models.embedder import Embedder
 from brain.models.usage import TokenTracker, current_channel
 from brain.outbox import Outbox
+from brain.questions import OpenQuestions
 from brain.routing.router import Classifier, TextOnly
 from brain.telemetry import Sources, Telemetry
 
@@ -94,6 +95,7 @@ class Brain:
         memory_config: MemoryConfig | None = None,
         embedder: Embedder | None = None,
         channels_config: ChannelsConfig | None = None,
+        image_jobs: ImageJobs | None = None,
     ) -> None:
         self.characters = characters
         members, synthesizer = split_roles(characters)
@@ -114,7 +116,13 @@ class Brain:
         )
         self.questions: OpenQuestions[object] = OpenQuestions()  # what users are asked
         self.images = ImageService(
-            image_generator, images_config, history, writer, synthesizer, self.questions
+            image_generator,
+            images_config,
+            history,
+            writer,
+            synthesizer,
+            self.questions,
+            image_jobs or ImageJobs(history.engine, instance="local"),
         )
         self.telemetry = Telemetry(Sources(self.tracker, self._image_queue_length))
         self.hooks = Hooks(history)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol
 
+from brain.characters.runner import CharacterRunner, Turn
 from brain.chat.mixture import Mixture
-from brain.chat.runner import CharacterRunner, Turn
-from brain.chat.streaming import ReplyStreamer
 from brain.commands.registry import CommandRegistry, CommandSpec
 from brain.config import CharacterConfig, StrictModel
 from brain.errors import FeatureUnavailable
@@ -24,6 +23,7 @@ from brain.history.store import HistoryStore, StoredTurn
 from brain.messages import CommandCall, Inbound
 from brain.models.usage import TokenTracker
 from brain.outbox import Outbox
+from brain.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
 

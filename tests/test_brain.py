@@ -9,8 +9,13 @@ import pytest
 
 from bot.embedded import free_port
 from brain.brain import Brain
-from brain.chat.context import PER_MESSAGE_OVERHEAD, PROMPT_OVERHEAD, build_prompt, reply_reserve
-from brain.chat.runner import CUT_SHORT_NOTE, CharacterRunner, Turn
+from brain.characters.context import (
+    PER_MESSAGE_OVERHEAD,
+    PROMPT_OVERHEAD,
+    build_prompt,
+    reply_reserve,
+)
+from brain.characters.runner import CUT_SHORT_NOTE, CharacterRunner, Turn
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history.store import HistoryStore, StoredTurn
 from brain.messages import Inbound

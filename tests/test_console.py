@@ -17,10 +17,10 @@ import pytest
 
 from adapters.config import ConsoleConfig
 from adapters.console import CLEAR_LINE, DIM, NORMAL, ConsoleAdapter, ConsoleOutbox
+from brain.after_turn import Work
 from brain.brain import Brain
 from brain.channels.events import Answerable, Change
 from brain.channels.registry import Channels, Ticket
-from brain.channels.turn import Work
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history.store import HistoryStore
 from brain.models.client import ModelClient

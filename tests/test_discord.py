@@ -285,7 +285,7 @@ async def test_an_image_lost_in_a_crash_is_reported_after_the_restart(
         guild = env.create_guild()
         channel = guild.create_text_channel("art")
         # What a process killed mid-image leaves behind in the shared database:
-        await brain.history.image_jobs.start(f"discord:{channel.id}", "123", "a lighthouse at dusk")
+        await brain.images.jobs.start(f"discord:{channel.id}", "123", "a lighthouse at dusk")
         restarted = MombotDiscordClient(brain, client.config)
         await env.restart_bot(restarted)
         told = [m.content for m in bot_messages(channel, restarted)]

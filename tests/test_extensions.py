@@ -88,7 +88,7 @@ def make_brain(
 
 
 def test_deep_thinking_is_registered_as_an_entry_point() -> None:
-    assert available_extensions()["deep_thinking"].value == "brain.chat.thinking:DeepThinking"
+    assert available_extensions()["deep_thinking"].value == "brain.commands.thinking:DeepThinking"
 
 
 async def test_hooks_and_commands_of_an_extension(

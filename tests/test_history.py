@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from brain.history.database import resolve_database_url
-from brain.history.store import IMAGE, KEPT_IMAGES, HistoryStore
-from brain.images.jobs import LostImageJob
+from brain.database.engine import resolve_database_url
+from brain.database.tables import IMAGE
+from brain.history.store import KEPT_IMAGES, HistoryStore
+from brain.images.jobs import ImageJobs, LostImageJob
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -169,15 +170,14 @@ async def test_two_bots_on_one_database_claim_only_their_own_lost_image_jobs(
     """Issue 17 item 7: the README's scaling section puts two bots on one database. A bot that
     starts claims what its own earlier run left, never the other bot's live jobs."""
     platform = f"p{uuid.uuid4().hex[:8]}"
-    first = HistoryStore(database_url, instance="bot-one")
-    second = HistoryStore(database_url, instance="bot-two")
-    await first.image_jobs.start(f"{platform}:room", "ann", "a fox")  # first's job, still drawing
-    await second.image_jobs.start(f"{platform}:room", "bob", "a cat")  # then second dies
-    restarted = HistoryStore(database_url, instance="bot-two")
-    lost = await restarted.image_jobs.take_lost(platform)
+    engine = HistoryStore(database_url).engine
+    first, second = ImageJobs(engine, "bot-one"), ImageJobs(engine, "bot-two")
+    await first.start(f"{platform}:room", "ann", "a fox")  # first's job, still drawing
+    await second.start(f"{platform}:room", "bob", "a cat")  # then second dies
+    restarted = ImageJobs(engine, "bot-two")
+    lost = await restarted.take_lost(platform)
     assert [(j.user_id, j.prompt) for j in lost] == [("bob", "a cat")]
-    assert await first.image_jobs.take_lost(platform) == [
+    assert await first.take_lost(platform) == [
         LostImageJob(f"{platform}:room", "ann", "a fox")
     ]  # first's own, as its next start would report it
-    for store in (first, second, restarted):
-        store.close()
+    engine.dispose()

@@ -6,9 +6,9 @@ import asyncio
 
 from adapters.common import SLOW_DOWN, RateLimiter, read_capped
 from adapters.intake import AccessRules, Arrival, DownloadFailed, Intake, RemoteFile
+from brain.after_turn import Work
 from brain.channels.events import Answerable, Change
 from brain.channels.registry import Channels, Ticket
-from brain.channels.turn import Work
 from brain.messages import CommandCall, Inbound
 from tests.helpers import RecordingOutbox, eventually
 

@@ -16,9 +16,10 @@ from sqlalchemy import insert
 
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.brain import Brain
+from brain.characters.recall import HEADER
 from brain.config import CharacterConfig, EndpointConfig, MemoryConfig
-from brain.history.store import HistoryStore, TurnRow
-from brain.memory.recall import HEADER
+from brain.database.tables import TurnRow
+from brain.history.store import HistoryStore
 from brain.memory.vectors import ChannelVectors
 from brain.messages import Inbound
 from brain.models.client import Message, ModelClient

@@ -18,7 +18,7 @@ import simcord
 from adapters.config import ConsoleConfig, DiscordConfig
 from adapters.console import ConsoleAdapter
 from adapters.discord import MombotDiscordClient
-from brain.memory.recall import HEADER
+from brain.characters.recall import HEADER
 from brain.models.embedder import Embedder
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import chat_filler, close_brain, memory_brain

@@ -16,8 +16,9 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from brain.history.database import MIGRATIONS
+from brain.database.engine import MIGRATIONS
 from brain.history.store import HistoryStore
+from brain.images.jobs import ImageJobs
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -68,9 +69,10 @@ HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 async def test_an_empty_database_gets_every_revision(empty_database: str) -> None:
     store = HistoryStore(empty_database)
     assert state(empty_database) == (ALL_TABLES, HEAD)
-    job = await store.image_jobs.start("t:c", "u", "a fox")
-    await store.image_jobs.finish(job)
-    assert await store.image_jobs.take_lost("t") == []
+    jobs = ImageJobs(store.engine, "local")
+    job = await jobs.start("t:c", "u", "a fox")
+    await jobs.finish(job)
+    assert await jobs.take_lost("t") == []
     store.close()
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from brain.chat.streaming import ReplyStreamer, split_text
 from brain.outbox import Capabilities
+from brain.streaming import ReplyStreamer, split_text
 from tests.helpers import RecordingOutbox
 
 
@@ -59,7 +59,7 @@ async def test_edits_are_throttled_to_the_platform_rate(monkeypatch: pytest.Monk
         slept.append(seconds)
         clock.now += seconds
 
-    monkeypatch.setattr("brain.chat.streaming.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("brain.streaming.asyncio.sleep", fake_sleep)
     for i in range(100):  # 100 tokens over 5 seconds
         clock.now = i * 0.05
         await streamer.push(f"t{i} ")

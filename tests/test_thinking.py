@@ -12,7 +12,7 @@ import pytest
 
 from brain.brain import STOPPED_MID_REPLY, Brain
 from brain.chat.pipeline import EMPTY_REPLY
-from brain.chat.thinking import (
+from brain.commands.thinking import (
     VOTE_INSTRUCTION,
     Ballot,
     RoundResult,

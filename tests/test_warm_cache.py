@@ -9,7 +9,7 @@ from pathlib import Path
 
 from adapters.console import CLEAR_LINE, ConsoleOutbox
 from brain.brain import Brain
-from brain.chat.context import KEEP_ON_TRIM, build_prompt
+from brain.characters.context import KEEP_ON_TRIM, build_prompt
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history.store import HistoryStore, StoredTurn
 from brain.messages import Inbound

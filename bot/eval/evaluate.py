@@ -39,13 +39,13 @@ from bot.eval.question_sets import (
 )
 from bot.eval.report import Outcome, report_json, report_table, summarize
 from brain.brain import split_roles
+from brain.characters.runner import Turn
 from brain.chat.mixture import Mixture, Proposal
-from brain.chat.runner import Turn
-from brain.chat.streaming import ReplyStreamer
 from brain.errors import MombotError
 from brain.messages import CommandCall, Inbound
 from brain.models.usage import Usage, current_usages
 from brain.outbox import Capabilities
+from brain.streaming import ReplyStreamer
 
 THINK_EXTENSION = "deep_thinking"
 

@@ -11,13 +11,13 @@ parser: an edited prompt that starts with `/word` is a prompt.
 from __future__ import annotations
 
 from brain.channels.events import Answerable, ButtonAnswer
-from brain.channels.questions import OpenQuestions, yes_or_no
 from brain.chat.pipeline import ChatPipeline
 from brain.commands.registry import CommandRegistry
 from brain.errors import BadCommand
 from brain.images.service import ImageProposal, ImageService
 from brain.messages import CommandCall, Inbound
 from brain.outbox import Outbox
+from brain.questions import OpenQuestions, yes_or_no
 from brain.routing.question import RouteQuestion
 
 PROPOSAL_GONE = "That question has expired; ask again."

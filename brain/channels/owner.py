@@ -19,8 +19,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from brain.after_turn import Work
 from brain.channels.events import Answerable, Change, ChannelEvent, Deletion, Edit
-from brain.channels.turn import Work
 
 
 class ChannelWork(Protocol):

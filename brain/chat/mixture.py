@@ -16,11 +16,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from brain.chat.runner import CharacterRunner, Turn
-from brain.chat.streaming import ReplyStreamer
+from brain.characters.runner import CharacterRunner, Turn
 from brain.config import CharacterConfig, MixtureConfig
 from brain.errors import ModelUnavailable, MombotError
 from brain.outbox import Reporter, answered_line
+from brain.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
 

@@ -16,23 +16,23 @@ from dataclasses import replace
 from typing import Any
 
 from brain.bounded import BoundedDict
-from brain.channels.questions import OpenQuestions
+from brain.characters.recall import Recollection
+from brain.characters.runner import CharacterRunner, Turn
 from brain.chat.attachments import PreparedAttachments, prepare_attachments
 from brain.chat.mixture import Mixture, Proposal
-from brain.chat.runner import CharacterRunner, Turn
-from brain.chat.streaming import ReplyStreamer, split_text
 from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
 from brain.errors import BadCommand
 from brain.extensions import Hooks
 from brain.history.store import HistoryStore
 from brain.images.service import ImageService
 from brain.memory.memory import Memory
-from brain.memory.recall import Recollection
 from brain.messages import Inbound
 from brain.models.usage import Usage, current_usages, format_usages
 from brain.outbox import DetailOutbox, Outbox, reporter
+from brain.questions import OpenQuestions
 from brain.routing.question import RouteQuestion, ask
 from brain.routing.router import Classifier, Route, RouteDecision
+from brain.streaming import ReplyStreamer, split_text
 from brain.text import clean_text
 
 log = logging.getLogger(__name__)

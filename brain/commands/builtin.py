@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from brain.characters.runner import CharacterRunner
 from brain.chat.pipeline import ChatPipeline
-from brain.chat.runner import CharacterRunner
 from brain.commands.registry import Arg, CommandHandler, CommandRegistry, CommandSpec
 from brain.config import CharacterConfig, ImagesConfig
 from brain.errors import BadCommand

@@ -13,53 +13,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Index, LargeBinary, Select, Text, bindparam, func, update
+from sqlalchemy import Select, bindparam, func, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, col, delete, select
+from sqlmodel import Session, col, delete, select
 
-from brain.history.database import make_engine, migrate
-from brain.images.jobs import ImageJobs
-from brain.memory.store import clear_channel, delete_vectors
+from brain.database.engine import make_engine, migrate
+from brain.database.tables import TEXT, TurnRow, clear_channel, delete_vectors
 
 log = logging.getLogger(__name__)
 
 
-TEXT, IMAGE = "text", "image"
 # PNGs kept per channel (about 0.4 MB each at 512x512); older entries keep their prompt
 KEPT_IMAGES = 20
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class TurnRow(SQLModel, table=True):
-    """One stored message of a channel's conversation."""
-
-    __tablename__ = "turns"
-    __table_args__ = (
-        Index("ix_turns_channel_id", "channel", "id"),
-        Index("ix_turns_source", "source"),
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    channel: str = Field(max_length=255)
-    role: str = Field(max_length=16)  # "user" or "assistant"
-    author: str = Field(default="", max_length=255)
-    content: str = Field(sa_type=Text)
-    created_at: datetime = Field(default_factory=_utcnow)
-    # "text": the conversation; "image": a generated image's prompt, kept out of text prompts
-    kind: str = Field(default=TEXT, max_length=16, sa_column_kwargs={"server_default": TEXT})
-    # The PNG of an image entry, for /look; only the newest KEPT_IMAGES per channel keep it.
-    image: bytes | None = Field(default=None, sa_type=LargeBinary)
-    # The platform message it came from ("discord:1234"; "" if none): edits and deletions
-    # there reach the stored turn.
-    source: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
-    # Where the message's own text ends in `content` when files or an image's description
-    # follow it (None: it is all text): an edit there replaces only the text.
-    text_chars: int | None = Field(default=None)
 
 
 def _recent_query(*, before: bool, images: bool) -> Select[Any]:
@@ -123,24 +90,22 @@ class StoredTurn(NamedTuple):
 class HistoryStore:
     """Stores and reads turns per channel key ("platform:channel").
 
-    `instance` names this bot among those sharing the database (see `brain.images.jobs`). Build it
+    Build it
     with `await HistoryStore.open(...)` from async code: the constructor connects and runs
     the migrations, which block.
     """
 
-    def __init__(self, url: str, *, instance: str = "local") -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.instance = instance
         self._engine = make_engine(url)
         migrate(self._engine)
-        self.image_jobs = ImageJobs(self._engine, instance)
         # Told the id of each user text turn stored or rewritten (the memory indexes them).
         self.on_user_turn: Callable[[int], None] | None = None
         log.info("history store ready (%s)", self._engine.url.get_backend_name())
 
     @property
     def engine(self) -> Engine:
-        """The database, for the memory's tables (`brain.memory.store`)."""
+        """The database, for the memory's and the image jobs' tables."""
         return self._engine
 
     def _told(self, turn_id: int, role: str, kind: str) -> None:
@@ -148,9 +113,9 @@ class HistoryStore:
             self.on_user_turn(turn_id)
 
     @classmethod
-    async def open(cls, url: str, *, instance: str = "local") -> HistoryStore:
+    async def open(cls, url: str) -> HistoryStore:
         """Connect and migrate in a worker thread, off the event loop."""
-        return await asyncio.to_thread(lambda: cls(url, instance=instance))
+        return await asyncio.to_thread(cls, url)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -257,7 +222,7 @@ class HistoryStore:
             "role": role,
             "content": content,
             "author": author,
-            "created_at": _utcnow(),
+            "created_at": datetime.now(UTC),
             "kind": kind,
             "image": image,
         }

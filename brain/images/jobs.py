@@ -12,21 +12,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, Text, col, delete, select
+from sqlmodel import Session, col, delete, select
 
-
-class ImageJob(SQLModel, table=True):
-    """An image request in progress; rows left at start belong to a process that died."""
-
-    __tablename__ = "image_jobs"
-
-    id: int | None = Field(default=None, primary_key=True)
-    channel: str = Field(max_length=255)
-    user_id: str = Field(max_length=255)
-    prompt: str = Field(sa_type=Text)
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    # The bot instance running it: two bots on one database never claim each other's jobs.
-    instance: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+from brain.database.tables import ImageJob
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from brain.config import CharacterConfig, ImagesConfig, ImageStyle
 from brain.errors import BadCommand
 
 if TYPE_CHECKING:  # the generators import this module without the chat machinery
-    from brain.chat.runner import CharacterRunner, Turn
+    from brain.characters.runner import CharacterRunner, Turn
     from brain.outbox import Outbox
 
 ProgressFn = Callable[[str], Awaitable[None]]

@@ -2,7 +2,7 @@
 
 A character writes the prompt for a request in chat (or `/sd you|me|scene|last`); with
 `images.confirm` the prompt is first proposed, as a question open in the channel
-(`brain.channels.questions`): the user says yes or no, or on platforms with buttons edits
+(`brain.questions`): the user says yes or no, or on platforms with buttons edits
 the prompt in a form (that answer never goes through the command parser).
 The drawing itself runs after the channel's turn: the request is queued in order within
 the turn, and the chat of that channel goes on while the image renders; the image
@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from brain.channels.questions import OpenQuestions
-from brain.channels.turn import after_turn
-from brain.chat.runner import Turn
+from brain.after_turn import after_turn
+from brain.characters.runner import Turn
 from brain.config import CharacterConfig, ImagesConfig
+from brain.database.tables import IMAGE
 from brain.errors import BadCommand, FeatureUnavailable
-from brain.history.store import IMAGE, HistoryStore
+from brain.history.store import HistoryStore
+from brain.images.jobs import ImageJobs
 from brain.images.requests import (
     IMAGE_MODES,
     ImageGenerator,
@@ -33,6 +34,7 @@ from brain.images.requests import (
 )
 from brain.messages import CommandCall, Inbound
 from brain.outbox import ConfirmingOutbox, Outbox
+from brain.questions import OpenQuestions
 from brain.routing.router import IMAGE_TURN_PREFIX
 from brain.text import clean_text
 
@@ -70,10 +72,12 @@ class ImageService:
         prompt_writer: ImagePromptWriter,
         artist: CharacterConfig,
         questions: OpenQuestions[object],
+        jobs: ImageJobs,
     ) -> None:
         self.generator = generator
         self.config = config
         self.history = history
+        self.jobs = jobs
         self.prompt_writer = prompt_writer
         self.artist = artist  # whose style goes around every prompt (the synthesizer)
         self.questions = questions  # where a proposal waits for its user's answer
@@ -132,7 +136,7 @@ class ImageService:
         `notify(channel_id, text)` sends into a channel of `platform`. Returns how many
         jobs were reported.
         """
-        jobs = await self.history.image_jobs.take_lost(platform)
+        jobs = await self.jobs.take_lost(platform)
         for job in jobs:
             channel_id = job.channel.split(":", 1)[1]
             log.info("%s: an image job of %s was lost in a restart", job.channel, job.user_id)
@@ -181,7 +185,7 @@ class ImageService:
             await outbox.edit(status, f"🎨 {text}")
 
         await progress(f"Drawing: {request.prompt}")
-        job_id = await self.history.image_jobs.start(channel, message.author_id, request.prompt)
+        job_id = await self.jobs.start(channel, message.author_id, request.prompt)
 
         async def deliver() -> None:
             try:
@@ -193,7 +197,7 @@ class ImageService:
                 await outbox.send_image(result.png, f"mombot-{result.seed}.png", caption)
                 await progress(f"Done: {result.prompt}")  # not left at "step 1/2"
             finally:
-                await self.history.image_jobs.finish(job_id)
+                await self.jobs.finish(job_id)
             await self.history.add(
                 channel,
                 "assistant",

@@ -20,10 +20,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from brain.characters.recall import OldTurn, Recollection
 from brain.config import CharacterConfig, MemoryConfig
 from brain.history.store import HistoryStore
-from brain.memory.recall import Recollection
-from brain.memory.store import MemoryStore, OldTurn
+from brain.memory.store import MemoryStore
 from brain.memory.summaries import RollingSummaries
 from brain.memory.summary import Summarizer
 from brain.memory.vectors import WIDTH, ChannelVectors, VectorCache, nearest

@@ -15,48 +15,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
-from sqlalchemy import Index, LargeBinary, Text, delete, func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel
+
+from brain.characters.recall import OldTurn
+from brain.database.tables import (
+    SUMMARIES,
+    VECTORS,
+    MemorySummaryRow,
+    MemoryVectorRow,
+    TurnRow,
+)
 
 VECTOR_DTYPE = np.float16  # stored; searched as bfloat16 or float32 (brain.vectors)
 DELETE_CHUNK = 10_000
-
-
-class MemoryVectorRow(SQLModel, table=True):
-    """The embedding of one user turn, under the channel whose memory it belongs to."""
-
-    __tablename__ = "memory_vectors"
-    __table_args__ = (Index("ix_memory_vectors_channel", "channel", "turn_id"),)
-
-    turn_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    channel: str = Field(max_length=255)
-    vector: bytes = Field(sa_type=LargeBinary)
-
-
-class MemorySummaryRow(SQLModel, table=True):
-    """A channel's rolling summary of the turns that fell out of the window."""
-
-    __tablename__ = "memory_summaries"
-
-    channel: str = Field(primary_key=True, max_length=255)
-    text: str = Field(sa_type=Text)
-    covered_until: int  # the newest turn id the summary has read
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class OldTurn:
-    """A stored turn as the memory shows it: with its speaker and time."""
-
-    turn_id: int
-    role: str
-    author: str
-    content: str
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -65,16 +39,7 @@ class Summary:
     covered_until: int
 
 
-def _turns() -> Any:
-    from brain.history.store import (
-        TurnRow,  # the history's table; imported late: history imports us
-    )
-
-    return TurnRow.__table__.c  # type: ignore[attr-defined]
-
-
-VECTORS = MemoryVectorRow.__table__.c  # type: ignore[attr-defined]
-SUMMARIES = MemorySummaryRow.__table__.c  # type: ignore[attr-defined]
+TURNS = TurnRow.__table__.c  # type: ignore[attr-defined]
 
 
 class MemoryStore:
@@ -85,7 +50,7 @@ class MemoryStore:
 
     def user_turns(self, ids: list[int]) -> list[tuple[int, str, str]]:
         """(id, channel, content) of those of `ids` that are user text turns."""
-        turns = _turns()
+        turns = TURNS
         query = select(turns.id, turns.channel, turns.content).where(
             turns.id.in_(ids), turns.role == "user", turns.kind == "text"
         )
@@ -94,7 +59,7 @@ class MemoryStore:
 
     def unindexed_user_turns(self, after_id: int, limit: int) -> list[tuple[int, str, str]]:
         """User text turns after `after_id` with no vector yet, oldest first (catching up)."""
-        turns = _turns()
+        turns = TURNS
         query = (
             select(turns.id, turns.channel, turns.content)
             .outerjoin(MemoryVectorRow, VECTORS.turn_id == turns.id)
@@ -146,7 +111,7 @@ class MemoryStore:
 
     def old_turns(self, channel: str, ids: list[int]) -> dict[int, OldTurn]:
         """The turns of `ids` that still exist in the channel, by id."""
-        turns = _turns()
+        turns = TURNS
         query = select(turns.id, turns.role, turns.author, turns.content, turns.created_at).where(
             turns.channel == channel, turns.id.in_(ids)
         )
@@ -161,7 +126,7 @@ class MemoryStore:
         The newest: a summary far behind (a long history from before the memory) reads the
         turns that left the window last, not years of them; recall still finds the rest.
         """
-        turns = _turns()
+        turns = TURNS
         query = (
             select(turns.id, turns.role, turns.author, turns.content, turns.created_at)
             .where(
@@ -178,7 +143,7 @@ class MemoryStore:
 
     def matching_turns(self, channel: str, text: str) -> list[int]:
         """Ids of the channel's text turns that contain `text`, case-insensitively."""
-        turns = _turns()
+        turns = TURNS
         query = select(turns.id).where(
             turns.channel == channel, turns.content.icontains(text, autoescape=True)
         )
@@ -188,7 +153,7 @@ class MemoryStore:
     def delete_turns(self, channel: str, ids: list[int]) -> None:
         """Forget turns: the turns themselves and their vectors, in one transaction (in
         chunks: SQLite takes at most 32 766 values in one statement)."""
-        turns = _turns()
+        turns = TURNS
         with self._engine.begin() as connection:
             for start in range(0, len(ids), DELETE_CHUNK):
                 chunk = ids[start : start + DELETE_CHUNK]
@@ -217,14 +182,3 @@ class MemoryStore:
     def drop_summary(self, channel: str) -> None:
         with self._engine.begin() as connection:
             connection.execute(delete(MemorySummaryRow).where(SUMMARIES.channel == channel))
-
-
-def clear_channel(connection: Any, channel: str) -> None:
-    """Delete a channel's vectors and summary (the history's /reset, in its transaction)."""
-    connection.execute(delete(MemoryVectorRow).where(VECTORS.channel == channel))
-    connection.execute(delete(MemorySummaryRow).where(SUMMARIES.channel == channel))
-
-
-def delete_vectors(connection: Any, turn_ids: list[int]) -> None:
-    """Delete the vectors of turns the history deletes (in its transaction)."""
-    connection.execute(delete(MemoryVectorRow).where(VECTORS.turn_id.in_(turn_ids)))

@@ -7,10 +7,10 @@ short (`MemoryConfig.summary_tokens`) because every prompt of the channel carrie
 
 from __future__ import annotations
 
-from brain.chat.context import PER_MESSAGE_OVERHEAD, PROMPT_OVERHEAD
-from brain.chat.runner import end_cut_reply
+from brain.characters.context import PER_MESSAGE_OVERHEAD, PROMPT_OVERHEAD
+from brain.characters.recall import OldTurn
+from brain.characters.runner import end_cut_reply
 from brain.config import CharacterConfig
-from brain.memory.store import OldTurn
 from brain.models.client import Message, ModelClient
 
 INSTRUCTION = (

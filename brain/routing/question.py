@@ -3,7 +3,7 @@
 A message the router cannot call (between `routing.sure_text` and `routing.sure_image`)
 is neither drawn nor answered yet: the bot asks, in the platform's own way — two buttons
 for the asking user on platforms that have them, a plain question elsewhere. The question
-is the channel's (`brain.channels.questions`): the next message of that user there answers
+is the channel's (`brain.questions`): the next message of that user there answers
 it when it is a yes or a no (yes draws, no answers in words); a command runs as a command;
 anything else means they carried on (the question is dropped and the new message answered
 as usual). A question is answered once, so the bot never both draws and answers.
@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from brain.channels.questions import OpenQuestions, yes_or_no
-from brain.chat.runner import Turn
+from brain.characters.runner import Turn
 from brain.messages import Inbound
 from brain.outbox import MessageRef, Outbox
+from brain.questions import OpenQuestions, yes_or_no
 from brain.routing.router import Route
 
 ASK = "🎨 Should I draw that? Say **yes** and I'll draw it, or **no** and I'll answer in words."

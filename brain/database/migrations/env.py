@@ -1,7 +1,7 @@
-"""Alembic's entry point. mombot runs it in-process (brain.history.migrate) with an open
+"""Alembic's entry point. mombot runs it in-process (brain.database.engine.migrate) with an open
 connection; developers may run the alembic CLI with `-x url=DATABASE_URL` instead:
 
-    alembic -c brain/migrations/alembic.ini -x url=sqlite:///data/mombot.db \
+    alembic -c brain/database/migrations/alembic.ini -x url=sqlite:///data/mombot.db \
         revision --autogenerate -m "..."
 """
 
@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
-import brain.history.store  # noqa: F401  (registers the tables on SQLModel.metadata)
+import brain.database.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
 

@@ -1,19 +1,29 @@
 """Recalled turns in a prompt: what the memory found, fitted to the budget kept for it.
 
-Apart from `brain.memory.memory` so that the prompt builder (`brain.chat.context`) needs nothing of
-the memory's machinery.
+Apart from `brain.memory` so that the prompt builder (`brain.characters.context`) needs
+nothing of the memory's machinery: the memory hands over `OldTurn`s, the prompt shows them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from brain.memory.store import OldTurn
+from datetime import datetime
 
 QUOTE_CHARS = 400  # longest recalled turn, in characters
 HEADER = "[Earlier in this conversation, recalled from memory:"
 FOOTER = "]"
+
+
+@dataclass(frozen=True)
+class OldTurn:
+    """A stored turn as the memory shows it: with its speaker and time."""
+
+    turn_id: int
+    role: str
+    author: str
+    content: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)

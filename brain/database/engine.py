@@ -1,6 +1,6 @@
 """The database under the history and the memory: its URL, its engine, its schema.
 
-The schema is Alembic's (`brain/migrations`): every start brings the database to the
+The schema is Alembic's (`brain/database/migrations`): every start brings the database to the
 newest revision, whatever mombot made it.
 """
 
@@ -48,7 +48,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-MIGRATIONS = Path(__file__).parent.parent / "migrations"
+MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST_REVISION = "0001"  # the schema that mombot created before it had migrations
 
 

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from brain.chat.runner import Turn
+from brain.characters.runner import Turn
 from brain.commands.registry import Arg, CommandSpec
 from brain.config import CharacterConfig, StrictModel
 from brain.errors import BadCommand, MombotError

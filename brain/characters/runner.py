@@ -12,19 +12,19 @@ import re
 from dataclasses import dataclass, field
 
 from brain.bounded import BoundedDict
-from brain.chat.context import (
+from brain.characters.context import (
     FIRST_HISTORY_PAGE,
     MAX_HISTORY_PAGE,
     PromptPlan,
     build_prompt,
     reply_reserve,
 )
-from brain.chat.streaming import ReplyStreamer
+from brain.characters.recall import Recollection
 from brain.config import CharacterConfig
 from brain.errors import ContextTooLong
 from brain.history.store import HistoryStore, StoredTurn
-from brain.memory.recall import Recollection
 from brain.models.client import Message, ModelClient
+from brain.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class CharacterRunner:
         """The character's whole answer (not streamed): for proposals and think rounds.
 
         `system` replaces the persona; `after` follows the user's message (see
-        `brain.chat.context`: what changes per message goes last, so caches stay warm).
+        `brain.characters.context`: what changes per message goes last, so caches stay warm).
         """
         client = self.clients[character.endpoint]
 

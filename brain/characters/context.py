@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from brain.characters.recall import Recollection, fit_recollection
 from brain.errors import ContextTooLong
 from brain.history.store import StoredTurn
-from brain.memory.recall import Recollection, fit_recollection
 from brain.models.client import Message, ModelClient
 
 # Chat templates wrap each message in role markers and separators (ChatML: about 5

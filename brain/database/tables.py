@@ -1,0 +1,100 @@
+"""The database's tables, every one in one place, and what deleting a turn takes with it.
+
+The history, the memory and the image jobs each read and write their own tables, but they
+share one database and one schema (Alembic's, `brain/database/migrations`, which reads it
+from here). Keeping the tables apart from the code that uses them is what lets the history
+delete a turn's vector without importing the memory, and the memory read turns without
+importing the history.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Index, LargeBinary, Text, delete
+from sqlmodel import Field, SQLModel
+
+TEXT, IMAGE = "text", "image"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TurnRow(SQLModel, table=True):
+    """One stored message of a channel's conversation."""
+
+    __tablename__ = "turns"
+    __table_args__ = (
+        Index("ix_turns_channel_id", "channel", "id"),
+        Index("ix_turns_source", "source"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=255)
+    role: str = Field(max_length=16)  # "user" or "assistant"
+    author: str = Field(default="", max_length=255)
+    content: str = Field(sa_type=Text)
+    created_at: datetime = Field(default_factory=_utcnow)
+    # "text": the conversation; "image": a generated image's prompt, kept out of text prompts
+    kind: str = Field(default=TEXT, max_length=16, sa_column_kwargs={"server_default": TEXT})
+    # The PNG of an image entry, for /look; only the newest KEPT_IMAGES per channel keep it.
+    image: bytes | None = Field(default=None, sa_type=LargeBinary)
+    # The platform message it came from ("discord:1234"; "" if none): edits and deletions
+    # there reach the stored turn.
+    source: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
+    # Where the message's own text ends in `content` when files or an image's description
+    # follow it (None: it is all text): an edit there replaces only the text.
+    text_chars: int | None = Field(default=None)
+
+
+class MemoryVectorRow(SQLModel, table=True):
+    """The embedding of one user turn, under the channel whose memory it belongs to."""
+
+    __tablename__ = "memory_vectors"
+    __table_args__ = (Index("ix_memory_vectors_channel", "channel", "turn_id"),)
+
+    turn_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    channel: str = Field(max_length=255)
+    vector: bytes = Field(sa_type=LargeBinary)
+
+
+class MemorySummaryRow(SQLModel, table=True):
+    """A channel's rolling summary of the turns that fell out of the window."""
+
+    __tablename__ = "memory_summaries"
+
+    channel: str = Field(primary_key=True, max_length=255)
+    text: str = Field(sa_type=Text)
+    covered_until: int  # the newest turn id the summary has read
+    updated_at: datetime
+
+
+class ImageJob(SQLModel, table=True):
+    """An image request in progress; rows left at start belong to a process that died."""
+
+    __tablename__ = "image_jobs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=255)
+    user_id: str = Field(max_length=255)
+    prompt: str = Field(sa_type=Text)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    # The bot instance running it: two bots on one database never claim each other's jobs.
+    instance: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+
+
+VECTORS = MemoryVectorRow.__table__.c  # type: ignore[attr-defined]
+SUMMARIES = MemorySummaryRow.__table__.c  # type: ignore[attr-defined]
+
+
+def clear_channel(connection: Any, channel: str) -> None:
+    """Delete a channel's vectors and summary (the history's /reset, in its transaction)."""
+    connection.execute(delete(MemoryVectorRow).where(VECTORS.channel == channel))
+    connection.execute(delete(MemorySummaryRow).where(SUMMARIES.channel == channel))
+
+
+def delete_vectors(connection: Any, turn_ids: list[int]) -> None:
+    """Delete the vectors of turns the history deletes (in its transaction)."""
+    connection.execute(delete(MemoryVectorRow).where(VECTORS.turn_id.in_(turn_ids)))
