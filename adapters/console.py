@@ -18,7 +18,7 @@ from typing import TextIO
 from adapters.config import ConsoleConfig
 from adapters.intake import Arrival, Intake
 from brain.brain import Brain
-from brain.outbox import Capabilities, MessageRef
+from brain.outbox import Capabilities
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,13 @@ class ConsoleOutbox:
         already (call after `_clear_status`)."""
         return "" if self._fresh_line or not self._wrote else "\n"
 
-    async def send(self, text: str) -> MessageRef:
+    async def send(self, text: str) -> int:
         self._clear_status()
         self._write((self._new_line() if self._texts else "") + self._prefix + text)
         self._texts.append(text)
         return len(self._texts) - 1
 
-    async def edit(self, ref: MessageRef, text: str) -> None:
+    async def edit(self, ref: int, text: str) -> None:
         old, self._texts[ref] = self._texts[ref], text
         # the cursor is still where that message ends: only the new text is written
         in_place = self._status is None and not self._fresh_line
@@ -87,7 +87,7 @@ class ConsoleOutbox:
         self._clear_status()
         self._write(f"{self._new_line()}(edited) {text}")
 
-    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+    async def send_image(self, data: bytes, filename: str, caption: str) -> int:
         safe = _UNSAFE_NAME.sub("_", Path(filename).name)[:80] or "image.png"
         self._images_dir.mkdir(parents=True, exist_ok=True)
         path = self._images_dir / safe

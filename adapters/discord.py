@@ -63,6 +63,8 @@ def slash_command(spec: CommandSpec, handler: Any) -> app_commands.Command[Any, 
     async def callback(interaction: discord.Interaction, **options: Any) -> None:
         await handler(spec, interaction, options)
 
+    # discord.py reads a command's options from its callback's signature, made here from
+    # the spec; a function's `__signature__` is honoured by inspect but not declared.
     callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     described = app_commands.describe(**{a.name: a.help[:100] for a in spec.args})(callback)
     return app_commands.Command(name=spec.name, description=spec.help[:100], callback=described)
@@ -70,9 +72,9 @@ def slash_command(spec: CommandSpec, handler: Any) -> app_commands.Command[Any, 
 
 def _annotation(arg: Arg) -> Any:
     if arg.choices:
-        return Literal[arg.choices]  # type: ignore[valid-type]
+        return Literal[arg.choices]
     if arg.type in (int, float) and (arg.min is not None or arg.max is not None):
-        return app_commands.Range[arg.type, arg.min, arg.max]  # type: ignore[misc]
+        return app_commands.Range[arg.type, arg.min, arg.max]
     if arg.type is str and arg.text:
         return app_commands.Range[str, 1, 2000]
     return arg.type
@@ -117,7 +119,10 @@ class MombotDiscordClient(discord.Client):
 
     async def _notify(self, channel_id: str, text: str) -> None:
         channel = self.get_channel(int(channel_id)) or await self.fetch_channel(int(channel_id))
-        await channel.send(text, allowed_mentions=NO_PINGS)  # type: ignore[union-attr]
+        if not isinstance(channel, discord.abc.Messageable):  # a category or forum: no messages
+            log.warning("discord: cannot write to channel %s", channel_id)
+            return
+        await channel.send(text, allowed_mentions=NO_PINGS)
 
     # -- messages ----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from adapters.common import SLOW_DOWN
-from brain.outbox import Capabilities, MessageRef
+from brain.outbox import Capabilities
 
 if TYPE_CHECKING:
     from adapters.discord import MombotDiscordClient
@@ -51,15 +51,15 @@ class DiscordOutbox:
             edit_interval_s=config.edit_interval_s,
         )
 
-    async def send(self, text: str) -> MessageRef:
+    async def send(self, text: str) -> discord.Message:
         if self._question is not None:
             return await self._question.reply(text, mention_author=False, allowed_mentions=NO_PINGS)
         return await self._channel.send(text, allowed_mentions=NO_PINGS)
 
-    async def edit(self, ref: MessageRef, text: str) -> None:
+    async def edit(self, ref: discord.Message, text: str) -> None:
         await ref.edit(content=text, allowed_mentions=NO_PINGS)
 
-    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+    async def send_image(self, data: bytes, filename: str, caption: str) -> discord.Message:
         """An image replies to the question it answers, however late it arrives."""
         if self._question is None:
             return await self._send_file(data, filename, caption)
@@ -75,7 +75,7 @@ class DiscordOutbox:
         else:
             await self._send_file(text.encode(), "reasoning.txt", "💭 The model's reasoning:")
 
-    async def _send_file(self, data: bytes, filename: str, caption: str) -> MessageRef:
+    async def _send_file(self, data: bytes, filename: str, caption: str) -> discord.Message:
         file = discord.File(io.BytesIO(data), filename=filename)
         return await self._channel.send(
             caption[:DISCORD_LIMIT], file=file, allowed_mentions=NO_PINGS
@@ -88,13 +88,15 @@ class DiscordOutbox:
         await self.send(f"⚠️ {text}")
 
     async def ask_to_confirm(
-        self, ref: MessageRef, text: str, prompt: str, user_id: str, timeout_s: float
+        self, ref: discord.Message, text: str, prompt: str, user_id: str, timeout_s: float
     ) -> None:
         """The proposal with Draw it / Edit prompt / Cancel buttons (see `ConfirmView`)."""
         view = ConfirmView(self._client, ref, prompt, int(user_id), timeout_s)
         await ref.edit(content=text, view=view, allowed_mentions=NO_PINGS)
 
-    async def ask_draw_or_answer(self, text: str, user_id: str, timeout_s: float) -> MessageRef:
+    async def ask_draw_or_answer(
+        self, text: str, user_id: str, timeout_s: float
+    ) -> discord.Message:
         """The router's question with Draw it / Just answer buttons (see `DrawOrAnswerView`)."""
         ref = await self.send(text)
         view = DrawOrAnswerView(self._client, ref, int(user_id), timeout_s)
@@ -106,13 +108,14 @@ class InteractionOutbox(DiscordOutbox):
     """Answers a deferred interaction: the first follow-up replaces "thinking…"."""
 
     def __init__(self, client: MombotDiscordClient, interaction: discord.Interaction) -> None:
+        # A slash command's channel is one it can answer in; discord.py types it as any channel.
         super().__init__(client, interaction.channel, None)  # type: ignore[arg-type]
         self._interaction = interaction
 
-    async def send(self, text: str) -> MessageRef:
+    async def send(self, text: str) -> discord.Message:
         return await self._interaction.followup.send(text, wait=True, allowed_mentions=NO_PINGS)
 
-    async def _send_file(self, data: bytes, filename: str, caption: str) -> MessageRef:
+    async def _send_file(self, data: bytes, filename: str, caption: str) -> discord.Message:
         file = discord.File(io.BytesIO(data), filename=filename)
         return await self._interaction.followup.send(
             caption[:DISCORD_LIMIT], file=file, wait=True, allowed_mentions=NO_PINGS

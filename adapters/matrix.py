@@ -24,7 +24,13 @@ from adapters.config import MatrixConfig
 from adapters.intake import AccessRules, Arrival, Intake
 from adapters.matrix_direct import DirectRooms
 from adapters.matrix_invites import Invites
-from adapters.matrix_media import MEDIA_EVENTS, caption, is_image, remote_file, upload_image
+from adapters.matrix_media import (
+    MEDIA_EVENTS,
+    caption,
+    remote_file,
+    replied_files,
+    upload_image,
+)
 from adapters.matrix_outbox import NO_MENTIONS, MatrixOutbox, text_content
 from adapters.matrix_session import MatrixSession, check
 from brain.bounded import BoundedDict
@@ -305,9 +311,7 @@ class MatrixAdapter:
             direct=direct,
             author_groups=frozenset({home_server(event.sender)}),
             files=(media,) if media else (),
-            replied_files=(remote_file(self.client, replied, replied.source.get("content", {})),)
-            if replied is not None and is_image(replied)
-            else (),
+            replied_files=replied_files(self.client, replied),
             message_id=event.event_id,
         )
         thread_root = _thread_root(relation)

@@ -44,13 +44,21 @@ def caption(content: dict[str, Any]) -> str:
     return ""
 
 
+def replied_files(client: nio.AsyncClient, replied: nio.Event | None) -> tuple[RemoteFile, ...]:
+    """The picture of the message replied to, if it is one (a reply about a picture)."""
+    if replied is None or not is_image(replied):
+        return ()
+    found = remote_file(client, replied, replied.source.get("content", {}))
+    return (found,) if found is not None else ()
+
+
 def remote_file(
     client: nio.AsyncClient, event: nio.Event, content: dict[str, Any]
 ) -> RemoteFile | None:
     """A media event's file, read only if the message gets that far."""
     if not isinstance(event, MEDIA_EVENTS):
         return None
-    info = content.get("info") if isinstance(content.get("info"), dict) else {}
+    info: dict[str, Any] = content["info"] if isinstance(content.get("info"), dict) else {}
     size = info.get("size")
     filename = content.get("filename") if isinstance(content.get("filename"), str) else ""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from adapters.matrix_html import markdown_to_html
-from brain.outbox import Capabilities, MessageRef
+from brain.outbox import Capabilities
 
 if TYPE_CHECKING:
     from adapters.matrix import MatrixAdapter
@@ -47,11 +47,11 @@ class MatrixOutbox:
             return {"m.relates_to": relation}
         return {"m.relates_to": {"m.in_reply_to": {"event_id": reply_to}}} if reply_to else {}
 
-    async def send(self, text: str) -> MessageRef:
+    async def send(self, text: str) -> str:
         content = {**text_content(text), **self._relation()}
         return await self._adapter.send(self._room_id, content)
 
-    async def edit(self, ref: MessageRef, text: str) -> None:
+    async def edit(self, ref: str, text: str) -> None:
         new = text_content(text)
         content = {
             "msgtype": new["msgtype"],
@@ -62,7 +62,7 @@ class MatrixOutbox:
         }
         await self._adapter.send(self._room_id, content)
 
-    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+    async def send_image(self, data: bytes, filename: str, caption: str) -> str:
         return await self._adapter.send_image(
             self._room_id, data, filename, caption, self._relation()
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hmac
 import itertools
 import json
@@ -35,7 +36,7 @@ from adapters.matrix_html import markdown_to_html
 from brain.brain import Brain
 from brain.channels.events import ButtonAnswer
 from brain.channels.registry import Ticket
-from brain.outbox import Capabilities, MessageRef
+from brain.outbox import Capabilities
 from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,15 @@ class WebOutbox:
     async def _emit(self, event: dict[str, Any]) -> None:
         await self._adapter.broadcast(self._channel, event)
 
-    async def send(self, text: str) -> MessageRef:
+    async def send(self, text: str) -> int:
         ref = self._adapter.new_id()
         await self._emit({"event": "message", "id": ref, "html": html(text)})
         return ref
 
-    async def edit(self, ref: MessageRef, text: str) -> None:
+    async def edit(self, ref: int, text: str) -> None:
         await self._emit({"event": "edit", "id": ref, "html": html(text)})
 
-    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+    async def send_image(self, data: bytes, filename: str, caption: str) -> int:
         ref = self._adapter.new_id()
         source = "data:image/png;base64," + base64.b64encode(data).decode()
         await self._emit({"event": "image", "id": ref, "src": source, "html": html(caption)})
@@ -128,7 +129,7 @@ class WebOutbox:
         )
 
     async def ask_to_confirm(
-        self, ref: MessageRef, text: str, prompt: str, user_id: str, timeout_s: float
+        self, ref: int, text: str, prompt: str, user_id: str, timeout_s: float
     ) -> None:
         """An image proposal: Draw it / Edit / Cancel under the text (`ConfirmingOutbox`)."""
         await self._emit({"event": "confirm", "id": ref, "html": html(text), "prompt": prompt})
@@ -233,7 +234,7 @@ class WebAdapter:
 
     def _authorized(self, request: web.Request) -> bool:
         given = request.cookies.get(COOKIE) or request.query.get("token", "")
-        return bool(self._token) and hmac.compare_digest(given.encode(), self._token.encode())
+        return self._token is not None and hmac.compare_digest(given.encode(), self._token.encode())
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         response = web.FileResponse(STATIC / "index.html")
@@ -284,7 +285,7 @@ class WebAdapter:
                 if isinstance(data, dict):  # its place in the channel's order, at once
                     ticket = self.intake.arrive(channel)
                     task = self._spawn(self._take(channel, data, ticket))
-                    task.add_done_callback(lambda _, ticket=ticket: ticket.drop())
+                    task.add_done_callback(functools.partial(_drop, ticket))
         finally:
             tabs = self._sockets.get(channel, set())
             tabs.discard(socket)
@@ -301,7 +302,7 @@ class WebAdapter:
     async def _take(self, channel: str, data: dict[str, Any], ticket: Ticket) -> None:
         """A message (with files) or an answer to an image proposal, from a tab."""
         outbox = WebOutbox(self, channel)
-        text = data.get("text") if isinstance(data.get("text"), str) else ""
+        text: str = data["text"] if isinstance(data.get("text"), str) else ""
         arrival = Arrival(
             platform="web",
             channel_id=channel,
@@ -360,3 +361,8 @@ def _files(raw: Any) -> list[RemoteFile]:
 
         files.append(RemoteFile(name, kind, size, read))
     return files
+
+
+def _drop(ticket: Ticket, _task: asyncio.Task[None]) -> None:
+    """A tab's message that ended without being delivered gives its place up."""
+    ticket.drop()

@@ -109,7 +109,7 @@ class App:
                 max_parallel=self.embedded.slots,
             )
         keys = {name: key.get_secret_value() for name, key in self.secrets.endpoint_keys.items()}
-        if self.embedded is not None:
+        if self.embedded is not None and self.embedded.api_key is not None:
             keys["embedded"] = self.embedded.api_key
         self.clients = clients = {
             name: ModelClient(name, endpoint, api_key=keys.get(name))

@@ -10,7 +10,8 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 from pythonjsonlogger.json import JsonFormatter
@@ -59,11 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+class PlatformAdapter(Protocol):
+    """What `mombot run` does with each platform's adapter: run it until the end, close it."""
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class JsonLogFormatter(JsonFormatter):
     """One JSON object per record, its traceback masked like the message."""
 
-    def formatException(self, ei) -> str:  # logging's own name
-        return redact(super().formatException(ei))
+    def formatException(self, ei: ExcInfo) -> str:  # logging's own name
+        return redact(str(super().formatException(ei)))
 
 
 class OneLineFormatter(logging.Formatter):
@@ -217,11 +229,12 @@ async def _run(config: MombotConfig, secrets: Secrets) -> int:
         return 2
     async with App(config, secrets, progress=_progress) as app:
         assert app.brain is not None
-        adapters = []
+        adapters: list[PlatformAdapter] = []
         if config.discord.enabled:  # platform libraries load only when used
             from adapters.discord import DiscordAdapter
 
-            token = secrets.discord_token.get_secret_value()
+            token = _reveal(secrets.discord_token)
+            assert token is not None, "the config's validation asks for DISCORD_TOKEN"
             adapters.append(DiscordAdapter(app.brain, config.discord, token))
         if config.matrix.enabled:
             from adapters.matrix import MatrixAdapter
@@ -330,7 +343,7 @@ async def _check(config: MombotConfig, secrets: Secrets) -> int:
                 f"'Hello, world!' = {tokens} tokens"
             )
             if character.vision is None:
-                seen = {True: "yes", False: "no"}.get(info.vision, "no (the server does not say)")
+                seen = {True: "yes", False: "no", None: "no (the server does not say)"}[info.vision]
                 print(f"  vision: {seen}, from the server")
             elif info.vision is not None and info.vision != character.vision:
                 print(

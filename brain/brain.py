@@ -69,9 +69,9 @@ def split_roles(characters: list[CharacterConfig]) -> tuple[list[CharacterConfig
         raise ValueError("the brain needs at least one enabled character")
     members = [c for c in active if c.role == "member"]
     synthesizer = next((c for c in active if c.role == "synthesizer"), None)
-    if not members:
-        members = [synthesizer]  # type: ignore[list-item]
-    return members, synthesizer or members[0]
+    if synthesizer is None:
+        return members, members[0]
+    return members or [synthesizer], synthesizer
 
 
 class Brain:
@@ -313,7 +313,7 @@ class Brain:
 
     def _running(self) -> set[asyncio.Task[Any]]:
         """The answers (and image renderings) in progress, but not the caller."""
-        return set(self.channels.tasks) - {asyncio.current_task()}  # type: ignore[arg-type]
+        return set(self.channels.tasks) - {asyncio.current_task()}
 
     async def _finish(self, grace_s: float) -> None:
         loop = asyncio.get_running_loop()

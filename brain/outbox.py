@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -21,22 +21,24 @@ class Capabilities:
     edit_interval_s: float | None = 1.0
 
 
-MessageRef = Any
-"""Whatever the adapter needs to find a message it sent again (an id, an object)."""
+Ref = TypeVar("Ref")
+"""What an outbox needs to find a message it sent again: Discord's message object, a Matrix
+event id, a line number in the console. Each outbox names its own; the brain only hands
+back what `send` gave it, so to the brain a reference is an opaque `object`."""
 
 
-class Outbox(Protocol):
+class Outbox(Protocol[Ref]):
     """Where the brain's replies go. One outbox per inbound message."""
 
     capabilities: Capabilities
 
-    async def send(self, text: str) -> MessageRef:
+    async def send(self, text: str) -> Ref:
         """Send a new message and return a reference that `edit` accepts."""
 
-    async def edit(self, ref: MessageRef, text: str) -> None:
+    async def edit(self, ref: Ref, text: str) -> None:
         """Replace the whole text of a message sent earlier."""
 
-    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+    async def send_image(self, data: bytes, filename: str, caption: str) -> Ref:
         """Upload an image (PNG bytes) with a caption."""
 
     async def send_reasoning(self, text: str) -> None:
@@ -49,8 +51,11 @@ class Outbox(Protocol):
         """Tell the user something went wrong, in words fit for chat."""
 
 
+RefIn = TypeVar("RefIn", contravariant=True)  # a `Ref` that is only taken, never given
+
+
 @runtime_checkable
-class ConfirmingOutbox(Protocol):
+class ConfirmingOutbox(Protocol[RefIn]):
     """An outbox whose platform has buttons, for the image-prompt confirm step.
 
     The proposal gets "draw it", "edit" and "cancel" controls for the user it was written
@@ -60,7 +65,7 @@ class ConfirmingOutbox(Protocol):
     """
 
     async def ask_to_confirm(
-        self, ref: MessageRef, text: str, prompt: str, user_id: str, timeout_s: float
+        self, ref: RefIn, text: str, prompt: str, user_id: str, timeout_s: float
     ) -> None:
         """Replace message `ref` with `text` and the controls; `prompt` fills the edit form."""
 

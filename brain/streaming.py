@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-from brain.outbox import MessageRef, Outbox
+from brain.outbox import Outbox
 
 FENCE = re.compile(r"^\s*```([^\s`]*)", re.MULTILINE)
 CLOSE_FENCE = "\n```"
@@ -93,8 +93,8 @@ class ReplyStreamer:
         self._full: list[str] = []
         self._current = ""  # text of the message being written
         self._shown = ""  # what the platform shows for it now
-        self._ref: MessageRef | None = None
-        self._done: list[tuple[MessageRef, str]] = []  # full messages sent before the current one
+        self._ref: object | None = None
+        self._done: list[tuple[object, str]] = []  # full messages sent before the current one
         self._last_edit = float("-inf")
 
     @property

@@ -12,7 +12,7 @@ from typing import Any
 
 from brain.images.queue import StepFn
 from brain.images.requests import GeneratedImage, ImageRequest, ProgressFn
-from brain.outbox import Capabilities, MessageRef
+from brain.outbox import Capabilities
 from brain.routing.router import Route, RouteDecision
 
 
@@ -27,16 +27,16 @@ class RecordingOutbox:
     images: list[tuple[bytes, str, str]] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
 
-    async def send(self, text: str) -> MessageRef:
+    async def send(self, text: str) -> int:
         self.messages.append(text)
         self.events.append(("send", text))
         return len(self.messages) - 1
 
-    async def edit(self, ref: MessageRef, text: str) -> None:
+    async def edit(self, ref: int, text: str) -> None:
         self.messages[ref] = text
         self.events.append(("edit", (ref, text)))
 
-    async def send_image(self, data: bytes, filename: str, caption: str) -> MessageRef:
+    async def send_image(self, data: bytes, filename: str, caption: str) -> int:
         self.images.append((data, filename, caption))
         self.events.append(("image", filename))
         return await self.send(caption)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import tempfile
 import time
@@ -208,7 +209,7 @@ class Evaluation:
                         m.name,
                         number,
                         question,
-                        lambda m=m: runner.answer(m, turn, stage=f"propose · {m.name}"),
+                        functools.partial(runner.answer, m, turn, stage=f"propose · {m.name}"),
                     )
                     for m in self.members
                 )
@@ -231,11 +232,15 @@ class Evaluation:
         outcomes = []
         for name in left_out:
             used = [p for p in proposals if p.character != name]
+
+            async def synthesized(used: list[Proposal] = used) -> str:
+                return await self.mixture.synthesize(turn, used, _streamer())
+
             outcome = await self._measure(
                 "mixture" if name is None else f"mixture - {name}",
                 number,
                 question,
-                lambda used=used: self.mixture.synthesize(turn, used, _streamer()),
+                synthesized,
             )
             tokens = sum(propose_tokens[p.character] for p in used)
             seconds = outcome.seconds + propose_s

@@ -26,7 +26,8 @@ class StoredChanges:
         """Never raises: a change that cannot be applied is logged (the chat goes on)."""
         try:
             if isinstance(change, Deletion):
-                removed, rewritten = await self.history.forget_source(change.source), []
+                removed = await self.history.forget_source(change.source)
+                rewritten: list[tuple[int, str]] = []
             else:  # a turn edited down to nothing goes too
                 text = clean_text(change.text)[: self.max_turn_chars]
                 rewritten, removed = await self.history.rewrite_source(change.source, text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from brain.bounded import BoundedDict
@@ -230,8 +231,9 @@ class CharacterRunner:
         return turn.prefetched is not None and not turn.history_images
 
     async def _older_turns(self, turn: Turn, before: int | None, limit: int) -> list[StoredTurn]:
-        if self._has_prefetch(turn) and before == turn.turn_id and limit <= turn.prefetch_size:
-            return list(turn.prefetched[:limit])  # type: ignore[index]
+        prefetched = turn.prefetched if self._has_prefetch(turn) else None
+        if prefetched is not None and before == turn.turn_id and limit <= turn.prefetch_size:
+            return list(prefetched[:limit])
         return await self.history.recent(
             turn.channel, before_id=before, limit=limit, include_images=turn.history_images
         )
@@ -269,7 +271,15 @@ class CharacterRunner:
         info = await self.clients[character.endpoint].model_info(character.model)
         return info.vision is True
 
-    async def _with_retry(self, character, turn, system, after, call, can_retry):
+    async def _with_retry(
+        self,
+        character: CharacterConfig,
+        turn: Turn,
+        system: str | None,
+        after: str,
+        call: Callable[[PromptPlan, int], Awaitable[str]],
+        can_retry: Callable[[], bool],
+    ) -> tuple[str, PromptPlan]:
         """Run `call`; if the server counts more tokens than we did, retry once with more slack."""
         window = await self.clients[character.endpoint].context_window(character.model)
         for slack in (0, window // 4):

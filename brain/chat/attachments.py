@@ -14,9 +14,13 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
 from brain.config import AttachmentsConfig
 from brain.messages import Attachment
+
+if TYPE_CHECKING:  # Pillow loads when the first image arrives
+    import PIL.Image
 from brain.models.tokens import estimate_tokens
 
 log = logging.getLogger(__name__)
@@ -154,7 +158,7 @@ def _image_to_data_url(data: bytes, config: AttachmentsConfig) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def _flatten(image):
+def _flatten(image: PIL.Image.Image) -> PIL.Image.Image:
     """RGB on white: transparent and palette images would otherwise break re-encoding."""
     from PIL import Image
 

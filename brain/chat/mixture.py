@@ -59,9 +59,9 @@ class Proposal:
 def synthesis_note(proposals: list[Proposal], instruction: str = AGGREGATE_INSTRUCTION) -> str:
     """What the synthesizer reads after the user's message: numbered proposals, then the
     instruction (nearest to where it starts writing)."""
+    texts = [p.text for p in proposals if p.ok and p.text is not None]
     numbered = "\n\n".join(
-        f"{i}. {p.text[:MAX_PROPOSAL_CHARS].strip()}"  # type: ignore[index]
-        for i, p in enumerate((p for p in proposals if p.ok), start=1)
+        f"{i}. {text[:MAX_PROPOSAL_CHARS].strip()}" for i, text in enumerate(texts, start=1)
     )
     return f"[Advisors' answers]\n\n{numbered}\n\n[{instruction}]"
 

@@ -16,7 +16,7 @@ import logging
 import random
 import string
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
@@ -27,7 +27,7 @@ from brain.errors import BadCommand, MombotError
 from brain.extensions import Extension
 from brain.messages import CommandCall, Inbound
 from brain.models.client import ModelClient
-from brain.outbox import MessageRef, Outbox, Reporter, answered_line, reporter
+from brain.outbox import Outbox, Reporter, answered_line, reporter
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +82,27 @@ class RoundResult:
         return sum(1 for b in self.ballots if b.choice is not None)
 
 
-def vote_schema(candidate_ids: list[str]) -> type[BaseModel]:
-    """A pydantic model whose `choice` may only be one of `candidate_ids`."""
-    choice_type = Literal[tuple(candidate_ids)]  # type: ignore[valid-type]
-    return create_model(
-        "Vote",
-        choice=(choice_type, ...),
-        # An integer: llama.cpp's grammars (and Ollama's) hold integers to their range but
-        # keep no bounds on floats, and a small model then writes -1 and the vote is lost.
-        confidence=(int, Field(ge=0, le=CONFIDENCE_SCALE)),
-        rationale=(str, Field(max_length=400)),
-    )
+class Vote(BaseModel):
+    """One member's vote: a candidate's id, how sure it is, and why."""
+
+    choice: str
+    # An integer: llama.cpp's grammars (and Ollama's) hold integers to their range but
+    # keep no bounds on floats, and a small model then writes -1 and the vote is lost.
+    confidence: int = Field(ge=0, le=CONFIDENCE_SCALE)
+    rationale: str = Field(max_length=400)
 
 
-def ballot_confidence(vote: BaseModel) -> float:
+def vote_schema(candidate_ids: list[str]) -> type[Vote]:
+    """A `Vote` whose `choice` may only be one of `candidate_ids` (the schema the server's
+    grammar holds the model to)."""
+    # A Literal of values known only at run time: to a type checker it is just a value.
+    choice_type: Any = Literal[tuple(candidate_ids)]
+    return create_model("Vote", __base__=Vote, choice=(choice_type, ...))
+
+
+def ballot_confidence(vote: Vote) -> float:
     """A vote's confidence as a share, 0 to 1, from the 0-to-10 the model wrote."""
-    return vote.confidence / CONFIDENCE_SCALE  # type: ignore[attr-defined]
+    return vote.confidence / CONFIDENCE_SCALE
 
 
 class DeepThinking(Extension):
@@ -151,7 +156,7 @@ class DeepThinking(Extension):
         turn: Turn,
         rounds: int,
         outbox: Outbox,
-        status: MessageRef,
+        status: object,
         progress: _Progress,
     ) -> RoundResult:
         """Answer and vote, round after round, until consensus or the last round."""
@@ -282,7 +287,7 @@ class DeepThinking(Extension):
             except Exception:
                 log.exception("vote of %s in round %d failed: an abstention", voter.name, number)
                 return Ballot(voter.name, None, 0.0)
-            return Ballot(voter.name, by_id[vote.choice], ballot_confidence(vote))  # type: ignore[attr-defined]
+            return Ballot(voter.name, by_id[vote.choice], ballot_confidence(vote))
 
         return list(await asyncio.gather(*(one(v) for v in members)))
 
@@ -294,7 +299,7 @@ class _Progress:
     stage: str
 
 
-async def _say_cut_off(outbox: Outbox, status: MessageRef, stage: str) -> None:
+async def _say_cut_off(outbox: Outbox, status: object, stage: str) -> None:
     """Edit the status to say the thinking was stopped (best effort: the bot is stopping)."""
     try:
         await outbox.edit(status, f"🤔 Cut off {stage}: I was stopped before I could finish.")

@@ -85,6 +85,9 @@ class ImageJob(SQLModel, table=True):
     instance: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
 
 
+# The tables' columns, for SQLAlchemy Core queries (no ORM objects on the hot paths).
+# SQLModel sets `__table__` on each table class but does not declare it to type checkers.
+TURNS = TurnRow.__table__.c  # type: ignore[attr-defined]
 VECTORS = MemoryVectorRow.__table__.c  # type: ignore[attr-defined]
 SUMMARIES = MemorySummaryRow.__table__.c  # type: ignore[attr-defined]
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, select
 
 from brain.database.engine import make_engine, migrate
-from brain.database.tables import TEXT, TurnRow, clear_channel, delete_vectors
+from brain.database.tables import TEXT, TURNS, TurnRow, clear_channel, delete_vectors
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def _recent_query(*, before: bool, images: bool) -> Select[Any]:
     One statement per combination rather than an expanding IN, which SQLAlchemy renders
     again at every execution.
     """
-    table = TurnRow.__table__.c  # type: ignore[attr-defined]
+    table = TURNS
     query = sa_select(table.id, table.role, table.author, table.content)
     query = query.where(table.channel == bindparam("channel"))
     if not images:
@@ -227,7 +227,9 @@ class HistoryStore:
             "image": image,
         }
         with self._engine.begin() as connection:
-            turn_id = int(connection.execute(_INSERT, row).inserted_primary_key[0])
+            inserted = connection.execute(_INSERT, row).inserted_primary_key
+            assert inserted is not None  # an INSERT of one row has its key
+            turn_id = int(inserted[0])
             if image is not None:
                 self._forget_old_images(connection, channel)
             return turn_id
@@ -248,7 +250,7 @@ class HistoryStore:
     @staticmethod
     def _forget_old_images(connection: Any, channel: str) -> None:
         """Drop the PNGs of all but the newest KEPT_IMAGES image entries (their text stays)."""
-        table = TurnRow.__table__.c  # type: ignore[attr-defined]
+        table = TURNS
         with_image = (table.channel == channel) & table.image.is_not(None)
         kept = sa_select(table.id).where(with_image).order_by(table.id.desc()).limit(KEPT_IMAGES)
         connection.execute(
@@ -258,7 +260,7 @@ class HistoryStore:
         )
 
     def _latest_image(self, channel: str) -> StoredImage | None:
-        table = TurnRow.__table__.c  # type: ignore[attr-defined]
+        table = TURNS
         query = (
             sa_select(table.id, table.content, table.image)
             .where(table.channel == channel, table.image.is_not(None))
@@ -286,7 +288,7 @@ class HistoryStore:
             return [StoredTurn._make(row) for row in connection.execute(query, values)]
 
     def _forget_source(self, source: str) -> list[TurnKey]:
-        table = TurnRow.__table__.c  # type: ignore[attr-defined]
+        table = TURNS
         with self._engine.begin() as connection:
             found = connection.execute(
                 sa_select(table.id, table.channel).where(table.source == source)
@@ -298,7 +300,7 @@ class HistoryStore:
             return [(row[0], row[1]) for row in found]
 
     def _rewrite_source(self, source: str, text: str) -> tuple[list[TurnKey], list[TurnKey]]:
-        table = TurnRow.__table__.c  # type: ignore[attr-defined]
+        table = TURNS
         rewritten: list[TurnKey] = []
         emptied: list[TurnKey] = []
         with self._engine.begin() as connection:

@@ -52,7 +52,9 @@ class ImageJobs:
             "instance": self.instance,
         }
         with self._engine.begin() as connection:
-            return int(connection.execute(insert(ImageJob).values(row)).inserted_primary_key[0])
+            inserted = connection.execute(insert(ImageJob).values(row)).inserted_primary_key
+            assert inserted is not None  # an INSERT of one row has its key
+            return int(inserted[0])
 
     def _finish(self, job_id: int) -> None:
         with self._engine.begin() as connection:

@@ -17,13 +17,14 @@ generated text, and recalling them would feed its old mistakes back to it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 
 from brain.characters.recall import OldTurn, Recollection
 from brain.config import CharacterConfig, MemoryConfig
 from brain.history.store import HistoryStore
-from brain.memory.store import MemoryStore
+from brain.memory.store import MemoryStore, Summary
 from brain.memory.summaries import RollingSummaries
 from brain.memory.summary import Summarizer
 from brain.memory.vectors import WIDTH, ChannelVectors, VectorCache, nearest
@@ -221,9 +222,7 @@ class Memory:
         for turn_id, channel in [*removed, *rewritten]:
             oldest[channel] = min(turn_id, oldest.get(channel, turn_id))
         for channel, turn_id in oldest.items():
-            await self.summaries.drop_if(
-                channel, lambda summary, turn_id=turn_id: turn_id <= summary.covered_until
-            )
+            await self.summaries.drop_if(channel, functools.partial(_covers, turn_id))
 
     def forget_channel(self, channel: str) -> None:
         """/reset deleted the channel's rows (in the history's transaction): drop ours."""
@@ -267,3 +266,8 @@ def open_memory(
     memory = Memory(MemoryStore(history.engine), embedder, config, summarizer)
     history.on_user_turn = memory.note
     return memory
+
+
+def _covers(turn_id: int, summary: Summary) -> bool:
+    """Whether `summary` was written from turn `turn_id` (or one after it)."""
+    return turn_id <= summary.covered_until

@@ -23,10 +23,10 @@ from sqlalchemy.engine import Engine
 from brain.characters.recall import OldTurn
 from brain.database.tables import (
     SUMMARIES,
+    TURNS,
     VECTORS,
     MemorySummaryRow,
     MemoryVectorRow,
-    TurnRow,
 )
 
 VECTOR_DTYPE = np.float16  # stored; searched as bfloat16 or float32 (brain.vectors)
@@ -37,9 +37,6 @@ DELETE_CHUNK = 10_000
 class Summary:
     text: str
     covered_until: int
-
-
-TURNS = TurnRow.__table__.c  # type: ignore[attr-defined]
 
 
 class MemoryStore:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -79,7 +79,7 @@ class ModelClient:
         on_finish: Callable[[str], None] | None = None,
         reasoning: str = "default",
         cache_key: str | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield the reply's text as it arrives; the whole answer must come within the timeout.
 
         Reasoning (`<think>` blocks, `reasoning_content`) is never yielded: it goes, whole,
@@ -127,7 +127,7 @@ class ModelClient:
                             if first_token_s is None:
                                 first_token_s = time.monotonic() - started
                             pieces += 1
-                        if visible := await text.piece(content, thought):
+                        if visible := await text.piece(content or "", thought or ""):
                             yield visible
             except MombotError:
                 raise

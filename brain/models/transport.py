@@ -52,7 +52,9 @@ class Transport:
             base_url=config.base_url,
             api_key=api_key or "not-needed",
             max_retries=config.max_retries,
-            http_client=self.http,  # the one transport: the SDK sends absolute URLs on it
+            # The one transport: the SDK sends absolute URLs on it. openai 3 types the client
+            # as httpx2's and takes httpx's as well (openai/_httpx2.py, `legacy` clients).
+            http_client=self.http,  # type: ignore[arg-type]
         )
         self.chat_url = config.base_url.rstrip("/") + "/chat/completions"
 

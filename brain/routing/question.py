@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from brain.characters.runner import Turn
 from brain.messages import Inbound
-from brain.outbox import MessageRef, Outbox
+from brain.outbox import Outbox
 from brain.questions import OpenQuestions, yes_or_no
 from brain.routing.router import Route
 
@@ -31,7 +31,7 @@ class ChoosingOutbox(Protocol):
     A press comes back to the brain as that user's plain answer ("yes" or "no").
     """
 
-    async def ask_draw_or_answer(self, text: str, user_id: str, timeout_s: float) -> MessageRef:
+    async def ask_draw_or_answer(self, text: str, user_id: str, timeout_s: float) -> object:
         """Send `text` with the two buttons, usable by `user_id` for `timeout_s`."""
 
 

@@ -6,7 +6,7 @@ connection; developers may run the alembic CLI with `-x url=DATABASE_URL` instea
 """
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 from sqlmodel import SQLModel
 
 import brain.database.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -14,7 +14,7 @@ import brain.database.tables  # noqa: F401  (registers the tables on SQLModel.me
 config = context.config
 
 
-def run(connection) -> None:
+def run(connection: Connection) -> None:
     # Batch mode lets ALTER TABLE work on SQLite, which can only add columns in place.
     context.configure(
         connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True
