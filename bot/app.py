@@ -11,6 +11,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 
@@ -48,7 +49,13 @@ INSTANCE_FILE = "instance-id"
 
 
 class App:
-    """A running mombot: the brain and what it needs, started and stopped together."""
+    """A running mombot: the brain and what it needs, started and stopped together.
+
+    Everything `_start` opens is registered on one `AsyncExitStack` the moment it is open,
+    so leaving (normally, on Ctrl-C, on an error, or when the start itself fails half-way)
+    closes exactly what was opened, newest first, and a close that fails does not keep the
+    others from running.
+    """
 
     def __init__(
         self,
@@ -63,20 +70,21 @@ class App:
         self.secrets = secrets
         self.data_dir = Path(config.bot.data_dir).expanduser()
         self._progress = progress
+        self._stack = AsyncExitStack()
         self.embedded: EmbeddedServer | None = None
         self.endpoints: dict[str, EndpointConfig] = {}
-        # What `_start` opens, kept as soon as it is open so that `close` closes it even
-        # when the start fails half-way.
         self.clients: dict[str, ModelClient] = {}
         self.history: HistoryStore | None = None
+        self.image_jobs: ImageJobs | None = None
         self.image_generator: ImageQueue | None = None
+        self.gpu: GpuMonitor | None = None
         self.brain: Brain | None = None
         self.embedder: Embedder | None = None  # the sentence model: router and memory share it
         self.status_server: StatusServer | None = None
 
     async def __aenter__(self) -> App:
         try:
-            await self._start()
+            await self._start(self._stack)
         except BaseException:
             await self.close()
             raise
@@ -90,45 +98,60 @@ class App:
     ) -> None:
         await self.close()
 
-    async def _start(self) -> None:
+    async def close(self) -> None:
+        """Close everything that is open, newest first; safe after a start that failed."""
+        stack, self._stack = self._stack, AsyncExitStack()
+        try:
+            await stack.aclose()
+        finally:
+            self.brain = self.history = self.image_jobs = self.image_generator = None
+            self.gpu = self.embedder = self.status_server = self.embedded = None
+            self.clients = {}
+
+    async def _start(self, stack: AsyncExitStack) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.endpoints = dict(self.config.endpoints)
         if self.config.embedded_active:
-            self.embedded = EmbeddedServer(
+            self.embedded = embedded = EmbeddedServer(
                 self.config.embedded,
                 self.data_dir / "llama-server.log",
                 slots=embedded_slots(self.config.characters),
                 progress=self._progress,
             )
-            base_url = await self.embedded.start()
+            stack.push_async_callback(embedded.stop)  # a start that fails half-way stops too
+            base_url = await embedded.start()
             self.endpoints["embedded"] = EndpointConfig(
                 base_url=base_url,
                 kind="llama.cpp",
                 context_window=self.config.embedded.n_ctx,
                 timeout_s=300,
-                max_parallel=self.embedded.slots,
+                max_parallel=embedded.slots,
             )
         keys = {name: key.get_secret_value() for name, key in self.secrets.endpoint_keys.items()}
         if self.embedded is not None and self.embedded.api_key is not None:
             keys["embedded"] = self.embedded.api_key
-        self.clients = clients = {
-            name: ModelClient(name, endpoint, api_key=keys.get(name))
-            for name, endpoint in self.endpoints.items()
-        }
+        for name, endpoint in self.endpoints.items():
+            self.clients[name] = client = ModelClient(name, endpoint, api_key=keys.get(name))
+            stack.push_async_callback(client.aclose)
         given = self.secrets.database_url  # a URL with a password comes from the environment
         url = given.get_secret_value() if given else self.config.history.database_url
         register_secret(make_url(url).password)
         url = resolve_database_url(url, self.data_dir)
         self.history = history = await HistoryStore.open(url)
+        stack.push_async_callback(asyncio.to_thread, history.close)
+        self.image_jobs = ImageJobs(history.engine, self._instance_id())
         config = self.config
-        gpu = GpuMonitor(config.gpu)
-        self.image_generator = await self._image_generator(gpu)
+        self.gpu = gpu = GpuMonitor(config.gpu)
+        stack.callback(gpu.close)
+        self.image_generator = await self._image_generator(gpu, stack)
         self.embedder = self._embedder()
-        self.brain = Brain(
+        if self.embedder is not None:
+            stack.push_async_callback(self.embedder.aclose)
+        self.brain = brain = Brain(
             characters=config.characters,
-            clients=clients,
+            clients=self.clients,
             history=history,
-            classifier=await self._classifier(clients),
+            classifier=await self._classifier(self.clients),
             history_config=config.history,
             mixture_config=config.mixture,
             attachments_config=config.attachments,
@@ -140,15 +163,17 @@ class App:
             memory_config=config.memory,
             embedder=self.embedder if config.memory.enabled else None,
             channels_config=config.channels,
-            image_jobs=ImageJobs(history.engine, self._instance_id()),
+            image_jobs=self.image_jobs,
         )
-        if self.brain.memory is not None:  # index what was stored while it was not running
-            self.brain.memory.start()
+        if brain.memory is not None:  # index what was stored while it was not running
+            stack.push_async_callback(brain.memory.aclose)
+            brain.memory.start()
         if self._serve_status:
-            self.status_server = StatusServer(self.brain, config.http)
+            self.status_server = StatusServer(brain, config.http)
+            stack.push_async_callback(self.status_server.close)
             await self.status_server.start()
 
-    async def _image_generator(self, gpu: GpuMonitor) -> ImageQueue | None:
+    async def _image_generator(self, gpu: GpuMonitor, stack: AsyncExitStack) -> ImageQueue | None:
         images = self.config.images
         if images.backend == "none":
             return None
@@ -161,13 +186,11 @@ class App:
             backend = DiffusersBackend(
                 images.diffusers, max_batch=images.queue.max_batch, progress=self._progress
             )
-            if images.diffusers.load_at_start:
-                try:
-                    await backend.load()
-                except BaseException:
-                    await backend.aclose()
-                    raise
-        return ImageQueue(backend, images.queue, gpu=gpu)
+        queue = ImageQueue(backend, images.queue, gpu=gpu)
+        stack.push_async_callback(queue.aclose)  # closes its backend too
+        if isinstance(backend, DiffusersBackend) and images.diffusers.load_at_start:
+            await backend.load()
+        return queue
 
     def _instance_id(self) -> str:
         """This bot's name among those sharing one database, kept in its data folder."""
@@ -223,24 +246,3 @@ class App:
         if llm is None:
             return embedding
         return HybridClassifier(embedding, llm)
-
-    async def close(self) -> None:
-        """Close everything that is open, newest first; safe after a start that failed."""
-        if self.status_server is not None:
-            await self.status_server.close()
-            self.status_server = None
-        if self.brain is not None and self.brain.memory is not None:
-            await self.brain.memory.aclose()
-        self.brain = None
-        if self.image_generator is not None:
-            await self.image_generator.aclose()
-            self.image_generator = None
-        if self.history is not None:
-            await asyncio.to_thread(self.history.close)
-            self.history = None
-        clients, self.clients = self.clients, {}
-        for client in clients.values():
-            await client.aclose()
-        if self.embedded is not None:
-            await self.embedded.stop()
-            self.embedded = None

@@ -117,9 +117,16 @@ class FakeNvml:
         self.temperatures = temperatures
         self.reads = 0
         self.broken = broken  # every read fails, as NVML under MIG or with a GPU lost
+        self.shut_down = 0
+        self.shutdown_fails = False
 
     def nvmlInit(self) -> None:
         return None
+
+    def nvmlShutdown(self) -> None:
+        self.shut_down += 1
+        if self.shutdown_fails:
+            raise RuntimeError("an unexpected failure while closing")
 
     def nvmlDeviceGetCount(self) -> int:
         return len(self.temperatures)

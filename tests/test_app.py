@@ -12,7 +12,9 @@ from bot.app import INSTANCE_FILE, App
 from bot.config import MombotConfig, Secrets
 from brain.config import CharacterConfig, EndpointConfig
 from brain.errors import MombotError
+from brain.images.gpu import GpuMonitor
 from tests.fake_openai import FakeOpenAIServer
+from tests.helpers import FakeNvml
 
 
 def open_sockets() -> int:
@@ -69,7 +71,46 @@ async def test_the_instance_name_is_made_once_and_kept(
     names = []
     for _ in range(2):
         async with App(config(fake_server, tmp_path), Secrets(), serve_status=False) as app:
-            assert app.history is not None
-            names.append(app.history.instance)
+            assert app.image_jobs is not None
+            names.append(app.image_jobs.instance)
     assert names[0] == names[1] == (tmp_path / "data" / INSTANCE_FILE).read_text().strip()
     assert len(names[0]) == 32
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
+    """The app's GPU monitor on a stand-in NVML that records its shutdown."""
+    nvml = FakeNvml([[50]])
+    monkeypatch.setattr("bot.app.GpuMonitor", lambda config: GpuMonitor(config, nvml=nvml))
+    return nvml
+
+
+async def test_leaving_stops_the_embedder_thread_and_shuts_nvml_down(
+    fake_server: FakeOpenAIServer, tmp_path: Path, fake_gpu: FakeNvml
+) -> None:
+    async with App(config(fake_server, tmp_path), Secrets(), serve_status=False) as app:
+        embedder = app.embedder
+        assert embedder is not None
+        assert await embedder.run(sum, [1, 2]) == 3  # its thread runs
+        assert fake_gpu.shut_down == 0
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await embedder.run(sum, [1, 2])  # the thread pool is shut down: nothing runs on it
+    assert fake_gpu.shut_down == 1
+
+
+async def test_a_close_that_fails_does_not_keep_the_rest_open(
+    fake_server: FakeOpenAIServer, tmp_path: Path, postgres_url: str, fake_gpu: FakeNvml
+) -> None:
+    """The GPU monitor closes before the database and the model clients; its failure is
+    raised, after they are closed too."""
+    settings = config(fake_server, tmp_path)
+    settings.history.database_url = postgres_url  # a server: its connections are sockets
+    sockets = open_sockets()
+    fake_gpu.shutdown_fails = True
+    with pytest.raises(RuntimeError, match="while closing"):
+        async with App(settings, Secrets(), serve_status=False) as app:
+            assert app.history is not None
+            assert await app.history.count("test:lifetimes") == 0  # a database connection
+            assert open_sockets() > sockets
+    assert fake_gpu.shut_down == 1
+    assert open_sockets() <= sockets

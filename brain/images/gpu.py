@@ -38,17 +38,23 @@ class GpuMonitor:
         self.available = False
         self.reason = "not checked yet"
         self._read_failed = False  # said once in the log, not at every job
+        self._initialized = False  # NVML is shut down only where it was started
         if not config.enabled:
             self.reason = "switched off (gpu.enabled = false)"
             return
-        try:
-            if self._nvml is None:
+        if self._nvml is None:
+            try:
                 import pynvml
-
-                self._nvml = pynvml
+            except ImportError:
+                self.reason = "NVML not available (nvidia-ml-py is not installed)"
+                log.info("GPU monitor: %s", self.reason)
+                return
+            self._nvml = pynvml
+        try:  # no driver, no GPU: report it, never block
             self._nvml.nvmlInit()
+            self._initialized = True
             self.count = int(self._nvml.nvmlDeviceGetCount())
-        except Exception as exc:  # no driver, no library, no GPU: report it, never block
+        except self._nvml.NVMLError as exc:
             self.reason = f"NVML not available ({type(exc).__name__})"
             log.info("GPU monitor: %s", self.reason)
             return
@@ -57,6 +63,16 @@ class GpuMonitor:
             return
         self.available = True
         self.reason = ""
+
+    def close(self) -> None:
+        """Shut NVML down (it holds the driver's handles until then)."""
+        if not self._initialized:
+            return
+        self._initialized = self.available = False
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml.NVMLError as exc:
+            log.warning("GPU monitor: NVML did not shut down cleanly (%s)", exc)
 
     def readings(self) -> list[GpuReading]:
         """Every GPU's reading; none when NVML fails to read (not supported under MIG, a GPU

@@ -53,6 +53,10 @@ class Embedder:
         # A message is embedded once even when both the router and the memory ask for it.
         self._recent: BoundedDict[str, np.ndarray] = BoundedDict(RECENT_TEXTS)
 
+    async def aclose(self) -> None:
+        """Stop its thread, once what runs on it has finished (an encode in progress)."""
+        await asyncio.to_thread(self._thread.shutdown, wait=True)
+
     @property
     def loaded(self) -> bool:
         return self._encoder is not None
