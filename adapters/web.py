@@ -318,7 +318,7 @@ class WebAdapter:
                     await ticket.deliver(ButtonAnswer(self.intake.inbound(arrival), outbox))
             else:
                 await self.intake.handle(arrival, outbox, ticket)
-        except Exception:
+        except Exception:  # one tab's message never stops the page: logged with its traceback
             log.exception("web: could not answer a message")
         finally:
             await self.broadcast(channel, {"event": "done"})

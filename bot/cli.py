@@ -275,7 +275,7 @@ async def _run(config: MombotConfig, secrets: Secrets) -> int:
             if not sigterm.is_set():
                 raise
             log.info("stopping on SIGTERM")
-        except Exception as exc:
+        except Exception as exc:  # a platform's start failure in words, anything else raised
             message = _platform_error(exc)
             if message is None:
                 raise

@@ -11,6 +11,7 @@ import logging
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.config import HttpConfig
 from brain.brain import Brain
@@ -58,7 +59,7 @@ class StatusServer:
             return web.json_response({"status": "shutting down"}, status=503)
         try:
             await asyncio.wait_for(self._brain.history.ping(), DATABASE_TIMEOUT_S)
-        except Exception as exc:
+        except (SQLAlchemyError, OSError) as exc:  # OSError: TimeoutError too
             log.warning("health check: the database does not answer (%s)", type(exc).__name__)
             return web.json_response({"status": "database unavailable"}, status=503)
         return web.json_response({"status": "ok"})

@@ -266,7 +266,7 @@ class Brain:
         except MombotError as exc:
             log.warning("%s: %s (%s)", message.channel_key, type(exc).__name__, exc)
             await self._tell_error(outbox, exc.user_message, type(exc).__name__)
-        except Exception:
+        except Exception:  # the boundary: a bug is logged with its traceback, the user told
             log.exception("%s: unexpected failure while answering", message.channel_key)
             await self._tell_error(outbox, GENERIC_ERROR, "unexpected")
         except asyncio.CancelledError:
@@ -279,7 +279,7 @@ class Brain:
         self.telemetry.count_error(kind)
         try:
             await outbox.error(text)
-        except Exception:
+        except Exception:  # the platform's own error, whose types only its adapter knows
             log.exception("could not deliver an error message")
 
     # -- shared services --------------------------------------------------------------

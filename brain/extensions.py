@@ -116,7 +116,7 @@ def load_extensions(
             extension = cls(context, cls.settings_model.model_validate(settings.get(name, {})))
             for spec in extension.commands():
                 registry.register(spec, extension.run_command)
-        except Exception:
+        except Exception:  # an extension is third-party code: any failure disables it
             log.exception("extension %s failed to load and is disabled", name)
             continue
         loaded.append(extension)
@@ -150,7 +150,7 @@ class Hooks:
         for extension in hooked:
             try:
                 value = await getattr(extension, hook)(value, recent) or value
-            except Exception:
+            except Exception:  # third-party code, as above
                 log.exception("extension %s failed in %s and is disabled", extension.name, hook)
                 self.extensions.remove(extension)
         return value

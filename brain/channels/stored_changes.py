@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from brain.channels.events import Change, Deletion
 from brain.history.store import HistoryStore
 from brain.memory.memory import Memory
@@ -33,5 +35,5 @@ class StoredChanges:
                 rewritten, removed = await self.history.rewrite_source(change.source, text)
             if self.memory is not None and (removed or rewritten):
                 await self.memory.forget_turns(removed, rewritten)
-        except Exception:
+        except (SQLAlchemyError, OSError, RuntimeError):  # the database; torch in the memory
             log.exception("could not apply an edit or deletion of %s", change.source)

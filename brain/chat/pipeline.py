@@ -15,13 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from brain.bounded import BoundedDict
 from brain.characters.recall import Recollection
 from brain.characters.runner import CharacterRunner, Turn
 from brain.chat.attachments import PreparedAttachments, prepare_attachments
 from brain.chat.mixture import Mixture, Proposal
 from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
-from brain.errors import BadCommand
+from brain.errors import BadCommand, MombotError
 from brain.extensions import Hooks
 from brain.history.store import HistoryStore
 from brain.images.service import ImageService
@@ -177,7 +179,8 @@ class ChatPipeline:
         before = self.runner.window_start(channel) or NO_LIMIT
         try:
             return await self.memory.recall(channel, text, before)
-        except Exception:  # the memory never costs a reply
+        except (SQLAlchemyError, OSError, RuntimeError):  # the memory never costs a reply
+            # (its database, or torch on the encoder: what recall touches)
             log.exception("%s: recall failed; answering without the memory", channel)
             return None
 
@@ -205,7 +208,7 @@ class ChatPipeline:
         recent = [t.content for t in reversed(turns)][:-1]
         try:
             decision = await self.classifier.classify(text, recent)
-        except Exception:
+        except (MombotError, RuntimeError, OSError, ValueError):  # a model call, or torch
             log.exception("classifier failed; answering as text")
             return RouteDecision(Route.TEXT, 0.0, "fallback")
         log.info(

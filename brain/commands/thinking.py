@@ -284,7 +284,7 @@ class DeepThinking(Extension):
             except MombotError as exc:
                 log.info("vote of %s in round %d counts as abstention: %s", voter.name, number, exc)
                 return Ballot(voter.name, None, 0.0)
-            except Exception:
+            except Exception:  # one broken member never stops the thinking
                 log.exception("vote of %s in round %d failed: an abstention", voter.name, number)
                 return Ballot(voter.name, None, 0.0)
             return Ballot(voter.name, by_id[vote.choice], ballot_confidence(vote))
@@ -303,7 +303,7 @@ async def _say_cut_off(outbox: Outbox, status: object, stage: str) -> None:
     """Edit the status to say the thinking was stopped (best effort: the bot is stopping)."""
     try:
         await outbox.edit(status, f"🤔 Cut off {stage}: I was stopped before I could finish.")
-    except Exception:
+    except Exception:  # the platform's own error, whose types only its adapter knows
         log.exception("could not mark a /think status as cut off")
 
 

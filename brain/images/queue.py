@@ -140,7 +140,8 @@ class ImageQueue:
         started = time.monotonic()
         try:
             images = await self.backend.run_batch([j.request for j in batch], on_step)
-        except Exception as exc:
+        except Exception as exc:  # the worker's boundary: a backend (torch, diffusers, a
+            # remote server) may fail in any way; its jobs fail with it, the queue goes on
             log.exception("image batch of %d failed", len(batch))
             for job in batch:
                 if not job.future.done():

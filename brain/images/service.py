@@ -142,7 +142,7 @@ class ImageService:
             log.info("%s: an image job of %s was lost in a restart", job.channel, job.user_id)
             try:
                 await notify(channel_id, LOST_IMAGE.format(prompt=job.prompt[:200]))
-            except Exception:
+            except Exception:  # the platform's own error, whose types only its adapter knows
                 log.warning("could not tell %s about a lost image job", job.channel, exc_info=True)
         return len(jobs)
 

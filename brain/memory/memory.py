@@ -96,7 +96,7 @@ class Memory:
                     await self._index(await asyncio.to_thread(self.store.user_turns, ids))
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # the indexing worker's boundary
                 # Never silently dead: log, wait, then find what was missed from the database.
                 log.exception("memory: indexing failed; catching up in %.0f s", RETRY_S)
                 self._catch_up = True

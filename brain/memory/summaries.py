@@ -111,5 +111,5 @@ class RollingSummaries:
                 log.info("%s: memory summary rewritten (%d turns read)", channel, len(turns))
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # a background task's boundary: logged, the chat goes on
             log.exception("%s: the memory summary could not be written", channel)

@@ -23,7 +23,13 @@ from brain.bounded import BoundedDict
 from brain.config import EndpointConfig
 from brain.errors import ModelBadResponse, MombotError
 from brain.models.dialects import dialect_for
-from brain.models.errors import bad_answer, stopped_mid_answer, stream_failure, translate
+from brain.models.errors import (
+    ANSWER_FAILURES,
+    bad_answer,
+    stopped_mid_answer,
+    stream_failure,
+    translate,
+)
 from brain.models.reasoning import VisibleStream, split_reasoning
 from brain.models.server_facts import ServerFacts
 from brain.models.transport import Transport, remaining
@@ -131,7 +137,7 @@ class ModelClient:
                             yield visible
             except MombotError:
                 raise
-            except Exception as exc:  # every transport failure becomes a typed error
+            except ANSWER_FAILURES as exc:  # every transport failure becomes a typed error
                 raise stream_failure(self.name, exc, answering=answering) from exc
             if tail := text.tail():
                 yield tail
@@ -216,7 +222,7 @@ class ModelClient:
                     )
             except MombotError:
                 raise
-            except Exception as exc:
+            except ANSWER_FAILURES as exc:
                 raise translate(self.name, exc) from exc
         seconds = time.monotonic() - started
         self._record(usage_record(self.name, model, stage, usage, seconds, messages=messages))
@@ -272,7 +278,7 @@ class ModelClient:
         try:
             async with asyncio.timeout(self.config.connect_timeout_s + 5):
                 return await self.transport.list_models()
-        except Exception as exc:
+        except ANSWER_FAILURES as exc:
             raise translate(self.name, exc) from exc
 
     # -- helpers ----------------------------------------------------------------

@@ -49,6 +49,12 @@ def status_error(name: str, status: int, body: str) -> MombotError:
     return ModelBadResponse(text, detail=body)
 
 
+ANSWER_FAILURES = (httpx.HTTPError, openai.OpenAIError, OSError, ValueError, KeyError, TypeError)
+"""What a model call can raise while it sends, waits and reads: the transport's and the SDK's
+errors, the network's (OSError, with TimeoutError), and a body that is not what it should
+be (not JSON, or JSON of the wrong shape). `translate` turns each into a typed error."""
+
+
 def translate(name: str, exc: BaseException) -> MombotError:
     """Turn a transport or API failure into a typed error with a chat-friendly text."""
     if isinstance(exc, MombotError):

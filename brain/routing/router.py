@@ -146,7 +146,7 @@ class HybridClassifier:
     async def classify(self, text: str, recent: list[str]) -> RouteDecision:
         try:
             fast = await self._embedding.classify(text, recent)
-        except Exception:
+        except (RuntimeError, OSError, ValueError):  # torch, or loading the model's files
             log.exception("embedding router failed; asking the LLM classifier")
             return await self._llm.classify(text, recent)
         if not fast.unsure:
