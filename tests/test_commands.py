@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from brain.commands.registry import Arg, CommandRegistry, CommandSpec
+from brain.config import MemoryConfig
 from brain.errors import BadCommand
+from brain.models.embedder import Embedder
+from brain.routing.router import bundled_embedding_model
+from tests.fake_openai import FakeOpenAIServer
+from tests.helpers import RecordingGenerator, close_brain
+from tests.load import fake_brain
+
+TABLE_START = "<!-- commands: generated from the command registry (tests/test_commands.py) -->"
+TABLE_END = "<!-- end of commands -->"
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 async def nothing(*args: object) -> None:
@@ -79,3 +91,27 @@ def test_duplicate_registration_is_refused(registry: CommandRegistry) -> None:
 
 def test_help_lists_usage(registry: CommandRegistry) -> None:
     assert "`/think <question> [--rounds N]` — Think hard." in registry.help_text()
+
+
+async def test_the_readme_lists_every_command_the_bot_has(
+    fake_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """Issue 33 defect 11: the README's table is the registry's, with every part switched on
+    (images, memory, /think): regenerate it from `CommandRegistry.markdown_table` when a
+    command changes."""
+    folder = bundled_embedding_model()
+    assert folder is not None
+    brain = fake_brain(
+        fake_server,
+        f"sqlite:///{tmp_path / 'history.db'}",
+        image_generator=RecordingGenerator(),
+        extensions=["deep_thinking"],
+        embedder=Embedder(folder),
+        memory_config=MemoryConfig(),
+    )
+    try:
+        start, end = README.index(TABLE_START) + len(TABLE_START), README.index(TABLE_END)
+        assert {"forget", "look", "memory", "sd", "think"} <= set(brain.commands.specs)
+        assert README[start:end].strip() == brain.commands.markdown_table()
+    finally:
+        await close_brain(brain)

@@ -83,10 +83,14 @@ class CommandSpec:
         parts = [f"/{self.name}"]
         for arg in self.args:
             if arg.text:
-                parts.append(f"<{arg.name}>" if arg.required else f"[{arg.name}]")
+                shown = "|".join(arg.choices) if arg.choices else arg.name
+                parts.append(f"<{shown}>" if arg.required else f"[{shown}]")
             else:
                 parts.append(f"[--{arg.name} {arg.shown}]")
         return " ".join(parts)
+
+
+ADMIN_NOTE = " Admins only in shared channels (in a DM or the console you are one)."
 
 
 @dataclass
@@ -164,6 +168,14 @@ class CommandRegistry:
             else:
                 args[arg.name] = arg.convert(value, spec)
         return CommandCall(spec.name, args)
+
+    def markdown_table(self) -> str:
+        """The commands as the README shows them (tests/test_commands.py keeps them equal)."""
+        rows = []
+        for spec in self.specs.values():
+            usage = spec.usage().replace("|", "\\|")  # Markdown would split the cell there
+            rows.append(f"| `{usage}` | {spec.help}{ADMIN_NOTE if spec.admin else ''} |")
+        return "\n".join(["| command | what it does |", "|---|---|", *rows])
 
     def help_text(self) -> str:
         lines = [f"`{spec.usage()}` — {spec.help}" for spec in self.specs.values()]
