@@ -115,3 +115,25 @@ async def test_the_readme_lists_every_command_the_bot_has(
         assert README[start:end].strip() == brain.commands.markdown_table()
     finally:
         await close_brain(brain)
+
+
+def test_a_question_keeps_its_dashed_words_and_its_newlines() -> None:
+    """Issue 33 defect 3: in a question, only the command's own options are options."""
+    registry = CommandRegistry()
+    question = Arg("question", "q", required=True, text=True, prose=True)
+    rounds = Arg("rounds", "r", type=int, default=3)
+    registry.register(CommandSpec("think", "t", (question, rounds)), nothing)
+    call = registry.parse_text("/think what does rm --force do")
+    assert call is not None
+    assert call.args == {"question": "what does rm --force do", "rounds": 3}
+    call = registry.parse_text("/think first line\nsecond  line --rounds 5\n--dry-run?")
+    assert call is not None
+    assert call.args == {"question": "first line\nsecond  line --dry-run?", "rounds": 5}
+
+
+def test_an_unknown_option_of_a_prompt_is_still_an_error(registry: CommandRegistry) -> None:
+    """Where the text is not prose (an image prompt), `--cfg 30` is a mistyped option."""
+    prompt = Arg("prompt", "p", required=True, text=True)
+    registry.register(CommandSpec("sd", "Draw.", (prompt, Arg("steps", "s", type=int))), nothing)
+    with pytest.raises(BadCommand, match="has no option `cfg`"):
+        registry.parse_text("/sd a cat --cfg 30")

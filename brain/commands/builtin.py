@@ -63,7 +63,13 @@ class BuiltinCommands:
 
     def _memory_table(self) -> list[tuple[CommandSpec, CommandHandler]]:
         forget_args = (
-            Arg("text", "Forget every message here that contains it.", required=True, text=True),
+            Arg(
+                "text",
+                "Forget every message here that contains it.",
+                required=True,
+                text=True,
+                prose=True,
+            ),
         )
         return [
             (CommandSpec("memory", "What I remember of this channel."), self.show_memory),
@@ -100,7 +106,7 @@ class BuiltinCommands:
                 CommandSpec(
                     "look",
                     "Ask about the last image I drew here; the vision character looks at it.",
-                    (Arg("question", "What you want to know about it.", text=True),),
+                    (Arg("question", "What you want to know about it.", text=True, prose=True),),
                 ),
                 self.look,
             ),

@@ -7,6 +7,7 @@ builds native slash commands from it, Matrix and the console parse text such as
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,9 @@ class Arg:
     max: float | None = None
     choices: tuple[str, ...] = ()
     text: bool = False  # the free-text argument (at most one per command)
+    # Free text that is prose (a question): a `--word` in it that is not one of the command's
+    # options is a word of the text ("what does rm --force do"), not an unknown option.
+    prose: bool = False
     metavar: str = ""  # how usage lines show the value, e.g. WxH; default: its type
 
     @property
@@ -187,34 +191,46 @@ def _split_command(text: str) -> tuple[str, str, str] | None:
     stripped = text.strip()
     if len(stripped) < 2 or stripped[0] not in PREFIXES or stripped[1].isspace():
         return None
-    name, _, rest = stripped[1:].partition(" ")
-    return stripped[0], name, rest
+    name, *rest = stripped[1:].split(maxsplit=1)  # the rest keeps its newlines
+    return stripped[0], name, rest[0] if rest else ""
 
 
 def _parse_words(spec: CommandSpec, rest: str) -> dict[str, str]:
-    """Split `free words --opt value --flag=value` into raw option strings."""
+    """Split `free words --opt value --flag=value` into raw option strings.
+
+    The free text keeps its own spacing, newlines included, where no option was cut out of it.
+    """
     raw: dict[str, str] = {}
-    words: list[str] = []
-    tokens = rest.split()
+    text_arg = next((a for a in spec.args if a.text), None)
+    options = {a.name for a in spec.args if not a.text}
+    tokens = list(re.finditer(r"\S+", rest))
+    kept: list[str] = []
+    end = -1  # where the last word kept ends: the spacing after it is the text's own
     i = 0
     while i < len(tokens):
-        token = tokens[i]
-        if token.startswith("--") and len(token) > 2:
-            key, eq, value = token[2:].partition("=")
+        token = tokens[i].group()
+        key, eq, value = token[2:].partition("=")
+        is_option = token.startswith("--") and len(token) > 2
+        if is_option and text_arg is not None and text_arg.prose and key.lower() not in options:
+            is_option = False  # a word of the question
+        if is_option:
             if not eq:
                 if i + 1 >= len(tokens):
                     raise BadCommand(f"`--{key[:40]}` needs a value.\nUsage: {spec.usage()}")
                 i += 1
-                value = tokens[i]
+                value = tokens[i].group()
             raw[key.lower()] = value
+            end = -1
         else:
-            words.append(token)
+            start = tokens[i].start()
+            gap = rest[end:start] if end >= 0 else (" " if kept else "")
+            kept.append(gap + token)
+            end = tokens[i].end()
         i += 1
-    text_arg = next((a for a in spec.args if a.text), None)
-    if words:
+    if kept:
         if text_arg is None:
             raise BadCommand(f"/{spec.name} takes no text.\nUsage: {spec.usage()}")
-        raw[text_arg.name] = " ".join(words)
+        raw[text_arg.name] = "".join(kept)
     return raw
 
 

@@ -115,7 +115,7 @@ class DeepThinking(Extension):
                 "think",
                 "Think hard: the characters answer, read each other, and vote until they agree.",
                 (
-                    Arg("question", "What to think about.", required=True, text=True),
+                    Arg("question", "What to think about.", required=True, text=True, prose=True),
                     Arg(
                         "rounds",
                         "Most rounds (2–20).",
