@@ -1,26 +1,24 @@
 """The brain: takes what happens in a channel and answers through an outbox.
 
-`Brain` is the boundary and nothing more: events enter through `arrive` / `change` (or
-`handle` for a message that needs no preparation), each channel's owner applies them in
-arrival order (`brain.channels`), the dispatcher picks each message's path (an open
-question's answer, a command, the chat), and the brain turns typed errors into chat
-messages (anything else is logged with its traceback and the user gets a short apology),
-forgets an edited or deleted message everywhere it was kept, and stops cleanly. What each
-path does lives in its own module: `brain.chat.pipeline`, `brain.images.service`,
-`brain.commands.builtin`, `brain.commands.thinking`.
+`Brain` is the boundary and nothing more: it builds the parts, events enter through `arrive`
+/ `change` (or `handle` for a message that needs no preparation), each channel's owner
+applies them in arrival order (`brain.channels`), `brain.answering` runs the dispatcher's
+path for each (an open question's answer, a command, the chat) and turns failures into
+words, and the brain stops cleanly. What each path does lives in its own module:
+`brain.chat.pipeline`, `brain.images.service`, `brain.commands.builtin`,
+`brain.commands.thinking`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from brain.after_turn import Work, collecting_after_turn
+from brain.answering import Answering
 from brain.channels.dispatcher import Dispatcher
-from brain.channels.events import Answerable, ButtonAnswer, Deletion, Edit, NewMessage
+from brain.channels.events import ButtonAnswer, Deletion, Edit, NewMessage
 from brain.channels.registry import Channels, Ticket
 from brain.channels.stored_changes import StoredChanges
 from brain.characters.runner import CharacterRunner
@@ -37,7 +35,6 @@ from brain.config import (
     MemoryConfig,
     MixtureConfig,
 )
-from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.extensions import Extension, ExtensionContext, Hooks, load_extensions
 from brain.history.store import HistoryStore
 from brain.images.jobs import ImageJobs
@@ -47,7 +44,7 @@ from brain.memory.memory import open_memory
 from brain.messages import Inbound
 from brain.models.client import ModelClient
 from brain.models.embedder import Embedder
-from brain.models.usage import TokenTracker, current_channel
+from brain.models.usage import TokenTracker
 from brain.outbox import Outbox
 from brain.questions import OpenQuestions
 from brain.routing.router import Classifier, TextOnly
@@ -56,10 +53,6 @@ from brain.telemetry import Sources, Telemetry
 log = logging.getLogger(__name__)
 
 CANCEL_RETRY_S = 2.0  # shutdown: cancel again after this long
-GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the bot's log."
-SHUTTING_DOWN = "I'm restarting right now; please ask again in a minute."
-STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask again in a minute."
-BUSY = "I'm busy with many messages in this channel; please try again in a moment."
 
 
 def split_roles(characters: list[CharacterConfig]) -> tuple[list[CharacterConfig], CharacterConfig]:
@@ -168,11 +161,12 @@ class Brain:
         self.hooks.extensions = load_extensions(
             extensions or [], extension_settings or {}, context, self.commands
         )
-        self.dispatcher = Dispatcher(self.commands, self.chat, self.images, self.questions)
+        dispatcher = Dispatcher(self.commands, self.chat, self.images, self.questions)
+        self.answering = Answering(dispatcher, self.commands, self.telemetry, lambda: self.closing)
         channels_config = channels_config or ChannelsConfig()
         max_turn_chars = self.chat.history_config.max_turn_chars
         stored = StoredChanges(history, self.memory, max_turn_chars)
-        self.channels = Channels(self, stored.apply, channels_config.max_waiting)
+        self.channels = Channels(self.answering, stored.apply, channels_config.max_waiting)
         self._closing = False
 
     @property
@@ -218,69 +212,6 @@ class Brain:
         now, unless `ticket` was stamped for it earlier (see `change`)."""
         with ticket or self.change(source) as stamped:
             await stamped.deliver(Deletion(source) if text is None else Edit(source, text))
-
-    # -- a channel's turn (brain.channels.owner.ChannelWork) -----------------------------
-
-    async def answer(self, event: Answerable) -> list[Work]:
-        """Answer a message or button answer in its channel's turn."""
-        message, outbox = event.message, event.outbox
-        if self._closing:
-            await self._tell_error(outbox, SHUTTING_DOWN, "shutdown")
-            return []
-        if isinstance(event, ButtonAnswer):
-            kind = "proposal"
-        else:  # the metrics label
-            kind = self.commands.kind_of(message.text, message.command)
-        current_channel.set(message.channel_key)
-        started = time.monotonic()
-        with collecting_after_turn() as later:
-            await self._guarded(message, outbox, lambda: self.dispatcher.dispatch(event))
-        self.telemetry.observe_reply(kind, time.monotonic() - started)
-        return later
-
-    async def after_turn(self, event: Answerable, work: list[Work]) -> None:
-        """What an answer left for after its turn (an image rendering), in order."""
-
-        async def steps() -> None:
-            for step in work:
-                await step()
-
-        await self._guarded(event.message, event.outbox, steps)
-
-    async def refuse_busy(self, event: Answerable) -> None:
-        log.info("%s: busy, a message was refused", event.message.channel_key)
-        await self._tell_error(event.outbox, BUSY, "busy")
-
-    async def cut_off(self, event: Answerable) -> None:
-        await self._tell_error(event.outbox, SHUTTING_DOWN, "shutdown")
-
-    async def _guarded(
-        self, message: Inbound, outbox: Outbox, work: Callable[[], Awaitable[None]]
-    ) -> None:
-        """Run `work`, turning every failure into a message to the user."""
-        try:
-            await work()
-        except (BadCommand, FeatureUnavailable) as exc:
-            log.info("%s: %s: %s", message.channel_key, type(exc).__name__, exc)
-            await self._tell_error(outbox, exc.user_message, type(exc).__name__)
-        except MombotError as exc:
-            log.warning("%s: %s (%s)", message.channel_key, type(exc).__name__, exc)
-            await self._tell_error(outbox, exc.user_message, type(exc).__name__)
-        except Exception:  # the boundary: a bug is logged with its traceback, the user told
-            log.exception("%s: unexpected failure while answering", message.channel_key)
-            await self._tell_error(outbox, GENERIC_ERROR, "unexpected")
-        except asyncio.CancelledError:
-            if self._closing:  # cut off by shutdown(): say so (the question is stored already)
-                log.info("%s: reply cancelled by shutdown", message.channel_key)
-                await self._tell_error(outbox, STOPPED_MID_REPLY, "shutdown")
-            raise
-
-    async def _tell_error(self, outbox: Outbox, text: str, kind: str) -> None:
-        self.telemetry.count_error(kind)
-        try:
-            await outbox.error(text)
-        except Exception:  # the platform's own error, whose types only its adapter knows
-            log.exception("could not deliver an error message")
 
     # -- shared services --------------------------------------------------------------
 

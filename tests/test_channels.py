@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from brain.brain import BUSY, Brain
+from brain.answering import BUSY
+from brain.brain import Brain
 from brain.channels.events import NewMessage
 from brain.config import ChannelsConfig
 from brain.messages import Inbound

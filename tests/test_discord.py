@@ -26,7 +26,8 @@ from adapters.config import DiscordConfig
 from adapters.discord import NO_THREAD, MombotDiscordClient
 from adapters.discord_outbox import NOT_YOUR_PROPOSAL
 from bot.cli import main
-from brain.brain import STOPPED_MID_REPLY, Brain
+from brain.answering import STOPPED_MID_REPLY
+from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig, ImagesConfig
 from brain.history.store import HistoryStore
 from brain.models.client import ModelClient

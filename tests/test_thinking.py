@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from brain.brain import STOPPED_MID_REPLY, Brain
+from brain.answering import STOPPED_MID_REPLY
+from brain.brain import Brain
 from brain.chat.pipeline import EMPTY_REPLY
 from brain.commands.thinking import (
     VOTE_INSTRUCTION,
