@@ -56,6 +56,7 @@ class Recorded:
     body: dict[str, Any]
     started: float
     ended: float = 0.0
+    words_sent: int = 0  # of a streamed answer: tests wait on it instead of sleeping
 
 
 @dataclass
@@ -257,6 +258,7 @@ class FakeOpenAIServer:
                 "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
             }
             yield f"data: {json.dumps(chunk)}\n\n"
+            record.words_sent += 1
         done = {
             "object": "chat.completion.chunk",
             "id": "x",

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from brain.brain import SHUTTING_DOWN, STOPPED_MID_REPLY
+from brain.answering import SHUTTING_DOWN, STOPPED_MID_REPLY
 from brain.config import A1111Config, QueueConfig
 from brain.history.store import HistoryStore
 from brain.images.backends.remote import A1111Backend
@@ -64,8 +64,8 @@ def test_a_reply_cut_by_sigkill_is_not_stored_and_the_next_run_carries_on(tmp_pa
         assert first.stdin is not None and first.stdout is not None
         first.stdin.write("Tell me a long story\n")
         first.stdin.flush()
-        wait_until(lambda: bool(server.requests), first)  # the model call has begun
-        time.sleep(1.5)  # some 30 of the reply's 400 words are out (it would take 20 s)
+        # Some 30 of the reply's 400 words are out (all of them would take 20 s):
+        wait_until(lambda: bool(server.requests) and server.requests[0].words_sent >= 30, first)
         assert first.poll() is None and not server.requests[0].ended
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
@@ -139,8 +139,7 @@ def test_sigterm_lets_the_reply_in_progress_say_it_was_stopped_and_exits_cleanly
         assert process.stdin is not None
         process.stdin.write("Tell me a long story\n")
         process.stdin.flush()
-        wait_until(lambda: bool(server.requests), process)
-        time.sleep(0.5)
+        wait_until(lambda: bool(server.requests) and server.requests[0].words_sent >= 10, process)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)  # the 20 s reply is not waited for
         assert process.returncode == 0, err
@@ -169,7 +168,8 @@ async def test_shutdown_refuses_new_messages_and_waits_for_replies_within_grace(
         while not server.requests:
             await asyncio.sleep(0.01)
         stopping = asyncio.create_task(brain.shutdown(grace_s=10))
-        await asyncio.sleep(0)
+        while not brain.closing:  # the shutdown has begun
+            await asyncio.sleep(0)
         late = RecordingOutbox()
         await brain.handle(Inbound("t", "c", "u", "ann", "one more thing"), late)
         await stopping

@@ -9,6 +9,7 @@ import threading
 import time
 
 import psycopg
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from brain.history.store import HistoryStore
@@ -28,12 +29,22 @@ async def test_a_briefly_locked_sqlite_database_is_waited_for(sqlite_url: str) -
         other.rollback()
         other.close()
 
+    attempted = threading.Event()  # the store's INSERT has gone to SQLite, into the lock
+
+    def note_insert(connection: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT"):
+            attempted.set()
+
+    event.listen(store.engine, "before_cursor_execute", note_insert)
     holder = threading.Thread(target=hold_write_lock)
     holder.start()
     await asyncio.to_thread(locked.wait)
     adding = asyncio.create_task(store.add("c", "user", "during the lock"))
-    await asyncio.sleep(1.0)
-    assert not adding.done()  # it waits for the lock instead of failing
+    await asyncio.to_thread(attempted.wait, 30)
+    # A write that does not wait fails at once ("database is locked"); this one is still
+    # going half a second later, and ends once the lock is released.
+    done, _ = await asyncio.wait({adding}, timeout=0.5)
+    assert not done
     release.set()
     await adding
     holder.join()

@@ -408,6 +408,8 @@ async def test_cool_down_waits_for_the_hottest_gpu_with_hysteresis() -> None:
 
 async def test_without_nvml_the_monitor_never_blocks() -> None:
     class Broken:
+        NVMLError = FakeNvml.NVMLError  # pynvml's error type; its library is what is missing
+
         def nvmlInit(self) -> None:
             raise OSError("NVML Shared Library Not Found")
 

@@ -185,7 +185,7 @@ async def test_restart_keeps_the_device_reports_lost_images_and_does_not_answer_
 
     while_away = await human.say(room, "Are you there? (sent while the bot is down)")
     # as if the bot had died while drawing an image for this room:
-    await brain.history.image_jobs.start(f"matrix:{room}", human.user_id, "a lighthouse at dusk")
+    await brain.images.jobs.start(f"matrix:{room}", human.user_id, "a lighthouse at dusk")
     bot = await Bot(synapse, brain, tmp_path / "bot", bot_id).start()
     assert bot.adapter.client.device_id == first_device  # no new device
     lost = await human.wait_for(
@@ -501,8 +501,9 @@ async def test_the_bot_carries_on_after_the_homeserver_restarts(
         asked = await human.say(room, "before the restart")
         await human.wait_for(reply_to(asked, bot_id))
         assert await stored(2) == ["before the restart", "echo: before the restart"]
-        own.stop()  # the bot's long-poll sync breaks off; it keeps retrying
-        await asyncio.sleep(3)
+        # stop() returns once the server process is gone: the bot's long-poll sync, always in
+        # flight, has broken off by then, and it keeps retrying until the server is back.
+        own.stop()
         own.start()  # same port, same database
         asked = await human.say(room, "after the restart")
         await human.wait_for(reply_to(asked, bot_id), timeout=120)

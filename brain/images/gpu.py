@@ -54,7 +54,7 @@ class GpuMonitor:
             self._nvml.nvmlInit()
             self._initialized = True
             self.count = int(self._nvml.nvmlDeviceGetCount())
-        except self._nvml.NVMLError as exc:
+        except (self._nvml.NVMLError, OSError) as exc:  # OSError: its library will not load
             self.reason = f"NVML not available ({type(exc).__name__})"
             log.info("GPU monitor: %s", self.reason)
             return
