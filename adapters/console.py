@@ -23,6 +23,7 @@ from brain.outbox import Capabilities
 log = logging.getLogger(__name__)
 
 QUIT_WORDS = {"/quit", "/exit", "/bye"}
+BOT_LABEL = "mombot"  # who writes notes and command answers: the bot as a whole
 DIM, NORMAL = "\x1b[2m", "\x1b[0m"  # ANSI faint text
 CLEAR_LINE = "\r\x1b[2K"  # back to the line's start, and blank it
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -43,13 +44,13 @@ class ConsoleOutbox:
         out: TextIO,
         images_dir: Path,
         *,
-        prefix: str = "",
+        labels: bool = False,
         dim: bool = False,
         live: bool = False,
     ) -> None:
         self._out = out
         self._images_dir = images_dir
-        self._prefix = prefix
+        self._labels = labels  # a terminal: each message starts with who wrote it
         self._dim = dim  # a terminal: reasoning in faint text
         self._live = live
         self._texts: list[str] = []
@@ -72,8 +73,14 @@ class ConsoleOutbox:
         return "" if self._fresh_line or not self._wrote else "\n"
 
     async def send(self, text: str) -> int:
+        """A message of the bot as a whole: a note, a command's answer."""
+        return await self.send_as(BOT_LABEL, text)
+
+    async def send_as(self, author: str, text: str) -> int:
+        """A message that `author` wrote (`brain.outbox.AuthoredOutbox`)."""
         self._clear_status()
-        self._write((self._new_line() if self._texts else "") + self._prefix + text)
+        label = f"{author}> " if self._labels else ""
+        self._write((self._new_line() if self._texts else "") + label + text)
         self._texts.append(text)
         return len(self._texts) - 1
 
@@ -157,14 +164,12 @@ class ConsoleAdapter:
         stdin: TextIO,
         stdout: TextIO,
         images_dir: Path,
-        bot_name: str = "mom",
     ) -> None:
         self._intake = Intake(brain, "console")
         self._config = config
         self._stdin = stdin
         self._stdout = stdout
         self._images_dir = images_dir
-        self._bot_name = bot_name
         self.interactive = stdin.isatty() and stdout.isatty()
 
     async def run(self) -> None:
@@ -172,9 +177,10 @@ class ConsoleAdapter:
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         ready = threading.Event()  # set when the next prompt may be shown
         ready.set()
-        self._start_reader(lines, ready)
-        if self.interactive:
+        if self.interactive:  # before the reader's first prompt, never through it
             self._stdout.write("mombot — type a message, /help for commands, /quit to leave.\n")
+            self._stdout.flush()
+        self._start_reader(lines, ready)
         await self._intake.report_lost_jobs(self._notify)
         while True:
             line = await lines.get()
@@ -193,11 +199,10 @@ class ConsoleAdapter:
         self._stdout.flush()
 
     async def _answer(self, line: str) -> None:
-        prefix = f"{self._bot_name}> " if self.interactive else ""
         outbox = ConsoleOutbox(
             self._stdout,
             self._images_dir,
-            prefix=prefix,
+            labels=self.interactive,
             dim=self.interactive,
             live=self.interactive,
         )

@@ -195,7 +195,6 @@ async def _chat(config: MombotConfig, secrets: Secrets) -> int:
             stdin=sys.stdin,
             stdout=sys.stdout,
             images_dir=app.data_dir / "images",
-            bot_name=config.characters[0].name,
         )
         work = asyncio.create_task(adapter.run())
         sigterm = _stop_on_sigterm(app.brain, config.bot.shutdown_grace_s, work)

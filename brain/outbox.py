@@ -91,6 +91,23 @@ class DetailOutbox(Protocol):
         """Attach the proposals and calls to the reply just sent."""
 
 
+@runtime_checkable
+class AuthoredOutbox(Protocol):
+    """An outbox that shows who wrote each message (the console's `name>` label). A
+    character's reply is sent as that character; everything else (notes, command answers)
+    through `send`, as the bot's own."""
+
+    async def send_as(self, author: str, text: str) -> Any:
+        """Send a new message written by character `author`; returns what `send` would."""
+
+
+async def send_as(outbox: Outbox, author: str | None, text: str) -> object:
+    """Send `text` as `author` where the outbox shows authors, else as any message."""
+    if author is not None and isinstance(outbox, AuthoredOutbox):
+        return await outbox.send_as(author, text)
+    return await outbox.send(text)
+
+
 Reporter = Callable[[str], Awaitable[None]]
 """Where the brain reports what it is doing (see `reporter`)."""
 

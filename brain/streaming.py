@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-from brain.outbox import Outbox
+from brain.outbox import Outbox, send_as
 
 FENCE = re.compile(r"^\s*```([^\s`]*)", re.MULTILINE)
 CLOSE_FENCE = "\n```"
@@ -96,6 +96,7 @@ class ReplyStreamer:
         self._ref: object | None = None
         self._done: list[tuple[object, str]] = []  # full messages sent before the current one
         self._last_edit = float("-inf")
+        self.author: str | None = None  # the character writing (`brain.outbox.send_as`)
 
     @property
     def text(self) -> str:
@@ -159,7 +160,7 @@ class ReplyStreamer:
                 if shown != part and self._interval is not None:
                     await self._outbox.edit(ref, part)
             else:
-                ref = await self._outbox.send(part)
+                ref = await send_as(self._outbox, self.author, part)
             self._done.append((ref, part))
         for ref, shown in sent[len(parts) :]:  # a shorter text: what is left over is emptied
             if self._interval is not None and shown != RETRACTED:
@@ -185,7 +186,7 @@ class ReplyStreamer:
         if not text.strip() or text == self._shown:
             return
         if self._ref is None:
-            self._ref = await self._outbox.send(text)
+            self._ref = await send_as(self._outbox, self.author, text)
         else:
             await self._outbox.edit(self._ref, text)
         self._shown = text

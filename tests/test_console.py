@@ -287,6 +287,8 @@ def test_a_terminal_shows_who_answered_until_the_reply_replaces_it(tmp_path: Pat
         read_until(controller, b"you> ", timeout=120)
         os.write(controller, b"What is two plus two?\n")
         screen = read_until(controller, b"you> ", timeout=120)
+        os.write(controller, b"/characters\n")
+        command = read_until(controller, b"you> ", timeout=120)
         os.write(controller, b"/quit\n")
         process.wait(timeout=30)
     finally:
@@ -297,5 +299,8 @@ def test_a_terminal_shows_who_answered_until_the_reply_replaces_it(tmp_path: Pat
     writing_at = screen.index(b"mom is writing the reply")
     reply_at = screen.rindex(CLEAR_LINE.encode())  # the last status, blanked for the reply
     assert status_at < answered_at < writing_at < reply_at
-    assert screen[reply_at:].startswith(CLEAR_LINE.encode() + b"logic> ")  # the reply, plain
+    # The reply, plain, under the name of who wrote it: the synthesizer (issue 33 defect 8);
+    # a command's answer is the bot's own.
+    assert screen[reply_at:].startswith(CLEAR_LINE.encode() + b"mom> ")
+    assert b"mombot> " in command and b"logic> " not in command
     assert b" s" + NORMAL.encode() in screen[status_at:reply_at]  # the seconds it has taken

@@ -145,8 +145,9 @@ class CharacterRunner:
         stage: str = "",
         footer: str = "",
     ) -> str:
-        """Stream the character's answer into chat; returns the reply text."""
+        """Stream the character's answer into chat, under its name; returns the reply text."""
         client = self.clients[character.endpoint]
+        streamer.author = character.name
 
         reasoning: list[str] = []
         finish_reasons: list[str] = []
