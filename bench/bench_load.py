@@ -32,7 +32,7 @@ import httpx
 from sqlalchemy import insert
 
 from brain.characters.runner import Turn
-from brain.history.store import TurnRow as StoredRow
+from brain.database.tables import TurnRow as StoredRow
 from brain.messages import Inbound
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import RecordingOutbox, close_brain

@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.timing_outbox import FirstTextOutbox
 from bot.embedded import EmbeddedConfig, EmbeddedServer
 from brain.characters.runner import CharacterRunner, Turn
-from brain.chat.mixture import Mixture, Proposal, synthesis_prompt
+from brain.chat.mixture import Mixture, Proposal
 from brain.config import CharacterConfig, EndpointConfig, MixtureConfig
 from brain.history.store import HistoryStore
 from brain.models.client import ModelClient
@@ -53,10 +53,7 @@ async def one_turn(
             text = await runner.answer(member, turn, stage=f"propose · {member.name}")
             proposals.append(Proposal(member.name, text, time.perf_counter() - t0))
     proposed = time.perf_counter()
-    system = synthesis_prompt(mixture.synthesizer.persona, proposals)
-    await runner.stream(
-        mixture.synthesizer, turn, ReplyStreamer(outbox), system=system, stage="synthesis"
-    )
+    await mixture.synthesize(turn, proposals, ReplyStreamer(outbox))  # as the bot does
     done = time.perf_counter()
     assert outbox.first_visible is not None
     return proposed - started, done - started, outbox.first_visible - proposed
