@@ -20,7 +20,8 @@ import pytest
 import pytest_asyncio
 
 from bot.cli import main
-from brain.brain import STOPPED_MID_REPLY, Brain
+from brain.answering import STOPPED_MID_REPLY
+from brain.brain import Brain
 from brain.config import CharacterConfig, EndpointConfig
 from brain.history.store import HistoryStore
 from brain.models.client import ModelClient
