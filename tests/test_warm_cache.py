@@ -215,10 +215,10 @@ async def test_turns_kept_after_a_cut_are_not_read_again(llama_client: ModelClie
 
 async def test_a_terminal_status_line_is_replaced_by_the_reply(tmp_path: Path) -> None:
     out = io.StringIO()
-    outbox = ConsoleOutbox(out, tmp_path, prefix="mom> ", live=True)
+    outbox = ConsoleOutbox(out, tmp_path, labels=True, live=True)
     await outbox.progress("logic …  critic …")
     await outbox.progress("logic ✓  critic …")
-    ref = await outbox.send("Pack")
+    ref = await outbox.send_as("mom", "Pack")
     await outbox.edit(ref, "Pack layers.")
     outbox.close()
     screen = out.getvalue()
