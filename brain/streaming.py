@@ -57,6 +57,15 @@ def _best_cut(text: str, room: int) -> int:
     return room
 
 
+def with_footer(text: str, footer: str) -> str:
+    """`text`, then `footer` (a note) after it: outside any code block `text` left open."""
+    if not footer:
+        return text
+    if _open_fence_language(text) is not None:  # a reply cut off in the middle of code
+        text = text.rstrip("\n") + CLOSE_FENCE
+    return f"{text}\n\n{footer}" if text else footer
+
+
 def _open_fence_language(text: str) -> str | None:
     """The language of a ``` block left open at the end of `text`, else None."""
     fences = FENCE.findall(text)
@@ -133,10 +142,10 @@ class ReplyStreamer:
             final = await self._finalize(final)
         if final != reply:
             self._full = [final]
-            await self._show_whole(final + (f"\n\n{footer}" if footer else ""))
+            await self._show_whole(with_footer(final, footer))
             return final
         if footer:
-            self._current += ("\n\n" if self._current else "") + footer
+            self._current = with_footer(self._current, footer)
             await self._roll_over_full_messages()
         if self._interval is not None and self._ref is not None:
             wait = self._interval - (self._clock() - self._last_edit)

@@ -92,3 +92,15 @@ async def test_platform_without_edits_gets_whole_messages_only() -> None:
     assert not [e for e in outbox.events if e[0] == "edit"]
     assert outbox.messages[-1].endswith("footer")
     assert " ".join(outbox.messages).split() == [f"x{i}" for i in range(30)] + ["footer"]
+
+
+async def test_a_note_after_a_reply_cut_inside_code_is_not_part_of_the_code() -> None:
+    """Issue 36 defect 7: the length-limit note came inside a code block left open."""
+    outbox = RecordingOutbox(Capabilities(max_message_length=2000, edit_interval_s=None))
+    streamer = ReplyStreamer(outbox)
+    await streamer.push("Here:\n\n```python\nfor i in range(3):\n    print(")
+    text = await streamer.finish("_(cut short)_")
+    assert text == "Here:\n\n```python\nfor i in range(3):\n    print("  # stored as written
+    assert outbox.messages == [
+        "Here:\n\n```python\nfor i in range(3):\n    print(\n```\n\n_(cut short)_"
+    ]
