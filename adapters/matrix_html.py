@@ -23,8 +23,10 @@ ALLOWED_ATTRIBUTES = {
     "code": {"class"},
     "span": {"data-mx-spoiler"},
 }
+# `breaks`: a newline is a line break, as in chat (Discord, Element's own composer), not a
+# space as in a document: command answers and lists of one item a line stay one a line.
 _markdown = (
-    MarkdownIt("commonmark", {"html": False, "linkify": False})
+    MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True})
     .enable("table")
     .enable("strikethrough")
 )

@@ -799,3 +799,10 @@ def test_quotes_people_write_are_kept_and_only_a_replys_fallback_goes() -> None:
     assert strip_mention(fallback, ["mombot"], reply=True) == "and then?"
     own_quote = f"> <@mombot:x> hi\n\n{quoted}"  # a reply that quotes something of its own
     assert strip_mention(own_quote, ["mombot"], reply=True) == quoted
+
+
+def test_a_newline_is_a_line_break_in_the_html() -> None:
+    """Matrix clients show `formatted_body`: a command's answer, one item a line, stays so."""
+    assert markdown_to_html("Commands:\n/help — Show what I can do.") == (
+        "<p>Commands:<br>\n/help — Show what I can do.</p>"
+    )

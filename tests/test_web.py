@@ -550,3 +550,21 @@ def test_mombot_web_beyond_this_machine_says_it_needs_the_token(
     )
     assert refused.returncode == 2
     assert "MOMBOT_WEB_TOKEN is not set" in refused.stderr
+
+
+async def test_command_answers_keep_their_line_breaks(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36 defect 6: /help, /characters and /stats are one line per item, as written;
+    in HTML a single newline is a space unless it is rendered as a break."""
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "main")
+    await page.say("/help")
+    await page.done(1)
+    shown = (await page.texts(".msg.bot .body"))[0]
+    assert shown.splitlines()[:3] == [
+        "Commands:",
+        "/help — Show what I can do.",
+        "/reset — " + ("Forget this channel's conversation."),
+    ]
