@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -568,3 +569,29 @@ async def test_command_answers_keep_their_line_breaks(
         "/help — Show what I can do.",
         "/reset — " + ("Forget this channel's conversation."),
     ]
+
+
+async def test_enter_does_not_send_while_a_reply_is_written(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36 defect 5: the send button was greyed but Enter still sent, and two replies
+    ran at once. The next message waits in the box until the reply is done."""
+    hold = threading.Event()
+    fake_server.behaviour = Behaviour(reply="Here.", hold=hold)
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "main")
+    await page.say("first question")
+    await page.until("document.getElementById('send').disabled")  # a reply is being written
+    await page.say("second question")
+    waiting = await page.script(
+        "return [document.getElementById('text').value, "
+        "document.querySelectorAll('.msg.user').length]"
+    )
+    assert waiting == ["second question", 1]  # kept in the box, not sent
+    hold.set()
+    await page.done(1)
+    await page.say("")  # Enter: the waiting message goes now
+    await page.done(2)
+    users = await page.texts(".msg.user .body")
+    assert users == ["first question", "second question"]

@@ -268,6 +268,7 @@ function connected() {
 function submit() {
   const text = $("text").value.trim();
   if (!text && !state.pending.length) return;
+  if ($("send").disabled) return; // a reply is being written: the message waits in the box
   if (!connected()) { // kept in the box, to be sent once the page is back
     $("status").textContent = "not connected to mombot yet: try again in a moment";
     return;
