@@ -83,12 +83,15 @@ class Page:
 
         await self.run(type_it)
 
-    async def attach(self, path: Path) -> None:
-        """Choose a file with the page's file button; returns once the page lists it."""
+    async def attach(self, *paths: Path) -> None:
+        """Choose files with the page's file button, all at once as in the file dialog;
+        returns once the page lists the last one."""
         from selenium.webdriver.common.by import By
 
-        await self.run(lambda: self.driver.find_element(By.ID, "file").send_keys(str(path)))
-        await self.until(f"document.getElementById('attached').innerText.includes({path.name!r})")
+        chosen = "\n".join(str(path) for path in paths)  # how Selenium picks several files
+        await self.run(lambda: self.driver.find_element(By.ID, "file").send_keys(chosen))
+        last = paths[-1].name
+        await self.until(f"document.getElementById('attached').innerText.includes({last!r})")
 
     async def hand_over(self, name: str, text: str, how: Literal["drop", "paste"]) -> None:
         """A text file dropped on the page or pasted into the message box, as a person

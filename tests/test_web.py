@@ -595,3 +595,24 @@ async def test_enter_does_not_send_while_a_reply_is_written(
     await page.done(2)
     users = await page.texts(".msg.user .body")
     assert users == ["first question", "second question"]
+
+
+async def test_several_files_chosen_at_once_are_all_attached(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
+) -> None:
+    """Issue 36 defect 1: the file input's list was cleared while its first file was read,
+    so only the first of several chosen files went with the message."""
+    fake_server.behaviour = Behaviour(reply="Three lists.")
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "files")
+    paths = []
+    for name in ("monday.txt", "tuesday.txt", "wednesday.txt"):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(f"{name}: bread\n")
+    await page.attach(*paths)
+    await page.say("What is on my lists?")
+    await page.done(1)
+    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    for name in ("monday.txt", "tuesday.txt", "wednesday.txt"):
+        assert f"[file {name}]" in asked["content"]

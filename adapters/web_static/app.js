@@ -319,7 +319,10 @@ async function start() {
   $("text").addEventListener("paste", (e) => {
     if (e.clipboardData.files.length) { e.preventDefault(); attach(e.clipboardData.files); }
   });
-  $("file").addEventListener("change", (e) => { attach(e.target.files); e.target.value = ""; });
+  $("file").addEventListener("change", (e) => {
+    attach([...e.target.files]); // a copy: clearing the input empties its live FileList
+    e.target.value = "";
+  });
   document.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
   document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
   document.addEventListener("drop", (e) => {
