@@ -215,8 +215,6 @@ class WebAdapter:
         ):
             raise web.HTTPForbidden(text="Another site may not use this page.")
         if self._token is not None and not self._authorized(request):
-            if request.path == "/" and "token" in request.query:
-                raise web.HTTPUnauthorized(text="Wrong token.")
             if request.path != "/" and not request.path.startswith("/static/"):
                 raise web.HTTPUnauthorized(text="This page needs its token.")
         response = await handler(request)
@@ -237,11 +235,17 @@ class WebAdapter:
         return self._token is not None and hmac.compare_digest(given.encode(), self._token.encode())
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        response = web.FileResponse(STATIC / "index.html")
+        """The page. A token in the address is taken once: right, it goes into a cookie the
+        page's scripts cannot read and the browser is sent on to the plain address (the
+        token leaves the address bar and the history); wrong, the page says so (401)."""
         token = request.query.get("token")
-        if self._token is not None and token and self._authorized(request):
-            # kept in a cookie the page's scripts cannot read
-            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+        if self._token is None or token is None:
+            return web.FileResponse(STATIC / "index.html")
+        if not self._authorized(request):
+            return web.FileResponse(STATIC / "index.html", status=401)
+        # See other: "/" (the #channel=… part stays: browsers keep it across a redirect)
+        response = web.Response(status=303, headers={"Location": "/"})
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
         return response
 
     async def _setup(self, request: web.Request) -> web.Response:

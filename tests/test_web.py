@@ -616,3 +616,27 @@ async def test_several_files_chosen_at_once_are_all_attached(
     asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
     for name in ("monday.txt", "tuesday.txt", "wednesday.txt"):
         assert f"[file {name}]" in asked["content"]
+
+
+async def test_the_token_leaves_the_address_bar_and_a_wrong_one_is_said_on_the_page(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36 defect 15: `?token=…` stayed in the address bar and the history after logging
+    in, and a wrong token got a bare text page."""
+    url = await serve(
+        mixture(fake_endpoint(fake_server), sqlite_url), host="0.0.0.0", token="s3cret-web"
+    )
+    local = url.replace("0.0.0.0", "127.0.0.1")
+    page = tab(driver)
+    await page.run(lambda: driver.get(f"{local}?token=wrong#channel=main"))
+    said = await page.until(
+        "!document.getElementById('token-form').hidden && "
+        "[document.getElementById('token-form').innerText, location.search, location.hash]"
+    )
+    assert "not right" in said[0] and said[1:] == ["", "#channel=main"]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    await page.run(lambda: driver.find_element(By.ID, "token").send_keys("s3cret-web" + Keys.ENTER))
+    await page.until("document.body.dataset.ready === 'main'")
+    assert await page.script("return location.href") == f"{local}#channel=main"

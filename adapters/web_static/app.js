@@ -222,6 +222,11 @@ async function openChannel(name) {
 }
 
 function askForToken() {
+  const address = new URLSearchParams(location.search);
+  if (address.has("token")) { // a wrong one: say so, and keep it out of the history
+    $("token-wrong").hidden = false;
+    history.replaceState(null, "", location.pathname + location.hash);
+  }
   $("token-form").hidden = false;
   $("token-form").addEventListener("submit", (e) => {
     e.preventDefault();
