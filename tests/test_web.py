@@ -640,3 +640,29 @@ async def test_the_token_leaves_the_address_bar_and_a_wrong_one_is_said_on_the_p
     await page.run(lambda: driver.find_element(By.ID, "token").send_keys("s3cret-web" + Keys.ENTER))
     await page.until("document.body.dataset.ready === 'main'")
     assert await page.script("return location.href") == f"{local}#channel=main"
+
+
+async def test_a_channel_name_it_cannot_take_is_refused_with_its_rule(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36 defect 12: the name field's `pattern` was invalid under the browser's rules
+    (a `-` unescaped in a `v`-mode class), so it was ignored and a bad name did nothing."""
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "main")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    await page.run(
+        lambda: driver.find_element(By.ID, "new-channel-name").send_keys("bad name!" + Keys.ENTER)
+    )
+    field = await page.script(
+        "const f = document.getElementById('new-channel-name'); "
+        "return [f.validity.patternMismatch, f.title, location.hash];"
+    )
+    assert field == [True, "Letters, digits, _ and -, up to 64.", "#channel=main"]
+    await page.run(lambda: driver.find_element(By.ID, "new-channel-name").clear())
+    await page.run(
+        lambda: driver.find_element(By.ID, "new-channel-name").send_keys("good-name_2" + Keys.ENTER)
+    )
+    await page.until("document.body.dataset.ready === 'good-name_2'")
