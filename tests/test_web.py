@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -666,3 +667,17 @@ async def test_a_channel_name_it_cannot_take_is_refused_with_its_rule(
         lambda: driver.find_element(By.ID, "new-channel-name").send_keys("good-name_2" + Keys.ENTER)
     )
     await page.until("document.body.dataset.ready === 'good-name_2'")
+
+
+async def test_the_page_has_an_icon(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any
+) -> None:
+    """Issue 36: `favicon.ico` was a 404 in every browser's console; the page names its own."""
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as page:
+            icon = re.search(r'<link rel="icon" href="([^"]+)"', await page.text())
+        assert icon is not None
+        async with http.get(url.rstrip("/") + icon.group(1)) as served:
+            assert served.status == 200 and served.content_type == "image/svg+xml"
+            assert (await served.text()).startswith("<svg")
