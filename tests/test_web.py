@@ -681,3 +681,30 @@ async def test_the_page_has_an_icon(
         async with http.get(url.rstrip("/") + icon.group(1)) as served:
             assert served.status == 200 and served.content_type == "image/svg+xml"
             assert (await served.text()).startswith("<svg")
+
+
+async def test_the_conversation_stays_on_the_page_while_the_bot_is_away(
+    fake_server: FakeOpenAIServer, sqlite_url: str, driver: Any
+) -> None:
+    """Issue 36 defect 2: each try to reconnect emptied the log before fetching the history,
+    and the fetch failed while the bot was down: the conversation vanished from the page."""
+    fake_server.behaviour = Behaviour(reply="Soup.")
+    brain = mixture(fake_endpoint(fake_server), sqlite_url)
+    first = WebAdapter(brain, WebConfig(port=0))
+    url = await first.start()
+    page = tab(driver)
+    await page.open(url, "away")
+    await page.say("What is for dinner?")
+    await page.done(1)
+    await first.close()
+    # "try 2": one try to open the channel again has failed (the server is gone)
+    await page.until("document.getElementById('status').innerText.includes('try 2')")
+    assert await page.texts(".msg .body") == ["What is for dinner?", "Soup."]
+    again = WebAdapter(brain, WebConfig(port=first.port))
+    try:
+        await again.start()
+        await page.until("document.body.dataset.ready === 'away'", timeout=60)
+        assert await page.texts(".msg .body") == ["What is for dinner?", "Soup."]  # once
+    finally:
+        await again.close()
+        await close_brain(brain)

@@ -6,6 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   socket: null, channel: "", pending: [], commands: [], maxBytes: 0, maxFiles: 10, lastReply: null,
+  shown: null, // the channel whose conversation the log shows
 };
 
 function channelFromHash() {
@@ -174,14 +175,14 @@ function send(payload) {
 
 // The connection dropped (mombot restarted, the network went away): open the channel again,
 // waiting longer after each failed try.
-function reconnectSoon(delay = 1000) {
-  $("status").textContent = "connection to mombot lost: reconnecting…";
+function reconnectSoon(delay = 1000, attempt = 1) {
+  $("status").textContent = `connection to mombot lost: reconnecting (try ${attempt})…`;
   $("send").disabled = false;
   setTimeout(async () => {
     try {
       await openChannel(state.channel);
     } catch {
-      reconnectSoon(Math.min(delay * 2, 10000));
+      reconnectSoon(Math.min(delay * 2, 10000), attempt + 1);
     }
   }, delay);
 }
@@ -195,13 +196,15 @@ async function openChannel(name) {
     state.socket = null;
     old.close();
   }
-  $("log").replaceChildren();
-  replies.clear();
-  state.lastReply = null;
+  // Another channel's conversation goes at once; this channel's stays on the page until its
+  // history has come (while the bot is away, a failed fetch leaves it there).
+  if (state.shown !== name) clearLog();
   const response = await fetch(`/api/history?channel=${encodeURIComponent(name)}`);
   if (response.status === 401) return askForToken();
   const turns = await response.json();
   if (state.channel !== name) return; // another channel was opened meanwhile
+  clearLog();
+  state.shown = name;
   for (const turn of turns) {
     const div = bubble(turn.role === "user" ? "user" : "bot", turn.author);
     setHtml(div, turn.html);
@@ -219,6 +222,13 @@ async function openChannel(name) {
     reconnectSoon();
   });
   state.socket = socket;
+}
+
+function clearLog() {
+  $("log").replaceChildren();
+  replies.clear();
+  state.lastReply = null;
+  state.shown = null;
 }
 
 function askForToken() {
