@@ -708,3 +708,35 @@ async def test_the_conversation_stays_on_the_page_while_the_bot_is_away(
     finally:
         await again.close()
         await close_brain(brain)
+
+
+async def test_a_command_is_chosen_from_the_list_with_the_keyboard(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36 defect 10: the list shown after `/` could not be used from the keyboard, and
+    Enter sent the partial `/he`. Arrows move through it, Enter or Tab takes the command."""
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "main")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = await page.run(lambda: driver.find_element(By.ID, "text"))
+    await page.run(lambda: box.send_keys("/"))
+    await page.until("!document.getElementById('completions').hidden")
+    await page.run(lambda: box.send_keys(Keys.ARROW_DOWN, Keys.ARROW_DOWN))
+    active = await page.script(
+        "const a = document.querySelector('#completions li.active'); "
+        "return [a && a.firstChild.textContent, a && a.getAttribute('aria-selected'), "
+        "document.getElementById('text').getAttribute('aria-activedescendant') === a.id];"
+    )
+    assert active == ["/reset", "true", True]  # the second command, marked for readers too
+    await page.run(lambda: box.send_keys(Keys.ARROW_UP, Keys.ENTER))
+    chosen = await page.script(
+        "return [document.getElementById('text').value, "
+        "document.getElementById('completions').hidden, document.querySelectorAll('.msg').length]"
+    )
+    assert chosen == ["/help ", True, 0]  # taken into the box, nothing sent
+    await page.run(lambda: box.send_keys(Keys.BACK_SPACE, Keys.BACK_SPACE, Keys.BACK_SPACE))
+    await page.run(lambda: box.send_keys(Keys.TAB))  # "/he" and Tab: the only match
+    assert await page.script("return document.getElementById('text').value") == "/help "

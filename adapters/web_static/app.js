@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   socket: null, channel: "", pending: [], commands: [], maxBytes: 0, maxFiles: 10, lastReply: null,
   shown: null, // the channel whose conversation the log shows
+  choice: -1, // the command marked in the list shown after "/"
 };
 
 function channelFromHash() {
@@ -297,7 +298,51 @@ function submit() {
   hideCompletions();
 }
 
-function hideCompletions() { $("completions").hidden = true; }
+function hideCompletions() {
+  $("completions").hidden = true;
+  markChoice(-1);
+}
+
+// The command the arrow keys are on (-1: none), marked for screen readers as well.
+function markChoice(index) {
+  const items = [...$("completions").children];
+  state.choice = index;
+  items.forEach((item, n) => {
+    item.classList.toggle("active", n === index);
+    item.setAttribute("aria-selected", String(n === index));
+  });
+  if (index >= 0) {
+    $("text").setAttribute("aria-activedescendant", items[index].id);
+    items[index].scrollIntoView({ block: "nearest" });
+  } else {
+    $("text").removeAttribute("aria-activedescendant");
+  }
+}
+
+function takeCommand(name) {
+  $("text").value = `/${name} `;
+  hideCompletions();
+  $("text").focus();
+}
+
+// Arrows move through the command list, Enter (on a marked command) or Tab takes one.
+// Returns whether the key was the list's.
+function completionKey(e) {
+  const items = [...$("completions").children];
+  if ($("completions").hidden || !items.length) return false;
+  if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+    const step = e.key === "ArrowDown" ? 1 : -1;
+    markChoice((state.choice + step + items.length) % items.length);
+  } else if ((e.key === "Enter" && !e.shiftKey && state.choice >= 0) || e.key === "Tab") {
+    takeCommand(items[Math.max(state.choice, 0)].dataset.name);
+  } else if (e.key === "Escape") {
+    hideCompletions();
+  } else {
+    return false;
+  }
+  e.preventDefault();
+  return true;
+}
 
 function showCompletions() {
   const text = $("text").value;
@@ -306,8 +351,11 @@ function showCompletions() {
   const typed = text.slice(1).toLowerCase();
   const matches = state.commands.filter((c) => c.name.startsWith(typed));
   list.replaceChildren();
-  for (const command of matches) {
+  for (const [index, command] of matches.entries()) {
     const item = document.createElement("li");
+    item.id = `completion-${index}`;
+    item.dataset.name = command.name;
+    item.setAttribute("role", "option");
     item.textContent = command.usage;
     const help = document.createElement("span");
     help.className = "help";
@@ -315,20 +363,19 @@ function showCompletions() {
     item.append(help);
     item.addEventListener("mousedown", (e) => {
       e.preventDefault();
-      $("text").value = `/${command.name} `;
-      hideCompletions();
-      $("text").focus();
+      takeCommand(command.name);
     });
     list.append(item);
   }
   list.hidden = matches.length === 0;
+  markChoice(-1);
 }
 
 async function start() {
   $("composer").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
   $("text").addEventListener("keydown", (e) => {
+    if (completionKey(e)) return;
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); }
-    if (e.key === "Escape") hideCompletions();
   });
   $("text").addEventListener("input", showCompletions);
   $("text").addEventListener("paste", (e) => {
