@@ -740,3 +740,40 @@ async def test_a_command_is_chosen_from_the_list_with_the_keyboard(
     await page.run(lambda: box.send_keys(Keys.BACK_SPACE, Keys.BACK_SPACE, Keys.BACK_SPACE))
     await page.run(lambda: box.send_keys(Keys.TAB))  # "/he" and Tab: the only match
     assert await page.script("return document.getElementById('text').value") == "/help "
+
+
+async def test_files_are_attached_and_removed_from_the_keyboard(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
+) -> None:
+    """Issue 36 defect 11: 📎 could not be reached with the keyboard, and an attached file
+    could not be taken off before sending."""
+    fake_server.behaviour = Behaviour(reply="Noted.")
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "main")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = await page.run(lambda: driver.find_element(By.ID, "text"))
+    await page.run(lambda: box.send_keys(Keys.TAB))
+    focused = await page.script(
+        "const a = document.activeElement; return [a.tagName, a.getAttribute('aria-label')]"
+    )
+    assert focused == ["BUTTON", "attach files"]
+    keep, drop = tmp_path / "keep.txt", tmp_path / "drop.txt"
+    keep.write_text("kept\n")
+    drop.write_text("dropped\n")
+    await page.attach(drop, keep)
+    remove = await page.run(
+        lambda: driver.find_element(
+            By.CSS_SELECTOR, "#attached button[aria-label='remove drop.txt']"
+        )
+    )
+    await page.run(lambda: remove.send_keys(Keys.ENTER))  # a button: Enter presses it
+    assert await page.script("return document.getElementById('attached').innerText") == (
+        "keep.txt×"
+    )
+    await page.say("two files?")
+    await page.done(1)
+    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    assert "[file keep.txt]" in asked["content"] and "drop.txt" not in asked["content"]

@@ -273,6 +273,16 @@ async function attach(files) {
     state.pending.push(read);
     const tag = document.createElement("span");
     tag.textContent = file.name;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", `remove ${file.name}`);
+    remove.addEventListener("click", () => {
+      state.pending.splice(state.pending.indexOf(read), 1);
+      tag.remove();
+      $("text").focus();
+    });
+    tag.append(remove);
     $("attached").append(tag);
   }
 }
@@ -381,6 +391,7 @@ async function start() {
   $("text").addEventListener("paste", (e) => {
     if (e.clipboardData.files.length) { e.preventDefault(); attach(e.clipboardData.files); }
   });
+  $("attach").addEventListener("click", () => $("file").click());
   $("file").addEventListener("change", (e) => {
     attach([...e.target.files]); // a copy: clearing the input empties its live FileList
     e.target.value = "";
