@@ -777,3 +777,66 @@ async def test_files_are_attached_and_removed_from_the_keyboard(
     await page.done(1)
     asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
     assert "[file keep.txt]" in asked["content"] and "drop.txt" not in asked["content"]
+
+
+CONTRAST = """
+const lum = (rgb) => {
+  const [r, g, b] = rgb.match(/[\\d.]+/g).slice(0, 3).map((v) => {
+    const c = Number(v) / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const background = (el) => {
+  for (; el; el = el.parentElement) {
+    const bg = getComputedStyle(el).backgroundColor;
+    if (!/rgba\\(.*, 0\\)$/.test(bg) && bg !== 'transparent') return bg;
+  }
+  return 'rgb(255, 255, 255)';
+};
+const ratio = (el) => {
+  const [a, b] = [lum(getComputedStyle(el).color), lum(background(el))];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+};
+const faded = (el) => {
+  for (; el; el = el.parentElement) if (Number(getComputedStyle(el).opacity) < 1) return true;
+  return false;
+};
+return [...document.querySelectorAll(arguments[0])].map((el) =>
+  [el.className || el.id, Math.round(ratio(el) * 100) / 100, faded(el),
+   lum(getComputedStyle(document.body).backgroundColor)]);
+"""
+
+
+async def test_text_is_readable_in_light_and_dark_and_the_log_is_not_re_read(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36 defect 14: speaker labels were below WCAG AA contrast (4.29:1, 3.98:1), there
+    was no dark mode, and the whole log was one live region re-read while a reply streamed."""
+    fake_server.behaviour = Behaviour(reply="Tea.")
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "main")
+    await page.say("/characters")
+    await page.done(1)
+    await page.say("Tea or coffee?")
+    await page.done(2)
+    shown = ".msg .who, .msg .body, #status, header h1"
+    for dark in (False, True):
+        scheme = "dark" if dark else "light"
+        await page.run(
+            lambda scheme=scheme: driver.execute_cdp_cmd(
+                "Emulation.setEmulatedMedia",
+                {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+            )
+        )
+        measured = await page.script(CONTRAST, shown)
+        assert measured and all(r >= 4.5 and not faded for _, r, faded, _ in measured), measured
+        assert (measured[0][3] < 0.05) is dark  # the page's background follows the system
+    await page.script("document.getElementById('theme').click()")  # the toggle overrides it
+    assert await page.script("return document.documentElement.dataset.theme") == "light"
+    live = await page.script(
+        "return [document.getElementById('log').getAttribute('aria-live'), "
+        "document.getElementById('announce').textContent]"
+    )
+    assert live == [None, "Tea."]  # a finished reply is announced once, not every edit

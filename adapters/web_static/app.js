@@ -104,6 +104,7 @@ function onEvent(event) {
     case "done":
       $("status").textContent = "";
       $("send").disabled = false;
+      announce();
       break;
   }
 }
@@ -223,6 +224,26 @@ async function openChannel(name) {
     reconnectSoon();
   });
   state.socket = socket;
+}
+
+// Screen readers hear a reply once it is finished, not each of its edits while it streams.
+function announce() {
+  const last = [...$("log").querySelectorAll(".msg.bot .body")].pop();
+  if (last) $("announce").textContent = last.innerText.slice(0, 500);
+}
+
+// The toggle: light or dark regardless of the system's setting, remembered in this browser.
+function setTheme(theme) {
+  document.documentElement.dataset.theme = theme;
+  $("theme").setAttribute("aria-pressed", String(theme === "dark"));
+  localStorage.setItem("mombot-theme", theme);
+}
+
+function toggleTheme() {
+  const dark = document.documentElement.dataset.theme
+    ? document.documentElement.dataset.theme === "dark"
+    : matchMedia("(prefers-color-scheme: dark)").matches;
+  setTheme(dark ? "light" : "dark");
 }
 
 function clearLog() {
@@ -382,6 +403,9 @@ function showCompletions() {
 }
 
 async function start() {
+  const theme = localStorage.getItem("mombot-theme");
+  if (theme) setTheme(theme);
+  $("theme").addEventListener("click", toggleTheme);
   $("composer").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
   $("text").addEventListener("keydown", (e) => {
     if (completionKey(e)) return;
