@@ -36,6 +36,7 @@ from adapters.matrix_html import markdown_to_html
 from brain.brain import Brain
 from brain.channels.events import ButtonAnswer
 from brain.channels.registry import Ticket
+from brain.history.channels import recent_channels
 from brain.outbox import Capabilities
 from brain.redaction import register_secret
 
@@ -46,6 +47,7 @@ LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
 CHANNEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 COOKIE = "mombot_token"
 HISTORY_TURNS = 200  # turns a page shows when it opens a channel
+MAX_CHANNELS_LISTED = 100  # the most recently active, in the page's channel list
 MAX_FILES = 10  # files with one message, as on Discord (the page says so past it)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -168,6 +170,7 @@ class WebAdapter:
                 web.get("/", self._page),
                 web.get("/api/setup", self._setup),
                 web.get("/api/history", self._history),
+                web.get("/api/channels", self._channels),
                 web.get("/ws", self._socket),
                 web.static("/static", STATIC),
             ]
@@ -268,6 +271,11 @@ class WebAdapter:
         return web.json_response(
             [{"role": t.role, "author": t.author, "html": html(t.content)} for t in reversed(turns)]
         )
+
+    async def _channels(self, request: web.Request) -> web.Response:
+        """The page's channels: those with a history here, most recently active first."""
+        names = await recent_channels(self.brain.history, "web", MAX_CHANNELS_LISTED)
+        return web.json_response([name for name in names if CHANNEL.match(name)])
 
     # -- a tab -------------------------------------------------------------------------------
 

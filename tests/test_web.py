@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -840,3 +841,22 @@ async def test_text_is_readable_in_light_and_dark_and_the_log_is_not_re_read(
         "document.getElementById('announce').textContent]"
     )
     assert live == [None, "Tea."]  # a finished reply is announced once, not every edit
+
+
+async def test_the_channel_list_comes_from_the_bot(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36 defect 13: the list lived in this browser's localStorage, so channels talked
+    in from another browser never appeared. It is the bot's: its web channels, newest first."""
+    brain = mixture(fake_endpoint(fake_server), sqlite_url)
+    elsewhere = f"elsewhere-{uuid.uuid4().hex[:8]}"
+    await brain.history.add(f"web:{elsewhere}", "user", "from another browser", "you")
+    await brain.history.add("discord:123", "user", "not a web channel", "ann")
+    url = await serve(brain)
+    page = tab(driver)
+    await page.open(url, "main")
+    names = await page.until(
+        "(() => { const names = [...document.getElementById('channels').options]"
+        f".map((o) => o.value); return names.includes({elsewhere!r}) && names; }})()"
+    )
+    assert names[0] == "main" and "123" not in names  # the open one first, then the bot's

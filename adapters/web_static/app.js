@@ -8,6 +8,7 @@ const state = {
   socket: null, channel: "", pending: [], commands: [], maxBytes: 0, maxFiles: 10, lastReply: null,
   shown: null, // the channel whose conversation the log shows
   choice: -1, // the command marked in the list shown after "/"
+  channels: [], // the bot's web channels, most recently active first (/api/channels)
 };
 
 function channelFromHash() {
@@ -15,9 +16,15 @@ function channelFromHash() {
   return match ? match[1] : "main";
 }
 
+// The bot's web channels (those with a history), the one open now, and "main".
 function knownChannels() {
-  const saved = JSON.parse(localStorage.getItem("mombot-channels") || '["main"]');
-  return Array.from(new Set(saved.concat([state.channel])));
+  return Array.from(new Set([state.channel, ...state.channels, "main"]));
+}
+
+async function fetchChannels() {
+  const response = await fetch("/api/channels");
+  if (response.ok) state.channels = await response.json();
+  showChannels();
 }
 
 function showChannels() {
@@ -29,7 +36,6 @@ function showChannels() {
     option.selected = name === state.channel;
     select.append(option);
   }
-  localStorage.setItem("mombot-channels", JSON.stringify(knownChannels()));
 }
 
 function bubble(kind, who) {
@@ -443,6 +449,7 @@ async function start() {
   state.maxBytes = maxBytes;
   state.maxFiles = maxFiles;
   await openChannel(channelFromHash());
+  await fetchChannels();
 }
 
 start();
