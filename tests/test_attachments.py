@@ -250,3 +250,35 @@ async def test_only_unusable_files_get_notes_and_nothing_is_stored(
     ]
     assert await history.count("test:c") == 0
     await close_brain(brain)
+
+
+async def test_without_a_vision_character_the_models_are_told_the_image_was_not_seen(
+    servers: dict[str, FakeOpenAIServer], sqlite_url: str
+) -> None:
+    """Issue 36 defect 9: the text models got "[image shape.png]" as if it were there, and
+    invented what it showed, after the user was told no one could see it. They are told it
+    was not seen; a picture sent alone gets the note and no invented answer."""
+    brain = vision_brain(servers, HistoryStore(sqlite_url), vision=False)
+    picture = (Attachment("shape.png", "image/png", png()),)
+    asked = RecordingOutbox()
+    await brain.handle(
+        Inbound("test", "c", "u", "ann", "What is this?", attachments=picture), asked
+    )
+    read = [
+        str(m["content"])
+        for server in servers.values()
+        for r in server.requests
+        for m in r.body.get("messages", [])
+        if m["role"] == "user"
+    ]
+    assert read and all("[image shape.png]" not in text for text in read)
+    unseen = "What is this?\n\n[image shape.png: not seen; no character here can look at images]"
+    assert all(unseen in text for text in read)
+    alone = RecordingOutbox()
+    before = len(servers["mom"].requests)
+    await brain.handle(Inbound("test", "c", "u", "ann", "", attachments=picture), alone)
+    assert alone.messages == [
+        "I can't look at images (shape.png): no character with vision is configured."
+    ]
+    assert len(servers["mom"].requests) == before  # nothing to answer: no model was asked
+    await close_brain(brain)

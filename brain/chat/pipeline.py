@@ -115,7 +115,10 @@ class ChatPipeline:
         usages: list[Usage] = []  # for /debug: the vision and routing calls count too
         current_usages.set(usages)
         if files.images:
-            stored = await self._describe_images(text, stored, files, channel, turn_id, outbox)
+            described = await self._describe_images(text, stored, files, channel, turn_id, outbox)
+            if described is None:  # a picture alone that no one can see: nothing to answer
+                return
+            stored = described
         elif self.images is not None:
             decision = await self._route(text, channel)
             turn = Turn(channel, stored, turn_id)
@@ -229,8 +232,10 @@ class ChatPipeline:
         channel: str,
         turn_id: int,
         outbox: Outbox,
-    ) -> str:
-        """The vision character looks; everyone else reads its description."""
+    ) -> str | None:
+        """The vision character looks; everyone else reads its description. Without one,
+        the models read that the image was not seen (else they make up what it shows), and a
+        message that was only images has nothing left to answer (None)."""
         vision = None
         for character in self.characters:
             if character.enabled and await self.runner.can_see(character):
@@ -241,7 +246,9 @@ class ChatPipeline:
             await outbox.send(
                 f"I can't look at images ({names}): no character with vision is configured."
             )
-            return stored
+            unseen = _with_files(text, files, seen=False)
+            await self.history.update(turn_id, unseen)
+            return unseen if text or files.texts else None
         question = text or "What is in this image?"
         turn = Turn(channel, question, turn_id, images=tuple(url for _, url in files.images))
         system = f"{vision.persona}\n\n{VISION_INSTRUCTION}"
@@ -251,12 +258,15 @@ class ChatPipeline:
         return described
 
 
-def _with_files(text: str, files: PreparedAttachments) -> str:
+def _with_files(text: str, files: PreparedAttachments, *, seen: bool = True) -> str:
+    """The stored turn: the text, each text file inline, and a mark for each image (its
+    description follows where a character could look at it)."""
     parts = [text] if text else []
     for name, content in files.texts:
         parts.append(f"[file {name}]\n```\n{content}\n```")
     for name, _ in files.images:
-        parts.append(f"[image {name}]")
+        unseen = "" if seen else ": not seen; no character here can look at images"
+        parts.append(f"[image {name}{unseen}]")
     return "\n\n".join(parts)
 
 
