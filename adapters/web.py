@@ -36,7 +36,7 @@ from adapters.matrix_html import markdown_to_html
 from brain.brain import Brain
 from brain.channels.events import ButtonAnswer
 from brain.channels.registry import Ticket
-from brain.history.channels import recent_channels
+from brain.history.browsing import recent_channels, shown_turns
 from brain.outbox import Capabilities
 from brain.redaction import register_secret
 
@@ -264,12 +264,16 @@ class WebAdapter:
         )
 
     async def _history(self, request: web.Request) -> web.Response:
-        channel = _channel(request)
-        turns = await self.brain.history.recent(
-            f"web:{channel}", limit=HISTORY_TURNS, include_images=True
-        )
+        """The channel's conversation as it was shown: replies as rendered Markdown, each
+        of your messages as typed, its files by name."""
+        turns = await shown_turns(self.brain.history, f"web:{_channel(request)}", HISTORY_TURNS)
         return web.json_response(
-            [{"role": t.role, "author": t.author, "html": html(t.content)} for t in reversed(turns)]
+            [
+                {"role": "user", "author": t.author, "text": t.typed, "files": t.files}
+                if t.role == "user"
+                else {"role": t.role, "author": t.author, "html": html(t.content)}
+                for t in turns
+            ]
         )
 
     async def _channels(self, request: web.Request) -> web.Response:

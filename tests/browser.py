@@ -72,13 +72,13 @@ class Page:
         await self.until(f"document.body.dataset.ready === {channel!r}")
 
     async def say(self, text: str) -> None:
-        """Type a message and press Enter, as a person does."""
+        """Type a message and press Enter, as a person does (Shift+Enter between lines)."""
         from selenium.webdriver.common.by import By
         from selenium.webdriver.common.keys import Keys
 
         def type_it() -> None:
             box = self.driver.find_element(By.ID, "text")
-            box.send_keys(text)
+            box.send_keys(text.replace("\n", Keys.SHIFT + Keys.ENTER + Keys.SHIFT))
             box.send_keys(Keys.ENTER)
 
         await self.run(type_it)

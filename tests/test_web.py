@@ -860,3 +860,24 @@ async def test_the_channel_list_comes_from_the_bot(
         f".map((o) => o.value); return names.includes({elsewhere!r}) && names; }})()"
     )
     assert names[0] == "main" and "123" not in names  # the open one first, then the bot's
+
+
+async def test_your_message_looks_the_same_after_a_reload(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
+) -> None:
+    """Issue 36 defect 8: your own message was shown as typed while live and as Markdown
+    (with the files' contents in it) after a reload."""
+    fake_server.behaviour = Behaviour(reply="Noted.")
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "as-typed")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("eggs\nflour\n")
+    await page.attach(notes)
+    await page.say("# not a heading\n*not emphasis*\n\nand a line after a gap")
+    await page.done(1)
+    live = await page.texts(".msg.user .body")
+    assert live == ["# not a heading\n*not emphasis*\n\nand a line after a gap", "📎 notes.txt"]
+    await page.run(lambda: driver.refresh())
+    await page.until("document.body.dataset.ready === 'as-typed'")
+    assert await page.texts(".msg.user .body") == live

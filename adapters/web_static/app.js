@@ -214,8 +214,13 @@ async function openChannel(name) {
   clearLog();
   state.shown = name;
   for (const turn of turns) {
-    const div = bubble(turn.role === "user" ? "user" : "bot", turn.author);
-    setHtml(div, turn.html);
+    if (turn.role !== "user") {
+      setHtml(bubble("bot", turn.author), turn.html);
+      continue;
+    }
+    // your message as you typed it, then its files, as it was shown when it was sent
+    if (turn.text) bubble("user", "you").querySelector(".body").textContent = turn.text;
+    for (const name of turn.files) bubble("user", "you").querySelector(".body").textContent = `📎 ${name}`;
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/ws?channel=${encodeURIComponent(name)}`);
