@@ -252,7 +252,8 @@ class WebAdapter:
         return response
 
     async def _setup(self, request: web.Request) -> web.Response:
-        """What the page needs first: the commands (for completion) and the file size limit."""
+        """What the page needs first: the commands (for completion), the file limits, and
+        how much of a message is kept."""
         specs = self.brain.commands.specs.values()
         commands = [{"name": s.name, "usage": s.usage(), "help": s.help} for s in specs]
         return web.json_response(
@@ -260,6 +261,7 @@ class WebAdapter:
                 "commands": commands,
                 "max_attachment_bytes": self.config.max_attachment_bytes,
                 "max_files": MAX_FILES,
+                "max_turn_chars": self.brain.chat.history_config.max_turn_chars,
             }
         )
 

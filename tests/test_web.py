@@ -881,3 +881,25 @@ async def test_your_message_looks_the_same_after_a_reload(
     await page.run(lambda: driver.refresh())
     await page.until("document.body.dataset.ready === 'as-typed'")
     assert await page.texts(".msg.user .body") == live
+
+
+async def test_a_message_longer_than_is_kept_shows_what_was_kept(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36: a 200 KB message was shown in full (45,000 px tall) though only its first
+    32,000 characters were kept. The page shows what was kept, and says what was not."""
+    fake_server.behaviour = Behaviour(reply="That is long.")
+    brain = mixture(fake_endpoint(fake_server), sqlite_url)
+    kept = brain.chat.history_config.max_turn_chars
+    url = await serve(brain)
+    page = tab(driver)
+    await page.open(url, "long")
+    await page.script(f"document.getElementById('text').value = 'x'.repeat({kept + 8000});")
+    await page.say("")  # Enter
+    await page.done(1)
+    shown = await page.script(
+        "const m = document.querySelector('.msg.user'); "
+        "return [m.querySelector('.body').textContent.length, m.querySelector('.note').innerText]"
+    )
+    assert shown == [kept, f"Only the first {kept:,} characters were kept; 8,000 were not."]
+    assert [len(t.content) for t in await brain.history.recent("web:long")][-1] == kept

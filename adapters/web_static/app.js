@@ -9,6 +9,7 @@ const state = {
   shown: null, // the channel whose conversation the log shows
   choice: -1, // the command marked in the list shown after "/"
   channels: [], // the bot's web channels, most recently active first (/api/channels)
+  maxTurnChars: Infinity, // how much of a message the bot keeps
 };
 
 function channelFromHash() {
@@ -331,13 +332,27 @@ function submit() {
     $("status").textContent = "not connected to mombot yet: try again in a moment";
     return;
   }
-  if (text) bubble("user", "you").querySelector(".body").textContent = text;
+  if (text) showTyped(text);
   for (const file of state.pending) bubble("user", "you").querySelector(".body").textContent = `📎 ${file.name}`;
-  send({ type: "message", text, files: state.pending });
+  send({ type: "message", text: text.slice(0, state.maxTurnChars), files: state.pending });
   state.pending = [];
   $("attached").replaceChildren();
   $("text").value = "";
   hideCompletions();
+}
+
+// Your message as the bot keeps it: its first maxTurnChars characters, and a note of the rest.
+function showTyped(text) {
+  const div = bubble("user", "you");
+  div.querySelector(".body").textContent = text.slice(0, state.maxTurnChars);
+  const left = text.length - state.maxTurnChars;
+  if (left > 0) {
+    const note = document.createElement("div");
+    note.className = "note";
+    const kept = state.maxTurnChars.toLocaleString("en");
+    note.textContent = `Only the first ${kept} characters were kept; ${left.toLocaleString("en")} were not.`;
+    div.append(note);
+  }
 }
 
 function hideCompletions() {
@@ -449,7 +464,10 @@ async function start() {
   });
   const setup = await fetch("/api/setup");
   if (setup.status === 401) return askForToken();
-  const { commands, max_attachment_bytes: maxBytes, max_files: maxFiles } = await setup.json();
+  const {
+    commands, max_attachment_bytes: maxBytes, max_files: maxFiles, max_turn_chars: maxTurnChars,
+  } = await setup.json();
+  state.maxTurnChars = maxTurnChars;
   state.commands = commands;
   state.maxBytes = maxBytes;
   state.maxFiles = maxFiles;
