@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 
 from adapters.config import WebConfig
 from adapters.intake import Arrival, Intake, RemoteFile
-from adapters.matrix_html import markdown_to_html
+from adapters.web_html import highlight_css, markdown_to_html
 from brain.brain import Brain
 from brain.channels.events import ButtonAnswer
 from brain.channels.registry import Ticket
@@ -47,6 +47,7 @@ LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
 CHANNEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 COOKIE = "mombot_token"
 HISTORY_TURNS = 200  # turns a page shows when it opens a channel
+HIGHLIGHT_CSS = highlight_css()
 MAX_CHANNELS_LISTED = 100  # the most recently active, in the page's channel list
 MAX_FILES = 10  # files with one message, as on Discord (the page says so past it)
 CSP = (
@@ -171,6 +172,7 @@ class WebAdapter:
                 web.get("/api/setup", self._setup),
                 web.get("/api/history", self._history),
                 web.get("/api/channels", self._channels),
+                web.get("/static/highlight.css", self._highlight_css),  # before the folder
                 web.get("/ws", self._socket),
                 web.static("/static", STATIC),
             ]
@@ -277,6 +279,10 @@ class WebAdapter:
                 for t in turns
             ]
         )
+
+    async def _highlight_css(self, request: web.Request) -> web.Response:
+        """The code blocks' colours, made from Pygments' styles (see `adapters.web_html`)."""
+        return web.Response(text=HIGHLIGHT_CSS, content_type="text/css")
 
     async def _channels(self, request: web.Request) -> web.Response:
         """The page's channels: those with a history here, most recently active first."""

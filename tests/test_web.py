@@ -903,3 +903,41 @@ async def test_a_message_longer_than_is_kept_shows_what_was_kept(
     )
     assert shown == [kept, f"Only the first {kept:,} characters were kept; 8,000 were not."]
     assert [len(t.content) for t in await brain.history.recent("web:long")][-1] == kept
+
+
+async def test_code_is_highlighted_and_replies_and_code_can_be_copied(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36: code blocks highlighted with their language's label (Pygments, on the
+    server: no script, no CDN), and a copy button on each reply and each code block."""
+    fake_server.behaviour = Behaviour(reply="Like this:\n\n```python\nprint('hi')\n```")
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "code")
+    await page.run(
+        lambda: driver.execute_cdp_cmd(
+            "Browser.grantPermissions",
+            {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": url},
+        )
+    )
+    await page.say("How do I print?")
+    await page.done(1)
+    code = await page.script(
+        "const pre = document.querySelector('.msg.bot pre'); "
+        "return [getComputedStyle(pre, '::before').content, "
+        "pre.querySelectorAll('code span[class]').length, "
+        "getComputedStyle(pre.querySelector('code span[class]')).color, "
+        "getComputedStyle(pre.querySelector('code')).color];"
+    )
+    assert code[0] == '"python"' and code[1] >= 2 and code[2] != code[3]  # coloured by its CSS
+
+    async def copied(selector: str) -> str:
+        await page.script(f"document.querySelector({selector!r}).click()")
+        return await page.run(
+            lambda: driver.execute_async_script(
+                "navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('' + e))"
+            )
+        )
+
+    assert await copied(".msg.bot pre button.copy") == "print('hi')\n"
+    assert await copied(".msg.bot > .tools button.copy") == "Like this:\n\nprint('hi')"

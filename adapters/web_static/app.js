@@ -57,8 +57,32 @@ function bubble(kind, who) {
 }
 
 function setHtml(div, html) {
-  div.querySelector(".body").innerHTML = html; // sanitized by the server
+  const body = div.querySelector(".body");
+  body.innerHTML = html; // sanitized by the server
+  for (const pre of body.querySelectorAll("pre")) decorateCode(pre);
   $("log").scrollTop = $("log").scrollHeight;
+}
+
+// A code block's language label (shown by CSS from data-lang) and its copy button. Neither
+// adds text of its own, so copying a reply copies only what it says.
+function decorateCode(pre) {
+  const code = pre.querySelector("code");
+  const language = /language-(\S+)/.exec(code ? code.className : "");
+  if (language) pre.dataset.lang = language[1];
+  pre.append(copyButton("copy code", () => (code || pre).textContent));
+}
+
+function copyButton(label, text) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "copy";
+  button.setAttribute("aria-label", label);
+  button.addEventListener("click", async () => {
+    await navigator.clipboard.writeText(text());
+    button.classList.add("done"); // "copied" for a moment (CSS)
+    setTimeout(() => button.classList.remove("done"), 1500);
+  });
+  return button;
 }
 
 const replies = new Map(); // message id → its bubble
@@ -67,6 +91,7 @@ function onEvent(event) {
   switch (event.event) {
     case "message": {
       const div = bubble("bot", "");
+      addReplyTools(div);
       div.dataset.id = event.id;
       setHtml(div, event.html);
       replies.set(event.id, div);
@@ -216,7 +241,9 @@ async function openChannel(name) {
   state.shown = name;
   for (const turn of turns) {
     if (turn.role !== "user") {
-      setHtml(bubble("bot", turn.author), turn.html);
+      const div = bubble("bot", turn.author);
+      addReplyTools(div);
+      setHtml(div, turn.html);
       continue;
     }
     // your message as you typed it, then its files, as it was shown when it was sent
@@ -353,6 +380,14 @@ function showTyped(text) {
     note.textContent = `Only the first ${kept} characters were kept; ${left.toLocaleString("en")} were not.`;
     div.append(note);
   }
+}
+
+function addReplyTools(div) {
+  const tools = document.createElement("div");
+  tools.className = "tools";
+  const body = div.querySelector(".body");
+  tools.append(copyButton("copy reply", () => body.innerText.trim()));
+  div.append(tools);
 }
 
 function hideCompletions() {
