@@ -5,8 +5,8 @@ history and the command list as JSON, and a WebSocket per tab: the tab sends mes
 files and answers to image proposals; the bot sends events (a message, its edits as it
 streams, an image, folded reasoning, a status line, the proposals panel, an error).
 
-Every text a model wrote is turned into HTML here, by the same Markdown renderer and
-sanitizer as Matrix (`adapters.matrix_html`), and the page's Content-Security-Policy
+Every text a model wrote is turned into HTML by its outbox (`adapters.web_outbox`), with
+the sanitizer Matrix uses (`adapters.web_html`), and the page's Content-Security-Policy
 forbids inline scripts: a reply holding `<script>` or `<img onerror>` stays inert.
 
 Bound to this machine by default. Bound elsewhere it needs MOMBOT_WEB_TOKEN, asked for by
@@ -32,12 +32,12 @@ from aiohttp import WSMsgType, web
 
 from adapters.config import WebConfig
 from adapters.intake import Arrival, Intake, RemoteFile
-from adapters.web_html import highlight_css, markdown_to_html
+from adapters.web_html import highlight_css
+from adapters.web_outbox import WebOutbox, html
 from brain.brain import Brain
 from brain.channels.events import ButtonAnswer
 from brain.channels.registry import Ticket
 from brain.history.browsing import recent_channels, shown_turns
-from brain.outbox import Capabilities
 from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
@@ -58,84 +58,6 @@ CSP = (
 
 class WebError(Exception):
     """The page cannot be served as configured (say why at start)."""
-
-
-def html(text: str) -> str:
-    """Model text as sanitized HTML: Markdown rendered, raw HTML escaped, unsafe tags gone."""
-    return markdown_to_html(text)
-
-
-class WebOutbox:
-    """Sends one message's replies to every tab open on its channel, as JSON events."""
-
-    capabilities = Capabilities(max_message_length=100_000, edit_interval_s=0.2)
-
-    def __init__(self, adapter: WebAdapter, channel: str) -> None:
-        self._adapter = adapter
-        self._channel = channel
-
-    async def _emit(self, event: dict[str, Any]) -> None:
-        await self._adapter.broadcast(self._channel, event)
-
-    async def send(self, text: str) -> int:
-        ref = self._adapter.new_id()
-        await self._emit({"event": "message", "id": ref, "html": html(text)})
-        return ref
-
-    async def edit(self, ref: int, text: str) -> None:
-        await self._emit({"event": "edit", "id": ref, "html": html(text)})
-
-    async def send_image(self, data: bytes, filename: str, caption: str) -> int:
-        ref = self._adapter.new_id()
-        source = "data:image/png;base64," + base64.b64encode(data).decode()
-        await self._emit({"event": "image", "id": ref, "src": source, "html": html(caption)})
-        return ref
-
-    async def send_reasoning(self, text: str) -> None:
-        await self._emit({"event": "reasoning", "html": html(text)})
-
-    async def typing(self) -> None:
-        await self._emit({"event": "status", "text": "thinking"})
-
-    async def progress(self, text: str) -> None:
-        """The status line: who has answered, the /think round (`ProgressOutbox`)."""
-        await self._emit({"event": "status", "text": text})
-
-    async def error(self, text: str) -> None:
-        await self._emit({"event": "error", "html": html(text)})
-
-    async def details(self, proposals: list[Any], calls: list[Any]) -> None:
-        """The panel under the reply: each proposal, its time, and every call's tokens."""
-        await self._emit(
-            {
-                "event": "details",
-                "proposals": [
-                    {
-                        "character": p.character,
-                        "seconds": round(p.seconds, 1),
-                        "html": html(p.text) if p.ok else "",
-                        "error": "" if p.ok else (p.error or "empty answer"),
-                    }
-                    for p in proposals
-                ],
-                "calls": [
-                    {
-                        "stage": c.stage,
-                        "model": c.model,
-                        "prompt_tokens": c.prompt_tokens,
-                        "completion_tokens": c.completion_tokens,
-                        "seconds": round(c.seconds, 2),
-                    }
-                    for c in calls
-                ],
-            }
-        )
-
-    async def ask_to_confirm(
-        self, ref: int, text: str, prompt: str, user_id: str, timeout_s: float
-    ) -> None:
-        """An image proposal: Draw it / Edit / Cancel under the text (`ConfirmingOutbox`)."""
-        await self._emit({"event": "confirm", "id": ref, "html": html(text), "prompt": prompt})
 
 
 class WebAdapter:
