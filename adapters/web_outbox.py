@@ -40,8 +40,14 @@ class WebOutbox:
         await self._adapter.broadcast(self._channel, event)
 
     async def send(self, text: str) -> int:
+        """A message of the bot as a whole (a note, a command's answer): no author shown."""
+        return await self.send_as("", text)
+
+    async def send_as(self, author: str, text: str) -> int:
+        """A reply `author` wrote, under their name (`brain.outbox.AuthoredOutbox`), as a
+        reload shows it from the history."""
         ref = self._adapter.new_id()
-        await self._emit({"event": "message", "id": ref, "html": html(text)})
+        await self._emit({"event": "message", "id": ref, "author": author, "html": html(text)})
         return ref
 
     async def edit(self, ref: int, text: str) -> None:

@@ -941,3 +941,21 @@ async def test_code_is_highlighted_and_replies_and_code_can_be_copied(
 
     assert await copied(".msg.bot pre button.copy") == "print('hi')\n"
     assert await copied(".msg.bot > .tools button.copy") == "Like this:\n\nprint('hi')"
+
+
+async def test_a_reply_is_labelled_with_who_wrote_it_live_and_after_a_reload(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36 defect 4 (its first part): live reply bubbles had no author name, and said
+    "mom" after a reload. The character who wrote it, both times."""
+    fake_server.behaviour = Behaviour(reply="Rice.")
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "names")
+    await page.say("What goes with curry?")
+    await page.done(1)
+    live = await page.texts(".msg.bot .who")
+    assert live == ["mom"]  # the synthesizer wrote the reply
+    await page.run(lambda: driver.refresh())
+    await page.until("document.body.dataset.ready === 'names'")
+    assert await page.texts(".msg.bot .who") == live

@@ -90,7 +90,7 @@ const replies = new Map(); // message id → its bubble
 function onEvent(event) {
   switch (event.event) {
     case "message": {
-      const div = bubble("bot", "");
+      const div = bubble("bot", event.author);
       addReplyTools(div);
       div.dataset.id = event.id;
       setHtml(div, event.html);
