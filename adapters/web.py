@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web_static"
 LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
 CHANNEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MESSAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 COOKIE = "mombot_token"
 HISTORY_TURNS = 200  # turns a page shows when it opens a channel
 HIGHLIGHT_CSS = highlight_css()
@@ -195,7 +196,7 @@ class WebAdapter:
         turns = await shown_turns(self.brain.history, f"web:{_channel(request)}", HISTORY_TURNS)
         return web.json_response(
             [
-                {"role": "user", "author": t.author, "text": t.typed, "files": t.files}
+                {"role": "user", "id": t.source, "text": t.typed, "files": t.files}
                 if t.role == "user"
                 else {"role": t.role, "author": t.author, "html": html(t.content)}
                 for t in turns
@@ -228,10 +229,17 @@ class WebAdapter:
                     data = json.loads(frame.data)
                 except ValueError:
                     continue
-                if isinstance(data, dict):  # its place in the channel's order, at once
-                    ticket = self.intake.arrive(channel)
-                    task = self._spawn(self._take(channel, data, ticket))
-                    task.add_done_callback(functools.partial(_drop, ticket))
+                if not isinstance(data, dict):
+                    continue
+                message_id = _message_id(data)
+                if data.get("type") in ("edit", "delete"):
+                    if message_id:  # its place in the channel's order, at once
+                        change = self.intake.change(message_id)
+                        self._spawn(self._change(channel, data, message_id, change))
+                    continue
+                ticket = self.intake.arrive(channel, message_id)
+                task = self._spawn(self._take(channel, data, ticket))
+                task.add_done_callback(functools.partial(_drop, ticket))
         finally:
             tabs = self._sockets.get(channel, set())
             tabs.discard(socket)
@@ -257,6 +265,7 @@ class WebAdapter:
             text=text,
             direct=True,  # the person at the page runs the bot: its admin
             files=tuple(_files(data.get("files"))),
+            message_id=_message_id(data),
         )
         try:
             if data.get("type") == "answer":
@@ -269,6 +278,23 @@ class WebAdapter:
         finally:
             await self.broadcast(channel, {"event": "done"})
 
+    async def _change(
+        self, channel: str, data: dict[str, Any], message_id: str, ticket: Ticket
+    ) -> None:
+        """Your message edited (new text) or deleted on the page: the same change as a
+        Discord edit or a Matrix redaction; then every tab of the channel shows it."""
+        text = data.get("text") if data.get("type") == "edit" else None
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            ticket.drop()  # an edit to nothing is not an edit: delete is its own button
+            return
+        await self.intake.changed(message_id, text, ticket)
+        await self.broadcast(
+            channel,
+            {"event": "deleted", "id": message_id}
+            if text is None
+            else {"event": "edited", "id": message_id, "text": text},
+        )
+
     async def broadcast(self, channel: str, event: dict[str, Any]) -> None:
         """Send an event to every tab open on the channel (a closed tab is skipped)."""
         for socket in list(self._sockets.get(channel, ())):
@@ -276,6 +302,12 @@ class WebAdapter:
                 await socket.send_json(event)
             except (ConnectionError, RuntimeError):
                 continue
+
+
+def _message_id(data: dict[str, Any]) -> str:
+    """The id the page gave a message (a UUID), or "" if it gave none that fits."""
+    given = data.get("id")
+    return given if isinstance(given, str) and MESSAGE_ID.fullmatch(given) else ""
 
 
 def _channel(request: web.Request) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -235,6 +235,15 @@ async def eventually(condition: Callable[[], bool], timeout: float = 30) -> None
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for a condition"
         await asyncio.sleep(0.01)
+
+
+async def eventually_equal(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
+    """Read until the value is `expected` (a change applied in its channel's turn, an event
+    applied when the bot syncs); fail after 30 s with the last value."""
+    deadline = time.monotonic() + 30
+    while (value := await read()) != expected:
+        assert time.monotonic() < deadline, f"still {value!r}"
+        await asyncio.sleep(0.05)
 
 
 FORGETFUL_WINDOW = 400  # tokens: a few dozen short turns push a fact out of it

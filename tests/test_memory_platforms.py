@@ -3,10 +3,8 @@ the bot comes back there, far out of the window, and never in another room."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from adapters.discord import MombotDiscordClient
 from brain.characters.recall import HEADER
 from brain.models.embedder import Embedder
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import chat_filler, close_brain, memory_brain
+from tests.helpers import chat_filler, close_brain, eventually_equal, memory_brain
 from tests.matrix_world import Bot, Human, joined, reply_to
 from tests.synapse import Synapse
 
@@ -276,12 +274,12 @@ async def test_a_matrix_edit_rewrites_the_turn_and_a_redaction_forgets_it(
             "m.relates_to": {"rel_type": "m.replace", "event_id": told},
         }
         await human.send(dm, edit)
-        await eventually_async(lambda: user_turns(brain, channel), [LOCKER_EDITED])
+        await eventually_equal(lambda: user_turns(brain, channel), [LOCKER_EDITED])
         assert "9182" in await remembered(brain, channel)
         assert "4471" not in await remembered(brain, channel)
 
         await human.client.room_redact(dm, told)
-        await eventually_async(lambda: user_turns(brain, channel), [])
+        await eventually_equal(lambda: user_turns(brain, channel), [])
         assert await remembered(brain, channel) == ""
 
 
@@ -324,7 +322,7 @@ async def test_on_matrix_only_the_author_edits_and_only_the_author_or_a_moderato
         # a redaction is checked by the server (the spec asks it to); an edit is not
         assert isinstance(await bob.client.room_redact(room, told), nio.RoomRedactError)
         await ann.client.room_redact(room, said)  # the room's admin
-        await eventually_async(lambda: user_turns(brain, channel), [LOCKER])
+        await eventually_equal(lambda: user_turns(brain, channel), [LOCKER])
         asked = await ann.say(room, LOCKER_QUESTION, **mention)  # after all of the above
         await ann.wait_for(reply_to(asked, bot_id))
         assert await user_turns(brain, channel) == [LOCKER_QUESTION, LOCKER]  # newest first
@@ -333,11 +331,3 @@ async def test_on_matrix_only_the_author_edits_and_only_the_author_or_a_moderato
         await ann.close()
         await bob.close()
         await close_brain(brain)
-
-
-async def eventually_async(read: Callable[[], Awaitable[Any]], expected: Any) -> None:
-    """Read until the value is `expected` (the bot applies a Matrix event when it syncs)."""
-    deadline = time.monotonic() + 30
-    while (value := await read()) != expected:
-        assert time.monotonic() < deadline, f"still {value!r}"
-        await asyncio.sleep(0.05)

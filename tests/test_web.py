@@ -35,7 +35,7 @@ from brain.models.client import ModelClient
 from tests.browser import Page, chromium
 from tests.conftest import MODEL
 from tests.fake_openai import Behaviour, FakeOpenAIServer
-from tests.helpers import RecordingGenerator, close_brain
+from tests.helpers import RecordingGenerator, close_brain, eventually_equal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -931,13 +931,17 @@ async def test_code_is_highlighted_and_replies_and_code_can_be_copied(
     )
     assert code[0] == '"python"' and code[1] >= 2 and code[2] != code[3]  # coloured by its CSS
 
+    # What the page hands the clipboard, recorded on its way there (reading the clipboard
+    # back needs the window focused, which a browser test cannot count on).
+    await page.script(
+        "const write = navigator.clipboard.writeText.bind(navigator.clipboard); "
+        "window.copied = []; "
+        "navigator.clipboard.writeText = (t) => { copied.push(t); return write(t); };"
+    )
+
     async def copied(selector: str) -> str:
         await page.script(f"document.querySelector({selector!r}).click()")
-        return await page.run(
-            lambda: driver.execute_async_script(
-                "navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('' + e))"
-            )
-        )
+        return await page.until("window.copied.length && window.copied.pop()")
 
     assert await copied(".msg.bot pre button.copy") == "print('hi')\n"
     assert await copied(".msg.bot > .tools button.copy") == "Like this:\n\nprint('hi')"
@@ -959,3 +963,47 @@ async def test_a_reply_is_labelled_with_who_wrote_it_live_and_after_a_reload(
     await page.run(lambda: driver.refresh())
     await page.until("document.body.dataset.ready === 'names'")
     assert await page.texts(".msg.bot .who") == live
+
+
+async def test_your_messages_can_be_edited_and_deleted_from_the_page(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36: edit and delete your own messages from the page, as the same events as a
+    Discord edit or a Matrix redaction (the history, the memory and the summary follow)."""
+    fake_server.behaviour = Behaviour(reply="Noted.")
+    brain = mixture(fake_endpoint(fake_server), sqlite_url)
+    url = await serve(brain)
+    page = tab(driver)
+    await page.open(url, "changes")
+    await page.say("My dog is called Rex.")
+    await page.done(1)
+    await page.say("My cat is called Tom.")
+    await page.done(2)
+
+    async def stored() -> list[str]:
+        return [t.content for t in reversed(await brain.history.recent("web:changes"))]
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    mine = "//div[contains(@class, 'user')][.//div[@class='body'][text()='{}']]"
+    cat = await page.run(
+        lambda: driver.find_element(By.XPATH, mine.format("My cat is called Tom."))
+    )
+    await page.run(lambda: cat.find_element(By.CSS_SELECTOR, "button[aria-label='delete']").click())
+    await page.until("document.querySelectorAll('.msg.user').length === 1")
+    await eventually_equal(stored, ["My dog is called Rex.", "Noted.", "Noted."])
+    dog = await page.run(
+        lambda: driver.find_element(By.XPATH, mine.format("My dog is called Rex."))
+    )
+    await page.run(lambda: dog.find_element(By.CSS_SELECTOR, "button[aria-label='edit']").click())
+    editor = await page.run(lambda: dog.find_element(By.CSS_SELECTOR, "textarea"))
+    await page.run(lambda: editor.clear())
+    await page.run(lambda: editor.send_keys("My dog is called Max." + Keys.ENTER))
+    await page.until(
+        "document.querySelector('.msg.user .body').textContent === 'My dog is called Max.'"
+    )
+    await eventually_equal(stored, ["My dog is called Max.", "Noted.", "Noted."])
+    await page.run(lambda: driver.refresh())
+    await page.until("document.body.dataset.ready === 'changes'")
+    assert await page.texts(".msg.user .body") == ["My dog is called Max."]

@@ -133,6 +133,10 @@ function onEvent(event) {
     case "confirm":
       confirmControls(event);
       break;
+    case "edited":
+    case "deleted":
+      onChange(event);
+      break;
     case "done":
       $("status").textContent = "";
       $("send").disabled = false;
@@ -247,8 +251,8 @@ async function openChannel(name) {
       continue;
     }
     // your message as you typed it, then its files, as it was shown when it was sent
-    if (turn.text) bubble("user", "you").querySelector(".body").textContent = turn.text;
-    for (const name of turn.files) bubble("user", "you").querySelector(".body").textContent = `📎 ${name}`;
+    if (turn.text) showTyped(turn.text, turn.id);
+    for (const name of turn.files) showFile(name, turn.id);
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/ws?channel=${encodeURIComponent(name)}`);
@@ -359,9 +363,10 @@ function submit() {
     $("status").textContent = "not connected to mombot yet: try again in a moment";
     return;
   }
-  if (text) showTyped(text);
-  for (const file of state.pending) bubble("user", "you").querySelector(".body").textContent = `📎 ${file.name}`;
-  send({ type: "message", text: text.slice(0, state.maxTurnChars), files: state.pending });
+  const id = newId();
+  if (text) showTyped(text, id);
+  for (const file of state.pending) showFile(file.name, id);
+  send({ type: "message", id, text: text.slice(0, state.maxTurnChars), files: state.pending });
   state.pending = [];
   $("attached").replaceChildren();
   $("text").value = "";
@@ -369,8 +374,29 @@ function submit() {
 }
 
 // Your message as the bot keeps it: its first maxTurnChars characters, and a note of the rest.
-function showTyped(text) {
+// A message's id, made here so that its edits and deletion can name it (a UUID v4; made from
+// getRandomValues, which, unlike randomUUID, works on a page served without TLS too).
+function newId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+function showFile(name, id) {
   const div = bubble("user", "you");
+  div.classList.add("file");
+  div.querySelector(".body").textContent = `📎 ${name}`;
+  if (id) div.dataset.source = id;
+}
+
+function showTyped(text, id) {
+  const div = bubble("user", "you");
+  if (id) {
+    div.dataset.source = id;
+    addMineTools(div, id);
+  }
   div.querySelector(".body").textContent = text.slice(0, state.maxTurnChars);
   const left = text.length - state.maxTurnChars;
   if (left > 0) {
@@ -379,6 +405,58 @@ function showTyped(text) {
     const kept = state.maxTurnChars.toLocaleString("en");
     note.textContent = `Only the first ${kept} characters were kept; ${left.toLocaleString("en")} were not.`;
     div.append(note);
+  }
+}
+
+// Edit and delete under your own message: the same changes as on Discord or Matrix.
+function addMineTools(div, id) {
+  const tools = document.createElement("div");
+  tools.className = "tools";
+  for (const [label, action] of [["edit", () => editMine(div, id)], ["delete", () => change({ type: "delete", id })]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "mine"; // its label is drawn by CSS: the message's text stays its own
+    button.setAttribute("aria-label", label);
+    button.addEventListener("click", action);
+    tools.append(button);
+  }
+  div.append(tools);
+}
+
+function change(payload) {
+  if (connected()) state.socket.send(JSON.stringify(payload));
+}
+
+function editMine(div, id) {
+  const body = div.querySelector(".body");
+  const editor = document.createElement("textarea");
+  editor.value = body.textContent;
+  editor.setAttribute("aria-label", "edit your message");
+  editor.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && editor.value.trim()) {
+      e.preventDefault();
+      change({ type: "edit", id, text: editor.value.trim() });
+    }
+    if (e.key === "Escape") editor.replaceWith(body);
+  });
+  body.replaceWith(editor);
+  editor.focus();
+}
+
+// Another tab's (or this one's) edit or deletion, applied by the bot: shown in every tab.
+function onChange(event) {
+  for (const div of $("log").querySelectorAll(".msg.user")) {
+    if (div.dataset.source !== event.id) continue;
+    if (event.event === "deleted") {
+      div.remove();
+      continue;
+    }
+    if (div.classList.contains("file")) continue; // an edit changes the text, not the files
+    const editor = div.querySelector("textarea");
+    const body = div.querySelector(".body") || document.createElement("div");
+    body.className = "body";
+    if (editor) editor.replaceWith(body);
+    body.textContent = event.text;
   }
 }
 

@@ -49,12 +49,13 @@ class ShownTurn:
     content: str  # the whole turn (a reply, or a message with its files' contents)
     typed: str  # what its author typed (a user's message without the files after it)
     files: tuple[str, ...]  # the names of the files that came with it
+    source: str  # the platform's id of the message it came from ("" if none)
 
 
 async def shown_turns(history: HistoryStore, channel: str, limit: int) -> list[ShownTurn]:
     """The channel's newest `limit` turns (drawn images' prompts too), oldest first."""
     query = (
-        select(TURNS.role, TURNS.author, TURNS.content, TURNS.text_chars)
+        select(TURNS.role, TURNS.author, TURNS.content, TURNS.text_chars, TURNS.source)
         .where(TURNS.channel == channel)
         .order_by(TURNS.id.desc())
         .limit(limit)
@@ -68,8 +69,9 @@ async def shown_turns(history: HistoryStore, channel: str, limit: int) -> list[S
     return await asyncio.to_thread(read)
 
 
-def _shown(role: str, author: str, content: str, text_chars: int | None) -> ShownTurn:
+def _shown(role: str, author: str, content: str, text_chars: int | None, source: str) -> ShownTurn:
+    source = source.partition(":")[2]
     if text_chars is None:
-        return ShownTurn(role, author, content, content, ())
-    after = content[text_chars:]
-    return ShownTurn(role, author, content, content[:text_chars], tuple(ATTACHED.findall(after)))
+        return ShownTurn(role, author, content, content, (), source)
+    typed, after = content[:text_chars], content[text_chars:]
+    return ShownTurn(role, author, content, typed, tuple(ATTACHED.findall(after)), source)
