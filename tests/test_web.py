@@ -1007,3 +1007,36 @@ async def test_your_messages_can_be_edited_and_deleted_from_the_page(
     await page.run(lambda: driver.refresh())
     await page.until("document.body.dataset.ready === 'changes'")
     assert await page.texts(".msg.user .body") == ["My dog is called Max."]
+
+
+async def test_axe_finds_nothing_serious_on_the_page(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36: an automated check of contrast, labels and roles on the rendered page
+    (axe-core, shipped in the axe-selenium-python package: offline), light and dark."""
+    from axe_selenium_python import Axe
+
+    fake_server.behaviour = Behaviour(reply="Use **salt**:\n\n```python\nsalt = 1\n```")
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "checked")
+    await page.say("How much salt?")
+    await page.done(1)
+    axe = Axe(driver)
+    for scheme in ("light", "dark"):
+        await page.run(
+            lambda scheme=scheme: driver.execute_cdp_cmd(
+                "Emulation.setEmulatedMedia",
+                {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+            )
+        )
+        await page.run(axe.inject)
+        found = await page.run(axe.run)
+        checked = {rule["id"] for rule in found["passes"]}
+        assert {"color-contrast", "label", "button-name"} <= checked  # it did look
+        serious = [
+            (v["id"], v["impact"], [n["html"][:80] for n in v["nodes"]])
+            for v in found["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert serious == [], scheme
