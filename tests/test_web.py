@@ -161,16 +161,33 @@ async def test_think_shows_its_rounds_and_sd_shows_the_image(
     assert "a lighthouse at dusk" in image[2] and "seed 42" in image[2]
     await page.say("Thanks! What colour is the lighthouse?")  # a plain reply, with its panel
     await page.done(4, timeout=300)
-    await page.run(lambda: driver.set_window_size(1100, 1500))  # the whole story in one shot
-    await page.script(
-        "document.querySelector('details.how').open = true; "
-        "const log = document.getElementById('log'); log.scrollTop = log.scrollHeight;"
-    )
-    folder = os.environ.get("MOMBOT_SCREENSHOT_DIR")  # docs/web-page.png is made this way
-    shot = await page.run(lambda: driver.get_screenshot_as_png())
-    assert shot.startswith(b"\x89PNG")
-    if folder:
-        await asyncio.to_thread(Path(folder, "web-page.png").write_bytes, shot)
+    await page.script("document.querySelector('details.how').open = true;")
+    # The README's screenshots (docs/web-*.png are made this way): desktop (the whole story
+    # in one shot) and phone, light and dark.
+    folder = os.environ.get("MOMBOT_SCREENSHOT_DIR")
+    before = await page.run(driver.get_window_size)
+    for name, (width, height) in {"page": (1100, 1500), "phone": (390, 844)}.items():
+        for scheme in ("light", "dark"):
+            await page.run(lambda w=width, h=height: driver.set_window_size(w, h))
+            await page.run(
+                lambda s=scheme: driver.execute_cdp_cmd(
+                    "Emulation.setEmulatedMedia",
+                    {"features": [{"name": "prefers-color-scheme", "value": s}]},
+                )
+            )
+            await page.script("const l = document.getElementById('log'); l.scrollTop = 1e9;")
+            fits = await page.script(
+                "const r = document.getElementById('theme').getBoundingClientRect(); "
+                "return [document.documentElement.scrollWidth <= innerWidth, r.right <= innerWidth]"
+            )
+            assert fits == [True, True], (name, scheme)  # nothing wider than the screen
+            shot = await page.run(driver.get_screenshot_as_png)
+            assert shot.startswith(b"\x89PNG")
+            if folder:
+                suffix = "" if scheme == "light" else "-dark"
+                path = Path(folder, f"web-{name}{suffix}.png")
+                await asyncio.to_thread(path.write_bytes, shot)
+    await page.run(lambda: driver.set_window_size(before["width"], before["height"]))
 
 
 async def proposing(
@@ -478,9 +495,11 @@ async def test_beyond_this_machine_the_page_needs_its_token(
             assert allowed.status == 200 and "/characters" in await allowed.text()
 
 
-def test_the_readme_shows_the_screenshot_the_tests_made() -> None:
-    assert (ROOT / "docs" / "web-page.png").read_bytes().startswith(b"\x89PNG")
-    assert "docs/web-page.png" in (ROOT / "README.md").read_text()
+def test_the_readme_shows_the_screenshots_the_tests_made() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in ("web-page", "web-page-dark", "web-phone", "web-phone-dark"):
+        assert (ROOT / "docs" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+        assert f"docs/{name}.png" in readme
 
 
 def web_config(folder: Path, server: FakeOpenAIServer, web: str = "") -> Path:
