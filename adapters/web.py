@@ -231,6 +231,9 @@ class WebAdapter:
                     continue
                 if not isinstance(data, dict):
                     continue
+                if data.get("type") == "stop":  # the reply being written, where it is
+                    self.brain.stop(f"web:{channel}")
+                    continue
                 message_id = _message_id(data)
                 if data.get("type") in ("edit", "delete"):
                     if message_id:  # its place in the channel's order, at once

@@ -29,6 +29,7 @@ GENERIC_ERROR = "Sorry, something went wrong on my side. The details are in the 
 SHUTTING_DOWN = "I'm restarting right now; please ask again in a minute."
 STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask again in a minute."
 BUSY = "I'm busy with many messages in this channel; please try again in a moment."
+STOPPED = "⏹ Stopped."
 
 
 class Answering:
@@ -78,6 +79,15 @@ class Answering:
 
     async def cut_off(self, event: Answerable) -> None:
         await self.tell_error(event.outbox, SHUTTING_DOWN, "shutdown")
+
+    async def stopped(self, event: Answerable) -> None:
+        """The reply was stopped by its reader: what was written stays, and is not stored
+        (the history keeps complete answers only, as after a shutdown)."""
+        log.info("%s: a reply was stopped", event.message.channel_key)
+        try:
+            await event.outbox.send(STOPPED)
+        except Exception:  # the platform's own error, whose types only its adapter knows
+            log.exception("could not say that a reply was stopped")
 
     async def _guarded(
         self, message: Inbound, outbox: Outbox, work: Callable[[], Awaitable[None]]

@@ -187,6 +187,11 @@ class Brain:
         `deliver` a `NewMessage` or `ButtonAnswer` once its files are read, or drop it."""
         return self.channels.arrive(channel_key, source)
 
+    def stop(self, channel_key: str) -> bool:
+        """Stop the reply being written in `channel_key` where it is (a platform's stop
+        button or command); False when none is being written."""
+        return self.channels.stop(channel_key)
+
     def change(self, source: str) -> Ticket:
         """Stamp an edit or deletion of platform message `source`, as `arrive` does."""
         return self.channels.change(source)

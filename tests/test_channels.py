@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from brain.answering import BUSY
+from brain.answering import BUSY, STOPPED
 from brain.brain import Brain
 from brain.channels.events import NewMessage
 from brain.config import ChannelsConfig
@@ -184,4 +184,27 @@ async def test_a_deleted_message_that_went_into_the_summary_leaves_it(
     shown = RecordingOutbox()
     await brain.handle(said("/memory", 100), shown)
     assert "Alba" not in shown.text  # the summary built from it went with it
+    await close_brain(brain)
+
+
+async def test_a_reply_being_written_can_be_stopped_and_the_channel_goes_on(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 36: the brain's stop: the reply in progress ends where it was, its user is
+    told, nothing of it is stored (the history keeps complete answers only), and the next
+    message is answered as usual."""
+    fake_server.behaviour = Behaviour(reply="word " * 400, token_delay_s=0.02)
+    brain = fake_brain(fake_server, sqlite_url)
+    assert brain.stop(CHANNEL) is False  # nothing being written: nothing to stop
+    first, answering = send(brain, said("Tell me a long story", 1))
+    await eventually(lambda: "word" in first.text)  # part of it is on screen
+    assert brain.stop(CHANNEL) is True
+    await answering
+    assert first.messages[-1] == STOPPED and first.errors == []
+    assert 0 < first.text.count("word") < 400  # it ended where it was
+    assert await stored(brain) == ["Tell me a long story"]  # the question only
+    fake_server.behaviour = Behaviour(reply_for=echo)
+    second, answered = send(brain, said("Are you there?", 2))
+    await answered
+    assert second.text == "You said: Are you there?"
     await close_brain(brain)

@@ -1059,3 +1059,28 @@ async def test_axe_finds_nothing_serious_on_the_page(
             if v["impact"] in ("serious", "critical")
         ]
         assert serious == [], scheme
+
+
+async def test_a_reply_can_be_stopped_from_the_page(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any
+) -> None:
+    """Issue 36: a stop button while a reply is being written; the reply ends where it was,
+    is marked stopped and is not stored (the history keeps complete answers only)."""
+    fake_server.behaviour = Behaviour(reply="word " * 400, token_delay_s=0.02)
+    brain = mixture(fake_endpoint(fake_server), sqlite_url)
+    url = await serve(brain)
+    page = tab(driver)
+    await page.open(url, "stops")
+    assert await page.script("return document.getElementById('stop').hidden") is True
+    await page.say("Tell me a long story")
+    await page.until(
+        "(() => { const b = document.querySelector('.msg.bot .body'); "
+        "return b && b.innerText.includes('word'); })()"
+    )
+    await page.script("document.getElementById('stop').click()")
+    await page.done(1)
+    shown = await page.texts(".msg.bot .body")
+    assert shown[-1] == "⏹ Stopped." and 0 < shown[0].count("word") < 400
+    assert await page.script("return document.getElementById('stop').hidden") is True
+    stored = [t.content for t in await brain.history.recent("web:stops")]
+    assert stored == ["Tell me a long story"]

@@ -139,7 +139,7 @@ function onEvent(event) {
       break;
     case "done":
       $("status").textContent = "";
-      $("send").disabled = false;
+      writing(false);
       announce();
       break;
   }
@@ -204,10 +204,17 @@ function confirmControls(event) {
   div.append(bar);
 }
 
+// While a reply is being written: no sending (the next message waits in the box), and a
+// stop button in place of it.
+function writing(on) {
+  $("send").disabled = on;
+  $("stop").hidden = !on;
+}
+
 function send(payload) {
   if (connected()) {
     state.socket.send(JSON.stringify(payload));
-    $("send").disabled = true;
+    writing(true);
   }
 }
 
@@ -215,7 +222,7 @@ function send(payload) {
 // waiting longer after each failed try.
 function reconnectSoon(delay = 1000, attempt = 1) {
   $("status").textContent = `connection to mombot lost: reconnecting (try ${attempt})…`;
-  $("send").disabled = false;
+  writing(false);
   setTimeout(async () => {
     try {
       await openChannel(state.channel);
@@ -555,6 +562,7 @@ async function start() {
     if (e.clipboardData.files.length) { e.preventDefault(); attach(e.clipboardData.files); }
   });
   $("attach").addEventListener("click", () => $("file").click());
+  $("stop").addEventListener("click", () => change({ type: "stop" }));
   $("file").addEventListener("change", (e) => {
     attach([...e.target.files]); // a copy: clearing the input empties its live FileList
     e.target.value = "";

@@ -17,7 +17,7 @@ import asyncio
 from collections import deque
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from brain.after_turn import Work
 from brain.channels.events import Answerable, Change, ChannelEvent, Deletion, Edit
@@ -38,6 +38,9 @@ class ChannelWork(Protocol):
 
     async def cut_off(self, event: Answerable) -> None:
         """Tell the sender a waiting message will not be answered (shutdown)."""
+
+    async def stopped(self, event: Answerable) -> None:
+        """Tell the sender the reply they were reading was stopped (`ChannelOwner.stop`)."""
 
 
 class Home(Protocol):
@@ -68,6 +71,8 @@ class _Held:
     turn: asyncio.Future[str]  # ANSWER when its turn comes; DELETED or BUSY if it never does
     # Edits and deletions of it that came while it was being answered, with their futures.
     changes: list[tuple[Change, asyncio.Future[None]]] = field(default_factory=list)
+    answering: asyncio.Task[Any] | None = None  # the task writing its answer, while it does
+    stopped: bool = False  # someone stopped the answer (`ChannelOwner.stop`)
 
     @property
     def source(self) -> str:
@@ -106,6 +111,15 @@ class ChannelOwner:
         """The next place in the channel's order (synchronous: call it before any await)."""
         self._stamped += 1
         return self._stamped - 1
+
+    def stop(self) -> bool:
+        """Stop the answer being written now, where it is; False when none is."""
+        held = self._current
+        if held is None or held.answering is None or held.stopped:
+            return False
+        held.stopped = True
+        held.answering.cancel()
+        return True
 
     def drop(self, number: int, source: str) -> None:
         """Stamp `number` (message `source`) came to nothing: the channel goes on past it."""
@@ -199,9 +213,16 @@ class ChannelOwner:
         if outcome != ANSWER:
             return
         later: list[Work] = []
+        held.answering = task = asyncio.current_task()
         try:
             later = await self._work.answer(held.event)
+        except asyncio.CancelledError:
+            if not held.stopped or task is None:
+                raise
+            task.uncancel()  # the stop's cancel ended the answer, not the delivering task
+            await self._work.stopped(held.event)
         finally:
+            held.answering = None
             await self._finish(held)
         if later:  # the channel goes on meanwhile
             await self._work.after_turn(held.event, later)

@@ -109,6 +109,11 @@ class Channels:
             self._holders[source] = owner
         return Ticket(owner, self.change_stored, source)
 
+    def stop(self, channel_key: str) -> bool:
+        """Stop the reply being written in the channel; False when none is."""
+        owner = self._owners.get(channel_key)
+        return owner is not None and owner.stop()
+
     def change(self, source: str) -> Ticket:
         """Stamp an edit or deletion of platform message `source`: in the order of the
         channel that holds the message, where one does; else it is for the stored turns."""
