@@ -8,10 +8,13 @@ by a blank line, so a script can read the answers back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -189,10 +192,28 @@ class ConsoleAdapter:
             if line.strip():
                 # Its own task, so that a shutdown can cancel this reply and not the chat loop.
                 reply = asyncio.create_task(self._answer(line))
-                await asyncio.wait([reply])
+                with self._ctrl_c_stops_the_reply():
+                    await asyncio.wait([reply])
                 if not reply.cancelled() and (failure := reply.exception()) is not None:
                     log.error("could not answer a console message", exc_info=failure)
             ready.set()
+
+    @contextlib.contextmanager
+    def _ctrl_c_stops_the_reply(self) -> Iterator[None]:
+        """While a reply is written, Ctrl-C (SIGINT) stops it and mombot goes on; at the
+        prompt it leaves as before. Where signals cannot be caught (not the main thread, or
+        Windows) Ctrl-C keeps its usual meaning."""
+        loop = asyncio.get_running_loop()
+        channel = f"console:{self._config.channel}"
+        try:
+            loop.add_signal_handler(signal.SIGINT, self._intake.brain.stop, channel)
+        except (NotImplementedError, RuntimeError, ValueError):
+            yield
+            return
+        try:
+            yield
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
 
     async def _notify(self, channel_id: str, text: str) -> None:
         self._stdout.write(f"[!] {text}\n\n")

@@ -224,6 +224,15 @@ class FakeOpenAIServer:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     async def _stream(self, text: str, record: Recorded):
+        """The streamed answer; `record.ended` is set however it ends: finished, cut by the
+        behaviour, or the client gone (a stopped reply lets its call go)."""
+        try:
+            async for piece in self._pieces(text, record):
+                yield piece
+        finally:
+            record.ended = record.ended or time.monotonic()
+
+    async def _pieces(self, text: str, record: Recorded):
         for word in self.behaviour.reasoning.split(" ") if self.behaviour.reasoning else []:
             chunk = {
                 "object": "chat.completion.chunk",

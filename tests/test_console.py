@@ -192,6 +192,9 @@ class FailingBrain:
     def arrive(self, channel_key: str, source: str = "") -> Ticket:
         return self.channels.arrive(channel_key, source)
 
+    def stop(self, channel_key: str) -> bool:
+        return self.channels.stop(channel_key)
+
     async def answer(self, event: Answerable) -> list[Work]:
         self.asked.append(event.message.text)
         if len(self.asked) == 1:

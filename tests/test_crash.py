@@ -218,3 +218,32 @@ async def test_image_jobs_that_end_in_any_way_are_not_reported_as_lost(
     finally:
         await close_brain(brain)
         server.stop()
+
+
+def test_ctrl_c_during_a_reply_stops_the_reply_not_mombot(tmp_path: Path) -> None:
+    """Issue 36: in the console, Ctrl-C (SIGINT) while a reply is written stops that reply;
+    mombot goes on and answers the next line. Outside a reply it still leaves."""
+    server = FakeOpenAIServer(behaviour=long_slow_reply()).start()
+    config = write_config(tmp_path, server)
+    try:
+        process = start(config, tmp_path)
+        assert process.stdin is not None
+        process.stdin.write("Tell me a long story\n")
+        process.stdin.flush()
+        wait_until(lambda: bool(server.requests) and server.requests[0].words_sent >= 10, process)
+        process.send_signal(signal.SIGINT)
+        wait_until(lambda: server.requests[0].ended > 0, process)  # the call was let go
+        server.behaviour = Behaviour(reply="Still here.")
+        out, err = process.communicate("Are you there?\n", timeout=60)
+        assert process.returncode == 0, err
+        assert "⏹ Stopped." in out and out.rstrip().endswith("Still here.")
+        assert "Traceback" not in err
+        store = HistoryStore(f"sqlite:///{tmp_path / 'data' / 'mombot.db'}")
+        turns = asyncio.run(store.recent("console:console"))
+        assert [(t.role, t.content) for t in reversed(turns)] == [
+            ("user", "Tell me a long story"),
+            ("user", "Are you there?"),
+            ("assistant", "Still here."),
+        ]
+    finally:
+        server.stop()
