@@ -235,6 +235,8 @@ class MombotDiscordClient(discord.Client):
         with self.intake.arrive(arrival.channel_id) as ticket:
             await interaction.response.defer(thinking=True)  # within Discord's 3-second window
             outbox = InteractionOutbox(self, interaction)
+            if await self.intake.stop_if_asked(arrival, outbox):
+                return  # /stop does not wait behind the reply it stops
             await ticket.deliver(NewMessage(self.intake.inbound(arrival), outbox))
 
     async def answer_proposal(

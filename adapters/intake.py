@@ -23,12 +23,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from adapters.common import SLOW_DOWN, RateLimiter, could_not_download, too_large
+from brain.answering import NOTHING_TO_STOP
 from brain.brain import Brain
 from brain.channels.events import NewMessage
 from brain.channels.registry import Ticket
 from brain.chat.attachments import cannot_read, readable_kind
 from brain.messages import Attachment, CommandCall, Inbound
 from brain.outbox import Outbox
+
+STOP_WORDS = {"/stop", "!stop"}
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +160,22 @@ class Intake:
             return False
         return True
 
+    async def stop_if_asked(self, arrival: Arrival, outbox: Outbox) -> bool:
+        """A `/stop` (or `!stop`) stops the reply being written in its channel at once,
+        instead of waiting its turn behind it; returns whether the message was one."""
+        asked = arrival.command.name if arrival.command is not None else arrival.text.strip()
+        if asked.lower() not in STOP_WORDS and asked != "stop":
+            return False
+        if not self.brain.stop(f"{self.platform}:{arrival.channel_id}"):
+            await outbox.send(NOTHING_TO_STOP)
+        return True
+
     async def deliver(self, arrival: Arrival, outbox: Outbox, ticket: Ticket) -> None:
         """Read its files (or the replied-to picture), send any notes, and hand it on in its
-        turn (a message that comes to nothing gives its place up)."""
+        turn (a message that comes to nothing gives its place up). A stop is not queued."""
         with ticket:
+            if await self.stop_if_asked(arrival, outbox):
+                return  # its place is given up: the channel goes on
             attachments, notes = await self._read(arrival.files)
             # A reply to a picture asks about it: the vision character sees it.
             if not arrival.files:

@@ -30,6 +30,7 @@ SHUTTING_DOWN = "I'm restarting right now; please ask again in a minute."
 STOPPED_MID_REPLY = "I was stopped before I could finish this answer; please ask again in a minute."
 BUSY = "I'm busy with many messages in this channel; please try again in a moment."
 STOPPED = "⏹ Stopped."
+NOTHING_TO_STOP = "Nothing is being written here right now."
 
 
 class Answering:

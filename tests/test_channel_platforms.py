@@ -20,9 +20,11 @@ import adapters.matrix_media
 from adapters.config import DiscordConfig
 from adapters.discord import MombotDiscordClient
 from adapters.intake import Intake
+from brain.answering import NOTHING_TO_STOP, STOPPED
 from brain.models.embedder import Embedder
-from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user
+from tests.fake_openai import Behaviour, FakeOpenAIServer, last_user, long_slow_reply
 from tests.helpers import close_brain, eventually, memory_brain
+from tests.load import fake_brain
 from tests.matrix_world import Bot, Human, joined, reply_to
 from tests.synapse import Synapse
 
@@ -281,5 +283,53 @@ async def test_matrix_a_picture_then_a_quick_text_are_answered_and_stored_in_tha
         await human.wait_for(reply_to(picture, bot_id))
         turns = await user_turns(brain, f"matrix:{room}")
         assert [t.split("\n")[0] for t in turns] == ["look at my bike", "what colour is it?"]
+    finally:
+        await stop()
+
+
+# -- stopping a reply ---------------------------------------------------------------------
+
+
+async def test_discord_stop_ends_the_reply_being_written_at_once(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 36: `!stop` (or `/stop`) does not wait its turn behind the reply it stops: the
+    reply ends where it was, is marked stopped, and nothing of it is stored."""
+    fake_server.behaviour = long_slow_reply()
+    brain = fake_brain(fake_server, sqlite_url)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    async with simcord.run(client, settle_timeout=120) as env:
+        ann = env.create_user("ann")
+        dm(env, ann, "Tell me a long story")
+        await eventually(lambda: any("word" in r for r in bot_replies(ann, client)))
+        dm(env, ann, "!stop")
+        await eventually(lambda: STOPPED in bot_replies(ann, client))
+        await env.settle()
+        replies = bot_replies(ann, client)
+        assert replies[-1] == STOPPED and 0 < replies[0].count("word") < 400
+        assert await user_turns(brain, f"discord:{ann.dm_channel.id}") == ["Tell me a long story"]
+        dm(env, ann, "!stop")  # nothing being written now
+        await eventually(lambda: bot_replies(ann, client)[-1] == NOTHING_TO_STOP)
+    await close_brain(brain)
+
+
+async def test_matrix_stop_ends_the_reply_being_written_at_once(
+    fake_server: FakeOpenAIServer, sqlite_url: str, synapse: Synapse, tmp_path: Path
+) -> None:
+    fake_server.behaviour = long_slow_reply()
+    brain = fake_brain(fake_server, sqlite_url)
+    human, bot, room, stop = await matrix_dm(brain, synapse, tmp_path)
+    try:
+        bot_id = bot.config.user_id
+        asked = await human.say(room, "Tell me a long story")
+        await eventually(
+            lambda: bool(fake_server.requests) and fake_server.requests[0].words_sent > 5
+        )
+        await human.say(room, "!stop")
+        stopped = await human.wait_for(
+            lambda _, e: e.sender == bot_id and getattr(e, "body", "") == STOPPED
+        )
+        assert stopped.source["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == asked
+        assert await user_turns(brain, f"matrix:{room}") == ["Tell me a long story"]
     finally:
         await stop()

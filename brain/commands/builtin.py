@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from brain.answering import NOTHING_TO_STOP
 from brain.characters.runner import CharacterRunner
 from brain.chat.pipeline import ChatPipeline
 from brain.commands.registry import Arg, CommandHandler, CommandRegistry, CommandSpec
@@ -102,6 +103,7 @@ class BuiltinCommands:
             (CommandSpec("reset", "Forget this channel's conversation.", admin=True), self.reset),
             (CommandSpec("characters", "List the characters who answer here."), self.list_cast),
             (CommandSpec("stats", "Token use and speed per model in this channel."), self.stats),
+            (CommandSpec("stop", "Stop the reply being written here."), self.stop),
             (
                 CommandSpec(
                     "look",
@@ -169,6 +171,11 @@ class BuiltinCommands:
             role = ", ".join(roles) or c.role
             lines.append(f"**{c.name}** ({role}{flags}): {c.model} on {c.endpoint}")
         await outbox.send("Characters:\n" + "\n".join(lines))
+
+    async def stop(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
+        """Adapters stop a reply at once (`adapters.intake`): a /stop that waited its turn
+        like any message finds nothing left to stop."""
+        await outbox.send(NOTHING_TO_STOP)
 
     async def stats(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
         parts = [self.tracker.format_channel(message.channel_key)]
