@@ -163,8 +163,11 @@ class Intake:
     async def stop_if_asked(self, arrival: Arrival, outbox: Outbox) -> bool:
         """A `/stop` (or `!stop`) stops the reply being written in its channel at once,
         instead of waiting its turn behind it; returns whether the message was one."""
-        asked = arrival.command.name if arrival.command is not None else arrival.text.strip()
-        if asked.lower() not in STOP_WORDS and asked != "stop":
+        if arrival.command is not None:  # a platform's own command (Discord's /stop)
+            asked = arrival.command.name == "stop"
+        else:  # a typed one; the word "stop" alone is chat like any other
+            asked = arrival.text.strip().lower() in STOP_WORDS
+        if not asked:
             return False
         if not self.brain.stop(f"{self.platform}:{arrival.channel_id}"):
             await outbox.send(NOTHING_TO_STOP)

@@ -7,6 +7,7 @@ import asyncio
 from adapters.common import SLOW_DOWN, RateLimiter, read_capped
 from adapters.intake import AccessRules, Arrival, DownloadFailed, Intake, RemoteFile
 from brain.after_turn import Work
+from brain.answering import NOTHING_TO_STOP
 from brain.channels.events import Answerable, Change
 from brain.channels.registry import Channels, Ticket
 from brain.messages import CommandCall, Inbound
@@ -33,6 +34,9 @@ class RecordingBrain:
 
     async def report_lost_image_jobs(self, platform: str, notify: object) -> int:
         return 0
+
+    def stop(self, channel_key: str) -> bool:
+        return self.channels.stop(channel_key)
 
 
 class StoredFile:
@@ -211,3 +215,12 @@ async def test_a_slow_download_keeps_its_place_and_the_quick_text_after_it_waits
     downloaded.set()
     await asyncio.gather(*sending)
     assert [m.text for m in brain.asked] == ["look at my bike", "what colour is it?"]
+
+
+async def test_only_a_stop_command_stops_the_word_alone_is_chat() -> None:
+    """`/stop` and `!stop` stop a reply at once; "stop" typed alone is a message like any."""
+    taking = intake(RecordingBrain())
+    for text, stops in (("/stop", True), ("!STOP", True), ("stop", False), ("/stop it", False)):
+        outbox = RecordingOutbox()
+        assert await taking.stop_if_asked(arrival(text=text), outbox) is stops, text
+        assert outbox.messages == ([NOTHING_TO_STOP] if stops else [])  # nothing was being written
