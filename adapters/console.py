@@ -205,6 +205,7 @@ class ConsoleAdapter:
         Windows) Ctrl-C keeps its usual meaning."""
         loop = asyncio.get_running_loop()
         channel = f"console:{self._config.channel}"
+        before = signal.getsignal(signal.SIGINT)  # asyncio.run's own, which ends the chat
         try:
             loop.add_signal_handler(signal.SIGINT, self._intake.brain.stop, channel)
         except (NotImplementedError, RuntimeError, ValueError):
@@ -214,6 +215,7 @@ class ConsoleAdapter:
             yield
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, before)  # removing put Python's default back
 
     async def _notify(self, channel_id: str, text: str) -> None:
         self._stdout.write(f"[!] {text}\n\n")
