@@ -36,6 +36,14 @@ def echo(body: dict[str, Any]) -> str:
     return f"You said: {last_user(body)}"
 
 
+def echo_first_line(body: dict[str, Any]) -> str:
+    """A short echo: a reply that outlasts Discord's edit interval makes its last edit wait
+    (a sleep), and under simcord a sleep waits for the bot to settle, which a message waiting
+    its turn behind that reply (a plain future, not a wait simcord recognizes) never lets it
+    do; in real time it ends after the interval. The ordering tested here does not need it."""
+    return f"You said: {last_user(body).splitlines()[0]}"
+
+
 def hold_replies(server: FakeOpenAIServer) -> threading.Event:
     """Every reply waits until the returned event is set, then echoes the user's words."""
     release = threading.Event()
@@ -169,7 +177,7 @@ async def test_discord_a_picture_then_a_quick_text_are_answered_and_stored_in_th
     embedder: Embedder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake_server.behaviour = Behaviour(reply_for=echo)
+    fake_server.behaviour = Behaviour(reply_for=echo_first_line)
     brain = memory_brain(fake_server, sqlite_url, embedder)
     client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
     downloaded = asyncio.Event()

@@ -1020,7 +1020,7 @@ async def test_your_messages_can_be_edited_and_deleted_from_the_page(
     await page.run(lambda: editor.clear())
     await page.run(lambda: editor.send_keys("My dog is called Max." + Keys.ENTER))
     await page.until(
-        "document.querySelector('.msg.user .body').textContent === 'My dog is called Max.'"
+        "(document.querySelector('.msg.user .body') || {}).textContent === 'My dog is called Max.'"
     )
     await eventually_equal(stored, ["My dog is called Max.", "Noted.", "Noted."])
     await page.run(lambda: driver.refresh())

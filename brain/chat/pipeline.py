@@ -98,7 +98,10 @@ class ChatPipeline:
                 await outbox.send("\n".join(files.notes))
                 return
             raise BadCommand("Your message was empty; say something and I'll answer.")
-        stored = _with_files(text, files)
+        # Without a character that can look, the stored turn says its images were not seen
+        # (else the models make up what they show).
+        vision = await self._vision_character() if files.images else None
+        stored = _with_files(text, files, seen=vision is not None)
         page_size = self.runner.history_page_size(channel)
         turn_id, page = await self.history.add_and_recent(
             channel,
@@ -114,11 +117,15 @@ class ChatPipeline:
         await outbox.typing()
         usages: list[Usage] = []  # for /debug: the vision and routing calls count too
         current_usages.set(usages)
-        if files.images:
-            described = await self._describe_images(text, stored, files, channel, turn_id, outbox)
-            if described is None:  # a picture alone that no one can see: nothing to answer
+        if files.images and vision is None:
+            names = ", ".join(name for name, _ in files.images)
+            await outbox.send(
+                f"I can't look at images ({names}): no character with vision is configured."
+            )
+            if not (text or files.texts):  # a picture alone that no one can see
                 return
-            stored = described
+        elif files.images and vision is not None:
+            stored = await self._describe_images(vision, text, stored, files, channel, turn_id)
         elif self.images is not None:
             decision = await self._route(text, channel)
             turn = Turn(channel, stored, turn_id)
@@ -226,29 +233,15 @@ class ChatPipeline:
 
     async def _describe_images(
         self,
+        vision: CharacterConfig,
         text: str,
         stored: str,
         files: PreparedAttachments,
         channel: str,
         turn_id: int,
-        outbox: Outbox,
-    ) -> str | None:
-        """The vision character looks; everyone else reads its description. Without one,
-        the models read that the image was not seen (else they make up what it shows), and a
-        message that was only images has nothing left to answer (None)."""
-        vision = None
-        for character in self.characters:
-            if character.enabled and await self.runner.can_see(character):
-                vision = character
-                break
+    ) -> str:
+        """The vision character looks; everyone else reads its description."""
         names = ", ".join(name for name, _ in files.images)
-        if vision is None:
-            await outbox.send(
-                f"I can't look at images ({names}): no character with vision is configured."
-            )
-            unseen = _with_files(text, files, seen=False)
-            await self.history.update(turn_id, unseen)
-            return unseen if text or files.texts else None
         question = text or "What is in this image?"
         turn = Turn(channel, question, turn_id, images=tuple(url for _, url in files.images))
         system = f"{vision.persona}\n\n{VISION_INSTRUCTION}"
@@ -256,6 +249,13 @@ class ChatPipeline:
         described = f"{stored}\n\n[{names}, as {vision.name} sees it: {description.strip()}]"
         await self.history.update(turn_id, described)
         return described
+
+    async def _vision_character(self) -> CharacterConfig | None:
+        """The first character that can look at images, if any."""
+        for character in self.characters:
+            if character.enabled and await self.runner.can_see(character):
+                return character
+        return None
 
 
 def _with_files(text: str, files: PreparedAttachments, *, seen: bool = True) -> str:
