@@ -19,7 +19,7 @@ from brain.images.queue import ImageQueue
 from brain.messages import Inbound
 from tests.a1111 import A1111Server
 from tests.fake_openai import Behaviour, FakeOpenAIServer, long_slow_reply
-from tests.helpers import RecordingOutbox, close_brain
+from tests.helpers import RecordingOutbox, close_brain, eventually
 from tests.load import fake_brain
 
 
@@ -168,8 +168,7 @@ async def test_shutdown_refuses_new_messages_and_waits_for_replies_within_grace(
         while not server.requests:
             await asyncio.sleep(0.01)
         stopping = asyncio.create_task(brain.shutdown(grace_s=10))
-        while not brain.closing:  # the shutdown has begun
-            await asyncio.sleep(0)
+        await eventually(lambda: brain.closing)  # the shutdown has begun
         late = RecordingOutbox()
         await brain.handle(Inbound("t", "c", "u", "ann", "one more thing"), late)
         await stopping

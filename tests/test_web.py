@@ -94,6 +94,11 @@ def mixture(endpoint: EndpointConfig, sqlite_url: str, **options: Any) -> Brain:
     )
 
 
+def last_streamed_question(server: FakeOpenAIServer) -> dict[str, Any]:
+    """The user message of the last streamed call (what the characters were asked)."""
+    return [r.body for r in server.requests if r.body.get("stream")][-1]["messages"][-1]
+
+
 def fake_endpoint(server: FakeOpenAIServer) -> EndpointConfig:
     return EndpointConfig(base_url=server.base_url, context_window=4096)
 
@@ -301,7 +306,7 @@ async def test_ten_files_each_under_the_limit_all_arrive_and_an_eleventh_is_refu
         "[...document.querySelectorAll('.msg.bot')].some(m => m.innerText.includes('part10.txt'))"
     )
     await page.done(2)
-    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    asked = last_streamed_question(fake_server)
     assert "[file part1.txt]" in asked["content"]
 
 
@@ -390,7 +395,7 @@ async def test_a_dropped_text_file_is_read_and_reasoning_is_folded_away(
     await page.hand_over("shopping.txt", "lentils\ncumin\n", "drop")  # as from a file manager
     await page.say("How many items are on my list?")
     await page.done(1)
-    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    asked = last_streamed_question(fake_server)
     assert "[file shopping.txt]\n```\nlentils\ncumin" in asked["content"]  # the file, read
     folded = await page.script(
         "const d = document.querySelector('.msg.bot details.reasoning'); "
@@ -409,7 +414,7 @@ async def test_a_file_pasted_into_the_message_box_is_attached(
     await page.hand_over("pantry.txt", "rice\nbeans\n", "paste")  # into the message box
     await page.say("What is in my pantry?")
     await page.done(1)
-    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    asked = last_streamed_question(fake_server)
     assert "[file pantry.txt]\n```\nrice\nbeans" in asked["content"]
 
 
@@ -634,7 +639,7 @@ async def test_several_files_chosen_at_once_are_all_attached(
     await page.attach(*paths)
     await page.say("What is on my lists?")
     await page.done(1)
-    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    asked = last_streamed_question(fake_server)
     for name in ("monday.txt", "tuesday.txt", "wednesday.txt"):
         assert f"[file {name}]" in asked["content"]
 
@@ -795,7 +800,7 @@ async def test_files_are_attached_and_removed_from_the_keyboard(
     )
     await page.say("two files?")
     await page.done(1)
-    asked = [r.body for r in fake_server.requests if r.body.get("stream")][-1]["messages"][-1]
+    asked = last_streamed_question(fake_server)
     assert "[file keep.txt]" in asked["content"] and "drop.txt" not in asked["content"]
 
 
