@@ -67,6 +67,15 @@ class Page:
     async def script(self, code: str, *args: Any) -> Any:
         return await self.run(lambda: self.driver.execute_script(code, *args))
 
+    async def color_scheme(self, scheme: Literal["light", "dark"]) -> None:
+        """Render the page as the system's light or dark setting says (Chromium's emulation)."""
+        features = [{"name": "prefers-color-scheme", "value": scheme}]
+        await self.run(
+            lambda: self.driver.execute_cdp_cmd(
+                "Emulation.setEmulatedMedia", {"features": features}
+            )
+        )
+
     async def open(self, url: str, channel: str) -> None:
         await self.run(lambda: self.driver.get(f"{url}#channel={channel}"))
         await self.until(f"document.body.dataset.ready === {channel!r}")

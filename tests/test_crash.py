@@ -43,6 +43,19 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str]) ->
         time.sleep(0.05)
 
 
+def telling_a_long_story(
+    config: Path, cwd: Path, server: FakeOpenAIServer, words: int
+) -> subprocess.Popen[str]:
+    """mombot chat, asked for a long story, once `words` of its 400 are out (all would take
+    20 s): a reply in the middle of being written."""
+    process = start(config, cwd)
+    assert process.stdin is not None
+    process.stdin.write("Tell me a long story\n")
+    process.stdin.flush()
+    wait_until(lambda: bool(server.requests) and server.requests[0].words_sent >= words, process)
+    return process
+
+
 def write_config(
     tmp_path: Path, server: FakeOpenAIServer, bot_settings: str = "", more: str = ""
 ) -> Path:
@@ -60,12 +73,7 @@ def test_a_reply_cut_by_sigkill_is_not_stored_and_the_next_run_carries_on(tmp_pa
     server = FakeOpenAIServer(behaviour=long_slow_reply()).start()
     config = write_config(tmp_path, server)
     try:
-        first = start(config, tmp_path)
-        assert first.stdin is not None and first.stdout is not None
-        first.stdin.write("Tell me a long story\n")
-        first.stdin.flush()
-        # Some 30 of the reply's 400 words are out (all of them would take 20 s):
-        wait_until(lambda: bool(server.requests) and server.requests[0].words_sent >= 30, first)
+        first = telling_a_long_story(config, tmp_path, server, words=30)
         assert first.poll() is None and not server.requests[0].ended
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
@@ -135,11 +143,7 @@ def test_sigterm_lets_the_reply_in_progress_say_it_was_stopped_and_exits_cleanly
     server = FakeOpenAIServer(behaviour=long_slow_reply()).start()
     config = write_config(tmp_path, server, "shutdown_grace_s = 1\n")
     try:
-        process = start(config, tmp_path)
-        assert process.stdin is not None
-        process.stdin.write("Tell me a long story\n")
-        process.stdin.flush()
-        wait_until(lambda: bool(server.requests) and server.requests[0].words_sent >= 10, process)
+        process = telling_a_long_story(config, tmp_path, server, words=10)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)  # the 20 s reply is not waited for
         assert process.returncode == 0, err
@@ -221,15 +225,11 @@ async def test_image_jobs_that_end_in_any_way_are_not_reported_as_lost(
 
 def test_ctrl_c_during_a_reply_stops_the_reply_not_mombot(tmp_path: Path) -> None:
     """Issue 36: in the console, Ctrl-C (SIGINT) while a reply is written stops that reply;
-    mombot goes on and answers the next line. Outside a reply it still leaves."""
+    mombot goes on and answers the next line."""
     server = FakeOpenAIServer(behaviour=long_slow_reply()).start()
     config = write_config(tmp_path, server)
     try:
-        process = start(config, tmp_path)
-        assert process.stdin is not None
-        process.stdin.write("Tell me a long story\n")
-        process.stdin.flush()
-        wait_until(lambda: bool(server.requests) and server.requests[0].words_sent >= 10, process)
+        process = telling_a_long_story(config, tmp_path, server, words=10)
         process.send_signal(signal.SIGINT)
         wait_until(lambda: server.requests[0].ended > 0, process)  # the call was let go
         server.behaviour = Behaviour(reply="Still here.")

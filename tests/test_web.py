@@ -174,12 +174,7 @@ async def test_think_shows_its_rounds_and_sd_shows_the_image(
     for name, (width, height) in {"page": (1100, 1500), "phone": (390, 844)}.items():
         for scheme in ("light", "dark"):
             await page.run(lambda w=width, h=height: driver.set_window_size(w, h))
-            await page.run(
-                lambda s=scheme: driver.execute_cdp_cmd(
-                    "Emulation.setEmulatedMedia",
-                    {"features": [{"name": "prefers-color-scheme", "value": s}]},
-                )
-            )
+            await page.color_scheme(scheme)
             await page.script("const l = document.getElementById('log'); l.scrollTop = 1e9;")
             fits = await page.script(
                 "const r = document.getElementById('theme').getBoundingClientRect(); "
@@ -848,13 +843,7 @@ async def test_text_is_readable_in_light_and_dark_and_the_log_is_not_re_read(
     await page.done(2)
     shown = ".msg .who, .msg .body, #status, header h1"
     for dark in (False, True):
-        scheme = "dark" if dark else "light"
-        await page.run(
-            lambda scheme=scheme: driver.execute_cdp_cmd(
-                "Emulation.setEmulatedMedia",
-                {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
-            )
-        )
+        await page.color_scheme("dark" if dark else "light")
         measured = await page.script(CONTRAST, shown)
         assert measured and all(r >= 4.5 and not faded for _, r, faded, _ in measured), measured
         assert (measured[0][3] < 0.05) is dark  # the page's background follows the system
@@ -1048,12 +1037,7 @@ async def test_axe_finds_nothing_serious_on_the_page(
     await page.done(1)
     axe = Axe(driver)
     for scheme in ("light", "dark"):
-        await page.run(
-            lambda scheme=scheme: driver.execute_cdp_cmd(
-                "Emulation.setEmulatedMedia",
-                {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
-            )
-        )
+        await page.color_scheme(scheme)
         await page.run(axe.inject)
         found = await page.run(axe.run)
         checked = {rule["id"] for rule in found["passes"]}
