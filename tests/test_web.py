@@ -364,9 +364,11 @@ async def test_a_channel_opened_while_another_loads_is_the_one_shown(
             page.run(
                 lambda: driver.execute_async_script(
                     "const done = arguments[arguments.length - 1]; "
-                    "const slow = openChannel('slow'); openChannel('fast'); "
-                    "slow.then(() => done([state.socket.url, "
-                    "document.getElementById('log').innerText]));"
+                    "Promise.all([import('/static/connection.js'), import('/static/state.js')])"
+                    ".then(([connection, shared]) => { "
+                    "const slow = connection.openChannel('slow'); connection.openChannel('fast'); "
+                    "slow.then(() => done([shared.state.socket.url, "
+                    "document.getElementById('log').innerText])); });"
                 )
             )
         )
@@ -533,7 +535,7 @@ def test_mombot_web_serves_the_page_until_sigterm(
     url = line.split("the chat page is at ")[1].strip()
     assert url.startswith("http://127.0.0.1:")
     with urllib.request.urlopen(url, timeout=10) as page:
-        assert b'<script src="/static/app.js" defer></script>' in page.read()
+        assert b'<script type="module" src="/static/app.js"></script>' in page.read()
         assert page.headers["Content-Security-Policy"] == CSP
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0

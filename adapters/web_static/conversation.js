@@ -1,0 +1,267 @@
+// The conversation on the page: bubbles, the bot's events as they come (live, or replayed
+// after a reload), and the tools under each message.
+import { $, state } from "./state.js";
+import { writing, send, change } from "./connection.js";
+
+export function bubble(kind, who) {
+  const div = document.createElement("div");
+  div.className = `msg ${kind}`;
+  if (who) {
+    const label = document.createElement("div");
+    label.className = "who";
+    label.textContent = who;
+    div.append(label);
+  }
+  const body = document.createElement("div");
+  body.className = "body";
+  div.append(body);
+  $("log").append(div);
+  $("log").scrollTop = $("log").scrollHeight;
+  return div;
+}
+
+export function setHtml(div, html) {
+  const body = div.querySelector(".body");
+  body.innerHTML = html; // sanitized by the server
+  for (const pre of body.querySelectorAll("pre")) decorateCode(pre);
+  $("log").scrollTop = $("log").scrollHeight;
+}
+
+// A code block's language label (shown by CSS from data-lang) and its copy button. Neither
+// adds text of its own, so copying a reply copies only what it says.
+export function decorateCode(pre) {
+  const code = pre.querySelector("code");
+  const language = /language-(\S+)/.exec(code ? code.className : "");
+  if (language) pre.dataset.lang = language[1];
+  pre.append(copyButton("copy code", () => (code || pre).textContent));
+}
+
+export function copyButton(label, text) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "copy";
+  button.setAttribute("aria-label", label);
+  button.addEventListener("click", async () => {
+    await navigator.clipboard.writeText(text());
+    button.classList.add("done"); // "copied" for a moment (CSS)
+    setTimeout(() => button.classList.remove("done"), 1500);
+  });
+  return button;
+}
+
+export const replies = new Map(); // message id → its bubble
+
+export function onEvent(event) {
+  switch (event.event) {
+    case "message": {
+      const div = bubble("bot", event.author);
+      addReplyTools(div);
+      div.dataset.id = event.id;
+      setHtml(div, event.html);
+      replies.set(event.id, div);
+      state.lastReply = div;
+      break;
+    }
+    case "edit": {
+      const div = replies.get(event.id);
+      if (div) setHtml(div, event.html);
+      break;
+    }
+    case "image": {
+      const div = bubble("bot image", "");
+      const img = document.createElement("img");
+      img.src = event.src; // a data: URL of the PNG the server drew
+      img.alt = "generated image";
+      setHtml(div, event.html);
+      div.append(img);
+      replies.set(event.id, div);
+      break;
+    }
+    case "reasoning": {
+      const div = state.lastReply || bubble("bot", "");
+      const details = document.createElement("details");
+      details.className = "reasoning";
+      details.innerHTML = "<summary>reasoning</summary>" + event.html;
+      div.append(details);
+      break;
+    }
+    case "status":
+      $("status").textContent = event.text;
+      break;
+    case "error":
+      setHtml(bubble("bot error", ""), event.html);
+      break;
+    case "details":
+      if (state.lastReply) state.lastReply.append(detailsPanel(event));
+      break;
+    case "confirm":
+      confirmControls(event);
+      break;
+    case "edited":
+    case "deleted":
+      onChange(event);
+      break;
+    case "done":
+      $("status").textContent = "";
+      writing(false);
+      announce();
+      break;
+  }
+}
+
+export function detailsPanel(event) {
+  const details = document.createElement("details");
+  details.className = "how";
+  const summary = document.createElement("summary");
+  summary.textContent = `how this reply was made (${event.proposals.length} proposals, ${event.calls.length} calls)`;
+  details.append(summary);
+  for (const p of event.proposals) {
+    const div = document.createElement("div");
+    div.className = p.error ? "proposal failed" : "proposal";
+    const head = document.createElement("strong");
+    head.textContent = `${p.character} (${p.seconds} s)`;
+    div.append(head);
+    const body = document.createElement("div");
+    if (p.error) body.textContent = `failed: ${p.error}`;
+    else body.innerHTML = p.html; // sanitized by the server
+    div.append(body);
+    details.append(div);
+  }
+  const table = document.createElement("table");
+  const head = table.insertRow();
+  for (const title of ["call", "model", "prompt tokens", "reply tokens", "seconds"]) {
+    const th = document.createElement("th");
+    th.textContent = title;
+    head.append(th);
+  }
+  for (const c of event.calls) {
+    const row = table.insertRow();
+    for (const value of [c.stage, c.model, c.prompt_tokens, c.completion_tokens, c.seconds]) {
+      row.insertCell().textContent = String(value);
+    }
+  }
+  details.append(table);
+  return details;
+}
+
+export function confirmControls(event) {
+  const div = replies.get(event.id) || bubble("bot", "");
+  setHtml(div, event.html);
+  const bar = document.createElement("div");
+  bar.className = "confirm";
+  const answer = (text) => { bar.remove(); send({ type: "answer", text }); };
+  const buttons = [
+    ["Draw it", () => answer("yes")],
+    ["Edit", () => {
+      const edited = prompt("Edit the prompt", event.prompt);
+      if (edited) answer(edited);
+    }],
+    ["Cancel", () => answer("no")],
+  ];
+  for (const [label, action] of buttons) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.addEventListener("click", action);
+    bar.append(button);
+  }
+  div.append(bar);
+}
+
+// Screen readers hear a reply once it is finished, not each of its edits while it streams.
+export function announce() {
+  const last = [...$("log").querySelectorAll(".msg.bot .body")].pop();
+  if (last) $("announce").textContent = last.innerText.slice(0, 500);
+}
+
+export function clearLog() {
+  $("log").replaceChildren();
+  replies.clear();
+  state.lastReply = null;
+  state.shown = null;
+}
+
+export function notice(text) {
+  bubble("bot error", "").querySelector(".body").textContent = text; // said by the page itself
+}
+
+export function showFile(name, id) {
+  const div = bubble("user", "you");
+  div.classList.add("file");
+  div.querySelector(".body").textContent = `📎 ${name}`;
+  if (id) div.dataset.source = id;
+}
+
+// Your message as the bot keeps it: its first maxTurnChars characters, and a note of the rest.
+export function showTyped(text, id) {
+  const div = bubble("user", "you");
+  if (id) {
+    div.dataset.source = id;
+    addMineTools(div, id);
+  }
+  div.querySelector(".body").textContent = text.slice(0, state.maxTurnChars);
+  const left = text.length - state.maxTurnChars;
+  if (left > 0) {
+    const note = document.createElement("div");
+    note.className = "note";
+    const kept = state.maxTurnChars.toLocaleString("en");
+    note.textContent = `Only the first ${kept} characters were kept; ${left.toLocaleString("en")} were not.`;
+    div.append(note);
+  }
+}
+
+// Edit and delete under your own message: the same changes as on Discord or Matrix.
+export function addMineTools(div, id) {
+  const tools = document.createElement("div");
+  tools.className = "tools";
+  for (const [label, action] of [["edit", () => editMine(div, id)], ["delete", () => change({ type: "delete", id })]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "mine"; // its label is drawn by CSS: the message's text stays its own
+    button.setAttribute("aria-label", label);
+    button.addEventListener("click", action);
+    tools.append(button);
+  }
+  div.append(tools);
+}
+
+export function editMine(div, id) {
+  const body = div.querySelector(".body");
+  const editor = document.createElement("textarea");
+  editor.value = body.textContent;
+  editor.setAttribute("aria-label", "edit your message");
+  editor.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && editor.value.trim()) {
+      e.preventDefault();
+      change({ type: "edit", id, text: editor.value.trim() });
+    }
+    if (e.key === "Escape") editor.replaceWith(body);
+  });
+  body.replaceWith(editor);
+  editor.focus();
+}
+
+// Another tab's (or this one's) edit or deletion, applied by the bot: shown in every tab.
+export function onChange(event) {
+  for (const div of $("log").querySelectorAll(".msg.user")) {
+    if (div.dataset.source !== event.id) continue;
+    if (event.event === "deleted") {
+      div.remove();
+      continue;
+    }
+    if (div.classList.contains("file")) continue; // an edit changes the text, not the files
+    const editor = div.querySelector("textarea");
+    const body = div.querySelector(".body") || document.createElement("div");
+    body.className = "body";
+    if (editor) editor.replaceWith(body);
+    body.textContent = event.text;
+  }
+}
+
+export function addReplyTools(div) {
+  const tools = document.createElement("div");
+  tools.className = "tools";
+  const body = div.querySelector(".body");
+  tools.append(copyButton("copy reply", () => body.innerText.trim()));
+  div.append(tools);
+}
