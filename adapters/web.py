@@ -18,10 +18,7 @@ site the browser has open could otherwise talk to the bot and read its replies.
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import hmac
-import itertools
 import json
 import logging
 import re
@@ -31,13 +28,11 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from adapters.config import WebConfig
-from adapters.intake import Arrival, Intake, RemoteFile
+from adapters.intake import Intake
 from adapters.web_html import highlight_css
-from adapters.web_outbox import WebOutbox, html
+from adapters.web_tabs import MAX_FILES, Tabs
 from brain.brain import Brain
-from brain.channels.events import ButtonAnswer
-from brain.channels.registry import Ticket
-from brain.history.browsing import recent_channels, shown_turns
+from brain.history.browsing import recent_channels
 from brain.redaction import register_secret
 
 log = logging.getLogger(__name__)
@@ -47,10 +42,8 @@ LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
 CHANNEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MESSAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 COOKIE = "mombot_token"
-HISTORY_TURNS = 200  # turns a page shows when it opens a channel
 HIGHLIGHT_CSS = highlight_css()
 MAX_CHANNELS_LISTED = 100  # the most recently active, in the page's channel list
-MAX_FILES = 10  # files with one message, as on Discord (the page says so past it)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -76,14 +69,9 @@ class WebAdapter:
         register_secret(token)  # masked in every log line, like the other platforms' secrets
         self._token = token
         self.intake = Intake(brain, "web", max_attachment_bytes=config.max_attachment_bytes)
-        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._ids = itertools.count(1)
+        self.tabs = Tabs(brain, self.intake, config.user_name)
         self._runner: web.AppRunner | None = None
         self.port = config.port
-
-    def new_id(self) -> int:
-        return next(self._ids)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -121,11 +109,7 @@ class WebAdapter:
         await asyncio.Event().wait()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for socket in [s for tabs in list(self._sockets.values()) for s in tabs]:
-            await socket.close()
+        await self.tabs.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -191,17 +175,8 @@ class WebAdapter:
         )
 
     async def _history(self, request: web.Request) -> web.Response:
-        """The channel's conversation as it was shown: replies as rendered Markdown, each
-        of your messages as typed, its files by name."""
-        turns = await shown_turns(self.brain.history, f"web:{_channel(request)}", HISTORY_TURNS)
-        return web.json_response(
-            [
-                {"role": "user", "id": t.source, "text": t.typed, "files": t.files}
-                if t.role == "user"
-                else {"role": t.role, "author": t.author, "html": html(t.content)}
-                for t in turns
-            ]
-        )
+        """What the channel's tabs were shown, to show again (`adapters.web_tabs`)."""
+        return web.json_response(await self.tabs.shown(_channel(request)))
 
     async def _highlight_css(self, request: web.Request) -> web.Response:
         """The code blocks' colours, made from Pygments' styles (see `adapters.web_html`)."""
@@ -209,8 +184,11 @@ class WebAdapter:
 
     async def _channels(self, request: web.Request) -> web.Response:
         """The page's channels: those with a history here, most recently active first."""
-        names = await recent_channels(self.brain.history, "web", MAX_CHANNELS_LISTED)
-        return web.json_response([name for name in names if CHANNEL.match(name)])
+        shown = await self.tabs.transcript.channels("web:", MAX_CHANNELS_LISTED)
+        talked = await recent_channels(self.brain.history, "web", MAX_CHANNELS_LISTED)
+        names = dict.fromkeys([key.removeprefix("web:") for key in shown] + talked)
+        listed = [name for name in names if CHANNEL.match(name)]
+        return web.json_response(listed[:MAX_CHANNELS_LISTED])
 
     # -- a tab -------------------------------------------------------------------------------
 
@@ -220,7 +198,7 @@ class WebAdapter:
         largest = MAX_FILES * (self.config.max_attachment_bytes * 4 // 3 + 4) + 65536
         socket = web.WebSocketResponse(max_msg_size=largest, heartbeat=30)
         await socket.prepare(request)
-        self._sockets.setdefault(channel, set()).add(socket)
+        self.tabs.opened(channel, socket)
         try:
             async for frame in socket:
                 if frame.type != WSMsgType.TEXT:
@@ -229,82 +207,11 @@ class WebAdapter:
                     data = json.loads(frame.data)
                 except ValueError:
                     continue
-                if not isinstance(data, dict):
-                    continue
-                if data.get("type") == "stop":  # the reply being written, where it is
-                    self.brain.stop(f"web:{channel}")
-                    continue
-                message_id = _message_id(data)
-                if data.get("type") in ("edit", "delete"):
-                    if message_id:  # its place in the channel's order, at once
-                        change = self.intake.change(message_id)
-                        self._spawn(self._change(channel, data, message_id, change))
-                    continue
-                ticket = self.intake.arrive(channel, message_id)
-                task = self._spawn(self._take(channel, data, ticket))
-                task.add_done_callback(functools.partial(_drop, ticket))
+                if isinstance(data, dict):
+                    self.tabs.take(channel, data, _message_id(data))
         finally:
-            tabs = self._sockets.get(channel, set())
-            tabs.discard(socket)
-            if not tabs:
-                self._sockets.pop(channel, None)
+            self.tabs.closed(channel, socket)
         return socket
-
-    def _spawn(self, work: Any) -> asyncio.Task[None]:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _take(self, channel: str, data: dict[str, Any], ticket: Ticket) -> None:
-        """A message (with files) or an answer to an image proposal, from a tab."""
-        outbox = WebOutbox(self, channel)
-        text: str = data["text"] if isinstance(data.get("text"), str) else ""
-        arrival = Arrival(
-            platform="web",
-            channel_id=channel,
-            author_id=self.config.user_name,
-            author_name=self.config.user_name,
-            text=text,
-            direct=True,  # the person at the page runs the bot: its admin
-            files=tuple(_files(data.get("files"))),
-            message_id=_message_id(data),
-        )
-        try:
-            if data.get("type") == "answer":
-                with ticket:
-                    await ticket.deliver(ButtonAnswer(self.intake.inbound(arrival), outbox))
-            else:
-                await self.intake.handle(arrival, outbox, ticket)
-        except Exception:  # one tab's message never stops the page: logged with its traceback
-            log.exception("web: could not answer a message")
-        finally:
-            await self.broadcast(channel, {"event": "done"})
-
-    async def _change(
-        self, channel: str, data: dict[str, Any], message_id: str, ticket: Ticket
-    ) -> None:
-        """Your message edited (new text) or deleted on the page: the same change as a
-        Discord edit or a Matrix redaction; then every tab of the channel shows it."""
-        text = data.get("text") if data.get("type") == "edit" else None
-        if text is not None and (not isinstance(text, str) or not text.strip()):
-            ticket.drop()  # an edit to nothing is not an edit: delete is its own button
-            return
-        await self.intake.changed(message_id, text, ticket)
-        await self.broadcast(
-            channel,
-            {"event": "deleted", "id": message_id}
-            if text is None
-            else {"event": "edited", "id": message_id, "text": text},
-        )
-
-    async def broadcast(self, channel: str, event: dict[str, Any]) -> None:
-        """Send an event to every tab open on the channel (a closed tab is skipped)."""
-        for socket in list(self._sockets.get(channel, ())):
-            try:
-                await socket.send_json(event)
-            except (ConnectionError, RuntimeError):
-                continue
 
 
 def _message_id(data: dict[str, Any]) -> str:
@@ -318,32 +225,3 @@ def _channel(request: web.Request) -> str:
     if not CHANNEL.match(channel):
         raise web.HTTPBadRequest(text="A channel name is 1 to 64 letters, digits, - or _.")
     return channel
-
-
-def _files(raw: Any) -> list[RemoteFile]:
-    """Files the page sent along, base64 in the message: read by the intake like any other."""
-    if not isinstance(raw, list):
-        return []
-    files = []
-    for item in raw[:MAX_FILES]:
-        if not isinstance(item, dict):
-            continue
-        try:
-            data = base64.b64decode(str(item.get("data", "")), validate=True)
-        except ValueError:
-            data = b""
-        name = str(item.get("name") or "file")[:200]
-        kind = str(item.get("type") or "application/octet-stream")[:100]
-        declared = item.get("size")  # the page sends a file over the limit without its bytes
-        size = declared if isinstance(declared, int) and declared > len(data) else len(data)
-
-        async def read(limit: int, data: bytes = data) -> bytes | None:
-            return data if len(data) <= limit else None
-
-        files.append(RemoteFile(name, kind, size, read))
-    return files
-
-
-def _drop(ticket: Ticket, _task: asyncio.Task[None]) -> None:
-    """A tab's message that ended without being delivered gives its place up."""
-    ticket.drop()

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from brain.after_turn import Work, collecting_after_turn
 from brain.channels.dispatcher import Dispatcher
-from brain.channels.events import Answerable, ButtonAnswer
+from brain.channels.events import Answerable, ButtonAnswer, ReplyChosen
 from brain.commands.registry import CommandRegistry
 from brain.errors import BadCommand, FeatureUnavailable, MombotError
 from brain.messages import Inbound
@@ -56,6 +56,8 @@ class Answering:
             return []
         if isinstance(event, ButtonAnswer):
             kind = "proposal"
+        elif isinstance(event, ReplyChosen):
+            kind = "choice"
         else:  # the metrics label
             kind = self.commands.kind_of(message.text, message.command)
         current_channel.set(message.channel_key)

@@ -181,3 +181,33 @@ async def test_two_bots_on_one_database_claim_only_their_own_lost_image_jobs(
         LostImageJob(f"{platform}:room", "ann", "a fox")
     ]  # first's own, as its next start would report it
     engine.dispose()
+
+
+async def test_what_a_page_showed_is_kept_within_its_bounds(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web page's record (`brain.history.transcript`): each channel keeps its newest
+    events, and only its newest drawn images keep their picture; other channels untouched."""
+    from brain.history import transcript
+
+    monkeypatch.setattr(transcript, "KEPT_EVENTS", 6)
+    monkeypatch.setattr(transcript, "KEPT_PICTURES", 2)
+    store = HistoryStore(database_url)
+    shown = transcript.Transcript(store.engine)
+    await shown.add("web:other", "o", {"event": "message", "html": "kept"})
+    for n in range(4):
+        await shown.add("web:a", f"i{n}", {"event": "image", "src": f"data:{n}", "html": ""})
+    for n in range(3):
+        await shown.add("web:a", f"m{n}", {"event": "message", "html": str(n)}, finished=False)
+    events = await shown.read("web:a")
+    assert [e.ref for e in events] == ["i1", "i2", "i3", "m0", "m1", "m2"]  # the newest 6
+    assert [e.payload["src"] for e in events[:3]] == ["", "data:2", "data:3"]
+    await shown.add("web:a", "i4", {"event": "image", "src": "data:4", "html": ""})
+    pictures = [e.payload["src"] for e in await shown.read("web:a") if e.ref.startswith("i")]
+    assert pictures == ["", "data:3", "data:4"]  # older than the newest two: caption only
+    await shown.finish("web:a", ["m1"])
+    finished = {e.ref: e.finished for e in await shown.read("web:a") if e.ref.startswith("m")}
+    assert finished == {"m0": False, "m1": True, "m2": False}
+    assert [e.ref for e in await shown.read("web:other")] == ["o"]
+    assert await shown.channels("web:", 10) == ["web:a", "web:other"]
+    store.close()

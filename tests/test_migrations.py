@@ -62,7 +62,14 @@ def state(url: str) -> tuple[set[str], str | None]:
     return tables, version
 
 
-ALL_TABLES = {"alembic_version", "turns", "image_jobs", "memory_vectors", "memory_summaries"}
+ALL_TABLES = {
+    "alembic_version",
+    "turns",
+    "image_jobs",
+    "memory_vectors",
+    "memory_summaries",
+    "shown_events",
+}
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 

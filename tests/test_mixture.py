@@ -280,3 +280,29 @@ async def test_debug_is_a_config_command_for_admins(
     await brain.handle(Inbound("test", "c1", "u2", "bob", "/debug on", is_admin=False), outbox)
     assert outbox.errors == ["Only admins can use /debug here."]
     await close_brain(brain)
+
+
+async def test_retry_answers_the_last_message_again_in_place_of_its_reply(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    """/retry (the page's regenerate, any platform's command): every member is asked again
+    and the synthesizer merges anew, without the reply it replaces in the prompt; the new
+    reply is stored in its place. With nothing said yet it says so."""
+    brain = make_brain(fleet, history)
+    nothing = RecordingOutbox()
+    await brain.handle(inbound("/retry"), nothing)
+    assert nothing.errors == ["There is no message here to answer again yet."]
+    await brain.handle(inbound(QUESTION), RecordingOutbox())
+    fleet["mom"].behaviour.reply = "mom says: take the train."
+    again = RecordingOutbox()
+    await brain.handle(inbound("/retry"), again)
+    assert again.errors == [] and again.text == "mom says: take the train."
+    assert all(len(fleet[name].requests) == 2 for name in [*NAMES, "mom"])
+    asked = last_user(fleet["mom"].requests[-1].body)
+    assert asked.startswith(QUESTION) and "check the weather." not in str(
+        fleet["mom"].requests[-1].body["messages"][:-1]
+    )
+    stored = [(t.role, t.content) for t in reversed(await history.recent("test:c1"))]
+    assert stored == [("user", QUESTION), ("assistant", "mom says: take the train.")]
+    await close_brain(brain)
+

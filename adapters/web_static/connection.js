@@ -1,7 +1,7 @@
 // The channel's connection to mombot: its history, its WebSocket, reconnecting, the channel
 // list, and the token prompt.
 import { $, state } from "./state.js";
-import { bubble, setHtml, onEvent, clearLog, showFile, showTyped, addReplyTools } from "./conversation.js";
+import { onEvent, clearLog, unanswered } from "./conversation.js";
 
 export function channelFromHash() {
   const match = /channel=([A-Za-z0-9_-]{1,64})/.exec(location.hash);
@@ -72,21 +72,13 @@ export async function openChannel(name) {
   if (state.shown !== name) clearLog();
   const response = await fetch(`/api/history?channel=${encodeURIComponent(name)}`);
   if (response.status === 401) return askForToken();
-  const turns = await response.json();
+  const { events, busy } = await response.json();
   if (state.channel !== name) return; // another channel was opened meanwhile
   clearLog();
   state.shown = name;
-  for (const turn of turns) {
-    if (turn.role !== "user") {
-      const div = bubble("bot", turn.author);
-      addReplyTools(div);
-      setHtml(div, turn.html);
-      continue;
-    }
-    // your message as you typed it, then its files, as it was shown when it was sent
-    if (turn.text) showTyped(turn.text, turn.id);
-    for (const name of turn.files) showFile(name, turn.id);
-  }
+  for (const event of events) onEvent(event, true); // as it was shown, live
+  const last = events[events.length - 1];
+  if (!busy && last && last.event === "user" && !/^[/!]/.test(last.text)) unanswered();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/ws?channel=${encodeURIComponent(name)}`);
   socket.addEventListener("message", (m) => onEvent(JSON.parse(m.data)));

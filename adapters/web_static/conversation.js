@@ -2,6 +2,10 @@
 // after a reload), and the tools under each message.
 import { $, state } from "./state.js";
 import { writing, send, change } from "./connection.js";
+import { newId } from "./composer.js";
+import {
+  addExtra, addVersion, chosen, editVersion, firstVersion, markLatest, versionTools,
+} from "./versions.js";
 
 export function bubble(kind, who) {
   const div = document.createElement("div");
@@ -51,38 +55,56 @@ export function copyButton(label, text) {
 
 export const replies = new Map(); // message id → its bubble
 
-export function onEvent(event) {
+// One event from the bot: live from the socket, or `replayed` from the channel's record
+// when the page opens it (the same code shows both, so a reload shows what was shown).
+export function onEvent(event, replayed = false) {
   switch (event.event) {
+    case "user":
+      showYours(event);
+      break;
     case "message": {
+      const earlier = event.alternative_of && replies.get(event.alternative_of);
+      if (earlier) { // the last message answered again: a new version of its reply
+        addVersion(earlier, event);
+        replies.set(event.id, earlier);
+        state.lastReply = earlier;
+        break;
+      }
       const div = bubble("bot", event.author);
-      addReplyTools(div);
+      addReplyTools(div, Boolean(event.author));
       div.dataset.id = event.id;
       setHtml(div, event.html);
       replies.set(event.id, div);
       state.lastReply = div;
+      if (event.author) {
+        firstVersion(div, event);
+        markLatest(div);
+      }
+      if (event.interrupted) interrupted(div);
       break;
     }
     case "edit": {
       const div = replies.get(event.id);
-      if (div) setHtml(div, event.html);
+      if (div) editVersion(div, event.id, event.html);
       break;
     }
     case "image": {
       const div = bubble("bot image", "");
-      const img = document.createElement("img");
-      img.src = event.src; // a data: URL of the PNG the server drew
-      img.alt = "generated image";
       setHtml(div, event.html);
-      div.append(img);
+      if (event.src) {
+        const img = document.createElement("img");
+        img.src = event.src; // a data: URL of the PNG the server drew
+        img.alt = "generated image";
+        div.append(img);
+      }
       replies.set(event.id, div);
       break;
     }
     case "reasoning": {
-      const div = state.lastReply || bubble("bot", "");
       const details = document.createElement("details");
       details.className = "reasoning";
       details.innerHTML = "<summary>reasoning</summary>" + event.html;
-      div.append(details);
+      addExtra(state.lastReply || bubble("bot", ""), details);
       break;
     }
     case "status":
@@ -92,21 +114,58 @@ export function onEvent(event) {
       setHtml(bubble("bot error", ""), event.html);
       break;
     case "details":
-      if (state.lastReply) state.lastReply.append(detailsPanel(event));
+      if (state.lastReply) addExtra(state.lastReply, detailsPanel(event));
       break;
     case "confirm":
       confirmControls(event);
       break;
+    case "chosen": {
+      const div = replies.get(event.of);
+      if (div) chosen(div, event.of);
+      break;
+    }
     case "edited":
     case "deleted":
       onChange(event);
       break;
     case "done":
+      if (replayed) break;
       $("status").textContent = "";
       writing(false);
       announce();
       break;
   }
+}
+
+// A reply that a restart cut off: what was written stays, marked; ↻ answers again.
+function interrupted(div) {
+  const note = document.createElement("div");
+  note.className = "note interrupted";
+  note.textContent = "⚠ Interrupted: mombot stopped before this reply was finished.";
+  div.insertBefore(note, div.querySelector(".tools"));
+}
+
+// Your last message has no reply and none is being written (mombot stopped before it
+// began one): say so, with a way to ask again.
+export function unanswered() {
+  const div = bubble("bot error", "");
+  div.querySelector(".body").textContent = "⚠ Interrupted: mombot stopped before it answered this.";
+  const retry = document.createElement("button");
+  retry.type = "button";
+  retry.textContent = "answer it now";
+  retry.addEventListener("click", () => {
+    div.remove();
+    send({ type: "regenerate", id: newId() });
+  });
+  div.append(retry);
+}
+
+// Your message, as another tab (or the record) shows it; the tab it was typed in has it.
+function showYours(event) {
+  const known = [...$("log").querySelectorAll(".msg.user")].some((d) => d.dataset.source === event.id);
+  if (known && event.id) return;
+  if (event.text) showTyped(event.text, event.id);
+  for (const name of event.files) showFile(name, event.id);
 }
 
 export function detailsPanel(event) {
@@ -145,8 +204,9 @@ export function detailsPanel(event) {
 }
 
 export function confirmControls(event) {
-  const div = replies.get(event.id) || bubble("bot", "");
+  const div = replies.get(event.of) || bubble("bot", "");
   setHtml(div, event.html);
+  if (event.answered) return; // shown again after a reload: its question is settled
   const bar = document.createElement("div");
   bar.className = "confirm";
   const answer = (text) => { bar.remove(); send({ type: "answer", text }); };
@@ -178,6 +238,7 @@ export function clearLog() {
   $("log").replaceChildren();
   replies.clear();
   state.lastReply = null;
+  state.latest = null;
   state.shown = null;
 }
 
@@ -186,6 +247,7 @@ export function notice(text) {
 }
 
 export function showFile(name, id) {
+  markLatest(null); // the reply before your message is no longer the one to regenerate
   const div = bubble("user", "you");
   div.classList.add("file");
   div.querySelector(".body").textContent = `📎 ${name}`;
@@ -194,6 +256,7 @@ export function showFile(name, id) {
 
 // Your message as the bot keeps it: its first maxTurnChars characters, and a note of the rest.
 export function showTyped(text, id) {
+  if (!/^[/!]/.test(text)) markLatest(null); // a command leaves the last reply the latest
   const div = bubble("user", "you");
   if (id) {
     div.dataset.source = id;
@@ -258,10 +321,12 @@ export function onChange(event) {
   }
 }
 
-export function addReplyTools(div) {
+// Copy under every reply; regenerate and ‹ › under the latest one a character wrote.
+export function addReplyTools(div, authored = true) {
   const tools = document.createElement("div");
   tools.className = "tools";
   const body = div.querySelector(".body");
   tools.append(copyButton("copy reply", () => body.innerText.trim()));
+  if (authored) tools.append(...versionTools(div));
   div.append(tools);
 }

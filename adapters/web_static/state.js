@@ -7,9 +7,11 @@
 export const $ = (id) => document.getElementById(id);
 
 export const state = {
-  socket: null, channel: "", pending: [], commands: [], maxBytes: 0, maxFiles: 10, lastReply: null,
+  socket: null, channel: "", pending: [], commands: [], maxBytes: 0, maxFiles: 10,
   shown: null, // the channel whose conversation the log shows
   choice: -1, // the command marked in the list shown after "/"
   channels: [], // the bot's web channels, most recently active first (/api/channels)
   maxTurnChars: Infinity, // how much of a message the bot keeps
+  lastReply: null, // the bubble the next panel or reasoning goes under
+  latest: null, // the latest reply a character wrote: regenerate and ‹ › apply to it
 };

@@ -10,7 +10,7 @@ parser: an edited prompt that starts with `/word` is a prompt.
 
 from __future__ import annotations
 
-from brain.channels.events import Answerable, ButtonAnswer
+from brain.channels.events import Answerable, ButtonAnswer, ReplyChosen
 from brain.chat.pipeline import ChatPipeline
 from brain.commands.registry import CommandRegistry
 from brain.errors import BadCommand
@@ -44,6 +44,9 @@ class Dispatcher:
         message, outbox = event.message, event.outbox
         if isinstance(event, ButtonAnswer):
             await self._button(message, outbox)
+            return
+        if isinstance(event, ReplyChosen):
+            await self.chat.choose_reply(message.channel_key, event.text, event.author)
             return
         command = self._command(message)
         if command is not None:

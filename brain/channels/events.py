@@ -1,6 +1,7 @@
 """What can happen to a channel, as typed events every adapter produces.
 
-A message (text, files or a command) and a button answer are answered in their turn; an
+A message (text, files or a command), a button answer and a reply chosen among the
+alternatives of a message answered again are taken in their turn; an
 edit or a deletion names the platform message it changes (`Inbound.source`), which may
 still wait in the channel's inbox, be the one being answered, or be a stored turn.
 """
@@ -31,6 +32,17 @@ class ButtonAnswer:
 
 
 @dataclass(frozen=True)
+class ReplyChosen:
+    """Of the last message's replies (it was answered again: /retry), the one its reader
+    now shows, by `author`: stored in place of the others (`brain.history.replies`)."""
+
+    message: Inbound  # who chose it, and where
+    outbox: Outbox
+    text: str
+    author: str
+
+
+@dataclass(frozen=True)
 class Edit:
     """The platform message `source` ("discord:1234") now says `text`."""
 
@@ -45,6 +57,6 @@ class Deletion:
     source: str
 
 
-Answerable = NewMessage | ButtonAnswer
+Answerable = NewMessage | ButtonAnswer | ReplyChosen
 Change = Edit | Deletion
 ChannelEvent = Answerable | Change

@@ -25,6 +25,7 @@ from brain.chat.mixture import Mixture, Proposal
 from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
 from brain.errors import BadCommand, MombotError
 from brain.extensions import Hooks
+from brain.history.replies import last_exchange, replace_replies
 from brain.history.store import HistoryStore
 from brain.images.service import ImageService
 from brain.memory.memory import Memory
@@ -44,6 +45,7 @@ VISION_INSTRUCTION = (
     "Describe the attached image(s) precisely and concisely for someone who cannot see "
     "them, then answer the user's question about them if there is one."
 )
+NOTHING_TO_ANSWER_AGAIN = "There is no message here to answer again yet."
 DEBUG_CHANNELS = 4096  # channels whose /debug switch is remembered
 NO_LIMIT = 2**62  # a turn id above any stored one
 
@@ -150,9 +152,37 @@ class ChatPipeline:
         turn = await self.remembered(question.turn, question.turn.text)
         await self._reply_in_words(outbox, turn, usages)
 
-    async def _reply_in_words(self, outbox: Outbox, turn: Turn, usages: list[Usage]) -> None:
-        """The mixture answers the stored turn, streamed, then stored; with /debug on, the
-        proposals and every model call (`usages`, collected since the message came)."""
+    async def answer_again(self, message: Inbound, outbox: Outbox) -> None:
+        """/retry: the channel's last message answered anew (new member answers, a new
+        synthesis); the new reply is stored in place of the replies it had. A page keeps
+        the earlier ones as alternatives (`choose_reply`)."""
+        channel = message.channel_key
+        last = await last_exchange(self.history, channel)
+        if last is None:
+            raise BadCommand(NOTHING_TO_ANSWER_AGAIN)
+        usages: list[Usage] = []
+        current_usages.set(usages)
+        turn = await self.remembered(Turn(channel, last.content, last.turn_id), last.content)
+        await self._reply_in_words(outbox, turn, usages, replacing=last.replies)
+
+    async def choose_reply(self, channel: str, text: str, author: str) -> None:
+        """Of the last message's alternative replies, `text` by `author` is the one shown
+        now: it is stored in place of the others, so the next prompt holds what was seen."""
+        last = await last_exchange(self.history, channel)
+        if last is None:
+            raise BadCommand(NOTHING_TO_ANSWER_AGAIN)
+        await replace_replies(self.history, channel, last.replies, text, author)
+
+    async def _reply_in_words(
+        self,
+        outbox: Outbox,
+        turn: Turn,
+        usages: list[Usage],
+        replacing: tuple[int, ...] | None = None,
+    ) -> None:
+        """The mixture answers the stored turn, streamed, then stored (in place of the
+        replies `replacing`, when answering again); with /debug on, the proposals and every
+        model call (`usages`, collected since the message came)."""
         channel = turn.channel
         await self.cool_down(outbox)
         debug = self.debug.get(channel, self.mixture_config.debug)
@@ -168,7 +198,7 @@ class ChatPipeline:
         answer = await self.mixture.answer(
             turn, streamer, on_proposals=show_proposals, report=reporter(outbox)
         )
-        await self.store(channel, answer.text, answer.author, outbox)
+        await self.store(channel, answer.text, answer.author, outbox, replacing)
         if isinstance(outbox, DetailOutbox):
             await outbox.details(shown, usages)
         if debug and usages:
@@ -202,12 +232,22 @@ class ChatPipeline:
 
         return ReplyStreamer(outbox, finalize=finalize)
 
-    async def store(self, channel: str, reply: str, author: str, outbox: Outbox) -> None:
+    async def store(
+        self,
+        channel: str,
+        reply: str,
+        author: str,
+        outbox: Outbox,
+        replacing: tuple[int, ...] | None = None,
+    ) -> None:
         """Store a finished reply (as shown) under its speaker, or say that it was empty."""
         if not reply.strip():
             await outbox.send(EMPTY_REPLY)
             return
-        await self.history.add(channel, "assistant", reply, author)
+        if replacing is None:
+            await self.history.add(channel, "assistant", reply, author)
+        else:
+            await replace_replies(self.history, channel, replacing, reply, author)
         if self.memory is not None:  # rewrites the summary in the background if it is due
             self.memory.after_reply(channel, self.runner.window_start(channel))
 

@@ -27,8 +27,8 @@ NOTHING_TO_LOOK_AT = "I have no image of this conversation to look at: draw one 
 
 
 class BuiltinCommands:
-    """Handlers of /help, /reset, /characters, /stats, /debug, /look, /sd, and with the
-    memory on, /memory and /forget."""
+    """Handlers of /help, /reset, /characters, /stats, /stop, /retry, /debug, /look,
+    /sd, and with the memory on, /memory and /forget."""
 
     def __init__(
         self,
@@ -105,6 +105,10 @@ class BuiltinCommands:
             (CommandSpec("stats", "Token use and speed per model in this channel."), self.stats),
             (CommandSpec("stop", "Stop the reply being written here."), self.stop),
             (
+                CommandSpec("retry", "Answer the last message here again (a new reply)."),
+                self.retry,
+            ),
+            (
                 CommandSpec(
                     "look",
                     "Ask about the last image I drew here; the vision character looks at it.",
@@ -176,6 +180,9 @@ class BuiltinCommands:
         """Adapters stop a reply at once (`adapters.intake`): a /stop that waited its turn
         like any message finds nothing left to stop."""
         await outbox.send(NOTHING_TO_STOP)
+
+    async def retry(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
+        await self.chat.answer_again(message, outbox)
 
     async def stats(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
         parts = [self.tracker.format_channel(message.channel_key)]

@@ -85,11 +85,32 @@ class ImageJob(SQLModel, table=True):
     instance: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
 
 
+class ShownEventRow(SQLModel, table=True):
+    """One thing a page showed in a channel (a message, a reply as last edited, an image,
+    a panel, an error), so that a reload shows it again: the web page keeps no history of
+    its own, as Discord and Matrix do (`brain.history.transcript`)."""
+
+    __tablename__ = "shown_events"
+    __table_args__ = (
+        Index("ix_shown_events_channel_id", "channel", "id"),
+        Index("ix_shown_events_channel_ref", "channel", "ref"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=255)
+    ref: str = Field(max_length=64)  # the page's id of what was shown (a message's, a reply's)
+    kind: str = Field(max_length=16)  # "user", "message", "image", "details", …
+    payload: str = Field(sa_type=Text)  # the event as the page got it, as JSON
+    finished: bool  # False while a reply is still being written (or a question open)
+    created_at: datetime = Field(default_factory=_utcnow)
+
+
 # The tables' columns, for SQLAlchemy Core queries (no ORM objects on the hot paths).
 # SQLModel sets `__table__` on each table class but does not declare it to type checkers.
 TURNS = TurnRow.__table__.c  # type: ignore[attr-defined]
 VECTORS = MemoryVectorRow.__table__.c  # type: ignore[attr-defined]
 SUMMARIES = MemorySummaryRow.__table__.c  # type: ignore[attr-defined]
+SHOWN = ShownEventRow.__table__.c  # type: ignore[attr-defined]
 
 
 def clear_channel(connection: Any, channel: str) -> None:
