@@ -83,6 +83,7 @@ class WebAdapter:
                 web.get("/api/setup", self._setup),
                 web.get("/api/history", self._history),
                 web.get("/api/channels", self._channels),
+                web.get("/api/settings", self._settings),
                 web.get("/static/highlight.css", self._highlight_css),  # before the folder
                 web.get("/ws", self._socket),
                 web.static("/static", STATIC),
@@ -177,6 +178,29 @@ class WebAdapter:
     async def _history(self, request: web.Request) -> web.Response:
         """What the channel's tabs were shown, to show again (`adapters.web_tabs`)."""
         return web.json_response(await self.tabs.shown(_channel(request)))
+
+    async def _settings(self, request: web.Request) -> web.Response:
+        """The panel's values for a channel: the debug view, the reply length and the
+        members' temperature as they are now, and /think's rounds where it is loaded. The
+        panel changes them by sending the commands (`/debug`, `/settings`, `/think`), so
+        they are checked in one place."""
+        key = f"web:{_channel(request)}"
+        chat, mixture = self.brain.chat, self.brain.mixture
+        tuned = mixture.tuning.get(key)
+        think = self.brain.commands.specs.get("think")
+        rounds = next((a for a in think.args if a.name == "rounds"), None) if think else None
+        return web.json_response(
+            {
+                "debug": chat.debug.get(key, chat.mixture_config.debug),
+                "length": tuned.length or mixture.synthesizer.max_tokens,
+                "temperature": tuned.temperature
+                if tuned.temperature is not None
+                else mixture.members[0].temperature,
+                "rounds": None
+                if rounds is None
+                else {"default": rounds.default, "min": rounds.min, "max": rounds.max},
+            }
+        )
 
     async def _highlight_css(self, request: web.Request) -> web.Response:
         """The code blocks' colours, made from Pygments' styles (see `adapters.web_html`)."""

@@ -306,3 +306,33 @@ async def test_retry_answers_the_last_message_again_in_place_of_its_reply(
     assert stored == [("user", QUESTION), ("assistant", "mom says: take the train.")]
     await close_brain(brain)
 
+
+async def test_settings_change_this_channels_reply_length_and_members_temperature(
+    fleet: dict[str, FakeOpenAIServer], history: HistoryStore
+) -> None:
+    """/settings (the web page's sliders send it): the reply's length is the synthesizer's
+    max_tokens, the temperature the members'; checked with config.toml's bounds, a bad value
+    changes nothing; other channels and `default` go back to config.toml."""
+    brain = make_brain(fleet, history)
+    said = RecordingOutbox()
+    await brain.handle(inbound("/settings --length 96 --temperature 0.2"), said)
+    assert said.messages == [
+        "Settings here: replies up to 96 tokens; members' temperature 0.2."
+    ]
+    refused = RecordingOutbox()
+    await brain.handle(inbound("/settings --temperature 3"), refused)
+    assert refused.errors and "temperature" in refused.errors[0]
+    await brain.handle(inbound(QUESTION), RecordingOutbox())
+    await brain.handle(inbound(QUESTION, channel="c2"), RecordingOutbox())
+    here, elsewhere = fleet["logic"].requests[0].body, fleet["logic"].requests[1].body
+    assert here["temperature"] == 0.2 and elsewhere["temperature"] == 0.7
+    synthesis = [r.body for r in fleet["mom"].requests]
+    assert synthesis[0]["max_tokens"] == 96 and synthesis[1]["max_tokens"] == 256
+    assert synthesis[0]["temperature"] == 0.7  # the synthesizer keeps its own
+    reset = RecordingOutbox()
+    await brain.handle(inbound("/settings default"), reset)
+    assert reset.messages == [
+        "Settings here: replies up to 256 tokens (config.toml); "
+        "members' temperature 0.7 (config.toml)."
+    ]
+    await close_brain(brain)

@@ -1037,6 +1037,8 @@ async def test_axe_finds_nothing_serious_on_the_page(
     await page.open(url, "checked")
     await page.say("How much salt?")
     await page.done(1)
+    await page.script("document.getElementById('controls-toggle').click();")  # the panel too
+    await page.until("document.getElementById('length-value').innerText")
     axe = Axe(driver)
     for scheme in ("light", "dark"):
         await page.color_scheme(scheme)

@@ -1,5 +1,6 @@
 // The page's start: wires the controls to the modules that do the work.
 import { $, state } from "./state.js";
+import { wireControls } from "./controls.js";
 import { channelFromHash, fetchChannels, openChannel, askForToken, change } from "./connection.js";
 import { attach, submit, completionKey, showCompletions } from "./composer.js";
 
@@ -21,6 +22,7 @@ async function start() {
   const theme = localStorage.getItem("mombot-theme");
   if (theme) setTheme(theme);
   $("theme").addEventListener("click", toggleTheme);
+  wireControls();
   $("composer").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
   $("text").addEventListener("keydown", (e) => {
     if (completionKey(e)) return;

@@ -2,6 +2,7 @@
 import { $, state } from "./state.js";
 import { notice, showFile, showTyped } from "./conversation.js";
 import { send, connected } from "./connection.js";
+import { asTyped } from "./controls.js";
 
 export function readFile(file) {
   return new Promise((resolve) => {
@@ -42,7 +43,7 @@ export async function attach(files) {
 }
 
 export function submit() {
-  const text = $("text").value.trim();
+  const text = asTyped($("text").value.trim()); // "think deeply" on: as /think
   if (!text && !state.pending.length) return;
   if ($("send").disabled) return; // a reply is being written: the message waits in the box
   if (!connected()) { // kept in the box, to be sent once the page is back

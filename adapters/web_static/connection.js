@@ -2,6 +2,7 @@
 // list, and the token prompt.
 import { $, state } from "./state.js";
 import { onEvent, clearLog, unanswered } from "./conversation.js";
+import { loadControls } from "./controls.js";
 
 export function channelFromHash() {
   const match = /channel=([A-Za-z0-9_-]{1,64})/.exec(location.hash);
@@ -77,6 +78,7 @@ export async function openChannel(name) {
   clearLog();
   state.shown = name;
   for (const event of events) onEvent(event, true); // as it was shown, live
+  if (!$("controls").hidden) loadControls(); // this channel's
   const last = events[events.length - 1];
   if (!busy && last && last.event === "user" && !/^[/!]/.test(last.text)) unanswered();
   const scheme = location.protocol === "https:" ? "wss" : "ws";

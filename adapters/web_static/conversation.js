@@ -3,6 +3,7 @@
 import { $, state } from "./state.js";
 import { writing, send, change } from "./connection.js";
 import { newId } from "./composer.js";
+import { loadControls } from "./controls.js";
 import {
   addExtra, addVersion, chosen, editVersion, firstVersion, markLatest, versionTools,
 } from "./versions.js";
@@ -133,6 +134,7 @@ export function onEvent(event, replayed = false) {
       $("status").textContent = "";
       writing(false);
       announce();
+      if (!$("controls").hidden) loadControls(); // a command may have changed them
       break;
   }
 }

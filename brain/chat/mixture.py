@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from brain.characters.runner import CharacterRunner, Turn
+from brain.chat.tuning import ChannelTuning
 from brain.config import CharacterConfig, MixtureConfig
 from brain.errors import ModelUnavailable, MombotError
 from brain.outbox import Reporter, answered_line
@@ -80,6 +81,7 @@ class Mixture:
         self.synthesizer = synthesizer
         self.runner = runner
         self.config = config
+        self.tuning = ChannelTuning()  # each channel's reply length and temperature
 
     async def propose(
         self,
@@ -130,26 +132,33 @@ class Mixture:
 
         `report` hears its progress (see `brain.outbox.ProgressOutbox`).
         """
-        if len(self.members) == 1:
-            speaker = self.members[0]
+        settings = self.tuning.get(turn.channel)  # /settings, for this channel
+        members = [settings.member(c) for c in self.members]
+        if len(members) == 1:
+            speaker = settings.writer(members[0])
             return MixtureReply(await self.runner.stream(speaker, turn, streamer), speaker.name)
-        synthesizer = self.synthesizer
+        synthesizer = settings.writer(self.synthesizer)
         if len(turn.text.split()) <= self.config.fast_path_max_words and not turn.images:
             reply = await self.runner.stream(synthesizer, turn, streamer, stage="fast path")
             return MixtureReply(reply, synthesizer.name)
-        proposals = await self.propose(turn, report=report)
+        proposals = await self.propose(turn, members, report=report)
         if report is not None:
             await report(f"{synthesizer.name} is writing the reply")
         if on_proposals is not None:
             await on_proposals(proposals)
-        reply = await self.synthesize(turn, proposals, streamer)
+        reply = await self.synthesize(turn, proposals, streamer, synthesizer)
         return MixtureReply(reply, synthesizer.name, proposals)
 
     async def synthesize(
-        self, turn: Turn, proposals: list[Proposal], streamer: ReplyStreamer
+        self,
+        turn: Turn,
+        proposals: list[Proposal],
+        streamer: ReplyStreamer,
+        synthesizer: CharacterConfig | None = None,
     ) -> str:
         """The synthesizer's reply from the members' proposals (failed ones named in a
-        footer); `mombot eval` calls it with some proposals left out."""
+        footer); `mombot eval` calls it with some proposals left out. `synthesizer`: as
+        the channel's settings tune it (default: as configured)."""
         good = [p for p in proposals if p.ok]
         failed = [p for p in proposals if not p.ok]
         if not good:
@@ -160,7 +169,7 @@ class Mixture:
             names = ", ".join(f"{p.character} ({p.error or 'empty answer'})" for p in failed)
             footer = f"_(without {names})_"
         return await self.runner.stream(
-            self.synthesizer,
+            synthesizer or self.synthesizer,
             turn,
             streamer,
             after=synthesis_note(good),
