@@ -316,9 +316,7 @@ async def test_settings_change_this_channels_reply_length_and_members_temperatur
     brain = make_brain(fleet, history)
     said = RecordingOutbox()
     await brain.handle(inbound("/settings --length 96 --temperature 0.2"), said)
-    assert said.messages == [
-        "Settings here: replies up to 96 tokens; members' temperature 0.2."
-    ]
+    assert said.messages == ["Settings here: replies up to 96 tokens; members' temperature 0.2."]
     refused = RecordingOutbox()
     await brain.handle(inbound("/settings --temperature 3"), refused)
     assert refused.errors and "temperature" in refused.errors[0]
