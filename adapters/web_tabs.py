@@ -14,6 +14,7 @@ import asyncio
 import base64
 import functools
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 HISTORY_TURNS = 200  # turns shown for a channel that has no record yet (older mombots')
 MAX_FILES = 10  # files with one message, as on Discord (the page says so past it)
 CONFIRM = "confirm"  # an image proposal's event: open until it is answered
+THUMBNAIL = re.compile(r"data:image/jpeg;base64,[A-Za-z0-9+/]+={0,2}")  # made by the page
+MAX_THUMBNAIL = 48_000  # characters: a 160-pixel JPEG is 5 to 15 KB
 
 
 class Tabs:
@@ -109,7 +112,7 @@ class Tabs:
         )
         try:
             if kind == "message":
-                await self._show_yours(channel, message_id, text, [f.name for f in files])
+                await self._show_yours(channel, message_id, text, _shown_files(data))
             if kind == "answer":
                 await self.transcript.finish_kind(self.key(channel), CONFIRM)
                 with ticket:
@@ -125,7 +128,9 @@ class Tabs:
             await outbox.finish(cut_off=task is not None and task.cancelling() > 0)
             await self.broadcast(channel, {"event": "done"})
 
-    async def _show_yours(self, channel: str, message_id: str, text: str, files: list[str]) -> None:
+    async def _show_yours(
+        self, channel: str, message_id: str, text: str, files: list[dict[str, str]]
+    ) -> None:
         """Your message, in the record and in the channel's other tabs (the one you typed it
         in shows it already)."""
         event = {"event": "user", "id": message_id, "text": text, "files": files}
@@ -213,7 +218,7 @@ async def _from_turns(brain: Brain, key: str) -> list[dict[str, Any]]:
     """A channel's turns as the events that showed them (for a history with no record)."""
     turns = await shown_turns(brain.history, key, HISTORY_TURNS)
     return [
-        {"event": "user", "id": t.source, "text": t.typed, "files": list(t.files)}
+        {"event": "user", "id": t.source, "text": t.typed, "files": [{"name": n} for n in t.files]}
         if t.role == "user"
         else {"event": "message", "id": "", "author": t.author, "html": html(t.content)}
         for t in turns
@@ -242,6 +247,22 @@ def _files(raw: Any) -> list[RemoteFile]:
 
         files.append(RemoteFile(name, kind, size, read))
     return files
+
+
+def _shown_files(data: dict[str, Any]) -> list[dict[str, str]]:
+    """The files of a message as your message shows them: each name, and an image's
+    thumbnail where the page made one (a small JPEG data: URL; anything else is dropped)."""
+    raw = data.get("files")
+    shown = []
+    for item in raw[:MAX_FILES] if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        file = {"name": str(item.get("name") or "file")[:200]}
+        thumb = item.get("thumb")
+        if isinstance(thumb, str) and len(thumb) <= MAX_THUMBNAIL and THUMBNAIL.fullmatch(thumb):
+            file["thumb"] = thumb
+        shown.append(file)
+    return shown
 
 
 def _drop(ticket: Ticket, _task: asyncio.Task[None]) -> None:

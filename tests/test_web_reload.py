@@ -4,7 +4,9 @@ answered again (regenerate), its versions flipped through with the one shown sto
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from pathlib import Path
 from typing import Any
 
 from adapters.config import WebConfig
@@ -134,3 +136,27 @@ async def test_a_reply_cut_off_by_a_restart_is_marked_and_can_be_answered_again(
     finally:
         await second.close()
         await close_brain(again)
+
+
+async def test_an_uploaded_image_is_shown_as_a_thumbnail_then_and_after_a_reload(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
+) -> None:
+    """Uploads shown as thumbnails (issue 36): your message shows a small copy of the image
+    you sent, and a reload shows the same one."""
+    from PIL import Image
+
+    picture = tmp_path / "garden.png"
+    await asyncio.to_thread(Image.new("RGB", (640, 320), (30, 140, 60)).save, picture)
+    url = await serve(mixture(fake_endpoint(fake_server), sqlite_url))
+    page = tab(driver)
+    await page.open(url, "pictures")
+    await page.attach(picture)
+    await page.say("What do you see?")
+    await page.done(1)
+    thumb = "document.querySelector('.msg.user.file img.thumb')"
+    size = f"return [{thumb}.naturalWidth, {thumb}.naturalHeight, {thumb}.alt];"
+    await page.until(f"{thumb}?.complete && {thumb}.naturalWidth > 0")
+    assert await page.script(size) == [160, 80, "garden.png"]
+    await reload(page, "pictures")
+    await page.until(f"{thumb}?.complete && {thumb}.naturalWidth > 0")
+    assert await page.script(size) == [160, 80, "garden.png"]

@@ -15,6 +15,25 @@ export function readFile(file) {
   });
 }
 
+// A small JPEG of an image you attach, shown in your message (and kept with it for a
+// reload); "" when the browser cannot draw it.
+export const THUMBNAIL_SIDE = 160;
+
+async function thumbnail(file) {
+  try {
+    const bitmap = await createImageBitmap(file);
+    const scale = Math.min(1, THUMBNAIL_SIDE / Math.max(bitmap.width, bitmap.height));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+    canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    bitmap.close();
+    return canvas.toDataURL("image/jpeg", 0.7);
+  } catch {
+    return "";
+  }
+}
+
 export async function attach(files) {
   for (const file of files) {
     if (state.pending.length >= state.maxFiles) {
@@ -25,6 +44,7 @@ export async function attach(files) {
     const read = file.size > state.maxBytes
       ? { name: file.name, type: file.type || "application/octet-stream", size: file.size, data: "" }
       : await readFile(file);
+    if (read.data && read.type.startsWith("image/")) read.thumb = await thumbnail(file);
     state.pending.push(read);
     const tag = document.createElement("span");
     tag.textContent = file.name;
@@ -52,7 +72,7 @@ export function submit() {
   }
   const id = newId();
   if (text) showTyped(text, id);
-  for (const file of state.pending) showFile(file.name, id);
+  for (const file of state.pending) showFile(file.name, id, file.thumb);
   send({ type: "message", id, text: text.slice(0, state.maxTurnChars), files: state.pending });
   state.pending = [];
   $("attached").replaceChildren();

@@ -167,7 +167,7 @@ function showYours(event) {
   const known = [...$("log").querySelectorAll(".msg.user")].some((d) => d.dataset.source === event.id);
   if (known && event.id) return;
   if (event.text) showTyped(event.text, event.id);
-  for (const name of event.files) showFile(name, event.id);
+  for (const file of event.files) showFile(file.name, event.id, file.thumb);
 }
 
 export function detailsPanel(event) {
@@ -248,11 +248,18 @@ export function notice(text) {
   bubble("bot error", "").querySelector(".body").textContent = text; // said by the page itself
 }
 
-export function showFile(name, id) {
+export function showFile(name, id, thumb = "") {
   markLatest(null); // the reply before your message is no longer the one to regenerate
   const div = bubble("user", "you");
   div.classList.add("file");
   div.querySelector(".body").textContent = `📎 ${name}`;
+  if (thumb) { // a data: URL of a small JPEG (the page made it; the server checked it)
+    const img = document.createElement("img");
+    img.className = "thumb";
+    img.src = thumb;
+    img.alt = name;
+    div.append(img);
+  }
   if (id) div.dataset.source = id;
 }
 
