@@ -167,7 +167,10 @@ class MombotDiscordClient(discord.Client):
                     arrival = replace(arrival, channel_id=str(thread.id))
                     outbox = DiscordOutbox(self, thread, None)
                     ticket = self.intake.arrive(arrival.channel_id, arrival.message_id)
-            await self.intake.deliver(arrival, outbox, ticket)
+            try:
+                await self.intake.deliver(arrival, outbox, ticket)
+            finally:
+                await outbox.finish()  # its replies' ⏹ buttons go
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         """An edited message: a stored turn of it takes the new text (raw: cached or not)."""
@@ -237,14 +240,21 @@ class MombotDiscordClient(discord.Client):
             outbox = InteractionOutbox(self, interaction)
             if await self.intake.stop_if_asked(arrival, outbox):
                 return  # /stop does not wait behind the reply it stops
-            await ticket.deliver(NewMessage(self.intake.inbound(arrival), outbox))
+            try:
+                await ticket.deliver(NewMessage(self.intake.inbound(arrival), outbox))
+            finally:
+                await outbox.finish()
 
     async def answer_proposal(
         self, interaction: discord.Interaction, answer: str, ticket: Ticket
     ) -> None:
         """A deferred button press (or edit form): the answer goes to the proposal itself."""
         inbound = self.intake.inbound(_interaction_arrival(interaction, answer))
-        await ticket.deliver(ButtonAnswer(inbound, InteractionOutbox(self, interaction)))
+        outbox = InteractionOutbox(self, interaction)
+        try:
+            await ticket.deliver(ButtonAnswer(inbound, outbox))
+        finally:
+            await outbox.finish()
 
 
 def access_rules(config: DiscordConfig) -> AccessRules:

@@ -1,7 +1,8 @@
 """What the Discord adapter sends: replies, edits, files, spoilers, and proposal buttons.
 
 `DiscordOutbox` implements the brain's outbox on messages and replies, `InteractionOutbox`
-on a slash command's follow-ups; `ConfirmView` and `EditPromptModal` are the buttons and
+on a slash command's follow-ups; `StopButton` is the ⏹ under a reply being written;
+`ConfirmView` and `EditPromptModal` are the buttons and
 form under an image prompt a character proposed, `DrawOrAnswerView` the two buttons of the
 router's "should I draw that?". Nothing sent can ping anyone.
 """
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from adapters.common import SLOW_DOWN
+from brain.answering import NOTHING_TO_STOP
 from brain.outbox import Capabilities
 
 if TYPE_CHECKING:
@@ -46,15 +48,38 @@ class DiscordOutbox:
         self._client = client
         self._channel = channel
         self._question = reply_to  # what every message sent here replies to
+        self._channel_key = f"discord:{getattr(channel, 'id', '')}"  # as the intake names it
+        self._stoppable: list[discord.Message] = []  # replies showing ⏹ while written
         self.capabilities = Capabilities(
             max_message_length=DISCORD_LIMIT,
             edit_interval_s=config.edit_interval_s,
         )
 
     async def send(self, text: str) -> discord.Message:
+        return await self._post(text)
+
+    async def _post(self, text: str, **extra: Any) -> discord.Message:
         if self._question is not None:
-            return await self._question.reply(text, mention_author=False, allowed_mentions=NO_PINGS)
-        return await self._channel.send(text, allowed_mentions=NO_PINGS)
+            return await self._question.reply(
+                text, mention_author=False, allowed_mentions=NO_PINGS, **extra
+            )
+        return await self._channel.send(text, allowed_mentions=NO_PINGS, **extra)
+
+    async def send_as(self, author: str, text: str) -> discord.Message:
+        """A reply a character is writing (`brain.outbox.AuthoredOutbox`), with a ⏹ button
+        under it while it is written (`StopButton`; `finish` takes it away)."""
+        message = await self._post(text, view=StopButton(self._client, self._channel_key))
+        self._stoppable.append(message)
+        return message
+
+    async def finish(self) -> None:
+        """The message is answered: the ⏹ buttons go from the replies that had them."""
+        for message in self._stoppable:
+            try:
+                await message.edit(view=None, allowed_mentions=NO_PINGS)
+            except discord.HTTPException as exc:  # deleted meanwhile: nothing to tidy
+                log.debug("could not remove a stop button: %s", exc)
+        self._stoppable.clear()
 
     async def edit(self, ref: discord.Message, text: str) -> None:
         await ref.edit(content=text, allowed_mentions=NO_PINGS)
@@ -112,8 +137,10 @@ class InteractionOutbox(DiscordOutbox):
         super().__init__(client, interaction.channel, None)  # type: ignore[arg-type]
         self._interaction = interaction
 
-    async def send(self, text: str) -> discord.Message:
-        return await self._interaction.followup.send(text, wait=True, allowed_mentions=NO_PINGS)
+    async def _post(self, text: str, **extra: Any) -> discord.Message:
+        return await self._interaction.followup.send(
+            text, wait=True, allowed_mentions=NO_PINGS, **extra
+        )
 
     async def _send_file(self, data: bytes, filename: str, caption: str) -> discord.Message:
         file = discord.File(io.BytesIO(data), filename=filename)
@@ -123,6 +150,25 @@ class InteractionOutbox(DiscordOutbox):
 
     async def typing(self) -> None:
         return None  # the deferred interaction already shows "thinking…"
+
+
+class StopButton(discord.ui.View):
+    """⏹ under a reply being written: stops it where it is, as `/stop` does (anyone who
+    can write in the channel may stop it there, as with `/stop`)."""
+
+    def __init__(self, client: MombotDiscordClient, channel_key: str) -> None:
+        super().__init__(timeout=None)  # it goes when the reply ends (`DiscordOutbox.finish`)
+        self.client = client
+        self.channel_key = channel_key
+
+    @discord.ui.button(label="Stop", emoji="⏹", style=discord.ButtonStyle.secondary)
+    async def stop_reply(
+        self, interaction: discord.Interaction, button: discord.ui.Button[Any]
+    ) -> None:
+        if self.client.brain.stop(self.channel_key):
+            await interaction.response.defer()  # the reply says "Stopped" itself
+        else:
+            await interaction.response.send_message(NOTHING_TO_STOP, ephemeral=True)
 
 
 class OneUserButtons(discord.ui.View):

@@ -33,6 +33,7 @@ from adapters.matrix_media import (
 )
 from adapters.matrix_outbox import NO_MENTIONS, MatrixOutbox, text_content
 from adapters.matrix_session import MatrixSession, check
+from adapters.matrix_stop import StopReactions
 from brain.bounded import BoundedDict
 from brain.brain import Brain
 from brain.channels.registry import Ticket
@@ -176,6 +177,7 @@ class MatrixAdapter:
             config.max_attachment_bytes,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self.stop_reactions = StopReactions(brain)  # ⏹ on a reply being written
         self._told_cant_decrypt: BoundedDict[str, bool] = BoundedDict(KNOWN_ROOMS)
         self.ready = asyncio.Event()
 
@@ -199,6 +201,7 @@ class MatrixAdapter:
         invites = Invites(client, self.direct_rooms, self._may_invite)
         client.add_event_callback(invites.on_invite, nio.InviteMemberEvent)
         client.add_event_callback(self._on_redaction, nio.RedactionEvent)
+        client.add_event_callback(self.stop_reactions.on_reaction, nio.ReactionEvent)
         client.add_event_callback(
             self._on_event,
             (nio.RoomMessageText, *MEDIA_EVENTS, nio.MegolmEvent),
@@ -316,7 +319,10 @@ class MatrixAdapter:
         )
         thread_root = _thread_root(relation)
         outbox = MatrixOutbox(self, room.room_id, event.event_id, thread_root)
-        await self.intake.handle(arrival, outbox, ticket)
+        try:
+            await self.intake.handle(arrival, outbox, ticket)
+        finally:
+            outbox.finish()
         await self.client.room_typing(room.room_id, False)
 
     def _may_invite(self, user_id: str) -> bool:

@@ -31,6 +31,7 @@ class MatrixOutbox:
         self._room_id = room_id
         self._question = reply_to  # what every message sent here replies to
         self._thread_root = thread_root
+        self._writing: list[str] = []  # replies it started, being written
         self.capabilities = Capabilities(
             max_message_length=MATRIX_LIMIT,
             edit_interval_s=adapter.config.edit_interval_s,
@@ -50,6 +51,21 @@ class MatrixOutbox:
     async def send(self, text: str) -> str:
         content = {**text_content(text), **self._relation()}
         return await self._adapter.send(self._room_id, content)
+
+    async def send_as(self, author: str, text: str) -> str:
+        """A reply a character is writing (`brain.outbox.AuthoredOutbox`): until its message
+        is answered (`finish`), a ⏹ reaction on it stops it (`adapters.matrix_stop`)."""
+        event_id = await self.send(text)
+        channel = f"{self._room_id}/{self._thread_root}" if self._thread_root else self._room_id
+        self._adapter.stop_reactions.writing(event_id, f"matrix:{channel}")
+        self._writing.append(event_id)
+        return event_id
+
+    def finish(self) -> None:
+        """Its message is answered: its replies no longer answer to ⏹."""
+        for event_id in self._writing:
+            self._adapter.stop_reactions.written(event_id)
+        self._writing.clear()
 
     async def edit(self, ref: str, text: str) -> None:
         new = text_content(text)

@@ -103,12 +103,19 @@ class Human:
     async def say(self, room_id: str, text: str, **extra: Any) -> str:
         return await self.send(room_id, {"msgtype": "m.text", "body": text, **extra})
 
-    async def send(self, room_id: str, content: dict[str, Any]) -> str:
+    async def send(
+        self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message"
+    ) -> str:
         response = await self.client.room_send(
-            room_id, "m.room.message", content, ignore_unverified_devices=True
+            room_id, event_type, content, ignore_unverified_devices=True
         )
         assert isinstance(response, nio.RoomSendResponse), response
         return response.event_id
+
+    async def react(self, room_id: str, event_id: str, key: str) -> str:
+        """An emoji reaction on an event, as clients send one (an m.annotation)."""
+        relation = {"rel_type": "m.annotation", "event_id": event_id, "key": key}
+        return await self.send(room_id, {"m.relates_to": relation}, "m.reaction")
 
     async def upload(
         self,

@@ -27,6 +27,7 @@ from tests.helpers import close_brain, eventually, memory_brain
 from tests.load import fake_brain
 from tests.matrix_world import Bot, Human, joined, reply_to
 from tests.synapse import Synapse
+from tests.test_discord import button_labels
 
 LOCKER = "My locker code is 4471."
 LOCKER_QUESTION = "What is my locker code?"
@@ -120,8 +121,12 @@ async def waiting_behind_a_reply(
     return waiting
 
 
+def bot_messages(ann: Any, client: discord.Client) -> list[Any]:
+    return [m for m in ann.dm_channel.history() if m.author.id == client.user.id]
+
+
 def bot_replies(ann: Any, client: discord.Client) -> list[str]:
-    return [m.content for m in ann.dm_channel.history() if m.author.id == client.user.id]
+    return [m.content for m in bot_messages(ann, client)]
 
 
 async def test_discord_a_message_deleted_while_it_waits_is_never_answered_stored_or_recalled(
@@ -209,11 +214,11 @@ async def test_discord_a_picture_then_a_quick_text_are_answered_and_stored_in_th
 
 
 async def matrix_dm(
-    brain: Any, synapse: Synapse, folder: Path
+    brain: Any, synapse: Synapse, folder: Path, *, encrypted: bool = False
 ) -> tuple[Human, Bot, str, Callable[[], Awaitable[None]]]:
     """Ann in a direct chat with the bot; returns (ann, bot, room, stop)."""
     human, bot = await Bot.with_human(synapse, brain, folder)
-    room = await human.room_with(bot.config.user_id)
+    room = await human.room_with(bot.config.user_id, encrypted=encrypted)
     await human.wait_for(joined(bot.config.user_id))
 
     async def stop() -> None:
@@ -321,6 +326,35 @@ async def test_discord_stop_ends_the_reply_being_written_at_once(
     await close_brain(brain)
 
 
+async def test_discord_the_stop_button_under_a_reply_stops_it_and_goes_when_it_ends(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 36: a ⏹ button on the streaming message. Pressed, the reply ends where it was,
+    is marked stopped and not stored; once a reply ends, its button is gone."""
+    fake_server.behaviour = long_slow_reply()
+    brain = fake_brain(fake_server, sqlite_url)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    async with simcord.run(client, settle_timeout=120) as env:
+        ann = env.create_user("ann")
+        dm(env, ann, "Tell me a long story")
+        await eventually(lambda: any("word" in r for r in bot_replies(ann, client)))
+        (streaming,) = bot_messages(ann, client)
+        assert button_labels(streaming) == ["Stop"]
+        # The press is dispatched at once; simcord's click then waits for the bot to be idle.
+        pressed = asyncio.create_task(ann.click(streaming, label="Stop"))
+        await eventually(lambda: STOPPED in bot_replies(ann, client))
+        await pressed
+        await env.settle()
+        written = bot_messages(ann, client)[0]  # as the simulated Discord holds it now
+        assert (
+            written.id == streaming.id
+            and button_labels(written) == []
+            and 0 < written.content.count("word") < 400
+        )
+        assert await user_turns(brain, f"discord:{ann.dm_channel.id}") == ["Tell me a long story"]
+    await close_brain(brain)
+
+
 async def test_matrix_stop_ends_the_reply_being_written_at_once(
     fake_server: FakeOpenAIServer, sqlite_url: str, synapse: Synapse, tmp_path: Path
 ) -> None:
@@ -338,6 +372,31 @@ async def test_matrix_stop_ends_the_reply_being_written_at_once(
             lambda _, e: e.sender == bot_id and getattr(e, "body", "") == STOPPED
         )
         assert stopped.source["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == asked
+        assert await user_turns(brain, f"matrix:{room}") == ["Tell me a long story"]
+    finally:
+        await stop()
+
+
+async def test_matrix_a_stop_reaction_on_the_reply_being_written_stops_it(
+    fake_server: FakeOpenAIServer, sqlite_url: str, synapse: Synapse, tmp_path: Path
+) -> None:
+    """Issue 36: Matrix has no buttons; ⏹ as a reaction on the streaming reply stops it where
+    it is (marked stopped, not stored), in an encrypted DM as clients send it."""
+    fake_server.behaviour = long_slow_reply()
+    brain = fake_brain(fake_server, sqlite_url)
+    human, bot, room, stop = await matrix_dm(brain, synapse, tmp_path, encrypted=True)
+    try:
+        bot_id = bot.config.user_id
+        asked = await human.say(room, "Tell me a long story")
+        streaming = await human.wait_for(
+            lambda _, e: e.sender == bot_id and "word" in getattr(e, "body", "")
+        )
+        await human.react(room, streaming.event_id, "⏹️")
+        stopped = await human.wait_for(
+            lambda _, e: e.sender == bot_id and getattr(e, "body", "") == STOPPED
+        )
+        assert stopped.source["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == asked
+        assert fake_server.requests[0].words_sent < 400  # cut off, not written to its end
         assert await user_turns(brain, f"matrix:{room}") == ["Tell me a long story"]
     finally:
         await stop()
