@@ -34,6 +34,8 @@ HISTORY_TURNS = 200  # turns shown for a channel that has no record yet (older m
 MAX_FILES = 10  # files with one message, as on Discord (the page says so past it)
 CONFIRM = "confirm"  # an image proposal's event: open until it is answered
 THUMBNAIL = re.compile(r"data:image/jpeg;base64,[A-Za-z0-9+/]+={0,2}")  # made by the page
+# The notes a reply is shown with but not stored with (cut short, without a member…).
+NOTES_AFTER = re.compile(r"(?:\n{1,2}_\([^\n]*\)_)+\s*$")
 MAX_THUMBNAIL = 48_000  # characters: a 160-pixel JPEG is 5 to 15 KB
 
 
@@ -145,7 +147,11 @@ class Tabs:
         if shown is None or shown.payload.get("event") != "message":
             ticket.drop()
             return
-        text, author = str(shown.payload.get("text", "")), str(shown.payload.get("author", ""))
+        text = NOTES_AFTER.sub("", str(shown.payload.get("text", "")))
+        author = str(shown.payload.get("author", ""))
+        if not text.strip():  # a reply shown from an older mombot's turns: nothing to store
+            ticket.drop()
+            return
         with ticket:
             await ticket.deliver(ReplyChosen(self.intake.inbound(arrival), outbox, text, author))
         event = {"event": "chosen", "of": of}
