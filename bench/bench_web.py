@@ -115,10 +115,7 @@ async def main(messages: int, loads: int, sends: int) -> None:
         ("status", "status line after send"),
     ):
         values: list[Any] = times[name]
-        print(
-            f"  {label:<24} median {statistics.median(values):6.1f}  "
-            f"max {max(values):6.1f}"
-        )
+        print(f"  {label:<24} median {statistics.median(values):6.1f}  max {max(values):6.1f}")
 
 
 if __name__ == "__main__":
