@@ -138,8 +138,8 @@ class MemoryConfig(StrictModel):
     recall_tokens: int = Field(
         192,
         ge=32,
-        description="Tokens of each prompt kept for recalled turns and the summary "
-        "(at most a quarter of the model's window).",
+        description="Tokens of each prompt kept for recalled turns; the summary has its own "
+        "share (summary_tokens) beside it. Both together: at most a quarter of the window.",
     )
     min_similarity: float = Field(
         0.375,
@@ -151,7 +151,9 @@ class MemoryConfig(StrictModel):
     summary_character: str = Field(
         "", description="Character that writes the rolling summary; empty: the synthesizer."
     )
-    summary_tokens: int = Field(160, ge=16, le=2048, description="Longest summary, in tokens.")
+    summary_tokens: int = Field(
+        160, ge=16, le=2048, description="Longest summary, in tokens; its share of each prompt."
+    )
     summary_every: int = Field(
         24,
         ge=2,

@@ -194,20 +194,21 @@ async def test_what_a_page_showed_is_kept_within_its_bounds(
     monkeypatch.setattr(transcript, "KEPT_PICTURES", 2)
     store = HistoryStore(database_url)
     shown = transcript.Transcript(store.engine)
-    await shown.add("web:other", "o", {"event": "message", "html": "kept"})
+    web = f"web{uuid.uuid4().hex[:8]}:"  # the PostgreSQL database outlives one test run
+    await shown.add(f"{web}other", "o", {"event": "message", "html": "kept"})
     for n in range(4):
-        await shown.add("web:a", f"i{n}", {"event": "image", "src": f"data:{n}", "html": ""})
+        await shown.add(f"{web}a", f"i{n}", {"event": "image", "src": f"data:{n}", "html": ""})
     for n in range(3):
-        await shown.add("web:a", f"m{n}", {"event": "message", "html": str(n)}, finished=False)
-    events = await shown.read("web:a")
+        await shown.add(f"{web}a", f"m{n}", {"event": "message", "html": str(n)}, finished=False)
+    events = await shown.read(f"{web}a")
     assert [e.ref for e in events] == ["i1", "i2", "i3", "m0", "m1", "m2"]  # the newest 6
     assert [e.payload["src"] for e in events[:3]] == ["", "data:2", "data:3"]
-    await shown.add("web:a", "i4", {"event": "image", "src": "data:4", "html": ""})
-    pictures = [e.payload["src"] for e in await shown.read("web:a") if e.ref.startswith("i")]
+    await shown.add(f"{web}a", "i4", {"event": "image", "src": "data:4", "html": ""})
+    pictures = [e.payload["src"] for e in await shown.read(f"{web}a") if e.ref.startswith("i")]
     assert pictures == ["", "data:3", "data:4"]  # older than the newest two: caption only
-    await shown.finish("web:a", ["m1"])
-    finished = {e.ref: e.finished for e in await shown.read("web:a") if e.ref.startswith("m")}
+    await shown.finish(f"{web}a", ["m1"])
+    finished = {e.ref: e.finished for e in await shown.read(f"{web}a") if e.ref.startswith("m")}
     assert finished == {"m0": False, "m1": True, "m2": False}
-    assert [e.ref for e in await shown.read("web:other")] == ["o"]
-    assert await shown.channels("web:", 10) == ["web:a", "web:other"]
+    assert [e.ref for e in await shown.read(f"{web}other")] == ["o"]
+    assert await shown.channels(web, 10) == [f"{web}a", f"{web}other"]
     store.close()

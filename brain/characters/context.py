@@ -107,7 +107,7 @@ async def build_prompt(
     budget -= user_cost
     recall_budget = 0
     if recollection is not None:  # a quarter at most: the newest turns come first
-        recall_budget = max(0, min(recollection.budget, budget // 4))
+        recall_budget = max(0, min(recollection.wanted, budget // 4))
         budget -= recall_budget
 
     known_count = client.known_token_counter(model)

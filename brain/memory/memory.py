@@ -159,6 +159,7 @@ class Memory:
             turns,
             self.config.recall_turns,
             self.config.recall_tokens,
+            self.config.summary_tokens,  # the summary's own share, beside the turns'
         )
 
     async def _vectors(self, channel: str) -> ChannelVectors:
