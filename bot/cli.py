@@ -19,6 +19,7 @@ from pythonjsonlogger.json import JsonFormatter
 from adapters.console import ConsoleAdapter
 from bot import __version__
 from bot.app import App
+from bot.characters import add_characters_arguments, run_characters
 from bot.config import ConfigError, MombotConfig, Secrets, load_config
 from bot.embedded import EmbeddedServerError
 from bot.eval.evaluate import add_arguments as add_eval_arguments
@@ -51,12 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", "validate the config, reach every model endpoint, log in to each platform"),
         ("health", "ask the running bot's /healthz (a container health check)"),
         ("eval", "measure whether the mixture answers better than its members"),
+        ("characters", "import, export and list characters: Tavern character cards"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         # --config after the command too; SUPPRESS keeps a value given before it
         command.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
         if name == "eval":
             add_eval_arguments(command)
+        if name == "characters":
+            add_characters_arguments(command)
     return parser
 
 
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help()
         return 0
+    if args.command == "characters":  # it edits the config: it reads it itself
+        return run_characters(args)
     try:
         config, secrets = load_config(args.config)
     except ConfigError as exc:

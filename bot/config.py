@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from adapters.config import ConsoleConfig, DiscordConfig, MatrixConfig, WebConfig
 from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
+from brain.characters.card_prompt import CARD_SYSTEM, card_persona, card_post_history
+from brain.characters.cards import CardError, read_card
 from brain.config import (
     AttachmentsConfig,
     ChannelsConfig,
@@ -233,6 +235,7 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from None
     _check_extensions(config, source)
+    config = with_cards(config, path.parent if path is not None else Path.cwd(), source)
     secrets = _read_secrets(config, env, source)
     if config.embedded_active:
         try:
@@ -240,6 +243,29 @@ def load_config(
         except EmbeddedServerError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     return config, secrets
+
+
+def with_cards(config: MombotConfig, folder: Path, source: str) -> MombotConfig:
+    """Each character with a `card` gets the persona and post-history instructions its card
+    makes (`brain.characters.card_prompt`); its own `persona` is the card's {{original}},
+    its own `post_history` kept when it has one."""
+    characters = []
+    for character in config.characters:
+        if not character.card:
+            characters.append(character)
+            continue
+        try:
+            card = read_card(folder / character.card)
+        except CardError as exc:
+            raise ConfigError(
+                f"{source}: characters.{character.name}.card: {exc}. Fix: import the card "
+                "again (mombot characters import FILE) or correct the path"
+            ) from None
+        own = "persona" in character.model_fields_set  # else the card's usual default
+        persona = card_persona(card, character.persona if own else CARD_SYSTEM)
+        after = character.post_history or card_post_history(card)
+        characters.append(character.model_copy(update={"persona": persona, "post_history": after}))
+    return config.model_copy(update={"characters": characters})
 
 
 def _check_extensions(config: MombotConfig, source: str) -> None:

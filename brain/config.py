@@ -98,6 +98,16 @@ class CharacterConfig(StrictModel):
     )
     weight: float = Field(1.0, ge=0, le=10, description="Weight of this character's votes.")
     enabled: bool = Field(True, description="false: keep the character configured but unused.")
+    card: str = Field(
+        "",
+        description="A character card (`mombot characters import` writes it, relative to the "
+        "config file): its fields make the persona, with `persona` as its {{original}}.",
+    )
+    post_history: str = Field(
+        "",
+        description="Instructions after the conversation, just before the reply (a card's "
+        "post_history_instructions); {{user}} is the one who wrote.",
+    )
 
 
 class HistoryConfig(StrictModel):

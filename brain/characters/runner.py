@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from brain.bounded import BoundedDict
+from brain.characters.card_prompt import speaking_to
 from brain.characters.context import (
     FIRST_HISTORY_PAGE,
     MAX_HISTORY_PAGE,
@@ -67,6 +68,7 @@ class Turn:
     prefetched: tuple[StoredTurn, ...] | None = None
     prefetch_size: int = 0
     recollection: Recollection | None = None  # what the memory recalled for it
+    speaker: str = ""  # who wrote it: a card's {{user}} (`brain.characters.card_prompt`)
 
 
 PAGE_HINTS = 4096  # channels whose window is remembered (hints, never a cache: see ChannelWindow)
@@ -213,12 +215,15 @@ class CharacterRunner:
             character.model,
             window=window,
             reserve=reserve + slack,
-            system=system if system is not None else character.persona,
+            system=speaking_to(system if system is not None else character.persona, turn.speaker),
             user_text=turn.text,
             older_turns=lambda before, limit: self._older_turns(turn, before, limit),
             before_id=turn.turn_id,
             first_page_size=turn.prefetch_size if self._has_prefetch(turn) else FIRST_HISTORY_PAGE,
-            after=after,
+            after=speaking_to(
+                "\n\n".join(part for part in (after, character.post_history) if part),
+                turn.speaker,
+            ),
             floor=self._floor(turn.channel, character.name),
             recollection=turn.recollection,
         )

@@ -130,14 +130,21 @@ class ChatPipeline:
             stored = await self._describe_images(vision, text, stored, files, channel, turn_id)
         elif self.images is not None:
             decision = await self._route(text, channel)
-            turn = Turn(channel, stored, turn_id)
+            turn = Turn(channel, stored, turn_id, speaker=message.author_name)
             if decision.unsure:  # too close to call: ask, and answer nothing yet
                 await ask(self.questions, message, outbox, turn, self.question_timeout_s)
                 return
             if decision.route is Route.IMAGE:
                 await self.images.from_chat(message, outbox, turn)
                 return
-        turn = Turn(channel, stored, turn_id, prefetched=tuple(page), prefetch_size=page_size)
+        turn = Turn(
+            channel,
+            stored,
+            turn_id,
+            prefetched=tuple(page),
+            prefetch_size=page_size,
+            speaker=message.author_name,
+        )
         await self._reply_in_words(outbox, await self.remembered(turn, text), usages)
 
     async def settle_route_question(
@@ -162,7 +169,8 @@ class ChatPipeline:
             raise BadCommand(NOTHING_TO_ANSWER_AGAIN)
         usages: list[Usage] = []
         current_usages.set(usages)
-        turn = await self.remembered(Turn(channel, last.content, last.turn_id), last.content)
+        asked = Turn(channel, last.content, last.turn_id, speaker=message.author_name)
+        turn = await self.remembered(asked, last.content)
         await self._reply_in_words(outbox, turn, usages, replacing=last.replies)
 
     async def choose_reply(self, channel: str, text: str, author: str) -> None:

@@ -1,0 +1,61 @@
+"""A character card's fields as a persona, in the order the card spec and SillyTavern's
+default story string use: the system prompt (the default persona where the card has none,
+or inside it as {{original}}), the description, the personality, the scenario, then the
+example dialogues; the post-history instructions go after the conversation (`post_history`).
+
+Macros: {{char}} (and V1's <BOT>) is the character's nickname or name; {{user}} (and <USER>)
+stays {{user}} here and becomes the writer's name in each prompt (`speaking_to`), as every
+message may come from someone else. Both are matched in any case, as the specs say.
+"""
+
+from __future__ import annotations
+
+import re
+
+from brain.characters.cards import Card
+
+# The system prompt a card starts from when neither it nor the config gives one (SillyTavern's
+# default main prompt).
+CARD_SYSTEM = "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}."
+CHAR = re.compile(r"\{\{char\}\}|<bot>", re.IGNORECASE)
+USER = re.compile(r"\{\{user\}\}|<user>", re.IGNORECASE)
+ORIGINAL = re.compile(r"\{\{original\}\}", re.IGNORECASE)
+START = re.compile(r"^\s*<START>\s*$", re.IGNORECASE | re.MULTILINE)  # between examples
+
+
+def card_persona(card: Card, original: str) -> str:
+    """The persona a card makes; `original` is the default system prompt it may keep."""
+    name = card.text("nickname") or card.name
+    system = card.text("system_prompt").strip()
+    system = ORIGINAL.sub(lambda _: original, system) if system else original
+    parts = [
+        system,
+        card.text("description"),
+        f"{name}'s personality: {card.text('personality')}" if card.text("personality") else "",
+        f"Scenario: {card.text('scenario')}" if card.text("scenario") else "",
+        _examples(card.text("mes_example")),
+    ]
+    return _macros("\n\n".join(p.strip() for p in parts if p.strip()), name)
+
+
+def card_post_history(card: Card) -> str:
+    """The card's instructions for after the conversation ({{original}}: nothing more)."""
+    text = ORIGINAL.sub("", card.text("post_history_instructions")).strip()
+    return _macros(text, card.text("nickname") or card.name)
+
+
+def speaking_to(text: str, user: str) -> str:
+    """`text` with {{user}} as the person it answers (or "the user" where unknown)."""
+    return USER.sub(lambda _: user or "the user", text)
+
+
+def _examples(text: str) -> str:
+    """Example dialogues, one block each (`<START>` separates them)."""
+    blocks = [b.strip() for b in START.split(text) if b.strip()]
+    if not blocks:
+        return ""
+    return "Example dialogues (how {{char}} talks):\n\n" + "\n\n---\n\n".join(blocks)
+
+
+def _macros(text: str, name: str) -> str:
+    return USER.sub("{{user}}", CHAR.sub(lambda _: name, text))

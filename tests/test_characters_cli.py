@@ -1,0 +1,127 @@
+"""`mombot characters import | export | list` on a copy of the shipped config.toml, and the
+prompt an imported card makes (issue 34 items 1 and 2)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from bot.cli import main
+from bot.config import load_config
+from brain.brain import Brain
+from brain.characters.cards import read_card
+from brain.config import EndpointConfig
+from brain.history.store import HistoryStore
+from brain.messages import Inbound
+from brain.models.client import ModelClient
+from tests.fake_openai import FakeOpenAIServer, system_of
+from tests.helpers import RecordingOutbox, close_brain
+from tests.test_cards import V2_DATA
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    shutil.copy(ROOT / "config.toml", path)
+    return path
+
+
+def characters(config: Path, *args: str) -> int:
+    """`mombot --config CONFIG characters ARGS…`, its exit status."""
+    return main(["--config", str(config), "characters", *args])
+
+
+def card_png(folder: Path) -> Path:
+    info = PngImagePlugin.PngInfo()
+    document = {"spec": "chara_card_v2", "spec_version": "2.0", "data": V2_DATA}
+    info.add_text("chara", base64.b64encode(json.dumps(document).encode()).decode())
+    out = io.BytesIO()
+    Image.new("RGB", (40, 60), "green").save(out, format="PNG", pnginfo=info)
+    path = folder / "Seraphina card.png"
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def test_import_adds_the_character_beside_the_config_and_its_card_makes_the_persona(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = config.read_text()
+    assert characters(config, "import", str(card_png(config.parent))) == 0
+    assert "Added Seraphina (member)" in capsys.readouterr().out
+    added = config.read_text()
+    assert added.startswith(before.rstrip("\n"))  # comments and the rest kept as they were
+    assert 'card = "characters/seraphina.json"' in added
+    assert (config.parent / "characters" / "seraphina.png").read_bytes().startswith(b"\x89PNG")
+
+    loaded, _ = load_config(config)
+    seraphina = next(c for c in loaded.characters if c.name == "Seraphina")
+    persona = seraphina.persona
+    assert persona.startswith("Write Seraphina's next reply in a fictional chat")  # {{original}}
+    order = ["is a guardian", "Seraphina's personality: kind", "Scenario: {{user}} wakes up"]
+    assert [persona.index(part) for part in order] == sorted(persona.index(p) for p in order)
+    assert "Example dialogues" in persona and "I keep this forest." in persona
+    assert seraphina.post_history == "Answer as Seraphina only."
+
+    characters(config, "list")
+    assert "Seraphina: member, smollm2-135m on embedded; card characters/seraphina.json" in (
+        capsys.readouterr().out
+    )
+
+
+def test_export_then_import_gives_the_same_card(config: Path, tmp_path: Path) -> None:
+    assert characters(config, "import", str(card_png(tmp_path))) == 0
+    exported = tmp_path / "out.png"
+    assert characters(config, "export", "Seraphina", str(exported)) == 0
+    assert read_card(exported).data == read_card(tmp_path / "Seraphina card.png").data
+    assert read_card(exported).data["extensions"]["x_unknown"] == [1, 2]
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(ROOT / "config.toml", other / "config.toml")
+    assert characters(other / "config.toml", "import", str(exported)) == 0
+    first = (config.parent / "characters" / "seraphina.json").read_text()
+    assert (other / "characters" / "seraphina.json").read_text() == first
+
+
+def test_an_import_that_would_break_the_config_changes_nothing(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = str(card_png(tmp_path))
+    before = config.read_text()
+    # mom is the synthesizer already: a second one is refused, and nothing is left behind
+    assert characters(config, "import", card, "--as", "synthesizer") == 2
+    assert "more than one synthesizer" in capsys.readouterr().out
+    assert config.read_text() == before and not list((config.parent / "characters").iterdir())
+    assert characters(config, "import", card) == 0
+    assert characters(config, "import", card) == 2  # twice: refused
+    assert "is in" in capsys.readouterr().out
+
+
+async def test_the_cards_prompt_names_the_writer_and_ends_with_its_instructions(
+    config: Path, tmp_path: Path, fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """{{user}} is whoever wrote the message; the post-history instructions come after the
+    conversation, just before the reply."""
+    assert characters(config, "import", str(card_png(tmp_path))) == 0
+    loaded, _ = load_config(config)
+    seraphina = next(c for c in loaded.characters if c.name == "Seraphina")
+    seraphina = seraphina.model_copy(update={"endpoint": "fake", "model": "fake"})
+    endpoint = EndpointConfig(base_url=fake_server.base_url, context_window=4096)
+    brain = Brain(
+        characters=[seraphina],
+        clients={"fake": ModelClient("fake", endpoint)},
+        history=HistoryStore(sqlite_url),
+    )
+    await brain.handle(Inbound("test", "glade", "u1", "Ann", "Where am I?"), RecordingOutbox())
+    body = fake_server.requests[-1].body
+    assert "Scenario: Ann wakes up in Seraphina's glade." in system_of(body)
+    last = body["messages"][-1]["content"]
+    assert last.startswith("Where am I?") and last.endswith("Answer as Seraphina only.")
+    await close_brain(brain)
