@@ -17,7 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from adapters.config import ConsoleConfig, DiscordConfig, MatrixConfig, WebConfig
 from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
-from brain.characters.card_prompt import CARD_SYSTEM, card_persona, card_post_history
+from brain.characters.card_prompt import (
+    CARD_SYSTEM,
+    card_greetings,
+    card_persona,
+    card_post_history,
+)
 from brain.characters.cards import CardError, read_card
 from brain.config import (
     AttachmentsConfig,
@@ -264,7 +269,9 @@ def with_cards(config: MombotConfig, folder: Path, source: str) -> MombotConfig:
         own = "persona" in character.model_fields_set  # else the card's usual default
         persona = card_persona(card, character.persona if own else CARD_SYSTEM)
         after = character.post_history or card_post_history(card)
-        characters.append(character.model_copy(update={"persona": persona, "post_history": after}))
+        greetings = character.greetings or card_greetings(card)
+        changes = {"persona": persona, "post_history": after, "greetings": greetings}
+        characters.append(character.model_copy(update=changes))
     return config.model_copy(update={"characters": characters})
 
 

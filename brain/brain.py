@@ -25,6 +25,7 @@ from brain.characters.runner import CharacterRunner
 from brain.chat.mixture import Mixture
 from brain.chat.pipeline import ChatPipeline
 from brain.commands.builtin import BuiltinCommands
+from brain.commands.conversation import ConversationCommands
 from brain.commands.registry import CommandRegistry
 from brain.config import (
     AttachmentsConfig,
@@ -148,6 +149,7 @@ class Brain:
             images_config=images_config,
             memory=self.memory,
         ).register()
+        ConversationCommands(self.commands, self.chat).register()
         context = ExtensionContext(
             members,
             synthesizer,

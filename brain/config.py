@@ -103,6 +103,14 @@ class CharacterConfig(StrictModel):
         description="A character card (`mombot characters import` writes it, relative to the "
         "config file): its fields make the persona, with `persona` as its {{original}}.",
     )
+    greetings: list[str] = Field(
+        default_factory=list,
+        description="How the character opens a new channel (a card's first_mes and "
+        "alternate_greetings); only the character who writes the reply greets.",
+    )
+    greeting: Literal["first", "random"] = Field(
+        "first", description="Which greeting opens a channel: the first, or one at random."
+    )
     post_history: str = Field(
         "",
         description="Instructions after the conversation, just before the reply (a card's "

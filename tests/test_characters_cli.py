@@ -125,3 +125,40 @@ async def test_the_cards_prompt_names_the_writer_and_ends_with_its_instructions(
     last = body["messages"][-1]["content"]
     assert last.startswith("Where am I?") and last.endswith("Answer as Seraphina only.")
     await close_brain(brain)
+
+
+async def test_a_card_greets_a_new_channel_once_and_greeting_n_opens_again(
+    config: Path, tmp_path: Path, fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 34 item 3: the first time a channel talks to a card with a first message, the
+    character opens with it (to whoever wrote) and it is stored as the character's turn;
+    `/greeting` lists the greetings and `/greeting 2` opens with the alternate one."""
+    assert characters(config, "import", str(card_png(tmp_path))) == 0
+    loaded, _ = load_config(config)
+    seraphina = next(c for c in loaded.characters if c.name == "Seraphina")
+    seraphina = seraphina.model_copy(update={"endpoint": "fake", "model": "fake"})
+    fake_server.behaviour.reply = "The forest is safe."
+    brain = Brain(
+        characters=[seraphina],
+        clients={"fake": ModelClient("fake", EndpointConfig(base_url=fake_server.base_url))},
+        history=HistoryStore(sqlite_url),
+    )
+    first = RecordingOutbox()
+    await brain.handle(Inbound("test", "glade", "u1", "Ann", "Where am I?"), first)
+    assert first.messages[0] == "*Seraphina smiles.* You're awake, Ann."
+    assert first.messages[-1] == "The forest is safe."
+    asked = [m["content"] for m in fake_server.requests[-1].body["messages"]]
+    assert asked[1] == "*Seraphina smiles.* You're awake, Ann."  # the reply follows from it
+    again = RecordingOutbox()
+    await brain.handle(Inbound("test", "glade", "u1", "Ann", "And now?"), again)
+    assert "awake" not in again.text  # once per channel
+    listed = RecordingOutbox()
+    await brain.handle(Inbound("test", "glade", "u1", "Ann", "/greeting"), listed)
+    assert "1. *Seraphina smiles.*" in listed.text and "2. *She waves.* Hello again." in listed.text
+    opened = RecordingOutbox()
+    await brain.handle(Inbound("test", "glade", "u1", "Ann", "/greeting 2"), opened)
+    assert opened.messages == ["*She waves.* Hello again."]
+    turns = [(t.role, t.content) for t in reversed(await brain.history.recent("test:glade"))]
+    assert turns[0] == ("assistant", "*Seraphina smiles.* You're awake, Ann.")
+    assert turns[-1] == ("assistant", "*She waves.* Hello again.")
+    await close_brain(brain)

@@ -44,6 +44,13 @@ def card_post_history(card: Card) -> str:
     return _macros(text, card.text("nickname") or card.name)
 
 
+def card_greetings(card: Card) -> list[str]:
+    """The card's first message and its alternate greetings ({{user}}: filled when sent)."""
+    name = card.text("nickname") or card.name
+    texts = [card.text("first_mes"), *card.texts("alternate_greetings")]
+    return [_macros(text.strip(), name) for text in texts if text.strip()]
+
+
 def speaking_to(text: str, user: str) -> str:
     """`text` with {{user}} as the person it answers (or "the user" where unknown)."""
     return USER.sub(lambda _: user or "the user", text)

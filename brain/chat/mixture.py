@@ -83,6 +83,11 @@ class Mixture:
         self.config = config
         self.tuning = ChannelTuning()  # each channel's reply length and temperature
 
+    @property
+    def writer(self) -> CharacterConfig:
+        """The character whose words people read: the synthesizer, or the one member."""
+        return self.members[0] if len(self.members) == 1 else self.synthesizer
+
     async def propose(
         self,
         turn: Turn,

@@ -21,6 +21,7 @@ from brain.bounded import BoundedDict
 from brain.characters.recall import Recollection
 from brain.characters.runner import CharacterRunner, Turn
 from brain.chat.attachments import PreparedAttachments, prepare_attachments
+from brain.chat.greetings import Greeter
 from brain.chat.mixture import Mixture, Proposal
 from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
 from brain.errors import BadCommand, MombotError
@@ -84,6 +85,7 @@ class ChatPipeline:
         self.memory = memory
         self.debug: BoundedDict[str, bool] = BoundedDict(DEBUG_CHANNELS)
         self.questions = questions  # "should I draw that?", when unsure
+        self.greeter = Greeter(mixture.writer, history)  # a card's first message
         self.question_timeout_s = images.config.confirm_timeout_s if images is not None else 0.0
 
     async def answer(self, message: Inbound, outbox: Outbox) -> None:
@@ -104,6 +106,7 @@ class ChatPipeline:
         # (else the models make up what they show).
         vision = await self._vision_character() if files.images else None
         stored = _with_files(text, files, seen=vision is not None)
+        await self.greeter.greet_if_new(channel, message.author_name, outbox)
         page_size = self.runner.history_page_size(channel)
         turn_id, page = await self.history.add_and_recent(
             channel,

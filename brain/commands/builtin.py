@@ -27,8 +27,9 @@ NOTHING_TO_LOOK_AT = "I have no image of this conversation to look at: draw one 
 
 
 class BuiltinCommands:
-    """Handlers of /help, /reset, /characters, /stats, /stop, /retry, /settings, /debug,
-    /look, /sd, and with the memory on, /memory and /forget."""
+    """Handlers of /help, /reset, /characters, /stats, /stop, /debug, /look, /sd, and with
+    the memory on, /memory and /forget (`brain.commands.conversation` has the ones that
+    change how the channel's conversation goes)."""
 
     def __init__(
         self,
@@ -105,23 +106,6 @@ class BuiltinCommands:
             (CommandSpec("stats", "Token use and speed per model in this channel."), self.stats),
             (CommandSpec("stop", "Stop the reply being written here."), self.stop),
             (
-                CommandSpec("retry", "Answer the last message here again (a new reply)."),
-                self.retry,
-            ),
-            (
-                CommandSpec(
-                    "settings",
-                    "Show or change this channel's reply length and the members' temperature.",
-                    (
-                        Arg("length", "The reply's length in tokens (16–32768).", type=int),
-                        Arg("temperature", "How freely the members answer (0–2).", type=float),
-                        Arg("default", "Say `default` for config.toml's values again.", text=True),
-                    ),
-                    admin=True,  # it changes how the bot answers everyone in the channel
-                ),
-                self.settings,
-            ),
-            (
                 CommandSpec(
                     "look",
                     "Ask about the last image I drew here; the vision character looks at it.",
@@ -193,32 +177,6 @@ class BuiltinCommands:
         """Adapters stop a reply at once (`adapters.intake`): a /stop that waited its turn
         like any message finds nothing left to stop."""
         await outbox.send(NOTHING_TO_STOP)
-
-    async def retry(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
-        await self.chat.answer_again(message, outbox)
-
-    async def settings(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
-        """/settings [--length N] [--temperature X] [default]: changed ones are checked
-        together (`brain.chat.tuning`), then all are shown."""
-        tuning, channel = self.chat.mixture.tuning, message.channel_key
-        reset = (call.args.get("default") or "").strip().lower()
-        if reset and reset != "default":
-            raise BadCommand(f"`{reset[:40]}` is not a setting; `default` resets them.")
-        if reset:
-            tuning.reset(channel)
-        given = {name: call.args.get(name) for name in ("length", "temperature")}
-        changes = {name: value for name, value in given.items() if value is not None}
-        settings = tuning.change(channel, **changes) if changes else tuning.get(channel)
-        mixture = self.chat.mixture
-        length = settings.length or mixture.synthesizer.max_tokens
-        temperatures = {c.temperature for c in mixture.members}
-        own = "/".join(f"{t:g}" for t in sorted(temperatures))
-        temperature = own if settings.temperature is None else f"{settings.temperature:g}"
-        await outbox.send(
-            f"Settings here: replies up to {length} tokens"
-            f"{'' if settings.length else ' (config.toml)'}; members' temperature "
-            f"{temperature}{'' if settings.temperature is not None else ' (config.toml)'}."
-        )
 
     async def stats(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
         parts = [self.tracker.format_channel(message.channel_key)]
