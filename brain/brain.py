@@ -37,6 +37,7 @@ from brain.config import (
     MixtureConfig,
 )
 from brain.extensions import Extension, ExtensionContext, Hooks, load_extensions
+from brain.history.personas import Personas
 from brain.history.store import HistoryStore
 from brain.images.jobs import ImageJobs
 from brain.images.requests import CoolDown, ImageGenerator, ImagePromptWriter, cool_down_in_chat
@@ -109,6 +110,7 @@ class Brain:
             images_config.max_prompt_chars,
         )
         self.questions: OpenQuestions[object] = OpenQuestions()  # what users are asked
+        self.personas = Personas(history.engine)  # who each user says they are (/persona)
         self.images = ImageService(
             image_generator,
             images_config,
@@ -117,6 +119,7 @@ class Brain:
             synthesizer,
             self.questions,
             image_jobs or ImageJobs(history.engine, instance="local"),
+            self.personas,
         )
         self.telemetry = Telemetry(Sources(self.tracker, self._image_queue_length))
         self.hooks = Hooks(history)
@@ -135,6 +138,7 @@ class Brain:
             mixture_config=self.mixture.config,
             questions=self.questions,
             memory=self.memory,
+            personas=self.personas,
         )
         self.commands = CommandRegistry()
         BuiltinCommands(
@@ -149,7 +153,7 @@ class Brain:
             images_config=images_config,
             memory=self.memory,
         ).register()
-        ConversationCommands(self.commands, self.chat).register()
+        ConversationCommands(self.commands, self.chat, self.personas).register()
         context = ExtensionContext(
             members,
             synthesizer,

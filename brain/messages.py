@@ -46,6 +46,11 @@ class Inbound:
     message_id: str = ""  # the platform's id of the message, where it has one
 
     @property
+    def user_key(self) -> str:
+        """The author among all platforms' users ("discord:1234"): their persona's key."""
+        return f"{self.platform}:{self.author_id}"
+
+    @property
     def source(self) -> str:
         """The message's key among all platforms' ("discord:1234"); "" without an id."""
         return f"{self.platform}:{self.message_id}" if self.message_id else ""

@@ -103,7 +103,8 @@ async def test_bad_command_gets_a_clear_reply_and_nothing_stored(
     await brain.handle(inbound("/nonsense now"), outbox)
     assert outbox.errors == [
         "I don't know the command /nonsense. "
-        "Commands: /characters, /debug, /greeting, /help, /look, /reset, /retry, /sd, /settings, "
+        "Commands: /characters, /debug, /greeting, /help, /look, /persona, /reset, /retry, /sd, "
+        "/settings, "
         "/stats, /stop"
     ]
     assert await history.count("test:c1") == 0

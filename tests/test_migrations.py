@@ -69,6 +69,7 @@ ALL_TABLES = {
     "memory_vectors",
     "memory_summaries",
     "shown_events",
+    "user_personas",
 }
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 

@@ -69,6 +69,7 @@ class Turn:
     prefetch_size: int = 0
     recollection: Recollection | None = None  # what the memory recalled for it
     speaker: str = ""  # who wrote it: a card's {{user}} (`brain.characters.card_prompt`)
+    speaker_persona: str = ""  # who they say they are (/persona), shown after their message
 
 
 PAGE_HINTS = 4096  # channels whose window is remembered (hints, never a cache: see ChannelWindow)
@@ -221,7 +222,7 @@ class CharacterRunner:
             before_id=turn.turn_id,
             first_page_size=turn.prefetch_size if self._has_prefetch(turn) else FIRST_HISTORY_PAGE,
             after=speaking_to(
-                "\n\n".join(part for part in (after, character.post_history) if part),
+                "\n\n".join(part for part in (after, _about(turn), character.post_history) if part),
                 turn.speaker,
             ),
             floor=self._floor(turn.channel, character.name),
@@ -314,3 +315,11 @@ def _with_images(message: Message, images: tuple[str, ...]) -> Message:
     parts: list[dict[str, object]] = [{"type": "text", "text": message["content"]}]
     parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
     return {"role": message["role"], "content": parts}
+
+
+def _about(turn: Turn) -> str:
+    """The writer's persona, after their message: it changes with the writer, so it goes
+    with what changes per message (the persona and history ahead stay cached)."""
+    if not turn.speaker_persona:
+        return ""
+    return f"[About {{{{user}}}}, who wrote this: {turn.speaker_persona}]"

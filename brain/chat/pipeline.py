@@ -26,6 +26,7 @@ from brain.chat.mixture import Mixture, Proposal
 from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
 from brain.errors import BadCommand, MombotError
 from brain.extensions import Hooks
+from brain.history.personas import Personas
 from brain.history.replies import last_exchange, replace_replies
 from brain.history.store import HistoryStore
 from brain.images.service import ImageService
@@ -70,6 +71,7 @@ class ChatPipeline:
         mixture_config: MixtureConfig,
         questions: OpenQuestions[object],
         memory: Memory | None = None,
+        personas: Personas | None = None,
     ) -> None:
         self.characters = characters
         self.runner = runner
@@ -83,6 +85,7 @@ class ChatPipeline:
         self.attachments_config = attachments_config
         self.mixture_config = mixture_config
         self.memory = memory
+        self.personas = personas  # who each user says they are (/persona)
         self.debug: BoundedDict[str, bool] = BoundedDict(DEBUG_CHANNELS)
         self.questions = questions  # "should I draw that?", when unsure
         self.greeter = Greeter(mixture.writer, history)  # a card's first message
@@ -107,6 +110,7 @@ class ChatPipeline:
         vision = await self._vision_character() if files.images else None
         stored = _with_files(text, files, seen=vision is not None)
         await self.greeter.greet_if_new(channel, message.author_name, outbox)
+        persona = await self.personas.get(message.user_key) if self.personas else ""
         page_size = self.runner.history_page_size(channel)
         turn_id, page = await self.history.add_and_recent(
             channel,
@@ -133,7 +137,13 @@ class ChatPipeline:
             stored = await self._describe_images(vision, text, stored, files, channel, turn_id)
         elif self.images is not None:
             decision = await self._route(text, channel)
-            turn = Turn(channel, stored, turn_id, speaker=message.author_name)
+            turn = Turn(
+                channel,
+                stored,
+                turn_id,
+                speaker=message.author_name,
+                speaker_persona=persona,
+            )
             if decision.unsure:  # too close to call: ask, and answer nothing yet
                 await ask(self.questions, message, outbox, turn, self.question_timeout_s)
                 return
@@ -147,6 +157,7 @@ class ChatPipeline:
             prefetched=tuple(page),
             prefetch_size=page_size,
             speaker=message.author_name,
+            speaker_persona=persona,
         )
         await self._reply_in_words(outbox, await self.remembered(turn, text), usages)
 
@@ -172,7 +183,14 @@ class ChatPipeline:
             raise BadCommand(NOTHING_TO_ANSWER_AGAIN)
         usages: list[Usage] = []
         current_usages.set(usages)
-        asked = Turn(channel, last.content, last.turn_id, speaker=message.author_name)
+        persona = await self.personas.get(message.user_key) if self.personas else ""
+        asked = Turn(
+            channel,
+            last.content,
+            last.turn_id,
+            speaker=message.author_name,
+            speaker_persona=persona,
+        )
         turn = await self.remembered(asked, last.content)
         await self._reply_in_words(outbox, turn, usages, replacing=last.replies)
 

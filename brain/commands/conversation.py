@@ -1,22 +1,25 @@
-"""The commands that change how a channel's conversation goes: answer the last message
-again (/retry), open the scene with a card's greeting (/greeting), and the channel's reply
-length and members' temperature (/settings). Registered like the built-ins."""
+"""The commands that change how a conversation goes: answer the last message again
+(/retry), open the scene with a card's greeting (/greeting), the channel's reply length and
+members' temperature (/settings), and who you are to the bot everywhere (/persona).
+Registered like the built-ins."""
 
 from __future__ import annotations
 
 from brain.chat.pipeline import ChatPipeline
 from brain.commands.registry import Arg, CommandHandler, CommandRegistry, CommandSpec
 from brain.errors import BadCommand
+from brain.history.personas import MAX_PERSONA_CHARS, Personas
 from brain.messages import CommandCall, Inbound
 from brain.outbox import Outbox
 
 
 class ConversationCommands:
-    """Handlers of /retry, /greeting and /settings."""
+    """Handlers of /retry, /greeting, /settings and /persona."""
 
-    def __init__(self, registry: CommandRegistry, chat: ChatPipeline) -> None:
+    def __init__(self, registry: CommandRegistry, chat: ChatPipeline, personas: Personas) -> None:
         self.registry = registry
         self.chat = chat
+        self.personas = personas
 
     def register(self) -> None:
         for spec, handler in self._table():
@@ -48,6 +51,14 @@ class ConversationCommands:
                     admin=True,  # it changes how the bot answers everyone in the channel
                 ),
                 self.settings,
+            ),
+            (
+                CommandSpec(
+                    "persona",
+                    "Show who you are to me, set it (/persona TEXT), or remove it (clear).",
+                    (Arg("text", "Who you are: a name, looks, what matters.", text=True),),
+                ),
+                self.persona,
             ),
         ]
 
@@ -85,3 +96,26 @@ class ConversationCommands:
             f"{'' if settings.length else ' (config.toml)'}; members' temperature "
             f"{temperature}{'' if settings.temperature is not None else ' (config.toml)'}."
         )
+
+    async def persona(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
+        """Yours on this platform, in every channel: read into each prompt after your
+        message, and into `/sd me`."""
+        text, user = " ".join((call.args.get("text") or "").split()), message.user_key
+        if not text:
+            known = await self.personas.get(user)
+            await outbox.send(
+                f"Your persona: {known}"
+                if known
+                else "You have no persona yet: `/persona <who you are>` sets one."
+            )
+            return
+        if text.lower() == "clear":
+            await self.personas.clear(user)
+            await outbox.send("Your persona is removed.")
+            return
+        if len(text) > MAX_PERSONA_CHARS:
+            raise BadCommand(
+                f"A persona holds {MAX_PERSONA_CHARS} characters; yours has {len(text)}."
+            )
+        await self.personas.set(user, text)
+        await outbox.send(f"Noted: in every channel here I'll know you as {text}")

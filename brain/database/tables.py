@@ -105,12 +105,23 @@ class ShownEventRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_utcnow)
 
 
+class UserPersonaRow(SQLModel, table=True):
+    """Who a user says they are (`/persona`), for every channel they talk in."""
+
+    __tablename__ = "user_personas"
+
+    user: str = Field(primary_key=True, max_length=255)  # "discord:1234", "matrix:@ann:…"
+    text: str = Field(sa_type=Text)
+    updated_at: datetime = Field(default_factory=_utcnow)
+
+
 # The tables' columns, for SQLAlchemy Core queries (no ORM objects on the hot paths).
 # SQLModel sets `__table__` on each table class but does not declare it to type checkers.
 TURNS = TurnRow.__table__.c  # type: ignore[attr-defined]
 VECTORS = MemoryVectorRow.__table__.c  # type: ignore[attr-defined]
 SUMMARIES = MemorySummaryRow.__table__.c  # type: ignore[attr-defined]
 SHOWN = ShownEventRow.__table__.c  # type: ignore[attr-defined]
+PERSONAS = UserPersonaRow.__table__.c  # type: ignore[attr-defined]
 
 
 def clear_channel(connection: Any, channel: str) -> None:

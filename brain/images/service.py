@@ -22,6 +22,7 @@ from brain.characters.runner import Turn
 from brain.config import CharacterConfig, ImagesConfig
 from brain.database.tables import IMAGE
 from brain.errors import BadCommand, FeatureUnavailable
+from brain.history.personas import Personas
 from brain.history.store import HistoryStore
 from brain.images.jobs import ImageJobs
 from brain.images.requests import (
@@ -73,6 +74,7 @@ class ImageService:
         artist: CharacterConfig,
         questions: OpenQuestions[object],
         jobs: ImageJobs,
+        personas: Personas | None = None,
     ) -> None:
         self.generator = generator
         self.config = config
@@ -81,6 +83,7 @@ class ImageService:
         self.prompt_writer = prompt_writer
         self.artist = artist  # whose style goes around every prompt (the synthesizer)
         self.questions = questions  # where a proposal waits for its user's answer
+        self.personas = personas  # who users say they are: /sd me draws them so
 
     def request(self, message: Inbound, prompt: str, args: dict[str, Any]) -> ImageRequest:
         """The checked request; raises a user-facing error for a bad argument or no generator."""
@@ -218,6 +221,10 @@ class ImageService:
             if not last:
                 raise BadCommand("I haven't said anything here yet that I could illustrate.")
         artist = self.artist
+        user = message.author_name
+        if mode == "me" and self.personas is not None:
+            if described := await self.personas.get(message.user_key):
+                user = f"{user} (who says of themselves: {described})"
         return IMAGE_MODES[mode].format(
-            name=artist.name, persona=artist.persona, user=message.author_name, last=last[:2000]
+            name=artist.name, persona=artist.persona, user=user, last=last[:2000]
         )
