@@ -24,6 +24,7 @@ import logging
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
@@ -84,6 +85,7 @@ class WebAdapter:
                 web.get("/api/history", self._history),
                 web.get("/api/channels", self._channels),
                 web.get("/api/settings", self._settings),
+                web.get("/avatars/{name}", self._avatar),
                 web.get("/static/highlight.css", self._highlight_css),  # before the folder
                 web.get("/ws", self._socket),
                 web.static("/static", STATIC),
@@ -172,8 +174,19 @@ class WebAdapter:
                 "max_attachment_bytes": self.config.max_attachment_bytes,
                 "max_files": MAX_FILES,
                 "max_turn_chars": self.brain.chat.history_config.max_turn_chars,
+                "avatars": {
+                    c.name: f"/avatars/{quote(c.name)}" for c in self.brain.characters if c.avatar
+                },
             }
         )
+
+    async def _avatar(self, request: web.Request) -> web.StreamResponse:
+        """A character's picture (its card's), shown beside its name on its messages."""
+        name = request.match_info["name"]
+        character = next((c for c in self.brain.characters if c.name == name), None)
+        if character is None or not character.avatar:
+            raise web.HTTPNotFound(text="No such picture.")
+        return web.FileResponse(character.avatar, headers={"Content-Type": "image/png"})
 
     async def _history(self, request: web.Request) -> web.Response:
         """What the channel's tabs were shown, to show again (`adapters.web_tabs`)."""

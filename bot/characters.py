@@ -72,6 +72,8 @@ def _import(path: Path, file: Path, role: str, endpoint: str | None, model: str 
         written.append(folder / f"{stem}.png")
         written[-1].write_bytes(card.avatar)
     table = {"name": name, "card": f"{CARDS_FOLDER}/{stem}.json", "role": role}
+    if card.avatar is not None:
+        table["avatar"] = f"{CARDS_FOLDER}/{stem}.png"
     table |= {k: v for k, v in (("endpoint", endpoint), ("model", model)) if v}
     lines = [f"\n[[characters]]  # imported from {file.name}"]
     lines += [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in table.items()]
@@ -106,10 +108,8 @@ def _export(path: Path, name: str, file: Path) -> int:
         known = ", ".join(c.name for c in config.characters)
         raise ConfigError(f"no character named {name!r}. Fix: one of {known}")
     if character.card:
-        card_file = path.parent / character.card
-        card = read_card(card_file)
-        avatar = card_file.with_suffix(".png")
-        card.avatar = avatar.read_bytes() if avatar.is_file() else None
+        card = read_card(path.parent / character.card)
+        card.avatar = Path(character.avatar).read_bytes() if character.avatar else None
     else:  # a character of the config alone: its persona is the card's system prompt
         card = Card(card_data({"name": character.name, "system_prompt": character.persona}))
     write_png(card, file)

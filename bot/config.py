@@ -251,11 +251,15 @@ def load_config(
 
 
 def with_cards(config: MombotConfig, folder: Path, source: str) -> MombotConfig:
-    """Each character with a `card` gets the persona and post-history instructions its card
-    makes (`brain.characters.card_prompt`); its own `persona` is the card's {{original}},
-    its own `post_history` kept when it has one."""
+    """Each character with a `card` gets the persona, post-history instructions and
+    greetings its card makes (`brain.characters.card_prompt`); its own `persona` is the
+    card's {{original}}, its own `post_history` kept when it has one. Avatar paths are made
+    absolute (they are relative to the config file)."""
     characters = []
     for character in config.characters:
+        if character.avatar:  # read by the adapters, wherever mombot runs from
+            avatar = str((folder / character.avatar).resolve())
+            character = character.model_copy(update={"avatar": avatar})
         if not character.card:
             characters.append(character)
             continue

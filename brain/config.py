@@ -103,6 +103,11 @@ class CharacterConfig(StrictModel):
         description="A character card (`mombot characters import` writes it, relative to the "
         "config file): its fields make the persona, with `persona` as its {{original}}.",
     )
+    avatar: str = Field(
+        "",
+        description="A PNG shown with the character's messages where the platform can (the web "
+        "page, Discord webhooks); relative to the config file. An imported card's picture.",
+    )
     greetings: list[str] = Field(
         default_factory=list,
         description="How the character opens a new channel (a card's first_mes and "

@@ -160,3 +160,36 @@ async def test_an_uploaded_image_is_shown_as_a_thumbnail_then_and_after_a_reload
     await reload(page, "pictures")
     await page.until(f"{thumb}?.complete && {thumb}.naturalWidth > 0")
     assert await page.script(size) == [160, 80, "garden.png"]
+
+
+async def test_a_characters_picture_shows_beside_its_name_live_and_after_a_reload(
+    fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
+) -> None:
+    """Issue 34 item 6: the web page shows each character's name and picture (a card's) on
+    its messages."""
+    from PIL import Image
+
+    from brain.config import CharacterConfig, EndpointConfig
+    from brain.history.store import HistoryStore
+    from brain.models.client import ModelClient
+
+    picture = tmp_path / "seraphina.png"
+    await asyncio.to_thread(Image.new("RGB", (64, 64), (40, 120, 60)).save, picture)
+    fake_server.behaviour = Behaviour(reply="Welcome to the glade.")
+    seraphina = CharacterConfig(name="Seraphina", endpoint="f", model="f", avatar=str(picture))
+    brain = Brain(
+        characters=[seraphina],
+        clients={"f": ModelClient("f", EndpointConfig(base_url=fake_server.base_url))},
+        history=HistoryStore(sqlite_url),
+    )
+    url = await serve(brain)
+    page = tab(driver)
+    await page.open(url, "glade")
+    await page.say("Hello?")
+    await page.done(1)
+    avatar = "document.querySelector('.msg.bot .who img.avatar')"
+    loaded = f"{avatar}?.complete && {avatar}.naturalWidth === 64"
+    await page.until(loaded)
+    assert await page.texts(".msg.bot .who") == ["Seraphina"]
+    await reload(page, "glade")
+    await page.until(loaded)

@@ -58,8 +58,10 @@ async function start() {
   if (setup.status === 401) return askForToken();
   const {
     commands, max_attachment_bytes: maxBytes, max_files: maxFiles, max_turn_chars: maxTurnChars,
+    avatars,
   } = await setup.json();
   state.maxTurnChars = maxTurnChars;
+  state.avatars = avatars;
   state.commands = commands;
   state.maxBytes = maxBytes;
   state.maxFiles = maxFiles;

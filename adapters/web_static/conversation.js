@@ -14,7 +14,7 @@ export function bubble(kind, who) {
   if (who) {
     const label = document.createElement("div");
     label.className = "who";
-    label.textContent = who;
+    showAuthor(label, who);
     div.append(label);
   }
   const body = document.createElement("div");
@@ -23,6 +23,17 @@ export function bubble(kind, who) {
   $("log").append(div);
   $("log").scrollTop = $("log").scrollHeight;
   return div;
+}
+
+// The author's name, with their picture where the character has one (a card's).
+export function showAuthor(label, who) {
+  label.textContent = who;
+  if (!state.avatars[who]) return;
+  const img = document.createElement("img");
+  img.className = "avatar";
+  img.src = state.avatars[who];
+  img.alt = ""; // the name beside it says who it is
+  label.prepend(img);
 }
 
 export function setHtml(div, html) {

@@ -12,6 +12,7 @@ export const state = {
   choice: -1, // the command marked in the list shown after "/"
   channels: [], // the bot's web channels, most recently active first (/api/channels)
   maxTurnChars: Infinity, // how much of a message the bot keeps
+  avatars: {}, // character name → its picture's address (a card's)
   lastReply: null, // the bubble the next panel or reasoning goes under
   latest: null, // the latest reply a character wrote: regenerate and ‹ › apply to it
 };

@@ -4,7 +4,7 @@
 // (every later message was answered with it in the prompt).
 import { state } from "./state.js";
 import { send } from "./connection.js";
-import { setHtml } from "./conversation.js";
+import { setHtml, showAuthor } from "./conversation.js";
 import { newId } from "./composer.js";
 
 // The bubble's versions: [{id, who, html, extras: [elements shown under it]}], and which
@@ -48,7 +48,7 @@ function show(div, index) {
   for (const element of known.list[known.shown].extras) element.remove();
   known.shown = index;
   const version = known.list[index];
-  div.querySelector(".who").textContent = version.who;
+  showAuthor(div.querySelector(".who"), version.who);
   setHtml(div, version.html);
   for (const element of version.extras) div.insertBefore(element, div.querySelector(".tools"));
   div.dataset.id = version.id;
