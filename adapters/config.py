@@ -45,6 +45,11 @@ class DiscordConfig(ChatLimits):
     admin_users: list[int] = Field(default_factory=list, description="May /reset shared channels.")
     admin_roles: list[int] = Field(default_factory=list, description="Roles that count as admin.")
     edit_interval_s: float = Field(1.0, ge=0.2, description="Seconds between edits of a reply.")
+    webhooks: bool = Field(
+        False,
+        description="Post replies through a channel webhook under the writing character's name "
+        "and picture (needs Manage Webhooks; without it, normal messages and one log line).",
+    )
 
 
 class MatrixConfig(ChatLimits):

@@ -21,6 +21,7 @@ from discord import app_commands
 from adapters.common import SLOW_DOWN, RateLimiter
 from adapters.config import DiscordConfig
 from adapters.discord_outbox import NO_PINGS, DiscordOutbox, InteractionOutbox
+from adapters.discord_webhooks import ChannelWebhooks
 from adapters.intake import AccessRules, Arrival, DownloadFailed, Intake, RemoteFile
 from brain.brain import Brain
 from brain.channels.events import ButtonAnswer, NewMessage
@@ -97,6 +98,9 @@ class MombotDiscordClient(discord.Client):
             config.max_attachment_bytes,
         )
         self._reported_lost_jobs = False
+        # Replies under each character's name and picture (`discord.webhooks`).
+        avatars = {c.name: c.avatar for c in brain.characters if c.avatar}
+        self.webhooks = ChannelWebhooks(avatars) if config.webhooks else None
         for spec in brain.commands.specs.values():
             self.tree.add_command(slash_command(spec, self._on_slash))
 

@@ -66,8 +66,15 @@ class DiscordOutbox:
         return await self._channel.send(text, allowed_mentions=NO_PINGS, **extra)
 
     async def send_as(self, author: str, text: str) -> discord.Message:
-        """A reply a character is writing (`brain.outbox.AuthoredOutbox`), with a ⏹ button
-        under it while it is written (`StopButton`; `finish` takes it away)."""
+        """A reply a character is writing (`brain.outbox.AuthoredOutbox`): through the
+        channel's webhook under its name and picture (`adapters.discord_webhooks`) where that
+        is on, else with a ⏹ button under it while it is written (`StopButton`; `finish`
+        takes it away)."""
+        webhooks = self._client.webhooks
+        if webhooks is not None:
+            posted = await webhooks.send(self._channel, author, text, allowed_mentions=NO_PINGS)
+            if posted is not None:
+                return posted
         message = await self._post(text, view=StopButton(self._client, self._channel_key))
         self._stoppable.append(message)
         return message
