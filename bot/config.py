@@ -19,6 +19,7 @@ from adapters.config import ConsoleConfig, DiscordConfig, MatrixConfig, WebConfi
 from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
 from brain.characters.card_prompt import (
     CARD_SYSTEM,
+    card_examples,
     card_greetings,
     card_persona,
     card_post_history,
@@ -274,7 +275,12 @@ def with_cards(config: MombotConfig, folder: Path, source: str) -> MombotConfig:
         persona = card_persona(card, character.persona if own else CARD_SYSTEM)
         after = character.post_history or card_post_history(card)
         greetings = character.greetings or card_greetings(card)
-        changes = {"persona": persona, "post_history": after, "greetings": greetings}
+        changes = {
+            "persona": persona,
+            "post_history": after,
+            "greetings": greetings,
+            "examples": character.examples or card_examples(card),
+        }
         characters.append(character.model_copy(update=changes))
     return config.model_copy(update={"characters": characters})
 

@@ -108,6 +108,11 @@ class CharacterConfig(StrictModel):
         description="A PNG shown with the character's messages where the platform can (the web "
         "page, Discord webhooks); relative to the config file. An imported card's picture.",
     )
+    examples: str = Field(
+        "",
+        description="Example dialogues (a card's mes_example): after the persona where the "
+        "model's window has room for them, else left out first.",
+    )
     greetings: list[str] = Field(
         default_factory=list,
         description="How the character opens a new channel (a card's first_mes and "

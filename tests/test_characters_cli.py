@@ -67,7 +67,8 @@ def test_import_adds_the_character_beside_the_config_and_its_card_makes_the_pers
     assert persona.startswith("Write Seraphina's next reply in a fictional chat")  # {{original}}
     order = ["is a guardian", "Seraphina's personality: kind", "Scenario: {{user}} wakes up"]
     assert [persona.index(part) for part in order] == sorted(persona.index(p) for p in order)
-    assert "Example dialogues" in persona and "I keep this forest." in persona
+    assert "Example dialogues" not in persona  # kept apart: left out first where tight
+    assert "I keep this forest." in seraphina.examples
     assert seraphina.post_history == "Answer as Seraphina only."
 
     characters(config, "list")
@@ -162,3 +163,30 @@ async def test_a_card_greets_a_new_channel_once_and_greeting_n_opens_again(
     assert turns[0] == ("assistant", "*Seraphina smiles.* You're awake, Ann.")
     assert turns[-1] == ("assistant", "*She waves.* Hello again.")
     await close_brain(brain)
+
+
+async def test_example_dialogues_are_left_out_first_where_the_window_is_tight(
+    config: Path, tmp_path: Path, fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 34 item 2: the example dialogues are the most expendable part of a card; they
+    follow the persona in a window with room for them, and not in a small one."""
+    assert characters(config, "import", str(card_png(tmp_path))) == 0
+    loaded, _ = load_config(config)
+    long_examples = ("Example dialogues:\n\n" + "Seraphina: The forest hums. " * 80).strip()
+    seraphina = next(c for c in loaded.characters if c.name == "Seraphina").model_copy(
+        update={"endpoint": "fake", "model": "fake", "examples": long_examples}
+    )
+    systems = []
+    for window in (2048, 8192):
+        endpoint = EndpointConfig(base_url=fake_server.base_url, context_window=window)
+        brain = Brain(
+            characters=[seraphina],
+            clients={"fake": ModelClient("fake", endpoint)},
+            history=HistoryStore(sqlite_url),
+        )
+        await brain.handle(Inbound("test", f"w{window}", "u1", "Ann", "Hi"), RecordingOutbox())
+        systems.append(system_of(fake_server.requests[-1].body))
+        await close_brain(brain)
+    small, large = systems
+    assert "The forest hums." not in small and "Scenario: Ann wakes up" in small
+    assert large.startswith(small) and large.endswith("The forest hums.")

@@ -1,7 +1,8 @@
 """A character card's fields as a persona, in the order the card spec and SillyTavern's
 default story string use: the system prompt (the default persona where the card has none,
 or inside it as {{original}}), the description, the personality, the scenario, then the
-example dialogues; the post-history instructions go after the conversation (`post_history`).
+example dialogues where the window has room for them (the first part left out when it is
+tight); the post-history instructions go after the conversation (`post_history`).
 
 Macros: {{char}} (and V1's <BOT>) is the character's nickname or name; {{user}} (and <USER>)
 stays {{user}} here and becomes the writer's name in each prompt (`speaking_to`), as every
@@ -11,8 +12,11 @@ message may come from someone else. Both are matched in any case, as the specs s
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
 from brain.characters.cards import Card
+
+EXAMPLES_SHARE = 0.25  # of the window (less the reply), the most example dialogues may take
 
 # The system prompt a card starts from when neither it nor the config gives one (SillyTavern's
 # default main prompt).
@@ -33,9 +37,26 @@ def card_persona(card: Card, original: str) -> str:
         card.text("description"),
         f"{name}'s personality: {card.text('personality')}" if card.text("personality") else "",
         f"Scenario: {card.text('scenario')}" if card.text("scenario") else "",
-        _examples(card.text("mes_example")),
     ]
     return _macros("\n\n".join(p.strip() for p in parts if p.strip()), name)
+
+
+def card_examples(card: Card) -> str:
+    """The card's example dialogues, kept apart from the persona: the most expendable part
+    of it, they follow it only where the window has room (`with_examples`)."""
+    return _macros(_examples(card.text("mes_example")), card.text("nickname") or card.name)
+
+
+async def with_examples(
+    persona: str, examples: str, room: int, cost: Callable[[str], Awaitable[int]]
+) -> str:
+    """The persona with the example dialogues after it, if they take at most `EXAMPLES_SHARE`
+    of `room` (the window less the reply's reserve); else without them. Decided by the
+    model's window alone, never by the conversation, so the prompt's start stays the same
+    from message to message (the server's cache keeps it)."""
+    if not examples or await cost(examples) > room * EXAMPLES_SHARE:
+        return persona
+    return f"{persona}\n\n{examples}"
 
 
 def card_post_history(card: Card) -> str:

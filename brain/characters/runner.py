@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from brain.bounded import BoundedDict
-from brain.characters.card_prompt import speaking_to
+from brain.characters.card_prompt import speaking_to, with_examples
 from brain.characters.context import (
     FIRST_HISTORY_PAGE,
     MAX_HISTORY_PAGE,
@@ -211,12 +211,20 @@ class CharacterRunner:
         client = self.clients[character.endpoint]
         window = await client.context_window(character.model)
         reserve = reply_reserve(window, character.max_tokens)
+        persona = system
+        if persona is None:  # its own persona, with its example dialogues where they fit
+
+            async def cost(text: str) -> int:
+                return await client.count_tokens(character.model, text)
+
+            room = window - reserve
+            persona = await with_examples(character.persona, character.examples, room, cost)
         plan = await build_prompt(
             client,
             character.model,
             window=window,
             reserve=reserve + slack,
-            system=speaking_to(system if system is not None else character.persona, turn.speaker),
+            system=speaking_to(persona, turn.speaker),
             user_text=turn.text,
             older_turns=lambda before, limit: self._older_turns(turn, before, limit),
             before_id=turn.turn_id,
