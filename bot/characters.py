@@ -78,7 +78,8 @@ def _import(path: Path, file: Path, role: str, endpoint: str | None, model: str 
     lines = [f"\n[[characters]]  # imported from {file.name}"]
     lines += [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in table.items()]
     candidate = path.with_name(f".{path.name}.new")
-    candidate.write_text(path.read_text(encoding="utf-8").rstrip("\n") + "\n" + "\n".join(lines))
+    kept = path.read_text(encoding="utf-8").rstrip("\n")
+    candidate.write_text(kept + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
     try:
         load_config(candidate)  # the config as it would be: refused whole if it breaks
     except ConfigError:

@@ -16,15 +16,8 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from adapters.config import ConsoleConfig, DiscordConfig, MatrixConfig, WebConfig
+from bot.character_files import CharacterFileError, with_files
 from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
-from brain.characters.card_prompt import (
-    CARD_SYSTEM,
-    card_examples,
-    card_greetings,
-    card_persona,
-    card_post_history,
-)
-from brain.characters.cards import CardError, read_card
 from brain.config import (
     AttachmentsConfig,
     ChannelsConfig,
@@ -241,7 +234,10 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from None
     _check_extensions(config, source)
-    config = with_cards(config, path.parent if path is not None else Path.cwd(), source)
+    try:
+        config = with_files(config, path.parent if path is not None else Path.cwd())
+    except CharacterFileError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     secrets = _read_secrets(config, env, source)
     if config.embedded_active:
         try:
@@ -249,40 +245,6 @@ def load_config(
         except EmbeddedServerError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     return config, secrets
-
-
-def with_cards(config: MombotConfig, folder: Path, source: str) -> MombotConfig:
-    """Each character with a `card` gets the persona, post-history instructions and
-    greetings its card makes (`brain.characters.card_prompt`); its own `persona` is the
-    card's {{original}}, its own `post_history` kept when it has one. Avatar paths are made
-    absolute (they are relative to the config file)."""
-    characters = []
-    for character in config.characters:
-        if character.avatar:  # read by the adapters, wherever mombot runs from
-            avatar = str((folder / character.avatar).resolve())
-            character = character.model_copy(update={"avatar": avatar})
-        if not character.card:
-            characters.append(character)
-            continue
-        try:
-            card = read_card(folder / character.card)
-        except CardError as exc:
-            raise ConfigError(
-                f"{source}: characters.{character.name}.card: {exc}. Fix: import the card "
-                "again (mombot characters import FILE) or correct the path"
-            ) from None
-        own = "persona" in character.model_fields_set  # else the card's usual default
-        persona = card_persona(card, character.persona if own else CARD_SYSTEM)
-        after = character.post_history or card_post_history(card)
-        greetings = character.greetings or card_greetings(card)
-        changes = {
-            "persona": persona,
-            "post_history": after,
-            "greetings": greetings,
-            "examples": character.examples or card_examples(card),
-        }
-        characters.append(character.model_copy(update=changes))
-    return config.model_copy(update={"characters": characters})
 
 
 def _check_extensions(config: MombotConfig, source: str) -> None:

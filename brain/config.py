@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from brain.characters.lorebook import Lore
+
 ServerKind = Literal["openai", "llama-cpp-python", "llama.cpp", "ollama", "vllm", "koboldcpp"]
 
 
@@ -112,6 +114,14 @@ class CharacterConfig(StrictModel):
         "",
         description="Example dialogues (a card's mes_example): after the persona where the "
         "model's window has room for them, else left out first.",
+    )
+    lorebooks: list[str] = Field(
+        default_factory=list,
+        description="Lorebook files (a V3 lorebook or SillyTavern World Info JSON), relative to "
+        "the config file: their entries join the card's own (character_book).",
+    )
+    lore: Lore | None = Field(
+        None, description="Set from the card's book and `lorebooks` when the config is read."
     )
     greetings: list[str] = Field(
         default_factory=list,

@@ -21,6 +21,7 @@ from brain.characters.context import (
     build_prompt,
     reply_reserve,
 )
+from brain.characters.lorebook import fire, with_lore
 from brain.characters.recall import Recollection
 from brain.config import CharacterConfig
 from brain.errors import ContextTooLong
@@ -212,13 +213,19 @@ class CharacterRunner:
         window = await client.context_window(character.model)
         reserve = reply_reserve(window, character.max_tokens)
         persona = system
-        if persona is None:  # its own persona, with its example dialogues where they fit
+        if persona is None:  # its own: with the lore its messages wake, and its examples
 
             async def cost(text: str) -> int:
                 return await client.count_tokens(character.model, text)
 
+            persona = character.persona
+            if character.lore is not None:
+                scanned = await self._older_turns(turn, turn.turn_id, character.lore.scan_depth)
+                texts = [t.content for t in reversed(scanned)] + [turn.text]
+                shots = await fire(character.lore, texts, cost)
+                persona = with_lore(persona, shots, character.name)
             room = window - reserve
-            persona = await with_examples(character.persona, character.examples, room, cost)
+            persona = await with_examples(persona, character.examples, room, cost)
         plan = await build_prompt(
             client,
             character.model,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from brain.bounded import BoundedDict
+from brain.characters.lorebook import fired_lore
 from brain.characters.recall import Recollection
 from brain.characters.runner import CharacterRunner, Turn
 from brain.chat.attachments import PreparedAttachments, prepare_attachments
@@ -223,6 +224,8 @@ class ChatPipeline:
             if debug:
                 await send_long(outbox, _format_proposals(proposals))
 
+        lore: list[str] = []  # the lorebook entries its prompts held, for /debug
+        fired_lore.set(lore)
         streamer = self.streamer(outbox, channel)
         answer = await self.mixture.answer(
             turn, streamer, on_proposals=show_proposals, report=reporter(outbox)
@@ -230,6 +233,8 @@ class ChatPipeline:
         await self.store(channel, answer.text, answer.author, outbox, replacing)
         if isinstance(outbox, DetailOutbox):
             await outbox.details(shown, usages)
+        if debug and lore:
+            await send_long(outbox, "📖 lore:\n" + "\n".join(dict.fromkeys(lore)))
         if debug and usages:
             await send_long(outbox, "🔍 calls:\n" + format_usages(usages))
 
