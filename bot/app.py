@@ -164,6 +164,7 @@ class App:
             embedder=self.embedder if config.memory.enabled else None,
             channels_config=config.channels,
             image_jobs=self.image_jobs,
+            channel_lore=config.channel_lore,
         )
         if brain.memory is not None:  # index what was stored while it was not running
             stack.push_async_callback(brain.memory.aclose)

@@ -32,18 +32,24 @@ def with_files(config: MombotConfig, folder: Path) -> MombotConfig:
     """Each character with a `card` gets the persona, post-history instructions, example
     dialogues and greetings its card makes (`brain.characters.card_prompt`); its own
     `persona` is the card's {{original}}, its own `post_history` kept when it has one. Its
-    lore is its card's book with its `lorebooks` files. Avatar paths are made absolute
-    (they are relative to the config file)."""
-    return config.model_copy(
-        update={"characters": [_with_card(c, folder) for c in config.characters]}
-    )
+    lore is its card's book with its `lorebooks` files; each channel's `lorebooks` are read
+    into `channel_lore`. Avatar paths are made absolute (they are relative to the config
+    file)."""
+    channel_lore = {}
+    for channel, files in config.lorebooks.items():
+        books = [_lorebook(folder / file, f"lorebooks.{channel}") for file in files]
+        if (lore := merge(books)) is not None:
+            channel_lore[channel] = lore
+    characters = [_with_card(c, folder) for c in config.characters]
+    return config.model_copy(update={"characters": characters, "channel_lore": channel_lore})
 
 
 def _with_card(character: CharacterConfig, folder: Path) -> CharacterConfig:
     changes: dict[str, Any] = {}
     if character.avatar:  # read by the adapters, wherever mombot runs from
         changes["avatar"] = str((folder / character.avatar).resolve())
-    books = [_lorebook(folder / file, character.name) for file in character.lorebooks]
+    where = f"characters.{character.name}.lorebooks"
+    books = [_lorebook(folder / file, where) for file in character.lorebooks]
     if character.card:
         try:
             card = read_card(folder / character.card)
@@ -65,12 +71,12 @@ def _with_card(character: CharacterConfig, folder: Path) -> CharacterConfig:
     return character.model_copy(update=changes)
 
 
-def _lorebook(path: Path, name: str) -> Lore:
+def _lorebook(path: Path, where: str) -> Lore:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CharacterFileError(
-            f"characters.{name}.lorebooks: cannot read {path} ({exc}). "
+            f"{where}: cannot read {path} ({exc}). "
             "Fix: correct the path (relative to the config file)"
         ) from None
     return _lore(document, str(path))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from adapters.config import ConsoleConfig, DiscordConfig, MatrixConfig, WebConfig
 from bot.character_files import CharacterFileError, with_files
 from bot.embedded import EmbeddedConfig, EmbeddedServerError, resolve_model_path
+from brain.characters.lorebook import Lore
 from brain.config import (
     AttachmentsConfig,
     ChannelsConfig,
@@ -136,6 +137,15 @@ class MombotConfig(StrictModel):
     discord: DiscordConfig = DiscordConfig()
     matrix: MatrixConfig = MatrixConfig()
     web: WebConfig = WebConfig()
+    lorebooks: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Lorebooks for every character in one channel: its key (as /debug and the "
+        'log name it: "discord:1234", "matrix:!room:server", "web:main") → files, relative to '
+        "the config file.",
+    )
+    channel_lore: dict[str, Lore] = Field(
+        default_factory=dict, description="Set from `lorebooks` when the config is read."
+    )
 
     @property
     def embedded_active(self) -> bool:

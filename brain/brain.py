@@ -21,6 +21,7 @@ from brain.channels.dispatcher import Dispatcher
 from brain.channels.events import ButtonAnswer, Deletion, Edit, NewMessage
 from brain.channels.registry import Channels, Ticket
 from brain.channels.stored_changes import StoredChanges
+from brain.characters.lorebook import Lore
 from brain.characters.runner import CharacterRunner
 from brain.chat.mixture import Mixture
 from brain.chat.pipeline import ChatPipeline
@@ -91,6 +92,7 @@ class Brain:
         embedder: Embedder | None = None,
         channels_config: ChannelsConfig | None = None,
         image_jobs: ImageJobs | None = None,
+        channel_lore: dict[str, Lore] | None = None,
     ) -> None:
         self.characters = characters
         members, synthesizer = split_roles(characters)
@@ -101,7 +103,7 @@ class Brain:
         self.tracker = TokenTracker()
         for client in clients.values():  # every call's usage is filed under its channel
             client.usage_sinks.append(self.tracker.record)
-        self.runner = CharacterRunner(history, clients)
+        self.runner = CharacterRunner(history, clients, channel_lore)
         self.mixture = Mixture(members, synthesizer, self.runner, mixture_config or MixtureConfig())
         by_name = {c.name: c for c in characters}
         writer = ImagePromptWriter(

@@ -196,3 +196,29 @@ async def test_a_cards_book_and_a_world_info_file_reach_the_prompt_and_debug_say
     later = system_of(fake_server.requests[-1].body)
     assert "A quiet clearing." in later  # the glade was named in the last messages still
     await close_brain(brain)
+
+
+async def test_a_book_attached_to_a_channel_reaches_every_character_there_only(
+    tmp_path: Path, fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    config = tmp_path / "config.toml"
+    shutil.copy(ROOT / "config.toml", config)
+    (tmp_path / "harbour.json").write_text(
+        json.dumps({"entries": {"0": {"key": ["harbour"], "content": "Ships dock at dawn."}}})
+    )
+    config.write_text(config.read_text() + '\n[lorebooks]\n"test:port" = ["harbour.json"]\n')
+    loaded, _ = load_config(config)
+    assert set(loaded.channel_lore) == {"test:port"}
+    mom = next(c for c in loaded.characters if c.name == "mom")
+    brain = Brain(
+        characters=[mom.model_copy(update={"endpoint": "fake", "model": "fake"})],
+        clients={"fake": ModelClient("fake", EndpointConfig(base_url=fake_server.base_url))},
+        history=HistoryStore(sqlite_url),
+        channel_lore=loaded.channel_lore,
+    )
+    for channel in ("port", "elsewhere"):
+        said = Inbound("test", channel, "u1", "Ann", "When do ships reach the harbour?")
+        await brain.handle(said, RecordingOutbox())
+    here, elsewhere = (system_of(r.body) for r in fake_server.requests[-2:])
+    assert here.startswith("Ships dock at dawn.") and "Ships dock" not in elsewhere
+    await close_brain(brain)

@@ -21,7 +21,7 @@ from brain.characters.context import (
     build_prompt,
     reply_reserve,
 )
-from brain.characters.lorebook import fire, with_lore
+from brain.characters.lorebook import Lore, fire, merge, with_lore
 from brain.characters.recall import Recollection
 from brain.config import CharacterConfig
 from brain.errors import ContextTooLong
@@ -91,9 +91,15 @@ class ChannelWindow:
 class CharacterRunner:
     """Asks one character for an answer to a turn, within its model's context window."""
 
-    def __init__(self, history: HistoryStore, clients: dict[str, ModelClient]) -> None:
+    def __init__(
+        self,
+        history: HistoryStore,
+        clients: dict[str, ModelClient],
+        channel_lore: dict[str, Lore] | None = None,
+    ) -> None:
         self.history = history
         self.clients = clients
+        self.channel_lore = channel_lore or {}  # lorebooks for everyone in a channel
         self._windows: BoundedDict[str, ChannelWindow] = BoundedDict(PAGE_HINTS)
 
     def history_page_size(self, channel: str) -> int:
@@ -219,11 +225,11 @@ class CharacterRunner:
                 return await client.count_tokens(character.model, text)
 
             persona = character.persona
-            if character.lore is not None:
-                scanned = await self._older_turns(turn, turn.turn_id, character.lore.scan_depth)
+            lore = merge(b for b in (character.lore, self.channel_lore.get(turn.channel)) if b)
+            if lore is not None:
+                scanned = await self._older_turns(turn, turn.turn_id, lore.scan_depth)
                 texts = [t.content for t in reversed(scanned)] + [turn.text]
-                shots = await fire(character.lore, texts, cost)
-                persona = with_lore(persona, shots, character.name)
+                persona = with_lore(persona, await fire(lore, texts, cost), character.name)
             room = window - reserve
             persona = await with_examples(persona, character.examples, room, cost)
         plan = await build_prompt(
