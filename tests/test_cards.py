@@ -145,3 +145,70 @@ def test_export_then_import_gives_the_same_card_unknown_fields_included(tmp_path
 def test_what_is_not_a_card_says_why(tmp_path: Path, content: bytes, why: str) -> None:
     with pytest.raises(CardError, match=why):
         read_card(write(tmp_path, "odd.bin", content))
+
+
+def test_bad_cards_each_get_one_clear_line(tmp_path: Path) -> None:
+    """Issue 34's bad input: each refused with what is wrong, nothing half-read."""
+    whole = png({"chara": {"spec": "chara_card_v2", "data": V2_DATA}})
+    cases = {
+        "cut.png": (whole[: len(whole) // 2], "cannot be read|no ccv3 or chara"),
+        "base64.png": (png_chunk(b"chara", b"not base64 !!!"), "not base64 JSON"),
+        "json.png": (png_chunk(b"chara", base64.b64encode(b"{oops")), "not base64 JSON"),
+    }
+    for name, (content, why) in cases.items():
+        with pytest.raises(CardError, match=why):
+            read_card(write(tmp_path, name, content))
+    huge = tmp_path / "huge.png"
+    with huge.open("wb") as out:  # 50 MB (sparse): refused before it is read
+        out.truncate(50 * 2**20)
+    with pytest.raises(CardError, match="larger than 20 MB"):
+        read_card(huge)
+
+
+def png_chunk(keyword: bytes, text: bytes) -> bytes:
+    """A PNG whose text chunk holds `text` as it is (Pillow would not write a broken one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"tEXt", keyword + b"\x00" + text)
+        + chunk(b"IDAT", pixels)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_field_of_the_wrong_type_reads_as_empty_and_html_stays_text(tmp_path: Path) -> None:
+    odd = {
+        **V1,
+        "personality": 5,
+        "alternate_greetings": "not a list",
+        "scenario": "<script>x</script>",
+    }
+    card = read_card(write(tmp_path, "odd.json", json.dumps(odd).encode()))
+    assert card.text("personality") == "" and card.texts("alternate_greetings") == []
+    assert card.text("scenario") == "<script>x</script>"  # prompts are text; pages escape it
+
+
+def test_a_charx_zip_bomb_and_an_icon_that_is_no_image(tmp_path: Path) -> None:
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("card.json", b" " * (30 * 2**20))  # 30 MB of spaces: a few KB zipped
+    assert len(bomb.getvalue()) < 2**20
+    with pytest.raises(CardError, match="larger than 20 MB"):
+        read_card(write(tmp_path, "bomb.charx", bomb.getvalue()))
+    fake_icon = io.BytesIO()
+    data = {**V1, "assets": [{"type": "icon", "uri": "embeded://assets/icon.png", "name": "main"}]}
+    with zipfile.ZipFile(fake_icon, "w") as archive:
+        archive.writestr("card.json", json.dumps({"spec": "chara_card_v3", "data": data}))
+        archive.writestr("assets/icon.png", b"<html>not a picture</html>")
+    card = read_card(write(tmp_path, "icon.charx", fake_icon.getvalue()))
+    assert card.name == "Seraphina" and card.avatar is None

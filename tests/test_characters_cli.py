@@ -123,6 +123,7 @@ async def test_the_cards_prompt_names_the_writer_and_ends_with_its_instructions(
     await brain.handle(Inbound("test", "glade", "u1", "Ann", "Where am I?"), RecordingOutbox())
     body = fake_server.requests[-1].body
     assert "Scenario: Ann wakes up in Seraphina's glade." in system_of(body)
+    assert "Best with a warm model." not in str(body["messages"])  # creator_notes: never
     last = body["messages"][-1]["content"]
     assert last.startswith("Where am I?") and last.endswith("Answer as Seraphina only.")
     await close_brain(brain)

@@ -192,6 +192,9 @@ async def test_a_cards_book_and_a_world_info_file_reach_the_prompt_and_debug_say
     assert (
         "📖 lore:\nSeraphina: 'glade', key 'glade'\nSeraphina: 'river', key 'river'" in shown.text
     )
+    cast = RecordingOutbox()
+    await brain.handle(Inbound("test", "g", "u1", "Ann", "/characters"), cast)
+    assert "card characters/seraphina.json · lorebook entries: 2 (with world.json)" in cast.text
     await brain.handle(Inbound("test", "g", "u1", "Ann", "Tell me a story."), RecordingOutbox())
     later = system_of(fake_server.requests[-1].body)
     assert "A quiet clearing." in later  # the glade was named in the last messages still
@@ -222,3 +225,9 @@ async def test_a_book_attached_to_a_channel_reaches_every_character_there_only(
     here, elsewhere = (system_of(r.body) for r in fake_server.requests[-2:])
     assert here.startswith("Ships dock at dawn.") and "Ships dock" not in elsewhere
     await close_brain(brain)
+
+
+async def test_a_catastrophic_pattern_is_cut_short_and_matches_nothing() -> None:
+    """A lorebook's regex that backtracks for ages `(a+)+$` on "aaaa…!" is time-boxed."""
+    lore = Lore(entries=[entry(name="bad", keys=[r"(a+)+$"], use_regex=True)])
+    assert await fired(lore, "a" * 64 + "!") == []

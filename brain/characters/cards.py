@@ -32,7 +32,7 @@ from typing import Any
 
 V2, V3 = "chara_card_v2", "chara_card_v3"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_CARD_BYTES = 64 * 1024 * 1024  # a card with its assets; larger files are refused
+MAX_CARD_BYTES = 20 * 1024 * 1024  # a card file (CHARX: what is read of it); larger: refused
 # Every V2 field, and the V3 fields that are not optional, with their empty values.
 EMPTY_FIELDS: dict[str, Any] = {
     "name": "",
@@ -172,12 +172,23 @@ def _from_charx(raw: bytes) -> Card:
             names = set(archive.namelist())
             if "card.json" not in names:
                 raise CardError("this archive has no card.json: not a CHARX card")
-            data = card_data(json.loads(archive.read("card.json").decode("utf-8")))
+            data = card_data(json.loads(_member(archive, "card.json").decode("utf-8")))
             icon = _icon_path(data)
-            avatar = archive.read(icon) if icon in names else None
+            avatar = _member(archive, icon) if icon in names else None
     except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, KeyError) as exc:
         raise CardError(f"the CHARX archive cannot be read ({type(exc).__name__})") from None
     return Card(data, avatar if avatar and avatar.startswith(PNG_SIGNATURE) else None)
+
+
+def _member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """One file of the archive, refused when it would unpack past the cap (a zip bomb)."""
+    if archive.getinfo(name).file_size > MAX_CARD_BYTES:
+        raise CardError(f"{name} in the archive is larger than {MAX_CARD_BYTES // 2**20} MB")
+    with archive.open(name) as member:
+        data = member.read(MAX_CARD_BYTES + 1)  # the header may lie: read no more than this
+    if len(data) > MAX_CARD_BYTES:
+        raise CardError(f"{name} in the archive is larger than {MAX_CARD_BYTES // 2**20} MB")
+    return data
 
 
 def _icon_path(data: dict[str, Any]) -> str:

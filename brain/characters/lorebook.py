@@ -13,15 +13,20 @@ tokenizer), then placed by `insertion_order`, before or after the character's de
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field
 
+log = logging.getLogger(__name__)
+
 MAX_RECURSION = 3  # rounds of entries waking entries
+REGEX_TIMEOUT_S = 0.05  # one use_regex key's search, at most
 MAX_ENTRIES = 2000  # a book larger than this is cut (bounded work per message)
 Logic = Literal["and_any", "not_all", "not_any", "and_all"]
 ST_LOGIC: dict[int, Logic] = {0: "and_any", 1: "not_all", 2: "not_any", 3: "and_all"}
@@ -169,11 +174,12 @@ def _logic(value: Any) -> Logic:
 def found(key: str, text: str, entry: LoreEntry) -> bool:
     """Whether `key` appears in `text` as the entry says keys are matched."""
     flags = 0 if entry.case_sensitive else re.IGNORECASE
-    if entry.use_regex:
+    if entry.use_regex:  # a card's own pattern: time-boxed, and a broken one matches nothing
         try:
-            return re.search(key, text, flags) is not None
-        except re.error:
-            return False  # a broken pattern matches nothing
+            return regex.search(key, text, flags, timeout=REGEX_TIMEOUT_S) is not None
+        except (regex.error, TimeoutError):
+            log.warning("lorebook: the pattern %r failed or took too long: skipped", key[:80])
+            return False
     pattern = re.escape(key.strip())
     if entry.whole_words:
         pattern = rf"(?<!\w){pattern}(?!\w)"

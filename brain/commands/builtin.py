@@ -170,7 +170,12 @@ class BuiltinCommands:
             sees = await self.runner.can_see(c)
             flags = (" · vision" if sees else "") + ("" if c.enabled else " · disabled")
             role = ", ".join(roles) or c.role
-            lines.append(f"**{c.name}** ({role}{flags}): {c.model} on {c.endpoint}")
+            source = f" · card {c.card}" if c.card else ""
+            books = len(c.lore.entries) if c.lore else 0
+            attached = f" (with {', '.join(c.lorebooks)})" if c.lorebooks else ""
+            lore = f" · lorebook entries: {books}{attached}"
+            line = f"**{c.name}** ({role}{flags}): {c.model} on {c.endpoint}{source}"
+            lines.append(line + (lore if books else ""))
         await outbox.send("Characters:\n" + "\n".join(lines))
 
     async def stop(self, call: CommandCall, message: Inbound, outbox: Outbox) -> None:
