@@ -212,3 +212,8 @@ def test_a_charx_zip_bomb_and_an_icon_that_is_no_image(tmp_path: Path) -> None:
         archive.writestr("assets/icon.png", b"<html>not a picture</html>")
     card = read_card(write(tmp_path, "icon.charx", fake_icon.getvalue()))
     assert card.name == "Seraphina" and card.avatar is None
+
+
+def test_a_v1_png_card_reads_from_its_chara_chunk(tmp_path: Path) -> None:
+    card = read_card(write(tmp_path, "v1.png", png({"chara": V1})))
+    assert card.name == "Seraphina" and card.text("mes_example").startswith("<START>")

@@ -400,3 +400,52 @@ async def test_matrix_a_stop_reaction_on_the_reply_being_written_stops_it(
         assert await user_turns(brain, f"matrix:{room}") == ["Tell me a long story"]
     finally:
         await stop()
+
+
+# -- personas (issue 34 item 5) -------------------------------------------------------------
+
+PERSONA = "I'm Ann, a beekeeper with red hair."
+
+
+def last_prompt_ends_with_about(server: FakeOpenAIServer, name: str = "ann") -> bool:
+    return f"[About {name}, who wrote this: {PERSONA}]" in str(
+        server.requests[-1].body["messages"][-1]
+    )
+
+
+async def test_discord_a_persona_set_in_a_dm_follows_its_user_into_a_server_channel(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    fake_server.behaviour.reply = "Noted."
+    brain = fake_brain(fake_server, sqlite_url)
+    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
+    async with simcord.run(client, settle_timeout=120) as env:
+        ann = env.create_user("ann")
+        await ann.send_dm(f"!persona {PERSONA}")
+        assert "know you as" in bot_replies(ann, client)[-1]
+        guild = env.create_guild()
+        general = guild.create_text_channel("general")
+        member = guild.add_member(ann)
+        await member.send(general, f"{client.user.mention} what flowers do bees like?")
+        assert last_prompt_ends_with_about(fake_server)
+    await close_brain(brain)
+
+
+async def test_matrix_a_persona_reaches_the_prompt_in_an_encrypted_dm(
+    fake_server: FakeOpenAIServer, sqlite_url: str, synapse: Synapse, tmp_path: Path
+) -> None:
+    fake_server.behaviour.reply = "Noted."
+    brain = fake_brain(fake_server, sqlite_url)
+    human, bot, room, stop = await matrix_dm(brain, synapse, tmp_path, encrypted=True)
+    try:
+        bot_id = bot.config.user_id
+        await human.say(room, f"!persona {PERSONA}")
+        await human.wait_for(
+            lambda _, e: e.sender == bot_id and "know you as" in getattr(e, "body", "")
+        )
+        asked = await human.say(room, "what flowers do bees like?")
+        await human.wait_for(reply_to(asked, bot_id))
+        text = str(fake_server.requests[-1].body["messages"][-1])
+        assert f"who wrote this: {PERSONA}]" in text  # after "[About <her display name>, "
+    finally:
+        await stop()
