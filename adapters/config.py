@@ -71,6 +71,11 @@ class MatrixConfig(ChatLimits):
     admin_users: list[str] = Field(default_factory=list, description="May /reset shared rooms.")
     edit_interval_s: float = Field(1.5, ge=0.2, description="Seconds between edits of a reply.")
     encryption: bool = Field(True, description="Join and answer in encrypted rooms (E2EE).")
+    name_from_character: bool = Field(
+        False,
+        description="In each room, the bot's display name is the name of the character who "
+        "writes the replies (the synthesizer: a card's name).",
+    )
 
 
 class WebConfig(StrictModel):

@@ -31,6 +31,7 @@ from adapters.matrix_media import (
     replied_files,
     upload_image,
 )
+from adapters.matrix_names import RoomNames
 from adapters.matrix_outbox import NO_MENTIONS, MatrixOutbox, text_content
 from adapters.matrix_session import MatrixSession, check
 from adapters.matrix_stop import StopReactions
@@ -178,6 +179,8 @@ class MatrixAdapter:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self.stop_reactions = StopReactions(brain)  # ⏹ on a reply being written
+        writer = brain.mixture.writer.name  # its display name in each room, if asked
+        self.room_names = RoomNames(writer) if config.name_from_character else None
         self._told_cant_decrypt: BoundedDict[str, bool] = BoundedDict(KNOWN_ROOMS)
         self.ready = asyncio.Event()
 
@@ -208,6 +211,8 @@ class MatrixAdapter:
         )
         await invites.catch_up(first)  # invites from while we were away
         await self.intake.report_lost_jobs(self._notify)
+        if self.room_names is not None:
+            await self.room_names.follow(client)
         self.ready.set()
         backoff = 1.0
         while True:
@@ -222,6 +227,8 @@ class MatrixAdapter:
             backoff = 1.0
             if self.encryption:
                 await self._maintain_keys()
+            if self.room_names is not None:  # rooms joined since: named too
+                await self.room_names.follow(client)
 
     async def _maintain_keys(self) -> None:
         assert self.client is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import discord
+import nio
 import pytest
 import simcord
 from PIL import Image
@@ -449,3 +450,30 @@ async def test_matrix_a_persona_reaches_the_prompt_in_an_encrypted_dm(
         assert f"who wrote this: {PERSONA}]" in text  # after "[About <her display name>, "
     finally:
         await stop()
+
+
+async def test_matrix_the_bots_name_in_each_room_follows_the_writing_character(
+    fake_server: FakeOpenAIServer, sqlite_url: str, synapse: Synapse, tmp_path: Path
+) -> None:
+    """Issue 34 item 6 (optional): with matrix.name_from_character, the bot's per-room
+    display name (its m.room.member state) is the synthesizer's, here "mom"."""
+    brain = fake_brain(fake_server, sqlite_url)
+    human, bot = await Bot.with_human(synapse, brain, tmp_path, name_from_character=True)
+    try:
+        bot_id = bot.config.user_id
+        room = await human.room_with(bot_id)
+        await human.wait_for(joined(bot_id))
+        named = await human.wait_for(
+            lambda r, e: (
+                r == room
+                and isinstance(e, nio.RoomMemberEvent)
+                and e.state_key == bot_id
+                and (e.content or {}).get("displayname") == "mom"
+            )
+        )
+        assert named.membership == "join"
+        assert human.client.rooms[room].user_name(bot_id) == "mom"
+    finally:
+        await bot.stop()
+        await human.close()
+        await close_brain(brain)
