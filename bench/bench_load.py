@@ -14,6 +14,8 @@ trimming, streaming to an outbox) against a fast fake OpenAI server that echoes.
       outlives a message per channel is bounded: it stops growing at those bounds).
 
     python -m bench.bench_load
+    python -m bench.bench_load --overhead   # part (2) alone, then again with a character
+                                            # card's persona, greeting and example dialogues
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import gc
 import multiprocessing
 import statistics
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -78,15 +81,55 @@ def _serve_echo(port_out: Any, echo: bool = True) -> None:
     time.sleep(3600)
 
 
-async def overhead(messages: int = 300) -> None:
+CARD = {  # a typical small card: every prompt field, two greetings, example dialogues
+    "name": "Seraphina",
+    "description": "{{char}} is a guardian of the forest who helps lost travellers. " * 4,
+    "personality": "kind, protective, patient",
+    "scenario": "{{user}} wakes up in {{char}}'s glade after a storm.",
+    "first_mes": "*Seraphina smiles.* You're awake, {{user}}.",
+    "alternate_greetings": ["*She waves.* Hello again, {{user}}."],
+    "mes_example": "<START>\n{{user}}: Who are you?\n{{char}}: I keep this forest.",
+    "post_history_instructions": "Answer as {{char}} only.",
+}
+
+
+def card_brain(remote: FakeOpenAIServer, url: str) -> Any:
+    """The same brain with one character made from a card (as `mombot characters import`)."""
+    from brain.brain import Brain
+    from brain.characters.card_prompt import (
+        CARD_SYSTEM,
+        card_examples,
+        card_greetings,
+        card_persona,
+        card_post_history,
+    )
+    from brain.characters.cards import Card, card_data
+
+    plain = fake_brain(remote, url)
+    card = Card(card_data(CARD))
+    character = plain.characters[0].model_copy(
+        update={
+            "name": card.name,
+            "persona": card_persona(card, CARD_SYSTEM),
+            "examples": card_examples(card),
+            "greetings": card_greetings(card),
+            "post_history": card_post_history(card),
+        }
+    )
+    return Brain(characters=[character], clients=plain.clients, history=plain.history)
+
+
+async def overhead(messages: int = 300, *, card: bool = False) -> None:
     """Side by side: a message through the brain vs the same model call made bare with httpx.
 
     The bare call sends exactly the messages the brain sent for that message (its whole
-    trimmed history), so the difference is the bot's own work, not a bigger prompt.
+    trimmed history), so the difference is the bot's own work, not a bigger prompt. With
+    `card`, the character is a card's (a longer persona, a greeting, examples).
     """
     process, remote = spawn_echo_server()
     folder = Path(tempfile.mkdtemp())
-    brain = fake_brain(remote, f"sqlite:///{folder / 'overhead.db'}")
+    url = f"sqlite:///{folder / 'overhead.db'}"
+    brain = card_brain(remote, url) if card else fake_brain(remote, url)
     client = brain.clients["fake"]
     sent: list[list[dict[str, Any]]] = []
     stream_chat = client.stream_chat
@@ -128,7 +171,7 @@ async def overhead(messages: int = 300) -> None:
     bare, through = bare[20:], through[20:]  # leave out the warm-up
     print(
         f"(2) over {len(through)} messages, one after another, "
-        f"history growing to {2 * messages} turns:"
+        f"history growing to {2 * messages} turns{', a card character' if card else ''}:"
     )
     print(
         f"    bare streamed call (same prompt): p50 {statistics.median(bare) * 1000:.2f} ms, "
@@ -205,6 +248,10 @@ async def idle_channels(
 
 
 async def main() -> None:
+    if "--overhead" in sys.argv:
+        await overhead()
+        await overhead(card=True)
+        return
     folder = Path(tempfile.mkdtemp())
     await throughput(folder)
     await overhead()

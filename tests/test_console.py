@@ -307,3 +307,24 @@ def test_a_terminal_shows_who_answered_until_the_reply_replaces_it(tmp_path: Pat
     assert screen[reply_at:].startswith(CLEAR_LINE.encode() + b"mom> ")
     assert b"mombot> " in command and b"logic> " not in command
     assert b" s" + NORMAL.encode() in screen[status_at:reply_at]  # the seconds it has taken
+
+
+async def test_a_persona_set_in_the_console_reaches_its_prompts(
+    fake_server: FakeOpenAIServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Issue 34 item 5 on the console: `/persona` there is the console user's."""
+    from tests.load import fake_brain
+
+    fake_server.behaviour.reply = "Noted."
+    brain = fake_brain(fake_server, sqlite_url)
+    script = "/persona I keep bees on my roof.\n\nWhat should I plant?\n/quit\n"
+    stdin, stdout = io.StringIO(script), io.StringIO()
+    adapter = ConsoleAdapter(
+        brain, ConsoleConfig(), stdin=stdin, stdout=stdout, images_dir=tmp_path / "img"
+    )
+    await adapter.run()
+    assert "know you as I keep bees on my roof." in stdout.getvalue()
+    asked = str(fake_server.requests[-1].body["messages"][-1]["content"])
+    assert asked.startswith("What should I plant?")
+    assert "who wrote this: I keep bees on my roof.]" in asked
+    await close_brain(brain)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import random
 
+from brain.bounded import BoundedDict
 from brain.characters.card_prompt import speaking_to
 from brain.config import CharacterConfig
 from brain.errors import BadCommand
 from brain.history.store import HistoryStore
 from brain.outbox import Outbox, send_as
+
+KNOWN_CHANNELS = 10_000
 
 
 class Greeter:
@@ -24,6 +27,8 @@ class Greeter:
     def __init__(self, writer: CharacterConfig, history: HistoryStore) -> None:
         self.writer = writer
         self.history = history
+        # Channels known to have begun: only a channel's first message here costs a query.
+        self._begun: BoundedDict[str, bool] = BoundedDict(KNOWN_CHANNELS)
 
     @property
     def greetings(self) -> list[str]:
@@ -32,8 +37,11 @@ class Greeter:
     async def greet_if_new(self, channel: str, user: str, outbox: Outbox) -> None:
         """Before a channel's first turn is stored: the greeting, shown and stored."""
         greetings = self.greetings
-        if not greetings or await self.history.count(channel) > 0:
-            return  # one query, and only for a character that has greetings
+        if not greetings or channel in self._begun:
+            return
+        self._begun[channel] = True
+        if await self.history.count(channel) > 0:
+            return  # begun before (another process, or before a restart)
         chosen = random.choice(greetings) if self.writer.greeting == "random" else greetings[0]
         await self._open(channel, chosen, user, outbox)
 
