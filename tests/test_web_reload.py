@@ -166,7 +166,7 @@ async def test_a_characters_picture_shows_beside_its_name_live_and_after_a_reloa
     fake_server: FakeOpenAIServer, sqlite_url: str, serve: Any, driver: Any, tmp_path: Path
 ) -> None:
     """Issue 34 item 6: the web page shows each character's name and picture (a card's) on
-    its messages."""
+    its messages and its proposals."""
     from PIL import Image
 
     from brain.config import CharacterConfig, EndpointConfig
@@ -176,20 +176,28 @@ async def test_a_characters_picture_shows_beside_its_name_live_and_after_a_reloa
     picture = tmp_path / "seraphina.png"
     await asyncio.to_thread(Image.new("RGB", (64, 64), (40, 120, 60)).save, picture)
     fake_server.behaviour = Behaviour(reply="Welcome to the glade.")
-    seraphina = CharacterConfig(name="Seraphina", endpoint="f", model="f", avatar=str(picture))
+    seraphina = CharacterConfig(
+        name="Seraphina", endpoint="f", model="f", avatar=str(picture), role="synthesizer"
+    )
+    members = [
+        CharacterConfig(name=name, endpoint="f", model="f", avatar=str(picture))
+        for name in ("Oak", "Fern")
+    ]
     brain = Brain(
-        characters=[seraphina],
+        characters=[*members, seraphina],
         clients={"f": ModelClient("f", EndpointConfig(base_url=fake_server.base_url))},
         history=HistoryStore(sqlite_url),
     )
     url = await serve(brain)
     page = tab(driver)
     await page.open(url, "glade")
-    await page.say("Hello?")
+    await page.say("Is anyone here in the glade?")  # past the fast path: members answer
     await page.done(1)
     avatar = "document.querySelector('.msg.bot .who img.avatar')"
     loaded = f"{avatar}?.complete && {avatar}.naturalWidth === 64"
     await page.until(loaded)
     assert await page.texts(".msg.bot .who") == ["Seraphina"]
+    proposals = "[...document.querySelectorAll('.proposal img.avatar')].length"
+    assert await page.script(f"return {proposals};") == 2  # and each member's, in its panel
     await reload(page, "glade")
     await page.until(loaded)

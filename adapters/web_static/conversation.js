@@ -191,7 +191,8 @@ export function detailsPanel(event) {
     const div = document.createElement("div");
     div.className = p.error ? "proposal failed" : "proposal";
     const head = document.createElement("strong");
-    head.textContent = `${p.character} (${p.seconds} s)`;
+    showAuthor(head, p.character); // the member's name, and its picture where it has one
+    head.append(` (${p.seconds} s)`);
     div.append(head);
     const body = document.createElement("div");
     if (p.error) body.textContent = `failed: ${p.error}`;
