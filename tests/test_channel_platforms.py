@@ -5,9 +5,10 @@ and a quick question — lands where it should, on Discord (simcord) and Matrix 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -304,18 +305,29 @@ async def test_matrix_a_picture_then_a_quick_text_are_answered_and_stored_in_tha
 # -- stopping a reply ---------------------------------------------------------------------
 
 
-async def test_discord_stop_ends_the_reply_being_written_at_once(
-    fake_server: FakeOpenAIServer, sqlite_url: str
-) -> None:
-    """Issue 36: `!stop` (or `/stop`) does not wait its turn behind the reply it stops: the
-    reply ends where it was, is marked stopped, and nothing of it is stored."""
-    fake_server.behaviour = long_slow_reply()
-    brain = fake_brain(fake_server, sqlite_url)
+@contextlib.asynccontextmanager
+async def telling_a_long_story(
+    server: FakeOpenAIServer, sqlite_url: str
+) -> AsyncIterator[tuple[Any, Any, MombotDiscordClient, Any]]:
+    """(env, ann, client, brain): Ann's DM with the bot, its reply to "Tell me a long story"
+    being written (its first words are on screen)."""
+    server.behaviour = long_slow_reply()
+    brain = fake_brain(server, sqlite_url)
     client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
     async with simcord.run(client, settle_timeout=120) as env:
         ann = env.create_user("ann")
         dm(env, ann, "Tell me a long story")
         await eventually(lambda: any("word" in r for r in bot_replies(ann, client)))
+        yield env, ann, client, brain
+    await close_brain(brain)
+
+
+async def test_discord_stop_ends_the_reply_being_written_at_once(
+    fake_server: FakeOpenAIServer, sqlite_url: str
+) -> None:
+    """Issue 36: `!stop` (or `/stop`) does not wait its turn behind the reply it stops: the
+    reply ends where it was, is marked stopped, and nothing of it is stored."""
+    async with telling_a_long_story(fake_server, sqlite_url) as (env, ann, client, brain):
         dm(env, ann, "!stop")
         await eventually(lambda: STOPPED in bot_replies(ann, client))
         await env.settle()
@@ -324,7 +336,6 @@ async def test_discord_stop_ends_the_reply_being_written_at_once(
         assert await user_turns(brain, f"discord:{ann.dm_channel.id}") == ["Tell me a long story"]
         dm(env, ann, "!stop")  # nothing being written now
         await eventually(lambda: bot_replies(ann, client)[-1] == NOTHING_TO_STOP)
-    await close_brain(brain)
 
 
 async def test_discord_the_stop_button_under_a_reply_stops_it_and_goes_when_it_ends(
@@ -332,13 +343,7 @@ async def test_discord_the_stop_button_under_a_reply_stops_it_and_goes_when_it_e
 ) -> None:
     """Issue 36: a ⏹ button on the streaming message. Pressed, the reply ends where it was,
     is marked stopped and not stored; once a reply ends, its button is gone."""
-    fake_server.behaviour = long_slow_reply()
-    brain = fake_brain(fake_server, sqlite_url)
-    client = MombotDiscordClient(brain, DiscordConfig(enabled=True))
-    async with simcord.run(client, settle_timeout=120) as env:
-        ann = env.create_user("ann")
-        dm(env, ann, "Tell me a long story")
-        await eventually(lambda: any("word" in r for r in bot_replies(ann, client)))
+    async with telling_a_long_story(fake_server, sqlite_url) as (env, ann, client, brain):
         (streaming,) = bot_messages(ann, client)
         assert button_labels(streaming) == ["Stop"]
         # The press is dispatched at once; simcord's click then waits for the bot to be idle.
@@ -353,7 +358,6 @@ async def test_discord_the_stop_button_under_a_reply_stops_it_and_goes_when_it_e
             and 0 < written.content.count("word") < 400
         )
         assert await user_turns(brain, f"discord:{ann.dm_channel.id}") == ["Tell me a long story"]
-    await close_brain(brain)
 
 
 async def test_matrix_stop_ends_the_reply_being_written_at_once(

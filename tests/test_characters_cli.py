@@ -50,6 +50,28 @@ def card_png(folder: Path) -> Path:
     return path
 
 
+def on_the_fake_server(
+    config: Path,
+    name: str,
+    server: FakeOpenAIServer,
+    sqlite_url: str,
+    window: int = 4096,
+    **changes: object,
+) -> Brain:
+    """A brain of the config's character `name` alone, as the config reads it, answering
+    through the fake server (`changes` to its settings)."""
+    loaded, _ = load_config(config)
+    character = next(c for c in loaded.characters if c.name == name)
+    character = character.model_copy(update={"endpoint": "fake", "model": "fake", **changes})
+    endpoint = EndpointConfig(base_url=server.base_url, context_window=window)
+    return Brain(
+        characters=[character],
+        clients={"fake": ModelClient("fake", endpoint)},
+        history=HistoryStore(sqlite_url),
+        channel_lore=loaded.channel_lore,
+    )
+
+
 def test_import_adds_the_character_beside_the_config_and_its_card_makes_the_persona(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -111,15 +133,7 @@ async def test_the_cards_prompt_names_the_writer_and_ends_with_its_instructions(
     """{{user}} is whoever wrote the message; the post-history instructions come after the
     conversation, just before the reply."""
     assert characters(config, "import", str(card_png(tmp_path))) == 0
-    loaded, _ = load_config(config)
-    seraphina = next(c for c in loaded.characters if c.name == "Seraphina")
-    seraphina = seraphina.model_copy(update={"endpoint": "fake", "model": "fake"})
-    endpoint = EndpointConfig(base_url=fake_server.base_url, context_window=4096)
-    brain = Brain(
-        characters=[seraphina],
-        clients={"fake": ModelClient("fake", endpoint)},
-        history=HistoryStore(sqlite_url),
-    )
+    brain = on_the_fake_server(config, "Seraphina", fake_server, sqlite_url)
     await brain.handle(Inbound("test", "glade", "u1", "Ann", "Where am I?"), RecordingOutbox())
     body = fake_server.requests[-1].body
     assert "Scenario: Ann wakes up in Seraphina's glade." in system_of(body)
@@ -136,15 +150,8 @@ async def test_a_card_greets_a_new_channel_once_and_greeting_n_opens_again(
     character opens with it (to whoever wrote) and it is stored as the character's turn;
     `/greeting` lists the greetings and `/greeting 2` opens with the alternate one."""
     assert characters(config, "import", str(card_png(tmp_path))) == 0
-    loaded, _ = load_config(config)
-    seraphina = next(c for c in loaded.characters if c.name == "Seraphina")
-    seraphina = seraphina.model_copy(update={"endpoint": "fake", "model": "fake"})
     fake_server.behaviour.reply = "The forest is safe."
-    brain = Brain(
-        characters=[seraphina],
-        clients={"fake": ModelClient("fake", EndpointConfig(base_url=fake_server.base_url))},
-        history=HistoryStore(sqlite_url),
-    )
+    brain = on_the_fake_server(config, "Seraphina", fake_server, sqlite_url)
     first = RecordingOutbox()
     await brain.handle(Inbound("test", "glade", "u1", "Ann", "Where am I?"), first)
     assert first.messages[0] == "*Seraphina smiles.* You're awake, Ann."
@@ -172,18 +179,11 @@ async def test_example_dialogues_are_left_out_first_where_the_window_is_tight(
     """Issue 34 item 2: the example dialogues are the most expendable part of a card; they
     follow the persona in a window with room for them, and not in a small one."""
     assert characters(config, "import", str(card_png(tmp_path))) == 0
-    loaded, _ = load_config(config)
     long_examples = ("Example dialogues:\n\n" + "Seraphina: The forest hums. " * 80).strip()
-    seraphina = next(c for c in loaded.characters if c.name == "Seraphina").model_copy(
-        update={"endpoint": "fake", "model": "fake", "examples": long_examples}
-    )
     systems = []
     for window in (2048, 8192):
-        endpoint = EndpointConfig(base_url=fake_server.base_url, context_window=window)
-        brain = Brain(
-            characters=[seraphina],
-            clients={"fake": ModelClient("fake", endpoint)},
-            history=HistoryStore(sqlite_url),
+        brain = on_the_fake_server(
+            config, "Seraphina", fake_server, sqlite_url, window, examples=long_examples
         )
         await brain.handle(Inbound("test", f"w{window}", "u1", "Ann", "Hi"), RecordingOutbox())
         systems.append(system_of(fake_server.requests[-1].body))

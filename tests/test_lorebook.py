@@ -12,15 +12,11 @@ import pytest
 
 from bot.cli import main
 from bot.config import load_config
-from brain.brain import Brain
 from brain.characters.lorebook import Lore, LoreEntry, fire, read_lore
-from brain.config import EndpointConfig
-from brain.history.store import HistoryStore
 from brain.messages import Inbound
-from brain.models.client import ModelClient
 from tests.fake_openai import FakeOpenAIServer, system_of
 from tests.helpers import RecordingOutbox, close_brain
-from tests.test_characters_cli import card_png
+from tests.test_characters_cli import card_png, on_the_fake_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,14 +168,7 @@ async def test_a_cards_book_and_a_world_info_file_reach_the_prompt_and_debug_say
         )
     )
     config.write_text(config.read_text() + 'lorebooks = ["world.json"]\n')  # on Seraphina's table
-    loaded, _ = load_config(config)
-    seraphina = next(c for c in loaded.characters if c.name == "Seraphina")
-    seraphina = seraphina.model_copy(update={"endpoint": "fake", "model": "fake"})
-    brain = Brain(
-        characters=[seraphina],
-        clients={"fake": ModelClient("fake", EndpointConfig(base_url=fake_server.base_url))},
-        history=HistoryStore(sqlite_url),
-    )
+    brain = on_the_fake_server(config, "Seraphina", fake_server, sqlite_url)
     await brain.handle(
         Inbound("test", "g", "u1", "Ann", "/debug on", is_admin=True), RecordingOutbox()
     )
@@ -212,13 +201,7 @@ async def test_a_book_attached_to_a_channel_reaches_every_character_there_only(
     config.write_text(config.read_text() + '\n[lorebooks]\n"test:port" = ["harbour.json"]\n')
     loaded, _ = load_config(config)
     assert set(loaded.channel_lore) == {"test:port"}
-    mom = next(c for c in loaded.characters if c.name == "mom")
-    brain = Brain(
-        characters=[mom.model_copy(update={"endpoint": "fake", "model": "fake"})],
-        clients={"fake": ModelClient("fake", EndpointConfig(base_url=fake_server.base_url))},
-        history=HistoryStore(sqlite_url),
-        channel_lore=loaded.channel_lore,
-    )
+    brain = on_the_fake_server(config, "mom", fake_server, sqlite_url)
     for channel in ("port", "elsewhere"):
         said = Inbound("test", channel, "u1", "Ann", "When do ships reach the harbour?")
         await brain.handle(said, RecordingOutbox())
