@@ -24,6 +24,7 @@ from brain.characters.runner import CharacterRunner, Turn
 from brain.chat.attachments import PreparedAttachments, prepare_attachments
 from brain.chat.greetings import Greeter
 from brain.chat.mixture import Mixture, Proposal
+from brain.chat.vision import Vision
 from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
 from brain.errors import BadCommand, MombotError
 from brain.extensions import Hooks
@@ -44,10 +45,6 @@ from brain.text import clean_text
 log = logging.getLogger(__name__)
 
 EMPTY_REPLY = "_(The model returned an empty answer.)_"
-VISION_INSTRUCTION = (
-    "Describe the attached image(s) precisely and concisely for someone who cannot see "
-    "them, then answer the user's question about them if there is one."
-)
 NOTHING_TO_ANSWER_AGAIN = "There is no message here to answer again yet."
 DEBUG_CHANNELS = 4096  # channels whose /debug switch is remembered
 NO_LIMIT = 2**62  # a turn id above any stored one
@@ -90,6 +87,7 @@ class ChatPipeline:
         self.debug: BoundedDict[str, bool] = BoundedDict(DEBUG_CHANNELS)
         self.questions = questions  # "should I draw that?", when unsure
         self.greeter = Greeter(mixture.writer, history)  # a card's first message
+        self.vision = Vision(characters, runner, history)  # who looks at attached images
         self.question_timeout_s = images.config.confirm_timeout_s if images is not None else 0.0
 
     async def answer(self, message: Inbound, outbox: Outbox) -> None:
@@ -108,7 +106,7 @@ class ChatPipeline:
             raise BadCommand("Your message was empty; say something and I'll answer.")
         # Without a character that can look, the stored turn says its images were not seen
         # (else the models make up what they show).
-        vision = await self._vision_character() if files.images else None
+        vision = await self.vision.character() if files.images else None
         stored = _with_files(text, files, seen=vision is not None)
         await self.greeter.greet_if_new(channel, message.author_name, outbox)
         persona = await self.personas.get(message.user_key) if self.personas else ""
@@ -135,7 +133,9 @@ class ChatPipeline:
             if not (text or files.texts):  # a picture alone that no one can see
                 return
         elif files.images and vision is not None:
-            stored = await self._describe_images(vision, text, stored, files, channel, turn_id)
+            stored = await self.vision.describe(
+                vision, text, stored, files.images, turn_id, channel
+            )
         elif self.images is not None:
             decision = await self._route(text, channel)
             turn = Turn(
@@ -304,32 +304,6 @@ class ChatPipeline:
             ", unsure: asking" if decision.unsure else "",
         )
         return decision
-
-    async def _describe_images(
-        self,
-        vision: CharacterConfig,
-        text: str,
-        stored: str,
-        files: PreparedAttachments,
-        channel: str,
-        turn_id: int,
-    ) -> str:
-        """The vision character looks; everyone else reads its description."""
-        names = ", ".join(name for name, _ in files.images)
-        question = text or "What is in this image?"
-        turn = Turn(channel, question, turn_id, images=tuple(url for _, url in files.images))
-        system = f"{vision.persona}\n\n{VISION_INSTRUCTION}"
-        description = await self.runner.answer(vision, turn, system=system, stage="vision")
-        described = f"{stored}\n\n[{names}, as {vision.name} sees it: {description.strip()}]"
-        await self.history.update(turn_id, described)
-        return described
-
-    async def _vision_character(self) -> CharacterConfig | None:
-        """The first character that can look at images, if any."""
-        for character in self.characters:
-            if character.enabled and await self.runner.can_see(character):
-                return character
-        return None
 
 
 def _with_files(text: str, files: PreparedAttachments, *, seen: bool = True) -> str:
