@@ -217,3 +217,29 @@ def test_a_charx_zip_bomb_and_an_icon_that_is_no_image(tmp_path: Path) -> None:
 def test_a_v1_png_card_reads_from_its_chara_chunk(tmp_path: Path) -> None:
     card = read_card(write(tmp_path, "v1.png", png({"chara": V1})))
     assert card.name == "Seraphina" and card.text("mes_example").startswith("<START>")
+
+
+def test_macros_are_replaced_once_and_fields_html_reaches_pages_inert() -> None:
+    """A name that holds a macro is not expanded again (no recursion), and a greeting's
+    script is sanitized where the web page and Matrix render it."""
+    from adapters.matrix_outbox import text_content
+    from adapters.web_outbox import html
+    from brain.characters.card_prompt import card_greetings, card_persona, speaking_to
+    from brain.characters.cards import Card, card_data
+
+    card = Card(
+        card_data(
+            {
+                "name": "{{char}} the Second",
+                "description": "{{char}} rules; {{user}} visits.",
+                "first_mes": "<script>alert(1)</script><b>Hi</b> {{user}}",
+            }
+        )
+    )
+    persona = card_persona(card, "Be {{char}}.")
+    assert "{{char}} the Second rules" in persona and persona.count("{{char}}") == 2
+    (greeting,) = card_greetings(card)
+    shown = speaking_to(greeting, "{{user}}")  # a user named like a macro: still one pass
+    assert shown.endswith("Hi</b> {{user}}")
+    for rendered in (html(shown), text_content(shown)["formatted_body"]):
+        assert "<script" not in rendered  # escaped to text (or dropped), never a script
