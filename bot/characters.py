@@ -3,8 +3,10 @@
 An imported card is kept whole in a file of its own, `characters/NAME.json` beside the config
 file (the V3 card, every field and extension as it came), with its picture as
 `characters/NAME.png`; `config.toml` gets a short `[[characters]]` table that points to it
-(name, card, role, and the endpoint and model when given), so it stays readable. The new
-config is checked before it replaces the old one: a card that would break it changes nothing.
+(name, card, role, and the endpoint and model when given), so it stays readable. Imported
+`--as synthesizer`, the card writes the replies and the synthesizer before it becomes a
+member (its `role` line changed). The new config is checked before it replaces the old one:
+a card that would break it changes nothing.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ def _import(path: Path, file: Path, role: str, endpoint: str | None, model: str 
     lines += [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in table.items()]
     candidate = path.with_name(f".{path.name}.new")
     kept = path.read_text(encoding="utf-8").rstrip("\n")
+    writer = next((c for c in config.characters if c.role == "synthesizer"), None)
+    if role == "synthesizer" and writer is not None:  # the card writes the replies now
+        kept = _as_member(kept, writer.name)
     candidate.write_text(kept + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
     try:
         load_config(candidate)  # the config as it would be: refused whole if it breaks
@@ -89,7 +94,22 @@ def _import(path: Path, file: Path, role: str, endpoint: str | None, model: str 
         raise
     os.replace(candidate, path)
     print(f"Added {name} ({role}) from {file.name}: {table['card']}, listed in {path}.")
+    if role == "synthesizer" and writer is not None:
+        print(f"{writer.name} is a member now: {name} writes the replies.")
     return 0
+
+
+def _as_member(text: str, name: str) -> str:
+    """The config's text with the `[[characters]]` table of `name` made a member (its
+    `role = "synthesizer"` line; the rest, comments included, as it was)."""
+    tables = re.split(r"(?m)^(?=\[)", text)  # at each table header
+    own_name = re.compile(rf"(?m)^name\s*=\s*{re.escape(json.dumps(name))}")
+    for index, table in enumerate(tables):
+        if table.startswith("[[characters]]") and own_name.search(table):
+            tables[index] = re.sub(
+                r'(?m)^(role\s*=\s*)"synthesizer"', r'\1"member"', table, count=1
+            )
+    return "".join(tables)
 
 
 def _free_stem(folder: Path, name: str) -> str:

@@ -118,13 +118,25 @@ def test_an_import_that_would_break_the_config_changes_nothing(
 ) -> None:
     card = str(card_png(tmp_path))
     before = config.read_text()
-    # mom is the synthesizer already: a second one is refused, and nothing is left behind
-    assert characters(config, "import", card, "--as", "synthesizer") == 2
-    assert "more than one synthesizer" in capsys.readouterr().out
+    # an endpoint the config does not have: refused, and nothing is left behind
+    assert characters(config, "import", card, "--endpoint", "nowhere") == 2
+    assert "nowhere" in capsys.readouterr().out
     assert config.read_text() == before and not list((config.parent / "characters").iterdir())
     assert characters(config, "import", card) == 0
     assert characters(config, "import", card) == 2  # twice: refused
     assert "is in" in capsys.readouterr().out
+
+
+def test_imported_as_synthesizer_the_card_writes_and_the_old_synthesizer_is_a_member(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Import a card and talk to it: `--as synthesizer` makes it the voice people read."""
+    assert characters(config, "import", str(card_png(tmp_path)), "--as", "synthesizer") == 0
+    assert "mom is a member now" in capsys.readouterr().out
+    loaded, _ = load_config(config)
+    roles = {c.name: c.role for c in loaded.characters}
+    assert roles["Seraphina"] == "synthesizer" and roles["mom"] == "member"
+    assert "# merges the members' answers, streams the reply" in config.read_text()  # kept
 
 
 async def test_the_cards_prompt_names_the_writer_and_ends_with_its_instructions(
