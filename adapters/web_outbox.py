@@ -82,11 +82,12 @@ class WebOutbox:
         return ref
 
     async def edit(self, ref: str, text: str) -> None:
-        await self._emit({"event": "edit", "id": ref, "html": html(text)})
+        rendered = html(text)  # once: a streaming reply is edited every 0.2 s
+        await self._emit({"event": "edit", "id": ref, "html": rendered})
         sent = self._sent.get(ref)
         if sent is None:
             return
-        sent.update(html=html(text), text=text)
+        sent.update(html=rendered, text=text)
         if time.monotonic() - self._saved_at[ref] >= SAVE_EVERY_S:
             self._saved_at[ref] = time.monotonic()
             await self._tabs.transcript.update(self._key, ref, sent)
