@@ -26,7 +26,7 @@ from brain.chat.greetings import Greeter
 from brain.chat.mixture import Mixture, Proposal
 from brain.chat.vision import Vision
 from brain.config import AttachmentsConfig, CharacterConfig, HistoryConfig, MixtureConfig
-from brain.errors import BadCommand, MombotError
+from brain.errors import BadCommand
 from brain.extensions import Hooks
 from brain.history.personas import Personas
 from brain.history.replies import last_exchange, replace_replies
@@ -38,7 +38,7 @@ from brain.models.usage import Usage, current_usages, format_usages
 from brain.outbox import DetailOutbox, Outbox, reporter
 from brain.questions import OpenQuestions
 from brain.routing.question import RouteQuestion, ask
-from brain.routing.router import Classifier, Route, RouteDecision
+from brain.routing.router import Classifier, Route, RouteDecision, decide
 from brain.streaming import ReplyStreamer, split_text
 from brain.text import clean_text
 
@@ -286,24 +286,12 @@ class ChatPipeline:
             self.memory.after_reply(channel, self.runner.window_start(channel))
 
     async def _route(self, text: str, channel: str) -> RouteDecision:
-        """Ask the classifier; any failure of it means text."""
+        """Text or image, from the message and what came just before it."""
         # images drawn here count: "make it bluer" follows one
         turns = await self.history.recent(channel, limit=5, include_images=True)
-        recent = [t.content for t in reversed(turns)][:-1]
-        try:
-            decision = await self.classifier.classify(text, recent)
-        except (MombotError, RuntimeError, OSError, ValueError):  # a model call, or torch
-            log.exception("classifier failed; answering as text")
-            return RouteDecision(Route.TEXT, 0.0, "fallback")
-        log.info(
-            "%s: route %s by %s (%.2f%s)",
-            channel,
-            decision.route.value,
-            decision.source,
-            decision.confidence,
-            ", unsure: asking" if decision.unsure else "",
+        return await decide(
+            self.classifier, text, [t.content for t in reversed(turns)][:-1], channel
         )
-        return decision
 
 
 def _with_files(text: str, files: PreparedAttachments, *, seen: bool = True) -> str:

@@ -172,3 +172,24 @@ class NeverAsk:
 
     async def classify(self, text: str, recent: list[str]) -> RouteDecision:
         return replace(await self._inner.classify(text, recent), unsure=False)
+
+
+async def decide(
+    classifier: Classifier, text: str, recent: list[str], channel: str
+) -> RouteDecision:
+    """The classifier's call on a message, logged; any failure of it means text (a message is
+    always answered)."""
+    try:
+        decision = await classifier.classify(text, recent)
+    except (MombotError, RuntimeError, OSError, ValueError):  # a model call, or torch
+        log.exception("classifier failed; answering as text")
+        return RouteDecision(Route.TEXT, 0.0, "fallback")
+    log.info(
+        "%s: route %s by %s (%.2f%s)",
+        channel,
+        decision.route.value,
+        decision.source,
+        decision.confidence,
+        ", unsure: asking" if decision.unsure else "",
+    )
+    return decision
