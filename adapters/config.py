@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from brain.config import StrictModel
+from brain.strict_model import StrictModel
 
 
 class ConsoleConfig(StrictModel):

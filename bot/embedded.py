@@ -38,7 +38,8 @@ from pathlib import Path
 import httpx
 from pydantic import Field
 
-from brain.config import CharacterConfig, StrictModel
+from brain.config import CharacterConfig
+from brain.strict_model import StrictModel
 
 log = logging.getLogger(__name__)
 

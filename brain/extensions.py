@@ -17,13 +17,14 @@ from typing import Any, ClassVar, Protocol
 from brain.characters.runner import CharacterRunner, Turn
 from brain.chat.mixture import Mixture
 from brain.commands.registry import CommandRegistry, CommandSpec
-from brain.config import CharacterConfig, StrictModel
+from brain.config import CharacterConfig
 from brain.errors import FeatureUnavailable
 from brain.history.store import HistoryStore, StoredTurn
 from brain.messages import CommandCall, Inbound
 from brain.models.usage import TokenTracker
 from brain.outbox import Outbox
 from brain.streaming import ReplyStreamer
+from brain.strict_model import StrictModel
 
 log = logging.getLogger(__name__)
 

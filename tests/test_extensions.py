@@ -9,12 +9,13 @@ import pytest
 
 from brain.brain import Brain
 from brain.commands.registry import Arg, CommandSpec
-from brain.config import CharacterConfig, EndpointConfig, StrictModel
+from brain.config import CharacterConfig, EndpointConfig
 from brain.extensions import Extension, available_extensions
 from brain.history.store import HistoryStore, StoredTurn
 from brain.messages import CommandCall, Inbound
 from brain.models.client import ModelClient
 from brain.outbox import Outbox
+from brain.strict_model import StrictModel
 from tests.fake_openai import FakeOpenAIServer, last_user
 from tests.helpers import RecordingOutbox, close_brain
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pydantic import Field, ValidationError
 
 from brain.bounded import BoundedDict
-from brain.config import CharacterConfig, StrictModel
+from brain.config import CharacterConfig
 from brain.errors import BadCommand
+from brain.strict_model import StrictModel
 
 TUNED_CHANNELS = 4096  # channels whose settings are remembered
 

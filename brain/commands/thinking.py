@@ -22,12 +22,13 @@ from pydantic import BaseModel, Field, create_model
 
 from brain.characters.runner import Turn
 from brain.commands.registry import Arg, CommandSpec
-from brain.config import CharacterConfig, StrictModel
+from brain.config import CharacterConfig
 from brain.errors import BadCommand, MombotError
 from brain.extensions import Extension
 from brain.messages import CommandCall, Inbound
 from brain.models.client import ModelClient
 from brain.outbox import Outbox, Reporter, answered_line, reporter
+from brain.strict_model import StrictModel
 
 log = logging.getLogger(__name__)
 

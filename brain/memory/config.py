@@ -1,0 +1,48 @@
+"""The memory's config section (`[memory]`), beside the code it configures."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from brain.strict_model import StrictModel
+
+
+class MemoryConfig(StrictModel):
+    """What a channel told the bot, remembered beyond the context window (and only there)."""
+
+    enabled: bool = Field(
+        True, description="Recall old turns and keep a rolling summary per channel."
+    )
+    recall_turns: int = Field(
+        3, ge=1, le=20, description="Most old turns brought back into one prompt."
+    )
+    recall_tokens: int = Field(
+        192,
+        ge=32,
+        description="Tokens of each prompt kept for recalled turns; the summary has its own "
+        "share (summary_tokens) beside it. Both together: at most a quarter of the window.",
+    )
+    min_similarity: float = Field(
+        0.375,
+        ge=-1,
+        le=1,
+        description="Cosine similarity an old turn needs to be recalled (measured in "
+        "bench/bench_memory.py).",
+    )
+    summary_character: str = Field(
+        "", description="Character that writes the rolling summary; empty: the synthesizer."
+    )
+    summary_tokens: int = Field(
+        160, ge=16, le=2048, description="Longest summary, in tokens; its share of each prompt."
+    )
+    summary_every: int = Field(
+        24,
+        ge=2,
+        description="Turns that must fall out of the window before the summary is rewritten.",
+    )
+    cache_vectors: int = Field(
+        200_000,
+        ge=1000,
+        description="Stored turns' vectors kept in memory for search, over all channels "
+        "(0.8 KB each); the least recently used channels are read again when needed.",
+    )
