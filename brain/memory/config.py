@@ -23,11 +23,28 @@ class MemoryConfig(StrictModel):
         "share (summary_tokens) beside it. Both together: at most a quarter of the window.",
     )
     min_similarity: float = Field(
-        0.375,
+        0.4,
         ge=-1,
+        le=2,
+        description="Score an old turn needs to be recalled: its cosine similarity to the "
+        "message plus lexical_weight times its full-text score (chosen on the tuning half "
+        "of bench/data/memory_eval.jsonl by bench/bench_memory.py).",
+    )
+    lexical_weight: float = Field(
+        0.0,
+        ge=0,
         le=1,
-        description="Cosine similarity an old turn needs to be recalled (measured in "
-        "bench/bench_memory.py).",
+        description="Weight of the database's full-text score (FTS5 bm25 or PostgreSQL "
+        "ts_rank, each squashed into 0-1) added to the cosine similarity; 0: dense only, "
+        "the full-text index is not asked (on the evaluation set every weight above 0 "
+        "found less with the bundled encoder: docs/BENCHMARKS.md).",
+    )
+    correction_similarity: float = Field(
+        0.45,
+        ge=-1,
+        le=1.01,
+        description="How alike a newer turn must be to a recalled one to be recalled with it, "
+        "ranked first (a correction: 'actually it moved to Thursday'); above 1: never.",
     )
     summary_character: str = Field(
         "", description="Character that writes the rolling summary; empty: the synthesizer."

@@ -1,12 +1,14 @@
 """Memory beyond the context window: what a channel told the bot, recalled in that channel.
 
 Every user turn is embedded in the background (batched, in the embedder's thread, never
-awaited by a reply) and its vector stored beside the history (`brain.memory.store`). For each
-new message the turns that already left the window are searched (`brain.memory.vectors`), and
-the few that clear a measured similarity (`MemoryConfig.min_similarity`) come back into
-the prompt with their time, under their own token budget, after the newest turns have
-taken their place (`fit_recollection`). A rolling summary of the turns that fell out of
-the window is rewritten in the background (`brain.memory.summaries`).
+awaited by a reply) and its vector stored beside the history (`brain.memory.store`); the
+database indexes its words itself (`brain.memory.lexical`). For each new message the turns
+that already left the window are searched both ways, the scores fused
+(`brain.memory.ranking`), and the few that clear a measured floor
+(`MemoryConfig.min_similarity`) come back into the prompt with their time, under their
+own token budget, after the newest turns have taken their place (`fit_recollection`). A
+rolling summary of the turns that fell out of the window is rewritten in the background
+(`brain.memory.summaries`).
 
 The boundary is the channel key ("platform:channel"; a thread is a channel of its own):
 the search only ever reads one channel's vectors, so a DM's memory never reaches a room
@@ -21,19 +23,24 @@ import functools
 import logging
 from collections.abc import Sequence
 
+import numpy as np
+
 from brain.characters.recall import OldTurn, Recollection
 from brain.config import CharacterConfig, MemoryConfig
 from brain.history.store import HistoryStore
+from brain.memory.lexical import LexicalSearch
+from brain.memory.ranking import Ranking, rank
 from brain.memory.store import MemoryStore, Summary
 from brain.memory.summaries import RollingSummaries
 from brain.memory.summary import Summarizer
-from brain.memory.vectors import WIDTH, ChannelVectors, VectorCache, nearest
+from brain.memory.vectors import WIDTH, ChannelVectors, VectorCache
 from brain.models.client import ModelClient
 from brain.models.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
-BATCH = 64  # turns embedded per worker-thread call
+BATCH = 64  # turns read from the database at once
+ENCODE_SLICE = 8  # turns encoded per embedder-thread call (4-5 ms each)
 CANDIDATES = 4  # turns searched for per recall slot: each character's window drops its own
 RETRY_S = 5.0  # after a failed batch (the database away), wait before catching up again
 MAX_PENDING = 10_000  # ids waiting; beyond, they are found again in the database instead
@@ -45,11 +52,13 @@ class Memory:
     def __init__(
         self,
         store: MemoryStore,
+        lexical: LexicalSearch,
         embedder: Embedder,
         config: MemoryConfig,
         summarizer: Summarizer | None = None,
     ) -> None:
         self.store = store
+        self.lexical = lexical
         self.embedder = embedder
         self.config = config
         self._cache = VectorCache(config.cache_vectors)
@@ -105,6 +114,8 @@ class Memory:
         self._idle.set()
 
     async def _index_unindexed(self) -> None:
+        if adopted := await asyncio.to_thread(self.store.adopt_unlabelled_vectors):
+            log.info("memory: %d vectors from before encoders were recorded kept", adopted)
         after, indexed = 0, 0
         while rows := await asyncio.to_thread(self.store.unindexed_user_turns, after, BATCH):
             await self._index(rows)
@@ -115,7 +126,13 @@ class Memory:
     async def _index(self, rows: list[tuple[int, str, str]]) -> None:
         if not rows:
             return
-        vectors = await self.embedder.run(self.embedder.encode, [row[2] for row in rows])
+        texts = [row[2] for row in rows]
+        vectors = np.concatenate(  # a few at a time: a recall waits for at most one slice
+            [
+                await self.embedder.run(self.embedder.encode, texts[i : i + ENCODE_SLICE])
+                for i in range(0, len(texts), ENCODE_SLICE)
+            ]
+        )
         async with self._lock:
             await asyncio.to_thread(
                 self.store.put_vectors,
@@ -140,15 +157,26 @@ class Memory:
         """The channel's summary and its turns before `before_id` most like `text`."""
         await self.embedder.load()
         vectors = await self._vectors(channel)
-        k = self.config.recall_turns * CANDIDATES
-        floor = self.config.min_similarity
+        config = self.config
+        most = config.recall_turns * CANDIDATES
+        ranking = Ranking(
+            most, config.min_similarity, config.lexical_weight, config.correction_similarity
+        )
+        # The message is encoded while the database searches its words (if they count).
+        words = (
+            asyncio.to_thread(self.lexical.search, channel, text, before_id, most)
+            if config.lexical_weight > 0
+            else _nothing()
+        )
+        query, lexical = await asyncio.gather(
+            self.embedder.run(self.embedder.encode_one, text), words
+        )
 
         def search() -> list[tuple[int, float]]:  # in the thread that also updates `vectors`
             ids, matrix = vectors.snapshot()
-            query = self.embedder.encode_one(text)
-            return nearest(ids, matrix, query, k, before=before_id, floor=floor)
+            return rank(ids, matrix, query, lexical, before_id, ranking)
 
-        hits = await self.embedder.run(search)  # one hop: encode, then search
+        hits = await self.embedder.run(search)
         turns: tuple[tuple[OldTurn, float], ...] = ()
         if hits:
             found = await asyncio.to_thread(self.store.old_turns, channel, [i for i, _ in hits])
@@ -264,9 +292,15 @@ def open_memory(
         return None
     writer = characters.get(config.summary_character, synthesizer)
     summarizer = Summarizer(writer, clients[writer.endpoint], config.summary_tokens)
-    memory = Memory(MemoryStore(history.engine), embedder, config, summarizer)
+    store = MemoryStore(history.engine, embedder.identity)
+    lexical = LexicalSearch(history.engine)
+    memory = Memory(store, lexical, embedder, config, summarizer)
     history.on_user_turn = memory.note
     return memory
+
+
+async def _nothing() -> dict[int, float]:
+    return {}
 
 
 def _covers(turn_id: int, summary: Summary) -> bool:

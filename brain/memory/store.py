@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from brain.characters.recall import OldTurn
@@ -42,8 +42,9 @@ class Summary:
 class MemoryStore:
     """The memory's reads and writes on the history's database (blocking calls)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, encoder: str) -> None:
         self._engine = engine
+        self._encoder = encoder  # vectors of another encoder count as missing
 
     def user_turns(self, ids: list[int]) -> list[tuple[int, str, str]]:
         """(id, channel, content) of those of `ids` that are user text turns."""
@@ -55,11 +56,15 @@ class MemoryStore:
             return [tuple(row) for row in connection.execute(query)]
 
     def unindexed_user_turns(self, after_id: int, limit: int) -> list[tuple[int, str, str]]:
-        """User text turns after `after_id` with no vector yet, oldest first (catching up)."""
+        """User text turns after `after_id` with no vector of this encoder yet, oldest first
+        (catching up)."""
         turns = TURNS
         query = (
             select(turns.id, turns.channel, turns.content)
-            .outerjoin(MemoryVectorRow, VECTORS.turn_id == turns.id)
+            .outerjoin(
+                MemoryVectorRow,
+                (VECTORS.turn_id == turns.id) & (VECTORS.encoder == self._encoder),
+            )
             .where(
                 VECTORS.turn_id.is_(None),
                 turns.id > after_id,
@@ -72,6 +77,14 @@ class MemoryStore:
         with self._engine.connect() as connection:
             return [tuple(row) for row in connection.execute(query)]
 
+    def adopt_unlabelled_vectors(self) -> int:
+        """Label the vectors stored before encoders were recorded (migration 0010) as this
+        encoder's: they were made by the one the bot ran with then, most likely this one.
+        Returns how many."""
+        query = update(MemoryVectorRow).where(VECTORS.encoder == "").values(encoder=self._encoder)
+        with self._engine.begin() as connection:
+            return connection.execute(query).rowcount
+
     def put_vectors(self, rows: list[tuple[int, str, np.ndarray]]) -> None:
         """Store (turn id, channel, vector) rows, replacing any vector a turn had."""
         values = [
@@ -79,6 +92,7 @@ class MemoryStore:
                 "turn_id": turn_id,
                 "channel": channel,
                 "vector": vector.astype(VECTOR_DTYPE).tobytes(),
+                "encoder": self._encoder,
             }
             for turn_id, channel, vector in rows
         ]
@@ -88,10 +102,11 @@ class MemoryStore:
             connection.execute(insert(MemoryVectorRow), values)
 
     def channel_vectors(self, channel: str, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """(turn ids, float32 matrix) of every vector of the channel, oldest first."""
+        """(turn ids, float32 matrix) of every vector of the channel, oldest first (of this
+        encoder: another's are being made again)."""
         query = (
             select(VECTORS.turn_id, VECTORS.vector)
-            .where(VECTORS.channel == channel)
+            .where(VECTORS.channel == channel, VECTORS.encoder == self._encoder)
             .order_by(VECTORS.turn_id)
         )
         with self._engine.connect() as connection:
@@ -102,7 +117,11 @@ class MemoryStore:
         return ids, matrix.astype(np.float32)
 
     def count(self, channel: str) -> int:
-        query = select(func.count()).select_from(MemoryVectorRow).where(VECTORS.channel == channel)
+        query = (
+            select(func.count())
+            .select_from(MemoryVectorRow)
+            .where(VECTORS.channel == channel, VECTORS.encoder == self._encoder)
+        )
         with self._engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 

@@ -81,24 +81,6 @@ class ChannelVectors:
             self.size = len(self._ids)
 
 
-def nearest(
-    ids: torch.Tensor, matrix: torch.Tensor, query: np.ndarray, k: int, *, before: int, floor: float
-) -> list[tuple[int, float]]:
-    """Up to `k` (turn id, similarity) of turns older than `before`, at least `floor` alike,
-    most alike first (blocking: the embedder thread's work)."""
-    if not len(ids):
-        return []
-    with torch.inference_mode():
-        scores = torch.mv(matrix, torch.from_numpy(query).to(matrix.dtype)).float()
-        scores[ids >= before] = -2.0  # only turns before the window are recalled
-        values, top = torch.topk(scores, min(k, len(ids)))
-    return [
-        (int(ids[i]), float(v))
-        for i, v in zip(top.tolist(), values.tolist(), strict=True)
-        if v >= floor
-    ]
-
-
 class VectorCache:
     """Channels' vectors, at most `limit` in all; least recently used channels go first."""
 

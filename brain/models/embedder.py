@@ -11,6 +11,8 @@ needs ("Already borrowed").
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 import os
 import time
@@ -57,6 +59,19 @@ class Embedder:
         """Stop its thread, once what runs on it has finished (an encode in progress)."""
         await asyncio.to_thread(self._thread.shutdown, wait=True)
 
+    @functools.cached_property
+    def identity(self) -> str:
+        """What its vectors depend on: the model's files (their names and sizes, and what
+        the small ones say) and the int8 layers. Vectors stored under another identity are
+        another model's, made again (`brain.memory`). Read from the folder once, at start."""
+        digest = hashlib.sha256()
+        for path in sorted(p for p in self.model_path.rglob("*") if p.is_file()):
+            size = path.stat().st_size
+            digest.update(f"{path.relative_to(self.model_path)}:{size}\0".encode())
+            if size < 100_000:
+                digest.update(path.read_bytes())
+        return f"{self.model_path.name}:{digest.hexdigest()[:16]}:int8"
+
     @property
     def loaded(self) -> bool:
         return self._encoder is not None
@@ -90,6 +105,11 @@ class Embedder:
 
         Recent texts are not encoded again: a message is embedded once for the memory's
         index, its recall and the router, whichever asks first.
+
+        Each text is encoded on its own: the int8 layers quantize their input with one scale
+        for the whole batch, so a turn indexed beside a longer one came out another vector
+        (cosine 0.945 to itself encoded alone, as a question always is), and recall then
+        depended on what the turn happened to be indexed with.
         """
         assert self._encoder is not None, "load() first"
         keys = [text[:MAX_CHARS] for text in texts]
@@ -102,7 +122,7 @@ class Embedder:
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
-                batch_size=64,
+                batch_size=1,  # int8 layers scale a whole batch at once: see below
             )
             found.update(zip(missing, fresh, strict=True))
             if len(missing) <= RECENT_TEXTS:  # a thousand routing examples would only churn

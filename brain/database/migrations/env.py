@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine
 from sqlmodel import SQLModel
 
-import brain.database.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from brain.database.tables import is_modelled  # (and registers the tables on the metadata)
 
 config = context.config
 
@@ -17,7 +17,10 @@ config = context.config
 def run(connection: Connection) -> None:
     # Batch mode lets ALTER TABLE work on SQLite, which can only add columns in place.
     context.configure(
-        connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True
+        connection=connection,
+        target_metadata=SQLModel.metadata,
+        render_as_batch=True,
+        include_object=lambda _, name, kind, *__: is_modelled(name, kind),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,0 +1,93 @@
+"""Which old turns a message recalls: dense and lexical scores fused, corrections first.
+
+Runs in the embedder's thread (like every torch call, `brain.memory.vectors`), on the
+channel's vectors: one matrix-vector product gives every turn's cosine similarity to the
+message, the full-text search's few hits add their weighted score (`lexical_weight`), and
+the turns whose sum clears `floor` are recalled, best first. Both the weight and the floor
+are chosen on the tuning half of the evaluation set (bench/bench_memory.py).
+
+A turn that is recalled may have been corrected later ("actually it moved to Thursday"):
+such a message says little on its own and scores low against the question, but it is much
+like the turn it corrects. So each recalled turn brings the newer turns most like it
+(`correction_similarity`), ranked just before it: the model sees both, dated, newest
+first in rank, and the prompt shows them in the order they were said.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+CORRECTIONS_PER_TURN = 2  # newer turns much like a recalled one that it brings along
+EXCLUDED = -2.0  # below any cosine similarity
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How one message's old turns are scored and chosen."""
+
+    most: int  # turns returned at most
+    floor: float  # fused score a turn needs
+    lexical_weight: float
+    correction_similarity: float  # how alike a newer turn must be to count as a correction
+
+
+def rank(
+    ids: torch.Tensor,
+    matrix: torch.Tensor,
+    query: np.ndarray,
+    lexical: dict[int, float],
+    before: int,
+    ranking: Ranking,
+) -> list[tuple[int, float]]:
+    """(turn id, fused score) of the turns older than `before` to recall, best first
+    (blocking: the embedder thread's work)."""
+    if not len(ids):
+        return []
+    with torch.inference_mode():
+        scores = torch.mv(matrix, torch.from_numpy(query).to(matrix.dtype)).float()
+        scores[ids >= before] = EXCLUDED  # the newer turns are in the prompt already
+        if lexical:
+            found = torch.isin(ids, torch.tensor(list(lexical), dtype=torch.int64))
+            positions = found.nonzero().flatten()
+            bonus = [lexical[int(ids[p])] for p in positions.tolist()]
+            scores[positions] += ranking.lexical_weight * torch.tensor(bonus)
+        values, top = torch.topk(scores, min(ranking.most, len(ids)))
+        hits = [(p, v) for p, v in zip(top.tolist(), values.tolist(), strict=True)]
+        hits = [(p, v) for p, v in hits if v >= ranking.floor]
+        if not hits:
+            return []
+        chosen = _with_corrections(ids, matrix, hits, before, ranking)
+    return [(int(ids[p]), v) for p, v in chosen[: ranking.most]]
+
+
+def _with_corrections(
+    ids: torch.Tensor,
+    matrix: torch.Tensor,
+    hits: list[tuple[int, float]],
+    before: int,
+    ranking: Ranking,
+) -> list[tuple[int, float]]:
+    """`hits` (position, score), each preceded by the newer turns most like it."""
+    alike = torch.mm(matrix, matrix[[p for p, _ in hits]].T).float()  # turns × hits
+    chosen: list[tuple[int, float]] = []
+    taken: set[int] = set()
+    for column, (position, score) in enumerate(hits):
+        newer = (ids > ids[position]) & (ids < before)
+        candidates = torch.where(newer, alike[:, column], EXCLUDED)
+        count = min(CORRECTIONS_PER_TURN, len(ids))
+        values, rows = torch.topk(candidates, count)
+        later = [
+            r
+            for r, v in zip(rows.tolist(), values.tolist(), strict=True)
+            if v >= ranking.correction_similarity and r not in taken
+        ]
+        for row in sorted(later, key=lambda r: -int(ids[r])):  # the newest first
+            chosen.append((row, score))
+            taken.add(row)
+        if position not in taken:
+            chosen.append((position, score))
+            taken.add(position)
+    return chosen
