@@ -20,6 +20,7 @@ from brain.characters.recall import HEADER
 from brain.config import CharacterConfig, EndpointConfig, MemoryConfig
 from brain.database.tables import TurnRow
 from brain.history.store import HistoryStore
+from brain.memory.lexical import search_terms
 from brain.memory.vectors import ChannelVectors
 from brain.messages import Inbound
 from brain.models.client import Message, ModelClient
@@ -30,6 +31,7 @@ from tests.helpers import RecordingOutbox, chat_filler, close_brain, memory_brai
 
 FACT = "My sister is called Alba, and she lives in Valencia."
 QUESTION = "What is my sister called again?"
+UNWORDED = "Where's my sibling's home, and what's her name?"
 
 
 def inbound(text: str, channel: str = "room") -> Inbound:
@@ -265,6 +267,12 @@ async def test_a_fact_told_once_is_in_the_prompt_after_150_turns_and_a_restart(
     prompt = second.clients["local"].prompts[-1]  # type: ignore[attr-defined]
     window = " ".join(m["content"] for m in prompt[1:-1])
     assert len(prompt) > 4 and "Alba" not in window  # the window holds only recent small talk
+    assert "ann: My sister is called Alba" in prompt[-1]["content"]
+
+    # Asked in words the fact does not use (name/called, home/lives): found by its meaning.
+    assert not set(search_terms(UNWORDED)) & set(search_terms(FACT))
+    await second.handle(inbound(UNWORDED, "home"), RecordingOutbox())
+    prompt = second.clients["local"].prompts[-1]  # type: ignore[attr-defined]
     assert "ann: My sister is called Alba" in prompt[-1]["content"]
 
     await second.handle(inbound(QUESTION, "elsewhere"), RecordingOutbox())
