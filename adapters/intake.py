@@ -201,6 +201,7 @@ class Intake:
             attachments=tuple(attachments or ()),
             command=arrival.command,
             message_id=arrival.message_id,
+            is_direct=arrival.direct,
         )
 
     async def changed(

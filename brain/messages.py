@@ -44,6 +44,7 @@ class Inbound:
     attachments: tuple[Attachment, ...] = ()
     command: CommandCall | None = None
     message_id: str = ""  # the platform's id of the message, where it has one
+    is_direct: bool = False  # a one-to-one conversation with the bot (a DM, the console)
 
     @property
     def user_key(self) -> str:

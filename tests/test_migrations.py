@@ -72,6 +72,7 @@ ALL_TABLES = {
     "memory_summaries",
     "shown_events",
     "user_personas",
+    "memory_direct_channels",
 }
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 

@@ -24,6 +24,7 @@ class OldTurn:
     author: str
     content: str
     created_at: datetime
+    elsewhere: bool = False  # said in another direct conversation with the user (follow_user)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ async def fit_recollection(
         summary_share = (budget - spent) * recollection.summary_budget // recollection.wanted
     shown = 0
     for turn, _ in recollection.turns:
-        if turn.turn_id >= before_id or shown >= recollection.most:
+        in_window = turn.turn_id >= before_id and not turn.elsewhere
+        if in_window or shown >= recollection.most:
             continue
         line = _quote(turn)
         line_cost = await cost(line)
@@ -111,4 +113,5 @@ def _quote(turn: OldTurn) -> str:
     text = " ".join(turn.content.split())
     if len(text) > QUOTE_CHARS:
         text = text[:QUOTE_CHARS] + "…"
-    return f"- ({turn.created_at:%Y-%m-%d %H:%M}) {turn.author or turn.role}: {text}"
+    where = ", in another conversation" if turn.elsewhere else ""
+    return f"- ({turn.created_at:%Y-%m-%d %H:%M}{where}) {turn.author or turn.role}: {text}"

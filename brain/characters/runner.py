@@ -71,6 +71,9 @@ class Turn:
     recollection: Recollection | None = None  # what the memory recalled for it
     speaker: str = ""  # who wrote it: a card's {{user}} (`brain.characters.card_prompt`)
     speaker_persona: str = ""  # who they say they are (/persona), shown after their message
+    # Whose direct conversation it is ("discord:1234"; "" in a shared room): their memory
+    # may follow them from their other ones (`[memory] follow_user`).
+    direct_user: str = ""
 
 
 PAGE_HINTS = 4096  # channels whose window is remembered (hints, never a cache: see ChannelWindow)

@@ -144,6 +144,7 @@ class ChatPipeline:
                 turn_id,
                 speaker=message.author_name,
                 speaker_persona=persona,
+                direct_user=message.user_key if message.is_direct else "",
             )
             if decision.unsure:  # too close to call: ask, and answer nothing yet
                 await ask(self.questions, message, outbox, turn, self.question_timeout_s)
@@ -159,6 +160,7 @@ class ChatPipeline:
             prefetch_size=page_size,
             speaker=message.author_name,
             speaker_persona=persona,
+            direct_user=message.user_key if message.is_direct else "",
         )
         await self._reply_in_words(outbox, await self.remembered(turn, text), usages)
 
@@ -191,6 +193,7 @@ class ChatPipeline:
             last.turn_id,
             speaker=message.author_name,
             speaker_persona=persona,
+            direct_user=message.user_key if message.is_direct else "",
         )
         turn = await self.remembered(asked, last.content)
         await self._reply_in_words(outbox, turn, usages, replacing=last.replies)
@@ -240,9 +243,9 @@ class ChatPipeline:
 
     async def remembered(self, turn: Turn, text: str) -> Turn:
         """The turn with what the memory recalls for `text` (unchanged with memory off)."""
-        return replace(turn, recollection=await self._recall(turn.channel, text))
+        return replace(turn, recollection=await self._recall(turn, text))
 
-    async def _recall(self, channel: str, text: str) -> Recollection | None:
+    async def _recall(self, turn: Turn, text: str) -> Recollection | None:
         """What the memory recalls for `text`; None with the memory off, or failing.
 
         It searches before the window the channel's last prompts held, where that is known
@@ -250,9 +253,10 @@ class ChatPipeline:
         """
         if self.memory is None or not text:
             return None
+        channel = turn.channel
         before = self.runner.window_start(channel) or NO_LIMIT
         try:
-            return await self.memory.recall(channel, text, before)
+            return await self.memory.recall(channel, text, before, turn.direct_user)
         except (SQLAlchemyError, OSError, RuntimeError):  # the memory never costs a reply
             # (its database, or torch on the encoder: what recall touches)
             log.exception("%s: recall failed; answering without the memory", channel)

@@ -73,6 +73,16 @@ class MemorySummaryRow(SQLModel, table=True):
     updated_at: datetime
 
 
+class MemoryDirectChannelRow(SQLModel, table=True):
+    """A direct conversation of a user with the bot (a DM): where `[memory] follow_user`
+    looks for what that user said elsewhere."""
+
+    __tablename__ = "memory_direct_channels"
+
+    user: str = Field(primary_key=True, max_length=255)  # "discord:1234", "matrix:@ann:…"
+    channel: str = Field(primary_key=True, max_length=255)
+
+
 class ImageJob(SQLModel, table=True):
     """An image request in progress; rows left at start belong to a process that died."""
 
@@ -122,6 +132,7 @@ class UserPersonaRow(SQLModel, table=True):
 TURNS = TurnRow.__table__.c  # type: ignore[attr-defined]
 VECTORS = MemoryVectorRow.__table__.c  # type: ignore[attr-defined]
 SUMMARIES = MemorySummaryRow.__table__.c  # type: ignore[attr-defined]
+DIRECT_CHANNELS = MemoryDirectChannelRow.__table__.c  # type: ignore[attr-defined]
 SHOWN = ShownEventRow.__table__.c  # type: ignore[attr-defined]
 PERSONAS = UserPersonaRow.__table__.c  # type: ignore[attr-defined]
 

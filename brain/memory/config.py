@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from brain.strict_model import StrictModel
 
@@ -63,3 +63,28 @@ class MemoryConfig(StrictModel):
         description="Stored turns' vectors kept in memory for search, over all channels "
         "(0.8 KB each); the least recently used channels are read again when needed.",
     )
+    follow_user: bool = Field(
+        False,
+        description="What a user told the bot in a direct conversation may be recalled in "
+        "their other direct conversations with it (never in a shared room, never another "
+        "user's); another platform's only where linked_accounts names both accounts.",
+    )
+    linked_accounts: list[list[str]] = Field(
+        default_factory=list,
+        description="One person's accounts on each platform, for follow_user: [[\"discord:"
+        '1234", "matrix:@ann:example.org"]] (platform:user id, as /persona keys them).',
+    )
+
+    @field_validator("linked_accounts")
+    @classmethod
+    def _each_account_once(cls, groups: list[list[str]]) -> list[list[str]]:
+        seen: set[str] = set()
+        for group in groups:
+            for account in group:
+                platform, _, user = account.partition(":")
+                if not (platform and user):
+                    raise ValueError(f"{account!r}: an account is platform:user id")
+                if account in seen:
+                    raise ValueError(f"{account!r} is linked twice: one person, one list")
+                seen.add(account)
+        return groups

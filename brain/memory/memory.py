@@ -22,12 +22,14 @@ import asyncio
 import functools
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from brain.characters.recall import OldTurn, Recollection
 from brain.config import CharacterConfig, MemoryConfig
 from brain.history.store import HistoryStore
+from brain.memory.following import DirectConversations
 from brain.memory.lexical import LexicalSearch
 from brain.memory.ranking import Ranking, rank
 from brain.memory.store import MemoryStore, Summary
@@ -43,6 +45,7 @@ BATCH = 64  # turns read from the database at once
 ENCODE_SLICE = 8  # turns encoded per embedder-thread call (4-5 ms each)
 CANDIDATES = 4  # turns searched for per recall slot: each character's window drops its own
 RETRY_S = 5.0  # after a failed batch (the database away), wait before catching up again
+NO_LIMIT = 2**62  # before every turn: another conversation's are all outside this window
 MAX_PENDING = 10_000  # ids waiting; beyond, they are found again in the database instead
 
 
@@ -53,12 +56,14 @@ class Memory:
         self,
         store: MemoryStore,
         lexical: LexicalSearch,
+        following: DirectConversations,
         embedder: Embedder,
         config: MemoryConfig,
         summarizer: Summarizer | None = None,
     ) -> None:
         self.store = store
         self.lexical = lexical
+        self.following = following
         self.embedder = embedder
         self.config = config
         self._cache = VectorCache(config.cache_vectors)
@@ -153,42 +158,75 @@ class Memory:
 
     # -- recall ---------------------------------------------------------------------------
 
-    async def recall(self, channel: str, text: str, before_id: int) -> Recollection:
-        """The channel's summary and its turns before `before_id` most like `text`."""
+    async def recall(self, channel: str, text: str, before_id: int, user: str = "") -> Recollection:
+        """The channel's summary and its turns before `before_id` most like `text`.
+
+        `user`: whose direct conversation the channel is ("" for a shared room). With
+        `follow_user` on, their other direct conversations are searched too (every turn
+        there: none is in this prompt's window), and their turns shown as said elsewhere.
+        """
         await self.embedder.load()
-        vectors = await self._vectors(channel)
-        config = self.config
-        most = config.recall_turns * CANDIDATES
-        ranking = Ranking(
-            most, config.min_similarity, config.lexical_weight, config.correction_similarity
-        )
-        # The message is encoded while the database searches its words (if they count).
-        words = (
-            asyncio.to_thread(self.lexical.search, channel, text, before_id, most)
-            if config.lexical_weight > 0
-            else _nothing()
-        )
-        query, lexical = await asyncio.gather(
-            self.embedder.run(self.embedder.encode_one, text), words
-        )
-
-        def search() -> list[tuple[int, float]]:  # in the thread that also updates `vectors`
-            ids, matrix = vectors.snapshot()
-            return rank(ids, matrix, query, lexical, before_id, ranking)
-
-        hits = await self.embedder.run(search)
-        turns: tuple[tuple[OldTurn, float], ...] = ()
-        if hits:
-            found = await asyncio.to_thread(self.store.old_turns, channel, [i for i, _ in hits])
-            turns = tuple((found[i], score) for i, score in hits if i in found)
+        channels = {channel: before_id}
+        if user:
+            await self.following.record(user, channel)
+            if self.config.follow_user:
+                channels |= dict.fromkeys(await self.following.others(user, channel), NO_LIMIT)
+        hits = [
+            (each, turn_id, score)
+            for each, before in channels.items()
+            for turn_id, score in await self._search(each, text, before)
+        ]
+        hits.sort(key=lambda hit: -hit[2])  # stable: a correction stays before what it corrects
+        kept = hits[: self._most]
+        turns: list[tuple[OldTurn, float]] = []
+        for each in channels:
+            if ids := [turn_id for place, turn_id, _ in kept if place == each]:
+                found = await asyncio.to_thread(self.store.old_turns, each, ids)
+                turns += [
+                    (replace(found[turn_id], elsewhere=each != channel), score)
+                    for place, turn_id, score in kept
+                    if place == each and turn_id in found
+                ]
+        turns.sort(key=lambda pair: -pair[1])
         summary = await self.summaries.get(channel)
         return Recollection(
             summary.text if summary else "",
-            turns,
+            tuple(turns),
             self.config.recall_turns,
             self.config.recall_tokens,
             self.config.summary_tokens,  # the summary's own share, beside the turns'
         )
+
+    @property
+    def _most(self) -> int:
+        return self.config.recall_turns * CANDIDATES
+
+    async def _search(self, channel: str, text: str, before_id: int) -> list[tuple[int, float]]:
+        """(turn id, score) of the channel's turns before `before_id` to recall, best first.
+
+        One trip to the embedder's thread: encode (once: the embedder keeps recent texts'
+        vectors), then search."""
+        config = self.config
+        ranking = Ranking(
+            self._most,
+            config.min_similarity,
+            config.lexical_weight,
+            config.correction_similarity,
+            corrected=config.recall_turns,
+        )
+        lexical: dict[int, float] = {}
+        if config.lexical_weight > 0:  # the database's full-text index, when it counts
+            lexical = await asyncio.to_thread(
+                self.lexical.search, channel, text, before_id, self._most
+            )
+        vectors = await self._vectors(channel)
+
+        def search() -> list[tuple[int, float]]:  # in the thread that also updates `vectors`
+            query = self.embedder.encode_one(text)
+            ids, matrix = vectors.snapshot()
+            return rank(ids, matrix, query, lexical, before_id, ranking)
+
+        return await self.embedder.run(search)
 
     async def _vectors(self, channel: str) -> ChannelVectors:
         cached = self._cache.get(channel)
@@ -294,13 +332,10 @@ def open_memory(
     summarizer = Summarizer(writer, clients[writer.endpoint], config.summary_tokens)
     store = MemoryStore(history.engine, embedder.identity)
     lexical = LexicalSearch(history.engine)
-    memory = Memory(store, lexical, embedder, config, summarizer)
+    following = DirectConversations(history.engine, config.linked_accounts)
+    memory = Memory(store, lexical, following, embedder, config, summarizer)
     history.on_user_turn = memory.note
     return memory
-
-
-async def _nothing() -> dict[int, float]:
-    return {}
 
 
 def _covers(turn_id: int, summary: Summary) -> bool:

@@ -32,6 +32,7 @@ class Ranking:
     floor: float  # fused score a turn needs
     lexical_weight: float
     correction_similarity: float  # how alike a newer turn must be to count as a correction
+    corrected: int = 3  # the best hits whose corrections are looked for (a prompt's share)
 
 
 def rank(
@@ -70,23 +71,27 @@ def _with_corrections(
     before: int,
     ranking: Ranking,
 ) -> list[tuple[int, float]]:
-    """`hits` (position, score), each preceded by the newer turns most like it."""
-    alike = torch.mm(matrix, matrix[[p for p, _ in hits]].T).float()  # turns × hits
+    """`hits` (position, score), the best `corrected` each preceded by the newer turns most
+    like it: one more pass over the vectors for each (2.6 ms at 100 000 in float16), and
+    none when nothing is recalled or `correction_similarity` is above 1 (never)."""
+    if ranking.correction_similarity > 1:
+        return hits
     chosen: list[tuple[int, float]] = []
     taken: set[int] = set()
-    for column, (position, score) in enumerate(hits):
-        newer = (ids > ids[position]) & (ids < before)
-        candidates = torch.where(newer, alike[:, column], EXCLUDED)
-        count = min(CORRECTIONS_PER_TURN, len(ids))
-        values, rows = torch.topk(candidates, count)
-        later = [
-            r
-            for r, v in zip(rows.tolist(), values.tolist(), strict=True)
-            if v >= ranking.correction_similarity and r not in taken
-        ]
-        for row in sorted(later, key=lambda r: -int(ids[r])):  # the newest first
-            chosen.append((row, score))
-            taken.add(row)
+    for index, (position, score) in enumerate(hits):
+        if index < ranking.corrected:
+            alike = torch.mv(matrix, matrix[position]).float()
+            newer = (ids > ids[position]) & (ids < before)
+            candidates = torch.where(newer, alike, EXCLUDED)
+            values, rows = torch.topk(candidates, min(CORRECTIONS_PER_TURN, len(ids)))
+            later = [
+                r
+                for r, v in zip(rows.tolist(), values.tolist(), strict=True)
+                if v >= ranking.correction_similarity and r not in taken
+            ]
+            for row in sorted(later, key=lambda r: -int(ids[r])):  # the newest first
+                chosen.append((row, score))
+                taken.add(row)
         if position not in taken:
             chosen.append((position, score))
             taken.add(position)

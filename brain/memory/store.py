@@ -29,7 +29,7 @@ from brain.database.tables import (
     MemoryVectorRow,
 )
 
-VECTOR_DTYPE = np.float16  # stored; searched as bfloat16 or float32 (brain.vectors)
+VECTOR_DTYPE = np.float16  # stored; searched as `search_dtype()` says (brain.memory.vectors)
 DELETE_CHUNK = 10_000
 
 
