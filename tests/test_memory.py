@@ -304,7 +304,7 @@ async def test_indexing_that_fails_catches_up_instead_of_stopping(
     caplog: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("brain.memory.memory.RETRY_S", 0.01)
+    monkeypatch.setattr("brain.memory.indexing.RETRY_S", 0.01)
     brain = memory_brain(fake_server, sqlite_url, embedder)
     memory = brain.memory
     assert memory is not None

@@ -1,8 +1,8 @@
 """Memory beyond the context window: what a channel told the bot, recalled in that channel.
 
-Every user turn is embedded in the background (batched, in the embedder's thread, never
-awaited by a reply) and its vector stored beside the history (`brain.memory.store`); the
-database indexes its words itself (`brain.memory.lexical`). For each new message the turns
+Every user turn is embedded in the background (`brain.memory.indexing`, never awaited by a
+reply) and its vector stored beside the history (`brain.memory.store`); the database
+indexes its words itself (`brain.memory.lexical`). For each new message the turns
 that already left the window are searched both ways, the scores fused
 (`brain.memory.ranking`), and the few that clear a measured floor
 (`MemoryConfig.min_similarity`) come back into the prompt with their time, under their
@@ -11,8 +11,10 @@ rolling summary of the turns that fell out of the window is rewritten in the bac
 (`brain.memory.summaries`).
 
 The boundary is the channel key ("platform:channel"; a thread is a channel of its own):
-the search only ever reads one channel's vectors, so a DM's memory never reaches a room
-and one room's never another. Only user turns are embedded: the bot's own replies are
+the search reads one channel's vectors, so a DM's memory never reaches a room and one
+room's never another. The one exception is opt-in and goes from DM to DM only: with
+`follow_user`, a user's other direct conversations are searched too
+(`brain.memory.following`). Only user turns are embedded: the bot's own replies are
 generated text, and recalling them would feed its old mistakes back to it.
 """
 
@@ -24,33 +26,28 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-import numpy as np
-
 from brain.characters.recall import OldTurn, Recollection
 from brain.config import CharacterConfig, MemoryConfig
 from brain.history.store import HistoryStore
 from brain.memory.following import DirectConversations
+from brain.memory.indexing import Indexer, SearchableVectors
 from brain.memory.lexical import LexicalSearch
 from brain.memory.ranking import Ranking, rank
 from brain.memory.store import MemoryStore, Summary
 from brain.memory.summaries import RollingSummaries
 from brain.memory.summary import Summarizer
-from brain.memory.vectors import WIDTH, ChannelVectors, VectorCache
 from brain.models.client import ModelClient
 from brain.models.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
-BATCH = 64  # turns read from the database at once
-ENCODE_SLICE = 8  # turns encoded per embedder-thread call (4-5 ms each)
 CANDIDATES = 4  # turns searched for per recall slot: each character's window drops its own
-RETRY_S = 5.0  # after a failed batch (the database away), wait before catching up again
 NO_LIMIT = 2**62  # before every turn: another conversation's are all outside this window
-MAX_PENDING = 10_000  # ids waiting; beyond, they are found again in the database instead
 
 
 class Memory:
-    """Indexes user turns, recalls them per channel, and keeps the rolling summaries."""
+    """Recalls what each channel was told, and keeps its rolling summary; its vectors are
+    made and held by `brain.memory.indexing`."""
 
     def __init__(
         self,
@@ -66,95 +63,17 @@ class Memory:
         self.following = following
         self.embedder = embedder
         self.config = config
-        self._cache = VectorCache(config.cache_vectors)
-        self._lock = asyncio.Lock()  # cache loads and vector writes, one at a time
-        self._pending: list[int] = []
-        self._idle = asyncio.Event()
-        self._catch_up = True  # at start: turns stored while the bot was away or memory off
-        self._indexer: asyncio.Task[None] | None = None
+        self.vectors = SearchableVectors(store, embedder, config.cache_vectors)
+        self.indexer = Indexer(self.vectors)
         self.summaries = RollingSummaries(store, summarizer, config.summary_every)
 
-    # -- indexing -------------------------------------------------------------------------
-
-    def note(self, turn_id: int) -> None:
-        """A user turn was stored or rewritten: embed it soon (the history store's hook)."""
-        if len(self._pending) < MAX_PENDING:
-            self._pending.append(turn_id)
-        else:  # far behind (a database away for long): read what is unindexed from it later
-            self._catch_up = True
-        self.start()
-
     def start(self) -> None:
-        """Index what is waiting, in a task that ends when nothing is (no idle task lingers).
-
-        The first start also indexes user turns stored while the memory was not running.
-        """
-        if self._indexer is None or self._indexer.done():
-            self._idle.clear()
-            self._indexer = asyncio.get_running_loop().create_task(self._index_pending())
+        """Index what is waiting, and at the first start what was stored while away."""
+        self.indexer.start()
 
     async def settle(self) -> None:
         """Wait until every turn noted so far is searchable (tests, benchmarks)."""
-        self.start()
-        await self._idle.wait()
-
-    async def _index_pending(self) -> None:
-        while self._catch_up or self._pending:
-            try:
-                await self.embedder.load()  # at start: in the background, not before the chat
-                if self._catch_up:
-                    await self._index_unindexed()
-                    self._catch_up = False
-                ids, self._pending = self._pending[:BATCH], self._pending[BATCH:]
-                if ids:
-                    await self._index(await asyncio.to_thread(self.store.user_turns, ids))
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the indexing worker's boundary
-                # Never silently dead: log, wait, then find what was missed from the database.
-                log.exception("memory: indexing failed; catching up in %.0f s", RETRY_S)
-                self._catch_up = True
-                self._pending.clear()  # the catch-up finds them in the database
-                await asyncio.sleep(RETRY_S)
-        self._idle.set()
-
-    async def _index_unindexed(self) -> None:
-        if adopted := await asyncio.to_thread(self.store.adopt_unlabelled_vectors):
-            log.info("memory: %d vectors from before encoders were recorded kept", adopted)
-        after, indexed = 0, 0
-        while rows := await asyncio.to_thread(self.store.unindexed_user_turns, after, BATCH):
-            await self._index(rows)
-            after, indexed = rows[-1][0], indexed + len(rows)
-        if indexed:
-            log.info("memory: indexed %d stored turns that had no vector yet", indexed)
-
-    async def _index(self, rows: list[tuple[int, str, str]]) -> None:
-        if not rows:
-            return
-        texts = [row[2] for row in rows]
-        vectors = np.concatenate(  # a few at a time: a recall waits for at most one slice
-            [
-                await self.embedder.run(self.embedder.encode, texts[i : i + ENCODE_SLICE])
-                for i in range(0, len(texts), ENCODE_SLICE)
-            ]
-        )
-        async with self._lock:
-            await asyncio.to_thread(
-                self.store.put_vectors,
-                [
-                    (turn_id, channel, v)
-                    for (turn_id, channel, _), v in zip(rows, vectors, strict=True)
-                ],
-            )
-            by_channel: dict[str, list[int]] = {}
-            for index, (_, channel, _) in enumerate(rows):
-                by_channel.setdefault(channel, []).append(index)
-            for channel, indexes in by_channel.items():
-                cached = self._cache.get(channel)
-                if cached is not None:
-                    ids = [rows[i][0] for i in indexes]
-                    await self.embedder.run(cached.upsert, ids, vectors[indexes])
-            self._cache.shrink()
+        await self.indexer.settle()
 
     # -- recall ---------------------------------------------------------------------------
 
@@ -219,7 +138,7 @@ class Memory:
             lexical = await asyncio.to_thread(
                 self.lexical.search, channel, text, before_id, self._most
             )
-        vectors = await self._vectors(channel)
+        vectors = await self.vectors.channel(channel)
 
         def search() -> list[tuple[int, float]]:  # in the thread that also updates `vectors`
             query = self.embedder.encode_one(text)
@@ -227,18 +146,6 @@ class Memory:
             return rank(ids, matrix, query, lexical, before_id, ranking)
 
         return await self.embedder.run(search)
-
-    async def _vectors(self, channel: str) -> ChannelVectors:
-        cached = self._cache.get(channel)
-        if cached is not None:
-            return cached
-        async with self._lock:
-            cached = self._cache.get(channel)
-            if cached is None:
-                ids, matrix = await asyncio.to_thread(self.store.channel_vectors, channel, WIDTH)
-                cached = await self.embedder.run(ChannelVectors, ids, matrix)
-                self._cache.put(channel, cached)
-            return cached
 
     # -- what /memory, /forget and /reset see ---------------------------------------------
 
@@ -256,12 +163,8 @@ class Memory:
         """
         self.summaries.stop(channel)
         ids = await asyncio.to_thread(self.store.matching_turns, channel, text)
-        async with self._lock:
-            if ids:
-                await asyncio.to_thread(self.store.delete_turns, channel, ids)
-                cached = self._cache.get(channel)
-                if cached is not None:
-                    await self.embedder.run(cached.remove, ids)
+        if ids:
+            await self.vectors.delete(channel, ids)
         dropped = await self.summaries.drop_if(
             channel,
             lambda summary: (
@@ -280,11 +183,7 @@ class Memory:
         by_channel: dict[str, list[int]] = {}
         for turn_id, channel in removed:
             by_channel.setdefault(channel, []).append(turn_id)
-        async with self._lock:
-            for channel, ids in by_channel.items():
-                cached = self._cache.get(channel)
-                if cached is not None:
-                    await self.embedder.run(cached.remove, ids)
+        await self.vectors.forget(by_channel)
         oldest: dict[str, int] = {}
         for turn_id, channel in [*removed, *rewritten]:
             oldest[channel] = min(turn_id, oldest.get(channel, turn_id))
@@ -294,7 +193,7 @@ class Memory:
     def forget_channel(self, channel: str) -> None:
         """/reset deleted the channel's rows (in the history's transaction): drop ours."""
         self.summaries.forget_channel(channel)
-        self._cache.drop(channel)
+        self.vectors.forget_channel(channel)
 
     # -- the rolling summary ----------------------------------------------------------------
 
@@ -309,10 +208,7 @@ class Memory:
     async def aclose(self) -> None:
         """Stop indexing and summarizing (what was not indexed yet is caught up at start)."""
         await self.summaries.aclose()
-        if self._indexer is not None:
-            self._indexer.cancel()
-            await asyncio.gather(self._indexer, return_exceptions=True)
-        self._indexer = None
+        await self.indexer.aclose()
 
 
 def open_memory(
@@ -334,7 +230,7 @@ def open_memory(
     lexical = LexicalSearch(history.engine)
     following = DirectConversations(history.engine, config.linked_accounts)
     memory = Memory(store, lexical, following, embedder, config, summarizer)
-    history.on_user_turn = memory.note
+    history.on_user_turn = memory.indexer.note
     return memory
 
 
