@@ -14,6 +14,7 @@ from brain.database.tables import TURNS, VECTORS, MemoryVectorRow, TurnRow
 from brain.history.store import HistoryStore
 from brain.memory.lexical import LexicalSearch, search_terms
 from brain.memory.memory import Memory
+from brain.memory.vectors import ChannelVectors
 from brain.models.embedder import Embedder
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import chat_filler, close_brain, memory_brain
@@ -182,3 +183,27 @@ async def test_a_texts_vector_does_not_depend_on_what_it_is_encoded_with(
     batched = await other.run(other.encode, [*neighbours, fact])
     assert float(alone[0] @ batched[2]) > 0.9999
     await other.aclose()
+
+
+def test_a_channels_vectors_stay_in_the_order_turns_were_said() -> None:
+    """A search for corrections reads only the rows after a turn, so a turn caught up late
+    or rewritten must not land after newer ones; an earlier snapshot stays as it was."""
+    rng = np.random.default_rng(2)
+
+    def unit(count: int) -> np.ndarray:
+        rows = rng.standard_normal((count, 384)).astype(np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    first = unit(3)
+    vectors = ChannelVectors(np.array([1, 2, 5]), first)
+    before_ids, before_matrix = vectors.snapshot()
+    late = unit(3)
+    vectors.upsert([9, 4, 3], late)  # a new turn, and two caught up late, out of order
+    vectors.upsert([2], late[:1])  # turn 2 rewritten
+    ids, matrix = vectors.snapshot()
+    assert ids.tolist() == [1, 2, 3, 4, 5, 9]
+    expected = {1: first[0], 2: late[0], 3: late[2], 4: late[1], 5: first[2], 9: late[0]}
+    for row, turn in enumerate(ids.tolist()):
+        assert np.allclose(matrix[row].float().numpy(), expected[turn], atol=1e-3), turn
+    assert before_ids.tolist() == [1, 2, 5]
+    assert np.allclose(before_matrix.float().numpy(), first, atol=1e-3)

@@ -127,11 +127,7 @@ class Memory:
         vectors), then search."""
         config = self.config
         ranking = Ranking(
-            self._most,
-            config.min_similarity,
-            config.lexical_weight,
-            config.correction_similarity,
-            corrected=config.recall_turns,
+            self._most, config.min_similarity, config.lexical_weight, config.correction_similarity
         )
         lexical: dict[int, float] = {}
         if config.lexical_weight > 0:  # the database's full-text index, when it counts

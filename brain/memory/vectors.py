@@ -43,12 +43,15 @@ def search_dtype() -> torch.dtype:
 
 
 class ChannelVectors:
-    """One channel's turn ids and vectors, in a buffer that grows by doubling.
+    """One channel's turn ids and vectors, in a buffer that grows by doubling, always in the
+    order of the ids (the order turns were said): the turns newer than one are the rows
+    after it, which is all a search for its corrections reads (`brain.memory.ranking`).
 
     Every method runs in the embedder's thread (`Embedder.run`), like the searches: torch
     used from a second thread starts a second set of OpenMP threads, and the two sets slowed
-    each other from 4.4 to 9.5 ms per encode. Appends write past the end and removals build
-    new tensors, so a `snapshot` taken before stays valid.
+    each other from 4.4 to 9.5 ms per encode. Appends write past the end, and removals and
+    the rare re-ordering (a rewritten turn, one caught up late) build new tensors, so a
+    `snapshot` taken before stays valid.
     """
 
     def __init__(self, ids: np.ndarray, matrix: np.ndarray) -> None:
@@ -73,7 +76,12 @@ class ChannelVectors:
             self._ids, self._matrix = grown_ids, grown
         self._ids[self.size : needed] = torch.tensor(ids, dtype=torch.int64)
         self._matrix[self.size : needed] = torch.from_numpy(vectors).to(self._matrix.dtype)
+        start = max(self.size - 1, 0)
         self.size = needed
+        added = self._ids[start:needed]
+        if not bool((added[1:] > added[:-1]).all()):  # out of order: sorted into new tensors
+            order = torch.argsort(self._ids[:needed])
+            self._ids, self._matrix = self._ids[:needed][order], self._matrix[:needed][order]
 
     def remove(self, ids: list[int]) -> None:
         current_ids, current = self.snapshot()
