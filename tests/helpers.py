@@ -281,6 +281,13 @@ FILLER_TOPICS = (
 )
 
 
+def last_reply_prompt(server: Any) -> str:
+    """The newest reply's prompt (streamed; a summary's request is not), every message of
+    it in one string."""
+    body = [r.body for r in server.requests if r.body.get("stream")][-1]
+    return "\n".join(m["content"] for m in body["messages"])
+
+
 async def chat_filler(history: Any, channel: str, turns: int) -> None:
     """Store `turns` turns of small talk (user and assistant in turn) in a channel."""
     for i in range(turns):

@@ -16,18 +16,13 @@ from brain.brain import Brain
 from brain.characters.recall import HEADER
 from brain.models.embedder import Embedder
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import chat_filler, close_brain, memory_brain
+from tests.helpers import chat_filler, close_brain, last_reply_prompt, memory_brain
 from tests.matrix_world import Bot, Human, joined, reply_to
 from tests.synapse import Synapse
 
 FACT = "Keep this between us: my sister Alba is moving to Valencia."
 QUESTION = "Which city is my sister moving to?"
 ELSEWHERE = "in another conversation) "
-
-
-def last_reply_prompt(server: FakeOpenAIServer) -> str:
-    body = [r.body for r in server.requests if r.body.get("stream")][-1]
-    return "\n".join(m["content"] for m in body["messages"])
 
 
 async def console(brain: Brain, channel: str, line: str, folder: Path, user: str = "ann") -> None:

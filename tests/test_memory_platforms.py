@@ -19,18 +19,18 @@ from adapters.discord import MombotDiscordClient
 from brain.characters.recall import HEADER
 from brain.models.embedder import Embedder
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import chat_filler, close_brain, eventually_equal, memory_brain
+from tests.helpers import (
+    chat_filler,
+    close_brain,
+    eventually_equal,
+    last_reply_prompt,
+    memory_brain,
+)
 from tests.matrix_world import Bot, Human, joined, reply_to
 from tests.synapse import Synapse
 
 FACT = "Keep this between us: my sister Alba is moving to Valencia."
 QUESTION = "Which city is my sister moving to?"
-
-
-def last_reply_prompt(server: FakeOpenAIServer) -> str:
-    """The newest reply's prompt, every message of it in one string."""
-    body = [r.body for r in server.requests if r.body.get("stream")][-1]
-    return "\n".join(m["content"] for m in body["messages"])
 
 
 async def test_console_channels_keep_their_memories_apart(

@@ -8,7 +8,7 @@ are chosen on the tuning half of the evaluation set (bench/bench_memory.py).
 
 A turn that is recalled may have been corrected later ("actually it moved to Thursday"):
 such a message says little on its own and scores low against the question, but it is much
-like the turn it corrects. So each recalled turn brings the newer turns most like it
+like the turn it corrects. So the best recalled turn brings the newer turns most like it
 (`correction_similarity`), ranked just before it: the model sees both, dated, newest
 first in rank, and the prompt shows them in the order they were said.
 """
