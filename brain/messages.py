@@ -52,6 +52,12 @@ class Inbound:
         return f"{self.platform}:{self.author_id}"
 
     @property
+    def direct_user(self) -> str:
+        """The author's key where this is their direct conversation with the bot; "" in a
+        shared one (whose memory may follow a user: `brain.memory.following`)."""
+        return self.user_key if self.is_direct else ""
+
+    @property
     def source(self) -> str:
         """The message's key among all platforms' ("discord:1234"); "" without an id."""
         return f"{self.platform}:{self.message_id}" if self.message_id else ""

@@ -32,7 +32,7 @@ from brain.history.personas import Personas
 from brain.history.replies import last_exchange, replace_replies
 from brain.history.store import HistoryStore
 from brain.images.service import ImageService
-from brain.memory.memory import Memory
+from brain.memory.memory import NO_LIMIT, Memory
 from brain.messages import Inbound
 from brain.models.usage import Usage, current_usages, format_usages
 from brain.outbox import DetailOutbox, Outbox, reporter
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 EMPTY_REPLY = "_(The model returned an empty answer.)_"
 NOTHING_TO_ANSWER_AGAIN = "There is no message here to answer again yet."
 DEBUG_CHANNELS = 4096  # channels whose /debug switch is remembered
-NO_LIMIT = 2**62  # a turn id above any stored one
 
 
 class ChatPipeline:
@@ -144,7 +143,7 @@ class ChatPipeline:
                 turn_id,
                 speaker=message.author_name,
                 speaker_persona=persona,
-                direct_user=message.user_key if message.is_direct else "",
+                direct_user=message.direct_user,
             )
             if decision.unsure:  # too close to call: ask, and answer nothing yet
                 await ask(self.questions, message, outbox, turn, self.question_timeout_s)
@@ -160,7 +159,7 @@ class ChatPipeline:
             prefetch_size=page_size,
             speaker=message.author_name,
             speaker_persona=persona,
-            direct_user=message.user_key if message.is_direct else "",
+            direct_user=message.direct_user,
         )
         await self._reply_in_words(outbox, await self.remembered(turn, text), usages)
 
@@ -193,7 +192,7 @@ class ChatPipeline:
             last.turn_id,
             speaker=message.author_name,
             speaker_persona=persona,
-            direct_user=message.user_key if message.is_direct else "",
+            direct_user=message.direct_user,
         )
         turn = await self.remembered(asked, last.content)
         await self._reply_in_words(outbox, turn, usages, replacing=last.replies)

@@ -42,7 +42,7 @@ from brain.models.embedder import Embedder
 log = logging.getLogger(__name__)
 
 CANDIDATES = 4  # turns searched for per recall slot: each character's window drops its own
-NO_LIMIT = 2**62  # before every turn: another conversation's are all outside this window
+NO_LIMIT = 2**62  # a turn id above any stored one: recall before it searches every turn
 
 
 class Memory:

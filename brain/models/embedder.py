@@ -122,7 +122,7 @@ class Embedder:
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
-                batch_size=1,  # int8 layers scale a whole batch at once: see below
+                batch_size=1,  # int8 layers scale a whole batch at once (docstring)
             )
             found.update(zip(missing, fresh, strict=True))
             if len(missing) <= RECENT_TEXTS:  # a thousand routing examples would only churn
