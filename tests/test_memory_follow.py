@@ -7,13 +7,16 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 import simcord
+from pydantic import ValidationError
 
 from adapters.config import ConsoleConfig, DiscordConfig
 from adapters.console import ConsoleAdapter
 from adapters.discord import MombotDiscordClient
 from brain.brain import Brain
 from brain.characters.recall import HEADER
+from brain.config import MemoryConfig
 from brain.models.embedder import Embedder
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import chat_filler, close_brain, last_reply_prompt, memory_brain
@@ -131,3 +134,17 @@ async def test_a_matrix_user_is_followed_from_one_dm_room_to_another_not_to_a_gr
         await human.close()
         await other.close()
         await close_brain(brain)
+
+
+@pytest.mark.parametrize(
+    ("groups", "error"),
+    [
+        ([["discord:1", "matrix:@ann:x"], ["matrix:@ann:x", "console:ann"]], "linked twice"),
+        ([["discord:1", "ann"]], "platform:user id"),
+    ],
+)
+def test_linked_accounts_name_each_account_once_with_its_platform(
+    groups: list[list[str]], error: str
+) -> None:
+    with pytest.raises(ValidationError, match=error):
+        MemoryConfig(follow_user=True, linked_accounts=groups)
