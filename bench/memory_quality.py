@@ -64,8 +64,7 @@ class StoredHalf:
     """A half stored in a channel: turn ids, their vectors, and each message's words found."""
 
     half: Half
-    ids: torch.Tensor  # turn ids, oldest first
-    positions: list[int]  # each stored turn's index in `half.turns`
+    ids: torch.Tensor  # turn ids, in `half.turns` order
     matrix: torch.Tensor
     questions: np.ndarray
     unrelated: np.ndarray
@@ -74,7 +73,7 @@ class StoredHalf:
     def recalled(self, ranking: Ranking) -> list[list[int]]:
         """What each question, then each unrelated message, recalls (turn indexes)."""
         before = int(self.ids.max()) + 1
-        index = dict(zip(self.ids.tolist(), self.positions, strict=True))
+        index = {turn_id: i for i, turn_id in enumerate(self.ids.tolist())}
         queries = [*self.questions, *self.unrelated]
         return [
             [index[t] for t, _ in rank(self.ids, self.matrix, q, words, before, ranking)][:SHOWN]
@@ -85,9 +84,8 @@ class StoredHalf:
 def store_half(half: Half, encode: Encode, url: str, channel: str) -> StoredHalf:
     """Store the half's turns in `channel` of the database at `url`, and search each
     message's words there."""
-    texts = half.turns
     store = HistoryStore(url)
-    rows = [{"channel": channel, "role": "user", "author": "ann", "content": t} for t in texts]
+    rows = [{"channel": channel, "role": "user", "author": "ann", "content": t} for t in half.turns]
     with store.engine.begin() as connection:
         connection.execute(insert(TurnRow), rows)
     query = select(TURNS.id).where(TURNS.channel == channel).order_by(TURNS.id)
@@ -103,8 +101,7 @@ def store_half(half: Half, encode: Encode, url: str, channel: str) -> StoredHalf
     return StoredHalf(
         half,
         torch.tensor(ids, dtype=torch.int64),
-        list(range(len(texts))),
-        torch.from_numpy(encode(texts, False)).to(search_dtype()),  # as searched
+        torch.from_numpy(encode(half.turns, False)).to(search_dtype()),  # as searched
         encode([q.text for q in half.questions], True),
         encode(half.unrelated, True),
         words,
@@ -118,7 +115,7 @@ def score(stored: StoredHalf, recalled: Sequence[list[int]]) -> Score:
         right = {question.target} | ({question.older} if question.older is not None else set())
         found += question.target in turns
         wrong += sum(1 for t in turns if t not in right)
-        pairs += len(stored.positions) - len(right)
+        pairs += len(stored.half.turns) - len(right)
         if question.older is not None and {question.target, question.older} <= set(turns):
             both += 1
             newer += turns.index(question.target) < turns.index(question.older)
